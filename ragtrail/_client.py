@@ -1,0 +1,328 @@
+"""``ragtrail.Client``: read traces, runs and datasets from a store as objects and DataFrames.
+
+pandas is imported only by the ``*_df`` methods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ragtrail import semconv
+from ragtrail._exceptions import ConfigError, StoreError
+from ragtrail.store import SPAN_COLUMNS, Store, open_store
+from ragtrail.tracing._model import SpanRecord, Trace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_DF_COLUMNS = [
+    "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time", "end_time", "duration_ms",
+    "status", "model", "input_tokens", "output_tokens", "cost_usd", "project", "attributes",
+]  # fmt: skip
+
+
+def _to_ns(t: datetime | float | int | str | None) -> int | None:
+    if t is None:
+        return None
+    if isinstance(t, datetime):
+        return int(t.timestamp() * 1e9)
+    if isinstance(t, str):
+        try:
+            return int(datetime.fromisoformat(t).timestamp() * 1e9)
+        except ValueError as exc:
+            raise ConfigError(f"cannot parse time {t!r}; use ISO 8601 such as 2026-11-29T12:00:00") from exc
+    v = float(t)
+    return int(v * 1e9) if v < 1e12 else int(v)  # seconds, else already ns
+
+
+class Client:
+    """Read access to a store. ``Client()`` opens the same store ``ragtrail.init()`` would use.
+
+    Args:
+        store: a path, ``sqlite:///…``/``postgresql://…`` URL, or a Store. Default: the store of the
+            running ``ragtrail.init()``, else ``$RAGTRAIL_STORE``, else ``$RAGTRAIL_HOME/ragtrail.db``.
+    """
+
+    def __init__(self, store: str | os.PathLike[str] | Store | None = None) -> None:
+        if store is None:
+            from ragtrail.tracing._setup import get_config
+
+            cfg = get_config()
+            if cfg is not None and cfg.store is not None:
+                store = cfg.store
+        self.store: Store = open_store(store)
+
+    def __repr__(self) -> str:
+        return f"Client(store={self.store.url!r})"
+
+    # ------------------------------------------------------------------------------------- spans
+    def _span_where(
+        self,
+        project: str | None,
+        start: Any,
+        end: Any,
+        name: str | None,
+        kind: str | None,
+        trace_id: str | Sequence[str] | None,
+        status: str | None = None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if project is not None:
+            clauses.append("project = ?")
+            params.append(project)
+        s, e = _to_ns(start), _to_ns(end)
+        if s is not None:
+            clauses.append("start_time_ns >= ?")
+            params.append(s)
+        if e is not None:
+            clauses.append("start_time_ns < ?")
+            params.append(e)
+        if name is not None:
+            clauses.append("name = ?")
+            params.append(name)
+        if kind is not None:
+            if kind not in semconv.SPAN_KINDS:
+                raise ConfigError(f"unknown span kind {kind!r}; use one of {', '.join(semconv.SPAN_KINDS)}")
+            clauses.append("kind = ?")
+            params.append(kind)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status.upper())
+        if trace_id is not None:
+            ids = [trace_id] if isinstance(trace_id, str) else list(trace_id)
+            clauses.append(f"trace_id IN ({', '.join('?' * len(ids))})")
+            params.extend(ids)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def spans(
+        self,
+        project: str | None = None,
+        *,
+        start: Any = None,
+        end: Any = None,
+        name: str | None = None,
+        kind: str | None = None,
+        trace_id: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[SpanRecord]:
+        """Spans matching the filters as :class:`SpanRecord` objects, oldest first."""
+        where, params = self._span_where(project, start, end, name, kind, trace_id)
+        sql = f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans{where} ORDER BY start_time_ns"  # noqa: S608
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [SpanRecord.from_row(r) for r in self.store.query(sql, params)]
+
+    def spans_df(
+        self,
+        project: str | None = None,
+        *,
+        start: Any = None,
+        end: Any = None,
+        name: str | None = None,
+        kind: str | None = None,
+        trace_id: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        parse_attributes: bool = True,
+    ) -> pd.DataFrame:
+        """One row per span: trace_id, span_id, parent_span_id, name, kind, start_time, end_time
+        (UTC timestamps), duration_ms, status, model, input_tokens, output_tokens, cost_usd, project,
+        attributes (dict; the JSON text when ``parse_attributes=False``). Oldest first."""
+        import pandas as pd
+
+        where, params = self._span_where(project, start, end, name, kind, trace_id)
+        cols = ("trace_id, span_id, parent_span_id, name, kind, start_time_ns, end_time_ns, duration_ms, "
+                "status, model, input_tokens, output_tokens, cost_usd, project, attributes")  # fmt: skip
+        sql = f"SELECT {cols} FROM spans{where} ORDER BY start_time_ns"  # noqa: S608
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        chunks: list[pd.DataFrame] = []
+        it = getattr(self.store, "iter_query", None)
+        batches = it(sql, params) if it is not None else [self.store.query(sql, params)]
+        loads = json.loads
+        for rows in batches:
+            data = list(zip(*rows)) if rows else [[] for _ in range(15)]
+            frame = {
+                "trace_id": pd.array(data[0], dtype="string"),
+                "span_id": pd.array(data[1], dtype="string"),
+                "parent_span_id": pd.array(data[2], dtype="string"),
+                "name": pd.array(data[3], dtype="string"),
+                "kind": pd.array(data[4], dtype="string"),
+                "start_time": pd.to_datetime(pd.Series(data[5], dtype="int64"), unit="ns", utc=True),
+                "end_time": pd.to_datetime(pd.Series(data[6], dtype="int64"), unit="ns", utc=True),
+                "duration_ms": pd.Series(data[7], dtype="float64"),
+                "status": pd.array(data[8], dtype="string"),
+                "model": pd.array(data[9], dtype="string"),
+                "input_tokens": pd.array(data[10], dtype="Int64"),
+                "output_tokens": pd.array(data[11], dtype="Int64"),
+                "cost_usd": pd.Series([float("nan") if c is None else c for c in data[12]], dtype="float64"),
+                "project": pd.array(data[13], dtype="string"),
+                "attributes": [loads(a) if a else {} for a in data[14]] if parse_attributes else list(data[14]),
+            }
+            chunks.append(pd.DataFrame(frame))
+        if not chunks:
+            return pd.DataFrame({c: [] for c in _DF_COLUMNS})
+        df = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+        return df.reset_index(drop=True)
+
+    def traces_df(
+        self,
+        project: str | None = None,
+        *,
+        start: Any = None,
+        end: Any = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """One row per trace: trace_id, root_name, root_kind, start_time, end_time, duration_ms,
+        n_spans, n_errors, status, input_tokens, output_tokens, cost_usd, project. Newest first."""
+        import pandas as pd
+
+        where, params = self._span_where(project, start, end, None, None, None)
+        sql = (
+            "SELECT trace_id, MIN(start_time_ns), MAX(end_time_ns), COUNT(*), "
+            "SUM(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), "
+            "SUM(cost_usd), COUNT(cost_usd), MIN(project), "
+            "MIN(CASE WHEN parent_span_id IS NULL THEN name END), MIN(CASE WHEN parent_span_id IS NULL THEN kind END) "
+            f"FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"  # noqa: S608
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self.store.query(sql, params)
+        data = list(zip(*rows)) if rows else [[] for _ in range(12)]
+        start_ns = pd.Series(data[1], dtype="int64")
+        end_ns = pd.Series(data[2], dtype="int64")
+        return pd.DataFrame(
+            {
+                "trace_id": pd.array(data[0], dtype="string"),
+                "root_name": pd.array(data[10], dtype="string"),
+                "root_kind": pd.array(data[11], dtype="string"),
+                "start_time": pd.to_datetime(start_ns, unit="ns", utc=True),
+                "end_time": pd.to_datetime(end_ns, unit="ns", utc=True),
+                "duration_ms": (end_ns - start_ns) / 1e6,
+                "n_spans": pd.Series(data[3], dtype="int64"),
+                "n_errors": pd.Series(data[4], dtype="int64"),
+                "status": ["ERROR" if e else "OK" for e in data[4]],
+                "input_tokens": pd.array([int(x) if x is not None else None for x in data[5]], dtype="Int64"),
+                "output_tokens": pd.array([int(x) if x is not None else None for x in data[6]], dtype="Int64"),
+                "cost_usd": pd.Series(
+                    [float(c) if n else float("nan") for c, n in zip(data[7], data[8])], dtype="float64"
+                ),
+                "project": pd.array(data[9], dtype="string"),
+            }
+        )
+
+    def trace(self, trace_id: str) -> Trace:
+        """The trace with this id (a unique prefix of at least 8 hex digits works too)."""
+        tid = trace_id.strip().lower()
+        if len(tid) < 32:
+            if len(tid) < 8:
+                raise ConfigError(f"trace id {trace_id!r} is too short; give at least 8 hex digits")
+            hits = self.store.query("SELECT DISTINCT trace_id FROM spans WHERE trace_id LIKE ?", (tid + "%",))
+            if len(hits) > 1:
+                raise ConfigError(f"trace id prefix {trace_id!r} is ambiguous ({len(hits)} traces); give more digits")
+            if hits:
+                tid = hits[0][0]
+        spans = self.spans(trace_id=tid)
+        if not spans:
+            raise StoreError(f"no trace {trace_id!r} in the store {self.store.url}; `ragtrail traces list` shows the ids")
+        return Trace(spans)
+
+    def traces(self, project: str | None = None, *, limit: int = 100) -> list[Trace]:
+        """The newest ``limit`` traces as :class:`Trace` objects."""
+        df_rows = self.store.query(
+            "SELECT trace_id FROM spans" + (" WHERE project = ?" if project else "")
+            + " GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC LIMIT ?",
+            ((project,) if project else ()) + (int(limit),),
+        )
+        ids = [r[0] for r in df_rows]
+        if not ids:
+            return []
+        by: dict[str, list[SpanRecord]] = {}
+        for s in self.spans(trace_id=ids):
+            by.setdefault(s.trace_id, []).append(s)
+        return [Trace(by[i]) for i in ids if i in by]
+
+    def reprice(self, project: str | None = None, prices: Any = None) -> int:
+        """Recompute ``cost_usd`` of stored LLM/embedding spans from the current price table; returns
+        how many spans changed. GPU-time costs are recomputed from their recorded GPU seconds."""
+        from ragtrail.tracing._usage import compute_cost, gpu_cost, load_prices
+
+        table = load_prices(prices)
+        where = " WHERE (input_tokens IS NOT NULL OR output_tokens IS NOT NULL)"
+        params: list[Any] = []
+        if project:
+            where += " AND project = ?"
+            params.append(project)
+        rows = self.store.query(f"SELECT trace_id, span_id, attributes, cost_usd FROM spans{where}", params)  # noqa: S608
+        updates = []
+        for trace_id, span_id, attrs_text, old in rows:
+            attrs = json.loads(attrs_text or "{}")
+            if semconv.GPU_SECONDS in attrs:
+                new = gpu_cost(attrs[semconv.GPU_SECONDS], attrs.get(semconv.GPU_TYPE), table)
+                src = "gpu_time"
+                date = None
+            else:
+                res = compute_cost(
+                    attrs.get(semconv.GEN_AI_PROVIDER_NAME),
+                    attrs.get(semconv.GEN_AI_RESPONSE_MODEL) or attrs.get(semconv.GEN_AI_REQUEST_MODEL),
+                    attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+                    attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+                    attrs.get(semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS),
+                    table,
+                )
+                new = res[0] if res else None
+                src = ("user_prices" if res and res[1].date == "user" else "price_table") if res else None
+                date = res[1].date if res else None
+            if new == old:
+                continue
+            for k in (semconv.COST_USD, semconv.COST_SOURCE, semconv.COST_PRICE_DATE):
+                attrs.pop(k, None)
+            if new is not None:
+                attrs[semconv.COST_USD] = new
+                attrs[semconv.COST_SOURCE] = src
+                if date:
+                    attrs[semconv.COST_PRICE_DATE] = date
+            updates.append((new, json.dumps(attrs, ensure_ascii=False, separators=(",", ":")), trace_id, span_id))
+        if updates:
+            with self.store.transaction() as cur:
+                cur.executemany("UPDATE spans SET cost_usd = ?, attributes = ? WHERE trace_id = ? AND span_id = ?", updates)
+        return len(updates)
+
+    # ---------------------------------------------------------------------- runs and datasets
+    def run(self, ref: str) -> Any:
+        """A versioned eval run by reference: ``name:vN``, ``name:alias`` (``latest``, ``production``…) or id."""
+        from ragtrail.evals._runs import load_run
+
+        return load_run(self.store, ref)
+
+    def runs_df(self, name: str | None = None) -> pd.DataFrame:
+        """One row per run (newest first) with its summary metrics."""
+        from ragtrail.evals._runs import runs_df
+
+        return runs_df(self.store, name)
+
+    def set_alias(self, run: Any, alias: str, *, by: str | None = None) -> Any:
+        """Point ``alias`` (e.g. ``production``) of the run's evaluation at ``run``; history is kept."""
+        from ragtrail.evals._runs import set_alias
+
+        return set_alias(self.store, run, alias, by=by)
+
+    def compare(self, a: Any, b: Any, **kwargs: Any) -> Any:
+        """Paired comparison of two runs (b − a) with bootstrap CIs and Holm-adjusted p-values."""
+        from ragtrail.evals._compare import compare
+
+        return compare(self.store, a, b, **kwargs)
+
+    def dataset(self, ref: str) -> Any:
+        """A stored dataset: ``name`` (latest version) or ``name:version``."""
+        from ragtrail.evals._datasets import load_dataset
+
+        return load_dataset(self.store, ref)
+
+    def info(self) -> dict[str, Any]:
+        """Store location, schema version and row counts."""
+        return self.store.info()

@@ -1,0 +1,1 @@
+"""DataFrame helpers and plots for notebooks (pandas, matplotlib), imported on use."""

@@ -1,0 +1,48 @@
+"""Exporting spans to JSONL and Parquet, in bounded memory."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ragtrail._deps import require
+from ragtrail.store import SPAN_COLUMNS
+
+
+def export_spans(client: Any, path: str | os.PathLike[str], *, fmt: str = "jsonl", project: str | None = None) -> int:
+    """Write every span (optionally of one project) to ``path``; returns the number written."""
+    where, params = ("WHERE project = ?", [project]) if project else ("", [])
+    sql = f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans {where} ORDER BY start_time_ns"  # noqa: S608
+    store = client.store
+    batches = store.iter_query(sql, params) if hasattr(store, "iter_query") else [store.query(sql, params)]
+    n = 0
+    if fmt == "jsonl":
+        with open(path, "w", encoding="utf-8") as f:
+            for rows in batches:
+                for r in rows:
+                    d = dict(zip(SPAN_COLUMNS, r))
+                    d["attributes"] = json.loads(d["attributes"] or "{}")
+                    d["events"] = json.loads(d["events"] or "[]")
+                    d["resource"] = json.loads(d["resource"] or "{}")
+                    f.write(json.dumps(d, ensure_ascii=False) + "\n")
+                    n += 1
+        return n
+    pa = require("pyarrow", extra="notebook")
+    pq = require("pyarrow.parquet", extra="notebook", package="pyarrow")
+    writer = None
+    try:
+        for rows in batches:
+            cols = list(zip(*rows))
+            table = pa.table({c: list(cols[i]) for i, c in enumerate(SPAN_COLUMNS)})
+            if writer is None:
+                writer = pq.ParquetWriter(os.fspath(path), table.schema)
+            writer.write_table(table)
+            n += len(rows)
+        if writer is None:
+            table = pa.table({c: pa.array([], type=pa.string()) for c in SPAN_COLUMNS})
+            pq.write_table(table, os.fspath(path))
+    finally:
+        if writer is not None:
+            writer.close()
+    return n

@@ -1,0 +1,67 @@
+"""The ``ragtrail`` command line (typer). Commands are thin: they parse arguments and call the library.
+
+Sub-apps live in one module each (``_traces``, ``_store``, ``_evals``, ``_runs``, ``_serve``…) and are
+imported when the CLI starts, never by ``import ragtrail``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from ragtrail._exceptions import RagtrailError
+
+app = typer.Typer(
+    name="ragtrail",
+    help="Trace LLM/RAG pipelines and evaluate them as versioned runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# (module, attribute, name): sub-apps are added under ``name``; plain commands when name is None.
+_PARTS: list[tuple[str, str, str | None]] = [
+    ("ragtrail.cli._traces", "app", "traces"),
+    ("ragtrail.cli._store", "app", "store"),
+    ("ragtrail.cli._datasets", "app", "datasets"),
+    ("ragtrail.cli._runs", "app", "runs"),
+    ("ragtrail.cli._eval", "app", "eval"),
+    ("ragtrail.cli._gate", "register", None),
+    ("ragtrail.cli._sweep", "register", None),
+    ("ragtrail.cli._report", "register", None),
+    ("ragtrail.cli._serve", "register", None),
+]
+
+for _mod, _attr, _name in _PARTS:
+    try:
+        _m = importlib.import_module(_mod)
+    except ModuleNotFoundError as _exc:  # a part not written yet
+        if _exc.name != _mod:
+            raise
+        continue
+    if _name is None:
+        getattr(_m, _attr)(app)
+    else:
+        app.add_typer(getattr(_m, _attr), name=_name)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from ragtrail import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    """Console-script entry point: ragtrail errors become one clear line and exit status 2."""
+    try:
+        app()
+    except RagtrailError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)

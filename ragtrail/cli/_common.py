@@ -1,0 +1,19 @@
+"""Options shared by CLI commands."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+StoreOpt = typer.Option(
+    None, "--store", "-s", envvar="RAGTRAIL_STORE",
+    help="Store path or URL (sqlite path, sqlite:///…, postgresql://…). Default: $RAGTRAIL_HOME/ragtrail.db.",
+)  # fmt: skip
+
+
+def client(store: Optional[str]):  # type: ignore[no-untyped-def]  # noqa: UP045
+    """A Client on ``store`` (None: the default store)."""
+    from ragtrail._client import Client
+
+    return Client(store)

@@ -1,0 +1,81 @@
+"""``ragtrail traces list|show|export|reprice``."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from ragtrail._exceptions import ConfigError
+from ragtrail.cli._common import StoreOpt, client
+
+app = typer.Typer(help="List, show, export and reprice traces.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(
+    project: Optional[str] = typer.Option(None, "--project", "-p", help="Only this project."),  # noqa: UP045
+    limit: int = typer.Option(20, "--limit", "-n", help="How many traces (newest first)."),
+    store: Optional[str] = StoreOpt,  # noqa: UP045
+) -> None:
+    """The newest traces: id, root span, start, duration, spans, errors, tokens, cost."""
+    from rich.console import Console
+    from rich.table import Table
+
+    df = client(store).traces_df(project=project, limit=limit)
+    table = Table(title=f"{len(df)} trace(s)")
+    for col in ("trace_id", "root", "start (UTC)", "duration", "spans", "errors", "tokens in→out", "cost"):
+        table.add_column(col)
+    for r in df.itertuples():
+        cost = "-" if r.cost_usd != r.cost_usd else f"${r.cost_usd:.6f}"
+        tin = 0 if r.input_tokens is None or str(r.input_tokens) == "<NA>" else int(r.input_tokens)
+        tout = 0 if r.output_tokens is None or str(r.output_tokens) == "<NA>" else int(r.output_tokens)
+        table.add_row(
+            str(r.trace_id), str(r.root_name), r.start_time.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{r.duration_ms:.1f} ms", str(r.n_spans), str(r.n_errors), f"{tin}→{tout}", cost,
+        )  # fmt: skip
+    Console(width=200).print(table)
+
+
+@app.command("show")
+def show(
+    trace_id: str = typer.Argument(..., help="Trace id (or a unique prefix of 8+ hex digits)."),
+    store: Optional[str] = StoreOpt,  # noqa: UP045
+    as_json: bool = typer.Option(False, "--json", help="Print the spans as JSON."),
+) -> None:
+    """An indented span tree with durations, tokens and cost."""
+    tr = client(store).trace(trace_id)
+    if as_json:
+        typer.echo(json.dumps([s.__dict__ for s in tr.spans], default=str, indent=2))
+        return
+    typer.echo(f"trace {tr.trace_id}  {len(tr)} spans  {tr.duration_ms:.1f} ms"
+               + (f"  ${tr.cost_usd:.6f}" if tr.cost_usd is not None else ""))  # fmt: skip
+    typer.echo(tr.to_text())
+
+
+@app.command("export")
+def export(
+    output: str = typer.Option(..., "--output", "-o", help="File to write."),
+    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl or parquet."),
+    project: Optional[str] = typer.Option(None, "--project", "-p"),  # noqa: UP045
+    store: Optional[str] = StoreOpt,  # noqa: UP045
+) -> None:
+    """Export spans (one per line/row, attributes included) to JSONL or Parquet."""
+    from ragtrail.analysis._export import export_spans
+
+    if fmt not in ("jsonl", "parquet"):
+        raise ConfigError(f"--format must be jsonl or parquet, not {fmt!r}")
+    n = export_spans(client(store), output, fmt=fmt, project=project)
+    typer.echo(f"wrote {n} spans to {output}")
+
+
+@app.command("reprice")
+def reprice(
+    prices: Optional[str] = typer.Option(None, "--prices", help="A JSON price file overriding the built-in table."),  # noqa: UP045
+    project: Optional[str] = typer.Option(None, "--project", "-p"),  # noqa: UP045
+    store: Optional[str] = StoreOpt,  # noqa: UP045
+) -> None:
+    """Recompute the cost of stored spans from the current price table."""
+    n = client(store).reprice(project=project, prices=prices)
+    typer.echo(f"repriced {n} span(s)")

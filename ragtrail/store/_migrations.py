@@ -1,0 +1,125 @@
+"""Ordered, named schema migrations. Append only: never edit a migration that has shipped.
+
+Each migration is ``(version, name, sqlite_sql, postgres_sql)``; applied versions are recorded in
+``ragtrail_migrations``. A store whose recorded version is newer than the last one here was written by
+a newer ragtrail and is refused with :class:`~ragtrail.SchemaVersionError`.
+"""
+
+from __future__ import annotations
+
+_SPANS = """
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    kind TEXT,
+    start_time_ns BIGINT NOT NULL,
+    end_time_ns BIGINT NOT NULL,
+    duration_ms DOUBLE PRECISION,
+    status TEXT,
+    status_message TEXT,
+    model TEXT,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    cost_usd DOUBLE PRECISION,
+    project TEXT,
+    attributes TEXT,
+    events TEXT,
+    resource TEXT,
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_project_start ON spans (project, start_time_ns);
+CREATE INDEX IF NOT EXISTS spans_start ON spans (start_time_ns);
+"""
+
+_EVALS = """
+CREATE TABLE IF NOT EXISTS datasets (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    n_examples BIGINT NOT NULL,
+    description TEXT,
+    meta TEXT,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS dataset_examples (
+    dataset TEXT NOT NULL,
+    version TEXT NOT NULL,
+    example_id TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (dataset, version, example_id)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION,
+    status TEXT NOT NULL,
+    dataset_name TEXT,
+    dataset_version TEXT,
+    config TEXT,
+    config_hash TEXT,
+    lineage TEXT,
+    summary TEXT,
+    source_run_id TEXT,
+    sweep_id TEXT,
+    UNIQUE (name, version)
+);
+CREATE TABLE IF NOT EXISTS run_examples (
+    run_id TEXT NOT NULL,
+    example_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    trace_id TEXT,
+    latency_ms DOUBLE PRECISION,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    cost_usd DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, example_id)
+);
+CREATE TABLE IF NOT EXISTS run_results (
+    run_id TEXT NOT NULL,
+    example_id TEXT NOT NULL,
+    scorer TEXT NOT NULL,
+    score DOUBLE PRECISION,
+    status TEXT NOT NULL,
+    reason TEXT,
+    details TEXT,
+    trace_id TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, example_id, scorer)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    set_at DOUBLE PRECISION NOT NULL,
+    set_by TEXT,
+    PRIMARY KEY (name, alias)
+);
+CREATE TABLE IF NOT EXISTS alias_history (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    previous_run_id TEXT,
+    set_at DOUBLE PRECISION NOT NULL,
+    set_by TEXT
+);
+CREATE TABLE IF NOT EXISTS judge_cache (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+"""
+
+MIGRATIONS: list[tuple[int, str, str, str]] = [
+    (1, "spans", _SPANS, _SPANS),
+    (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
+]
+
+LATEST = MIGRATIONS[-1][0]

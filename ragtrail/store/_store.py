@@ -1,0 +1,427 @@
+"""The store: SQLite by default (a file, WAL, one writer per process), PostgreSQL by URL.
+
+The same SQL runs on both: write it with ``?`` placeholders; the PostgreSQL store rewrites them.
+Every public method raises :class:`~ragtrail.StoreError` (with the store's location and what to do),
+never a driver's own exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+from ragtrail._exceptions import ConfigError, SchemaVersionError, StoreError
+from ragtrail.store._migrations import LATEST, MIGRATIONS
+
+SPAN_COLUMNS: tuple[str, ...] = (
+    "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
+    "status", "status_message", "model", "input_tokens", "output_tokens", "cost_usd", "project",
+    "attributes", "events", "resource",
+)  # fmt: skip
+
+_INSERT_SPANS = (
+    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "
+    "ON CONFLICT (trace_id, span_id) DO NOTHING"
+)
+
+
+class Store:
+    """Base class of the SQLite and PostgreSQL stores."""
+
+    kind: str = "base"
+    url: str = ""
+
+    # -- SQL --------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:  # pragma: no cover - abstract
+        """A write transaction; yields a cursor whose ``execute(sql, params)`` takes ``?`` placeholders."""
+        raise NotImplementedError
+        yield
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:  # pragma: no cover
+        """Run a read query (``?`` placeholders) and return all rows."""
+        raise NotImplementedError
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write statement in its own transaction; returns the row count."""
+        with self.transaction() as cur:
+            cur.execute(sql, params)
+            return int(getattr(cur, "rowcount", 0) or 0)
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        """Close this thread's connections."""
+
+    # -- spans ------------------------------------------------------------------------------------
+    def write_spans(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert span rows (SPAN_COLUMNS order) in one transaction; re-inserting a span is a no-op."""
+        if not rows:
+            return
+        with self.transaction() as cur:
+            cur.executemany(_INSERT_SPANS, rows)
+
+    def count_spans(self, project: str | None = None) -> int:
+        if project is None:
+            return int(self.query("SELECT COUNT(*) FROM spans")[0][0])
+        return int(self.query("SELECT COUNT(*) FROM spans WHERE project = ?", (project,))[0][0])
+
+    def info(self) -> dict[str, Any]:
+        """Location, schema version and row counts."""
+        counts = {}
+        for t in ("spans", "datasets", "runs", "run_results"):
+            counts[t] = int(self.query(f"SELECT COUNT(*) FROM {t}")[0][0])  # noqa: S608 - fixed names
+        traces = int(self.query("SELECT COUNT(DISTINCT trace_id) FROM spans")[0][0])
+        projects = [r[0] for r in self.query("SELECT DISTINCT project FROM spans ORDER BY 1")]
+        return {
+            "kind": self.kind,
+            "url": self.url,
+            "schema_version": self.schema_version(),
+            "traces": traces,
+            "projects": projects,
+            **counts,
+        }
+
+    def schema_version(self) -> int:
+        rows = self.query("SELECT MAX(version) FROM ragtrail_migrations")
+        return int(rows[0][0] or 0)
+
+    # -- migrations -------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self.transaction() as cur:
+            self._lock_for_migration(cur)
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS ragtrail_migrations "
+                "(version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            cur.execute("SELECT version FROM ragtrail_migrations")
+            done = {int(r[0]) for r in cur.fetchall()}
+            if done and max(done) > LATEST:
+                raise SchemaVersionError(
+                    f"the store at {self.url} has schema version {max(done)}, newer than this ragtrail "
+                    f"understands ({LATEST}); upgrade ragtrail (pip install -U ragtrail) or use another store"
+                )
+            for version, name, sqlite_sql, pg_sql in MIGRATIONS:
+                if version in done:
+                    continue
+                sql = sqlite_sql if self.kind == "sqlite" else pg_sql
+                for stmt in (s.strip() for s in sql.split(";")):
+                    if stmt:
+                        cur.execute(stmt)
+                cur.execute(
+                    "INSERT INTO ragtrail_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, time.time()),
+                )
+
+    def _lock_for_migration(self, cur: Any) -> None:
+        """Serialise concurrent migrations (SQLite: BEGIN IMMEDIATE already does)."""
+
+
+# ------------------------------------------------------------------------------------------- SQLite
+_LOCKED_MARKERS = ("database is locked", "database table is locked", "busy")
+
+
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and any(m in str(exc).lower() for m in _LOCKED_MARKERS)
+
+
+class SQLiteStore(Store):
+    """A SQLite file in WAL mode. Safe with several threads and processes writing at once."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str, *, busy_timeout_s: float = 60.0) -> None:
+        self.path = os.path.abspath(os.path.expanduser(path))
+        self.url = self.path
+        self.busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        parent = os.path.dirname(self.path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the directory {parent!r} for the SQLite store {self.path!r}: {exc.strerror}. "
+                "Pass a writable path to init(store=...) / Client(store=...) or set RAGTRAIL_STORE / RAGTRAIL_HOME."
+            ) from exc
+        if os.path.isdir(self.path):
+            raise StoreError(f"the store path {self.path!r} is a directory; pass a file path such as {self.path}/ragtrail.db")
+        try:
+            self._migrate()
+        except SchemaVersionError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"cannot open the SQLite store {self.path!r}: {exc}. Check that it is a ragtrail SQLite file "
+                "and writable, or pass another path to init(store=...)."
+            ) from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+                conn.execute("PRAGMA foreign_keys=OFF")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        conn = self._conn()
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:  # BEGIN IMMEDIATE takes the write lock up front; retry it while another writer has it
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+                time.sleep(0.005 + random.random() * 0.02)
+        cur = conn.cursor()
+        try:
+            yield cur
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"SQLite store {self.path}: commit failed: {exc}") from exc
+        finally:
+            cur.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._conn()
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                return conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+                time.sleep(0.01)
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    def iter_query(self, sql: str, params: Sequence[Any] = (), batch: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+        """Yield rows of a read query in batches (bounded memory for large exports)."""
+        try:
+            cur = self._conn().execute(sql, tuple(params))
+            while True:
+                rows = cur.fetchmany(batch)
+                if not rows:
+                    return
+                yield rows
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.close()
+        self._local = threading.local()
+
+
+# --------------------------------------------------------------------------------------- PostgreSQL
+class _PgCursor:
+    """Adapts a psycopg cursor to ``?`` placeholders."""
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._cur.execute(_pg_sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        return self._cur.executemany(_pg_sql(sql), rows)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return list(self._cur.fetchall())
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row = self._cur.fetchone()
+        return None if row is None else tuple(row)
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount or 0)
+
+
+_pg_cache: dict[str, str] = {}
+
+
+def _pg_sql(sql: str) -> str:
+    out = _pg_cache.get(sql)
+    if out is None:
+        out = sql.replace("%", "%%").replace("?", "%s")
+        out = out.replace("INSERT OR IGNORE INTO", "INSERT INTO")
+        _pg_cache[sql] = out
+    return out
+
+
+class PostgresStore(Store):
+    """A PostgreSQL database (``postgresql://user@host:port/db``); one connection per thread."""
+
+    kind = "postgresql"
+
+    def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
+        from ragtrail._deps import require
+
+        self._psycopg = require("psycopg", extra="postgres")
+        self.url = _redact_url(url)
+        self._dsn = url
+        self.connect_timeout_s = connect_timeout_s
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
+        self._migrate()
+
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            try:
+                conn = self._psycopg.connect(self._dsn, connect_timeout=self.connect_timeout_s, autocommit=False)
+            except self._psycopg.Error as exc:
+                raise StoreError(
+                    f"cannot connect to the PostgreSQL store {self.url}: {str(exc).strip()}. "
+                    "Check the URL (postgresql://user@host:port/database) and that the server is running."
+                ) from exc
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _lock_for_migration(self, cur: Any) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(727271)")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        conn = self._conn()
+        pg = self._psycopg
+        try:
+            with conn.transaction():
+                cur = conn.cursor()
+                try:
+                    yield _PgCursor(cur)
+                finally:
+                    cur.close()
+        except pg.Error as exc:
+            if conn.closed or getattr(conn, "broken", False):
+                self._local.conn = None
+            raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
+        finally:
+            # leave no idle transaction behind on this thread's connection
+            if not conn.closed and conn.info.transaction_status != pg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(_pg_sql(sql), tuple(params))
+                rows = cur.fetchall() if cur.description else []
+            conn.rollback()  # end the implicit read transaction
+            return [tuple(r) for r in rows]
+        except self._psycopg.Error as exc:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            if conn.closed:
+                self._local.conn = None
+            raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
+
+    def iter_query(self, sql: str, params: Sequence[Any] = (), batch: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+        conn = self._conn()
+        try:
+            with conn.cursor(name=f"ragtrail_iter_{random.randrange(1 << 30)}") as cur:
+                cur.itersize = batch
+                cur.execute(_pg_sql(sql), tuple(params))
+                while True:
+                    rows = cur.fetchmany(batch)
+                    if not rows:
+                        break
+                    yield [tuple(r) for r in rows]
+            conn.rollback()
+        except self._psycopg.Error as exc:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
+
+    def write_spans(self, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self.transaction() as cur:
+            cur.executemany(_INSERT_SPANS, rows)
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.close()
+        self._local = threading.local()
+
+
+def _redact_url(url: str) -> str:
+    p = urlparse(url)
+    if p.password:
+        netloc = f"{p.username}:***@{p.hostname}" + (f":{p.port}" if p.port else "")
+        return p._replace(netloc=netloc).geturl()
+    return url
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
+    """Open (creating and migrating if needed) the store at ``url``: a path, ``sqlite:///path``, or
+    ``postgresql://…``. ``None`` resolves ``$RAGTRAIL_STORE``, else ``$RAGTRAIL_HOME/ragtrail.db``."""
+    if isinstance(url, Store):
+        return url
+    if url is None:
+        from ragtrail.tracing._setup import _resolve_store_url
+
+        url = _resolve_store_url(None)
+    text = os.fspath(url)
+    if not text.strip():
+        raise ConfigError("the store location is empty; pass a path or a postgresql:// URL")
+    low = text.lower()
+    if low.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        return PostgresStore(text.replace("postgresql+psycopg://", "postgresql://", 1))
+    if low.startswith("sqlite:///"):
+        text = text[len("sqlite:///") :]
+        if not text.startswith("/") and low.startswith("sqlite:////"):
+            text = "/" + text
+    elif low.startswith("sqlite://"):
+        text = text[len("sqlite://") :]
+    elif "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise ConfigError(
+            f"unsupported store URL scheme {scheme!r} in {_redact_url(text)!r}; use a file path, "
+            "sqlite:///path/to/file.db or postgresql://user@host:port/database"
+        )
+    if text == ":memory:":
+        raise ConfigError("':memory:' cannot be shared between threads; pass a file path (a temp file is fine)")
+    return SQLiteStore(text)

@@ -1,0 +1,76 @@
+"""Tracing core: SDK setup, span helpers, usage/cost, content capture, the store exporter.
+
+Connectors use :func:`record_usage`, :func:`record_documents`, :func:`set_content`,
+:func:`record_exception`, :func:`is_enabled` and :func:`get_tracer` from here.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace as _otel_trace
+
+from ragtrail.tracing._collector import SpanCollector, collector
+from ragtrail.tracing._content import mask_secrets, safe_json, to_json
+from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
+from ragtrail.tracing._model import SpanRecord, Trace
+from ragtrail.tracing._setup import Config, flush, get_config, init, shutdown, stats
+from ragtrail.tracing._spans import (
+    capture_content,
+    content_value,
+    current_span,
+    is_enabled,
+    is_suppressed,
+    record_exception,
+    set_content,
+    span,
+    trace,
+)
+from ragtrail.tracing._usage import PriceTable, compute_cost, gpu_cost, load_prices, record_documents, record_usage
+
+
+def get_tracer() -> _otel_trace.Tracer:
+    """The tracer connectors start spans with (a no-op tracer before ``ragtrail.init()``)."""
+    cfg = get_config()
+    return cfg.tracer if cfg is not None else _otel_trace.NoOpTracer()
+
+
+def suppress_instrumentation():  # type: ignore[no-untyped-def]
+    """Context manager: no connector creates spans inside it (store writes, judge internals)."""
+    from opentelemetry.instrumentation.utils import suppress_instrumentation as _s
+
+    return _s()
+
+
+__all__ = [
+    "Config",
+    "PriceTable",
+    "SpanCollector",
+    "SpanRecord",
+    "StoreSpanExporter",
+    "Trace",
+    "capture_content",
+    "collector",
+    "compute_cost",
+    "content_value",
+    "current_span",
+    "flush",
+    "get_config",
+    "get_tracer",
+    "gpu_cost",
+    "init",
+    "is_enabled",
+    "is_suppressed",
+    "load_prices",
+    "mask_secrets",
+    "record_documents",
+    "record_exception",
+    "record_usage",
+    "safe_json",
+    "set_content",
+    "shutdown",
+    "span",
+    "span_to_row",
+    "stats",
+    "suppress_instrumentation",
+    "to_json",
+    "trace",
+]

@@ -1,0 +1,140 @@
+"""The store as a plain OpenTelemetry ``SpanExporter`` (driven by the stock BatchSpanProcessor).
+
+It never raises into the application: a failing store is retried a bounded number of times, then the
+batch is counted as failed and logged once per kind of failure.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import StatusCode
+
+from ragtrail import semconv
+from ragtrail._log import logger, warn_once
+from ragtrail.store import Store
+
+_SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
+_STATUS = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
+def _attrs_json(attrs: Any) -> str:
+    if not attrs:
+        return "{}"
+    d = {}
+    for k, v in attrs.items():
+        d[k] = list(v) if isinstance(v, tuple) else v
+    return _dumps(d)
+
+
+def span_to_row(span: ReadableSpan, project: str) -> tuple[Any, ...]:
+    """One store row (SPAN_COLUMNS order) from an ended SDK span."""
+    ctx = span.context
+    attrs = span.attributes or {}
+    parent = span.parent
+    start = span.start_time or 0
+    end = span.end_time or start
+    events = span.events
+    ev_json = None
+    if events:
+        ev_json = _dumps(
+            [{"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in events]
+        )
+    model = attrs.get(semconv.GEN_AI_RESPONSE_MODEL) or attrs.get(semconv.GEN_AI_REQUEST_MODEL) or attrs.get(
+        semconv.EMBEDDING_MODEL
+    )
+    res = span.resource.attributes if span.resource is not None else None
+    return (
+        format(ctx.trace_id, "032x"),
+        format(ctx.span_id, "016x"),
+        format(parent.span_id, "016x") if parent is not None and parent.is_valid else None,
+        span.name,
+        attrs.get(semconv.SPAN_KIND),
+        start,
+        end,
+        (end - start) / 1e6,
+        _STATUS.get(span.status.status_code, "UNSET"),
+        span.status.description,
+        model,
+        attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+        attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+        attrs.get(semconv.COST_USD),
+        attrs.get(semconv.PROJECT) or project,
+        _attrs_json(attrs),
+        ev_json,
+        _dumps({"service.name": res.get("service.name")}) if res else None,
+    )
+
+
+class StoreSpanExporter(SpanExporter):
+    """Writes spans into a :class:`~ragtrail.store.Store`. Counts exported, failed and errors."""
+
+    def __init__(self, store: Store, project: str = "default", *, retries: int = 3, backoff_s: float = 0.05) -> None:
+        self.store = store
+        self.project = project
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.exported = 0
+        self.failed = 0
+        self.errors = 0
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))  # never trace ourselves
+        try:
+            try:
+                rows = [span_to_row(s, self.project) for s in spans]
+            except Exception:
+                warn_once("export-convert", "ragtrail: could not convert spans for the store", exc_info=True)
+                with self._lock:
+                    self.failed += len(spans)
+                    self.errors += 1
+                return SpanExportResult.FAILURE
+            delay = self.backoff_s
+            for attempt in range(self.retries + 1):
+                try:
+                    self.store.write_spans(rows)
+                    with self._lock:
+                        self.exported += len(rows)
+                    return SpanExportResult.SUCCESS
+                except Exception as exc:
+                    if attempt == self.retries:
+                        with self._lock:
+                            self.failed += len(rows)
+                            self.errors += 1
+                        warn_once(
+                            f"export-fail:{type(exc).__name__}",
+                            "ragtrail: could not write %d spans to the store %s after %d attempts (%s); "
+                            "the application continues, failed spans are counted in ragtrail.stats()",
+                            len(rows),
+                            getattr(self.store, "url", "?"),
+                            self.retries + 1,
+                            exc,
+                        )
+                        return SpanExportResult.FAILURE
+                    time.sleep(delay)
+                    delay *= 4
+            return SpanExportResult.FAILURE  # pragma: no cover
+        finally:
+            otel_context.detach(token)
+
+    def shutdown(self) -> None:
+        self._shutdown = True
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def log_debug(msg: str) -> None:  # pragma: no cover - kept for connectors' debugging
+    logger.debug(msg)

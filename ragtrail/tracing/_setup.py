@@ -1,0 +1,340 @@
+"""``ragtrail.init()``: wiring the OpenTelemetry SDK to the store (and optionally OTLP).
+
+Only this module touches the SDK. Before :func:`init`, every helper is a no-op. ``init`` either
+creates a TracerProvider (and sets it as the global one) or, when the application already set an SDK
+provider, adds ragtrail's processor to it. The processor is added once per provider; calling ``init``
+again warns and swaps what it feeds instead of stacking processors.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace as otel_trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from ragtrail._exceptions import ConfigError, RagtrailWarning
+from ragtrail._log import logger
+from ragtrail.tracing._content import DEFAULT_MAX_BYTES, MaskHook
+
+if TYPE_CHECKING:
+    from ragtrail.store import Store
+    from ragtrail.tracing._exporter import StoreSpanExporter
+
+_TRACER_NAME = "ragtrail"
+
+
+@dataclass
+class Config:
+    """What :func:`init` configured. Read by span helpers and connectors on every span."""
+
+    project: str
+    capture_content: bool = True
+    max_attribute_bytes: int = DEFAULT_MAX_BYTES
+    mask: MaskHook | None = None
+    mask_secrets: bool = True
+    tracer: otel_trace.Tracer = field(default_factory=lambda: otel_trace.NoOpTracer())
+    provider: TracerProvider | None = None
+    store: Store | None = None
+    store_exporter: StoreSpanExporter | None = None
+    processors: list[SpanProcessor] = field(default_factory=list)
+    prices: Any = None  # ragtrail.tracing._usage.PriceTable, set lazily
+    gpu_prices: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_config: Config | None = None
+_lock = threading.Lock()
+_hooks_registered = False
+
+
+def get_config() -> Config | None:
+    """The active configuration, or ``None`` before :func:`init`."""
+    return _config
+
+
+class _Switch(SpanProcessor):
+    """The one processor ragtrail adds to a provider; what it feeds can be swapped by a later init()."""
+
+    def __init__(self) -> None:
+        self.targets: tuple[SpanProcessor, ...] = ()
+        self.dropped = 0
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for p in self.targets:
+            p.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for p in self.targets:
+            if isinstance(p, BatchSpanProcessor) and _queue_full(p):
+                self.dropped += 1
+            p.on_end(span)
+
+    def shutdown(self) -> None:
+        for p in self.targets:
+            p.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        ok = True
+        for p in self.targets:
+            ok = p.force_flush(timeout_millis) and ok
+        return ok
+
+
+def _queue_full(p: BatchSpanProcessor) -> bool:
+    try:
+        bp = getattr(p, "_batch_processor", p)
+        q = bp._queue  # collections.deque(maxlen=max_queue_size)
+        return len(q) >= (q.maxlen or 1 << 62)
+    except Exception:
+        return False
+
+
+_switches: dict[int, _Switch] = {}
+
+
+def _resolve_store_url(store: str | os.PathLike[str] | None) -> str:
+    if store is not None:
+        return os.fspath(store)
+    env = os.environ.get("RAGTRAIL_STORE")
+    if env:
+        return env
+    home = os.environ.get("RAGTRAIL_HOME") or os.path.join(os.path.expanduser("~"), ".ragtrail")
+    return os.path.join(home, "ragtrail.db")
+
+
+def init(
+    project: str = "default",
+    store: str | os.PathLike[str] | Store | None = None,
+    capture_content: bool = True,
+    otlp_endpoint: str | None = None,
+    openinference: bool = False,
+    **options: Any,
+) -> Config:
+    """Start tracing into the store (and optionally an OTLP endpoint). Returns the active config.
+
+    Args:
+        project: name every span of this process is filed under.
+        store: a SQLite path, a ``sqlite:///path`` or ``postgresql://`` URL, or a :class:`Store`.
+            Default: ``$RAGTRAIL_STORE``, else ``$RAGTRAIL_HOME/ragtrail.db`` (``~/.ragtrail``).
+        capture_content: record inputs/outputs/messages/documents. Tokens, cost and latency are
+            recorded either way.
+        otlp_endpoint: also export to this OTLP endpoint (``http://host:4318`` → HTTP,
+            ``grpc://host:4317`` or a ``:4317`` port → gRPC).
+        openinference: translate attributes to OpenInference names on the OTLP exporter (Phoenix).
+        options: ``max_attribute_bytes`` (default 32 KiB), ``mask`` (callable str → str),
+            ``mask_secrets`` (default True), ``prices`` (path or dict of model prices),
+            ``gpu_prices`` ($/GPU-hour by GPU type), ``max_queue_size`` (default 65,536),
+            ``max_export_batch_size`` (default 2,048), ``schedule_delay_ms`` (default 500),
+            ``exporters`` (extra SpanExporters), ``tracer_provider`` (use this provider),
+            ``store_exporter`` (False to skip the store, e.g. OTLP only).
+
+    Raises:
+        ConfigError: a bad option; StoreError: the store cannot be opened (the message says why).
+    """
+    global _config
+    from ragtrail.store import Store as _Store
+    from ragtrail.store import open_store
+    from ragtrail.tracing._exporter import StoreSpanExporter
+
+    known = {
+        "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",
+        "max_export_batch_size", "schedule_delay_ms", "exporters", "tracer_provider", "store_exporter",
+    }  # fmt: skip
+    unknown = set(options) - known
+    if unknown:
+        raise ConfigError(
+            f"ragtrail.init() got unknown option(s) {sorted(unknown)}; valid options: {sorted(known)}"
+        )
+    if not isinstance(project, str) or not project:
+        raise ConfigError("ragtrail.init(project=...) must be a non-empty string")
+    mask = options.get("mask")
+    if mask is not None and not callable(mask):
+        raise ConfigError("ragtrail.init(mask=...) must be a callable taking and returning a str")
+    max_bytes = int(options.get("max_attribute_bytes", DEFAULT_MAX_BYTES))
+    if max_bytes < 64:
+        raise ConfigError("ragtrail.init(max_attribute_bytes=...) must be at least 64")
+
+    with _lock:
+        if _config is not None:
+            warnings.warn(
+                "ragtrail.init() called again: the previous configuration is flushed and replaced "
+                "(no second processor is added).",
+                RagtrailWarning,
+                stacklevel=2,
+            )
+            _shutdown_locked()
+
+        store_obj: _Store | None = None
+        processors: list[SpanProcessor] = []
+        store_exporter: StoreSpanExporter | None = None
+        bsp_kwargs = {
+            "max_queue_size": int(options.get("max_queue_size", 65_536)),
+            "max_export_batch_size": int(options.get("max_export_batch_size", 2_048)),
+            "schedule_delay_millis": int(options.get("schedule_delay_ms", 500)),
+        }
+        if options.get("store_exporter", True):
+            store_obj = store if isinstance(store, _Store) else open_store(_resolve_store_url(store))  # type: ignore[arg-type]
+            store_exporter = StoreSpanExporter(store_obj, project=project)
+            processors.append(BatchSpanProcessor(store_exporter, **bsp_kwargs))
+        if otlp_endpoint:
+            from ragtrail.tracing._otlp import make_otlp_exporter
+
+            processors.append(
+                BatchSpanProcessor(make_otlp_exporter(otlp_endpoint, openinference=openinference), **bsp_kwargs)
+            )
+        for exp in options.get("exporters") or ():
+            if not isinstance(exp, SpanExporter):
+                raise ConfigError(f"ragtrail.init(exporters=...): {exp!r} is not an OpenTelemetry SpanExporter")
+            processors.append(BatchSpanProcessor(exp, **bsp_kwargs))
+
+        provider = options.get("tracer_provider")
+        if provider is None:
+            current = otel_trace.get_tracer_provider()
+            if isinstance(current, TracerProvider):
+                provider = current  # the app's own provider: add to it, never replace it
+            else:
+                provider = TracerProvider(resource=Resource.create({"service.name": project}))
+                otel_trace.set_tracer_provider(provider)
+                if otel_trace.get_tracer_provider() is not provider:  # someone else won the race
+                    provider = otel_trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            raise ConfigError("ragtrail needs an OpenTelemetry SDK TracerProvider (opentelemetry-sdk)")
+        switch = _switches.get(id(provider))
+        if switch is None:
+            switch = _Switch()
+            _switches[id(provider)] = switch
+            provider.add_span_processor(switch)
+        switch.targets = tuple(processors)
+        switch.dropped = 0
+
+        from ragtrail.tracing._usage import load_prices
+
+        _config = Config(
+            project=project,
+            capture_content=bool(capture_content),
+            max_attribute_bytes=max_bytes,
+            mask=mask,
+            mask_secrets=bool(options.get("mask_secrets", True)),
+            tracer=provider.get_tracer(_TRACER_NAME),
+            provider=provider,
+            store=store_obj,
+            store_exporter=store_exporter,
+            processors=processors,
+            prices=load_prices(options.get("prices")),
+            gpu_prices=dict(options.get("gpu_prices") or {}),
+            options=dict(options),
+        )
+        _register_hooks()
+        return _config
+
+
+def _shutdown_locked() -> None:
+    global _config
+    cfg = _config
+    if cfg is None:
+        return
+    _config = None
+    if cfg.provider is not None:
+        sw = _switches.get(id(cfg.provider))
+        if sw is not None:
+            sw.targets = ()
+    for p in cfg.processors:
+        try:
+            p.shutdown()
+        except Exception:  # pragma: no cover - shutdown must never raise
+            logger.debug("processor shutdown failed", exc_info=True)
+    if cfg.store is not None:
+        try:
+            cfg.store.close()
+        except Exception:  # pragma: no cover
+            logger.debug("store close failed", exc_info=True)
+
+
+def shutdown() -> None:
+    """Flush and stop tracing; helpers become no-ops again. Safe to call twice."""
+    with _lock:
+        _shutdown_locked()
+
+
+def flush(timeout_s: float = 10.0) -> bool:
+    """Write every ended span out; returns True when all of them were written within ``timeout_s``.
+
+    False means some spans were dropped (queue full), failed to export (store unavailable) or the
+    timeout passed. ``ragtrail.stats()`` has the counts.
+    """
+    cfg = _config
+    if cfg is None:
+        return True
+    before_failed = cfg.store_exporter.failed if cfg.store_exporter else 0
+    sw = _switches.get(id(cfg.provider)) if cfg.provider else None
+    dropped_before = sw.dropped if sw else 0
+    ok = True
+    for p in cfg.processors:
+        try:
+            ok = p.force_flush(int(timeout_s * 1000)) and ok
+        except Exception:
+            ok = False
+    after_failed = cfg.store_exporter.failed if cfg.store_exporter else 0
+    if sw is not None and sw.dropped:
+        ok = False
+        _ = dropped_before
+    return ok and after_failed == before_failed and (cfg.store_exporter is None or cfg.store_exporter.failed == 0)
+
+
+def stats() -> dict[str, int]:
+    """Counts since :func:`init`: spans ``exported`` to the store, ``dropped`` (queue full),
+    ``failed`` (store errors after retries), ``export_errors`` (failed export batches)."""
+    cfg = _config
+    if cfg is None:
+        return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0}
+    sw = _switches.get(id(cfg.provider)) if cfg.provider else None
+    exp = cfg.store_exporter
+    return {
+        "exported": exp.exported if exp else 0,
+        "dropped": sw.dropped if sw else 0,
+        "failed": exp.failed if exp else 0,
+        "export_errors": exp.errors if exp else 0,
+    }
+
+
+def _register_hooks() -> None:
+    global _hooks_registered
+    if _hooks_registered:
+        return
+    _hooks_registered = True
+    atexit.register(_atexit_flush)
+    try:
+        import sys
+
+        ipy_mod = sys.modules.get("IPython")
+        if ipy_mod is not None:
+            ip = ipy_mod.get_ipython()  # type: ignore[attr-defined]
+            if ip is not None:
+                ip.events.register("post_run_cell", lambda *_a, **_k: flush(5.0))
+    except Exception:  # pragma: no cover - not in IPython, or an old IPython
+        logger.debug("could not register the Jupyter post-cell flush", exc_info=True)
+
+
+def _atexit_flush() -> None:
+    try:
+        flush(5.0)
+    except Exception:  # pragma: no cover
+        pass
+
+
+def set_prices(prices: str | os.PathLike[str] | Mapping[str, Any] | None) -> None:
+    """Replace the price table overrides of the running configuration."""
+    from ragtrail.tracing._usage import load_prices
+
+    if _config is not None:
+        _config.prices = load_prices(prices)

@@ -1,0 +1,326 @@
+"""``ragtrail.span()`` and ``@ragtrail.trace``: the user-facing span helpers.
+
+Both are no-ops before ``ragtrail.init()``. The context manager is a small class (not a generator
+context manager wrapped around the SDK's own) so that a span costs little more than a raw SDK span.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast, overload
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
+
+from ragtrail import semconv
+from ragtrail._exceptions import ConfigError
+from ragtrail._log import logger
+from ragtrail.tracing import _setup
+from ragtrail.tracing._content import mask_secrets, to_json
+
+F = TypeVar("F", bound=Callable[..., Any])
+_SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
+_KINDS = frozenset(semconv.SPAN_KINDS)
+
+
+def is_suppressed() -> bool:
+    """True inside ``suppress_instrumentation()`` (store writes, judge internals): connectors skip spans."""
+    return bool(otel_context.get_value(_SUPPRESS_KEY))
+
+
+def is_enabled() -> bool:
+    """True when ragtrail is initialised and instrumentation is not suppressed here."""
+    return _setup._config is not None and not otel_context.get_value(_SUPPRESS_KEY)
+
+
+def capture_content() -> bool:
+    """Whether content (inputs, outputs, messages, documents) is being recorded."""
+    cfg = _setup._config
+    return cfg is not None and cfg.capture_content
+
+
+def content_value(value: Any) -> tuple[str, bool, int]:
+    """Serialise, cap and mask ``value`` per the active config: (text, truncated, secrets_masked)."""
+    cfg = _setup._config
+    max_bytes = cfg.max_attribute_bytes if cfg else 32_768
+    text, truncated = to_json(value, max_bytes)
+    n = 0
+    if cfg is None or cfg.mask_secrets:
+        text, n = mask_secrets(text)
+    if cfg is not None and cfg.mask is not None:
+        try:
+            text = cfg.mask(text)
+        except Exception:
+            logger.warning("ragtrail: the user mask hook raised; the value was dropped", exc_info=True)
+            text = "<masked: mask hook failed>"
+    return text, truncated, n
+
+
+def set_content(span: Span, key: str, value: Any, *, force: bool = False) -> None:
+    """Record ``value`` under ``key`` on ``span`` as bounded, masked JSON; honours the content switch.
+
+    Never raises. Truncated attribute names are listed in ``ragtrail.truncated``.
+    """
+    try:
+        if not force and not capture_content():
+            return
+        if not span.is_recording():
+            return
+        text, truncated, n = content_value(value)
+        span.set_attribute(key, text)
+        if truncated:
+            _add_marker(span, semconv.TRUNCATED, key)
+        if n:
+            prev = _get_attr(span, semconv.MASKED)
+            span.set_attribute(semconv.MASKED, int(prev or 0) + n)
+    except Exception:
+        logger.debug("ragtrail: could not record %s", key, exc_info=True)
+
+
+def _get_attr(span: Span, key: str) -> Any:
+    attrs = getattr(span, "attributes", None) or getattr(span, "_attributes", None)
+    try:
+        return attrs.get(key) if attrs is not None else None
+    except Exception:
+        return None
+
+
+def _add_marker(span: Span, key: str, name: str) -> None:
+    prev = _get_attr(span, key)
+    names = list(prev) if prev else []
+    if name not in names:
+        names.append(name)
+    span.set_attribute(key, names)
+
+
+def record_exception(span: Span, exc: BaseException) -> None:
+    """Mark ``span`` as failed by ``exc``: ERROR status, ``error.type`` and an exception event."""
+    try:
+        if not span.is_recording():
+            return
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1024]))
+        span.set_attribute(semconv.ERROR_TYPE, type(exc).__qualname__)
+        span.record_exception(exc)
+    except Exception:
+        logger.debug("ragtrail: could not record an exception", exc_info=True)
+
+
+class span:  # noqa: N801 - used as a function: ``with ragtrail.span(...)``
+    """Start a span as the current span: ``with ragtrail.span("lookup", kind="RETRIEVER") as s: ...``
+
+    Args:
+        name: span name.
+        kind: a ragtrail span kind (LLM, EMBEDDING, RETRIEVER, RERANKER, CHAIN, TOOL, AGENT, EVALUATOR).
+        attributes: extra attributes (use names from :mod:`ragtrail.semconv`).
+        input: recorded as ``ragtrail.input.value`` (per the content switch).
+
+    An exception leaving the block sets ERROR status with an exception event and propagates unchanged.
+    Before ``ragtrail.init()`` it yields a non-recording span and does nothing.
+    """
+
+    __slots__ = ("_name", "_kind", "_attributes", "_input", "_span", "_token")
+
+    def __init__(
+        self,
+        name: str,
+        kind: str = semconv.CHAIN,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        input: Any = None,  # noqa: A002 - mirrors the attribute name
+    ) -> None:
+        if kind not in _KINDS:
+            raise ConfigError(f"ragtrail.span(kind={kind!r}): kind must be one of {', '.join(semconv.SPAN_KINDS)}")
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._input = input
+        self._span: Span = INVALID_SPAN
+        self._token: object | None = None
+
+    def __enter__(self) -> Span:
+        cfg = _setup._config
+        if cfg is None or otel_context.get_value(_SUPPRESS_KEY):
+            return INVALID_SPAN
+        attrs = {semconv.SPAN_KIND: self._kind}
+        if self._attributes:
+            attrs.update(self._attributes)
+        s = cfg.tracer.start_span(self._name, attributes=attrs)
+        self._span = s
+        self._token = otel_context.attach(otel_trace.set_span_in_context(s))
+        if self._input is not None and cfg.capture_content:
+            set_content(s, semconv.INPUT_VALUE, self._input)
+        return s
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        s = self._span
+        if s is INVALID_SPAN:
+            return
+        try:
+            if exc is not None:
+                record_exception(s, exc)
+            s.end()
+        finally:
+            if self._token is not None:
+                try:
+                    otel_context.detach(self._token)  # type: ignore[arg-type]
+                except Exception:  # pragma: no cover - a foreign context mix-up must not raise
+                    pass
+                self._token = None
+
+
+def _bind_inputs(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if sig is None:
+        return {"args": list(args), "kwargs": kwargs}
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError:
+        return {"args": list(args), "kwargs": kwargs}
+    data = dict(bound.arguments)
+    data.pop("self", None)
+    data.pop("cls", None)
+    if len(data) == 1:
+        return next(iter(data.values()))
+    return data
+
+
+_MAX_GEN_ITEMS = 1000
+
+
+@overload
+def trace(func: F) -> F: ...
+@overload
+def trace(
+    func: None = None,
+    *,
+    name: str | None = None,
+    kind: str = ...,
+    capture_input: bool = ...,
+    capture_output: bool = ...,
+    attributes: Mapping[str, Any] | None = ...,
+) -> Callable[[F], F]: ...
+
+
+def trace(
+    func: F | None = None,
+    *,
+    name: str | None = None,
+    kind: str = semconv.CHAIN,
+    capture_input: bool = True,
+    capture_output: bool = True,
+    attributes: Mapping[str, Any] | None = None,
+) -> F | Callable[[F], F]:
+    """Decorate a function (sync, async, generator or async generator) so that each call is a span.
+
+    ``@ragtrail.trace`` or ``@ragtrail.trace(kind="RETRIEVER", name="search")``. Arguments are
+    recorded as the input, the return value (or, for generators, the yielded items) as the output,
+    per the content switch. Exceptions set ERROR status and are re-raised unchanged.
+    """
+    if kind not in _KINDS:
+        raise ConfigError(f"ragtrail.trace(kind={kind!r}): kind must be one of {', '.join(semconv.SPAN_KINDS)}")
+
+    def decorate(fn: F) -> F:
+        qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call")
+        span_name = name or qual.rsplit("<locals>.", 1)[-1]
+        try:
+            sig: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            sig = None
+
+        def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> span:
+            sp = span(span_name, kind, attributes)
+            return sp
+
+        def record_input(s: Span, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if capture_input and s.is_recording() and capture_content():
+                set_content(s, semconv.INPUT_VALUE, _bind_inputs(sig, args, kwargs))
+
+        def record_output(s: Span, value: Any) -> None:
+            if capture_output and s.is_recording() and capture_content():
+                set_content(s, semconv.OUTPUT_VALUE, value)
+
+        if inspect.isasyncgenfunction(fn):
+
+            @functools.wraps(fn)
+            async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if _setup._config is None:
+                    async for item in fn(*args, **kwargs):
+                        yield item
+                    return
+                sp = start(args, kwargs)
+                items: list[Any] = []
+                with sp as s:
+                    record_input(s, args, kwargs)
+                    try:
+                        async for item in fn(*args, **kwargs):
+                            if len(items) < _MAX_GEN_ITEMS:
+                                items.append(item)
+                            yield item
+                    finally:
+                        record_output(s, _join_items(items))
+
+            return cast(F, agen_wrapper)
+
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if _setup._config is None:
+                    return (yield from fn(*args, **kwargs))
+                sp = start(args, kwargs)
+                items: list[Any] = []
+                with sp as s:
+                    record_input(s, args, kwargs)
+                    try:
+                        gen = fn(*args, **kwargs)
+                        for item in gen:
+                            if len(items) < _MAX_GEN_ITEMS:
+                                items.append(item)
+                            yield item
+                    finally:
+                        record_output(s, _join_items(items))
+
+            return cast(F, gen_wrapper)
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if _setup._config is None:
+                    return await fn(*args, **kwargs)
+                with start(args, kwargs) as s:
+                    record_input(s, args, kwargs)
+                    result = await fn(*args, **kwargs)
+                    record_output(s, result)
+                    return result
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if _setup._config is None:
+                return fn(*args, **kwargs)
+            with start(args, kwargs) as s:
+                record_input(s, args, kwargs)
+                result = fn(*args, **kwargs)
+                record_output(s, result)
+                return result
+
+        return cast(F, wrapper)
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+
+
+def _join_items(items: list[Any]) -> Any:
+    if items and all(isinstance(i, str) for i in items):
+        return "".join(items)
+    return items
+
+
+def current_span() -> Span:
+    """The current span (a non-recording span when there is none)."""
+    return otel_trace.get_current_span()
