@@ -1,0 +1,88 @@
+"""OTLP/HTTP transport of the receiver: ``POST /v1/traces`` (protobuf or JSON) and ``GET /health``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request, Response  # module level: FastAPI resolves the annotations below
+
+from ragtrail.server._convert import PayloadError
+
+if TYPE_CHECKING:
+    from ragtrail.server._receiver import Receiver
+
+# google.rpc.Code values used in OTLP error bodies
+_RPC_CODE = {"bad_request": 3, "unauthorized": 16, "too_large": 8, "busy": 8, "unavailable": 14, "unsupported": 3}
+_HTTP_STATUS = {"ok": 200, "bad_request": 400, "unauthorized": 401, "too_large": 413, "busy": 429,
+                "unavailable": 503, "unsupported": 415}  # fmt: skip
+
+
+def create_app(receiver: Receiver) -> FastAPI:
+    """The FastAPI application serving OTLP/HTTP for ``receiver``."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    from ragtrail.server._receiver import _JSON, _PROTOBUF, Outcome, _TooLarge, _Unsupported
+
+    app = FastAPI(title="ragtrail OTLP receiver", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def reply(outcome: Outcome, as_json: bool) -> Response:
+        status = _HTTP_STATUS[outcome.status]
+        headers: dict[str, str] = {}
+        if outcome.retry_after_s:
+            headers["Retry-After"] = str(outcome.retry_after_s)
+        if outcome.status == "unauthorized":
+            headers["WWW-Authenticate"] = 'Bearer realm="ragtrail"'
+        if outcome.status == "ok":
+            msg = ExportTraceServiceResponse()
+            if outcome.rejected:
+                msg.partial_success.rejected_spans = outcome.rejected
+                msg.partial_success.error_message = outcome.message
+            if as_json:
+                from google.protobuf import json_format
+
+                return Response(json_format.MessageToJson(msg, indent=None), 200, headers, media_type=_JSON)
+            return Response(msg.SerializeToString(), 200, headers, media_type=_PROTOBUF)
+        # OTLP error bodies are google.rpc.Status messages, in the request's encoding
+        from google.rpc.status_pb2 import Status
+
+        st = Status(code=_RPC_CODE.get(outcome.status, 2), message=outcome.message)
+        if as_json:
+            return Response(json.dumps({"code": st.code, "message": st.message}), status, headers, media_type=_JSON)
+        return Response(st.SerializeToString(), status, headers, media_type=_PROTOBUF)
+
+    @app.post("/v1/traces")
+    async def traces(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "")
+        as_json = ctype.split(";", 1)[0].strip().lower() == _JSON
+        if not receiver.authorized(request.headers.get("authorization")):
+            return reply(receiver._count(Outcome("unauthorized", "missing or wrong bearer token")), as_json)
+        limit = receiver.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > limit
+            except ValueError:
+                return reply(receiver._count(Outcome("bad_request", "invalid Content-Length header")), as_json)
+            if too_big:
+                return reply(receiver._count(Outcome("too_large", f"the body exceeds {limit} bytes")), as_json)
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limit:
+                return reply(receiver._count(Outcome("too_large", f"the body exceeds {limit} bytes")), as_json)
+        try:
+            msg = receiver.decode(bytes(buf), ctype, request.headers.get("content-encoding"))
+        except PayloadError as exc:
+            return reply(receiver._count(Outcome("bad_request", str(exc))), as_json)
+        except _TooLarge as exc:
+            return reply(receiver._count(Outcome("too_large", str(exc))), as_json)
+        except _Unsupported as exc:
+            return reply(receiver._count(Outcome("unsupported", str(exc))), as_json)
+        return reply(receiver.ingest(msg), as_json)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok" if receiver.queue.healthy else "store_failing", **receiver.stats()}
+
+    return app
