@@ -25,6 +25,86 @@ _DF_COLUMNS = [
 ]  # fmt: skip
 
 
+try:  # orjson (optional) parses attribute JSON ~4x faster than the standard library
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover
+    _fast_loads = json.loads
+
+
+def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
+    """Build the spans DataFrame from row batches (the 15 spans_df columns in order) in bounded memory:
+    each batch becomes Arrow arrays at once, so the Python row tuples of only one batch are alive."""
+    import pandas as pd
+
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pandas without pyarrow: the plain (slower) construction
+        pa = None
+    loads = _fast_loads
+    cols: list[list[Any]] = [[] for _ in range(14)]
+    attrs: list[Any] = []
+    for rows in batches:
+        if not rows:
+            continue
+        data = list(zip(*rows))
+        if pa is not None:
+            for i in (0, 1, 2, 3, 4, 8, 9, 13):
+                cols[i].append(pa.array(data[i], type=pa.string()))
+            for i in (5, 6, 10, 11):
+                cols[i].append(pa.array(data[i], type=pa.int64()))
+            for i in (7, 12):
+                cols[i].append(pa.array(data[i], type=pa.float64()))
+        else:
+            for i in range(14):
+                cols[i].extend(data[i])
+        if parse_attributes:
+            attrs.extend([loads(a) if a else {} for a in data[14]])
+        else:
+            attrs.extend(data[14])
+        del data, rows
+
+    def strings(i: int) -> Any:
+        if pa is None:
+            return pd.array(cols[i], dtype="string")
+        arr = pa.chunked_array(cols[i], type=pa.string()) if cols[i] else pa.chunked_array([], type=pa.string())
+        return pd.array(arr, dtype="string") if len(arr) == 0 else pd.Series(arr, dtype=pd.StringDtype()).array
+
+    def ints(i: int) -> Any:
+        if pa is None:
+            return pd.array(cols[i], dtype="Int64")
+        arr = pa.chunked_array(cols[i], type=pa.int64()) if cols[i] else pa.chunked_array([], type=pa.int64())
+        return pd.array(arr.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get), dtype="Int64")
+
+    def floats(i: int) -> Any:
+        if pa is None:
+            return pd.Series([float("nan") if v is None else v for v in cols[i]], dtype="float64")
+        arr = pa.chunked_array(cols[i], type=pa.float64()) if cols[i] else pa.chunked_array([], type=pa.float64())
+        return pd.Series(arr.to_numpy(zero_copy_only=False), dtype="float64")
+
+    start = ints(5).to_numpy(dtype="int64", na_value=0)
+    end = ints(6).to_numpy(dtype="int64", na_value=0)
+    frame = {
+        "trace_id": strings(0),
+        "span_id": strings(1),
+        "parent_span_id": strings(2),
+        "name": strings(3),
+        "kind": strings(4),
+        "start_time": pd.to_datetime(start, unit="ns", utc=True),
+        "end_time": pd.to_datetime(end, unit="ns", utc=True),
+        "duration_ms": floats(7),
+        "status": strings(8),
+        "model": strings(9),
+        "input_tokens": ints(10),
+        "output_tokens": ints(11),
+        "cost_usd": floats(12),
+        "project": strings(13),
+        "attributes": pd.Series(attrs, dtype=object),
+    }
+    df = pd.DataFrame(frame)
+    df.index = pd.RangeIndex(len(df))
+    return df
+
+
 def _to_ns(t: datetime | float | int | str | None) -> int | None:
     if t is None:
         return None
@@ -140,34 +220,9 @@ class Client:
         sql = f"SELECT {cols} FROM spans{where} ORDER BY start_time_ns"  # noqa: S608
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        chunks: list[pd.DataFrame] = []
         it = getattr(self.store, "iter_query", None)
         batches = it(sql, params) if it is not None else [self.store.query(sql, params)]
-        loads = json.loads
-        for rows in batches:
-            data = list(zip(*rows)) if rows else [[] for _ in range(15)]
-            frame = {
-                "trace_id": pd.array(data[0], dtype="string"),
-                "span_id": pd.array(data[1], dtype="string"),
-                "parent_span_id": pd.array(data[2], dtype="string"),
-                "name": pd.array(data[3], dtype="string"),
-                "kind": pd.array(data[4], dtype="string"),
-                "start_time": pd.to_datetime(pd.Series(data[5], dtype="int64"), unit="ns", utc=True),
-                "end_time": pd.to_datetime(pd.Series(data[6], dtype="int64"), unit="ns", utc=True),
-                "duration_ms": pd.Series(data[7], dtype="float64"),
-                "status": pd.array(data[8], dtype="string"),
-                "model": pd.array(data[9], dtype="string"),
-                "input_tokens": pd.array(data[10], dtype="Int64"),
-                "output_tokens": pd.array(data[11], dtype="Int64"),
-                "cost_usd": pd.Series([float("nan") if c is None else c for c in data[12]], dtype="float64"),
-                "project": pd.array(data[13], dtype="string"),
-                "attributes": [loads(a) if a else {} for a in data[14]] if parse_attributes else list(data[14]),
-            }
-            chunks.append(pd.DataFrame(frame))
-        if not chunks:
-            return pd.DataFrame({c: [] for c in _DF_COLUMNS})
-        df = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
-        return df.reset_index(drop=True)
+        return _spans_frame(batches, parse_attributes)
 
     def traces_df(
         self,
