@@ -1,0 +1,154 @@
+"""The judge cache: persistent, content-addressed, in the store's ``judge_cache`` table.
+
+A key is the SHA-256 of a canonical JSON document holding everything that can change a judge's
+answer: the model id, the rendered prompt (every message), the sampling parameters (temperature,
+seed, max tokens, top_p…), the output schema, the decoding method, the scorer's name and version and
+the trial index. Change one character of any of them and the key changes: a stale verdict is never
+served. The value is the raw output of the call (every attempt, repairs included) with its token
+usage, so a hit is re-validated exactly like a fresh answer.
+
+Writes use ``INSERT … ON CONFLICT (key) DO NOTHING``: concurrent workers (threads or processes, on
+SQLite or PostgreSQL) computing the same key both succeed and the first value stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ragtrail._log import logger, warn_once
+from ragtrail.store import Store, open_store
+
+CACHE_FORMAT = "1"
+"""Bumped when the layout of cached values changes (old entries then simply miss)."""
+
+
+def cache_key(
+    *,
+    model_id: str,
+    messages: list[dict[str, str]],
+    params: Mapping[str, Any],
+    schema: Mapping[str, Any] | None,
+    method: str,
+    scorer: str,
+    scorer_version: str,
+    trial: int = 0,
+) -> str:
+    """The content address of one judge call (hex SHA-256 of canonical JSON)."""
+    doc = {
+        "format": CACHE_FORMAT,
+        "model": model_id,
+        "messages": messages,
+        "params": dict(params),
+        "schema": schema,
+        "method": method,
+        "scorer": scorer,
+        "scorer_version": str(scorer_version),
+        "trial": int(trial),
+    }
+    text = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class CacheStats:
+    """Hits and misses seen by one :class:`JudgeCache` object (this process)."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "writes": self.writes, "errors": self.errors}
+
+
+class JudgeCache:
+    """Judge verdicts by content address, in the ``judge_cache`` table of a ragtrail store.
+
+    Args:
+        store: a :class:`~ragtrail.store.Store`, a path, a ``postgresql://`` URL, or None for the
+            default store (``$RAGTRAIL_STORE`` / ``$RAGTRAIL_HOME``).
+
+    A store failure never fails a judge call: a failing read is a miss, a failing write is logged
+    once and counted in :attr:`stats`.
+    """
+
+    def __init__(self, store: Store | str | None = None) -> None:
+        self._store_arg = store
+        self._store: Store | None = store if isinstance(store, Store) else None
+        self._lock = threading.Lock()
+        self.stats = CacheStats()
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = open_store(self._store_arg)  # type: ignore[arg-type]
+        return self._store
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The cached value of ``key``, or None (a miss)."""
+        try:
+            rows = self.store.query("SELECT value FROM judge_cache WHERE key = ?", (key,))
+        except Exception as exc:
+            with self._lock:
+                self.stats.errors += 1
+                self.stats.misses += 1
+            warn_once("judge-cache-read", "ragtrail: judge cache read failed (%s); treating as a miss", exc)
+            return None
+        with self._lock:
+            if rows:
+                self.stats.hits += 1
+            else:
+                self.stats.misses += 1
+        if not rows:
+            return None
+        try:
+            value = json.loads(rows[0][0])
+        except (TypeError, ValueError):
+            logger.debug("ragtrail: unreadable judge cache entry %s ignored", key)
+            return None
+        return value if isinstance(value, dict) else None
+
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is cached (does not count as a hit or a miss)."""
+        try:
+            return bool(self.store.query("SELECT 1 FROM judge_cache WHERE key = ?", (key,)))
+        except Exception:
+            return False
+
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
+        """Store ``value`` under ``key``; the first writer wins, later writers are no-ops."""
+        try:
+            text = json.dumps(dict(value), ensure_ascii=False, default=str)
+            self.store.execute(
+                "INSERT INTO judge_cache (key, value, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, text, time.time()),
+            )
+        except Exception as exc:
+            with self._lock:
+                self.stats.errors += 1
+            warn_once("judge-cache-write", "ragtrail: judge cache write failed (%s); the verdict is not cached", exc)
+            return
+        with self._lock:
+            self.stats.writes += 1
+
+    def __len__(self) -> int:
+        try:
+            return int(self.store.query("SELECT COUNT(*) FROM judge_cache")[0][0])
+        except Exception:
+            return 0
+
+    def clear(self) -> int:
+        """Delete every cached verdict; returns how many were deleted."""
+        return self.store.execute("DELETE FROM judge_cache")
+
+
+__all__ = ["CacheStats", "JudgeCache", "cache_key"]
