@@ -339,3 +339,13 @@ VLLM_REQUEST_ID = "ragtrail.vllm.request_id"
 """vLLM's request id."""
 OI_RERANKER_MODEL_NAME = "reranker.model_name"
 """OpenInference reranker model name."""
+
+# ----------------------------------------------------------------------------------- LLM judges
+EVAL_JUDGE_METHOD = "ragtrail.eval.judge.method"
+"""How a judge's verdict was decoded: json_schema | guided | tool | prompt."""
+EVAL_JUDGE_CACHE_HIT = "ragtrail.eval.judge.cache_hit"
+"""Whether a judge call was served from the judge cache (no request made)."""
+EVAL_JUDGE_TRIAL = "ragtrail.eval.judge.trial"
+"""Trial index of a repeated judge call (trials=n)."""
+EVAL_JUDGE_ATTEMPTS = "ragtrail.eval.judge.attempts"
+"""Requests a judge call took, repairs of invalid replies included."""
