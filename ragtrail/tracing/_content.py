@@ -92,7 +92,10 @@ def _default(obj: Any, seen: set[int], depth: int) -> Any:
             return res
         if isinstance(obj, (bytes, bytearray, memoryview)):
             raw = bytes(obj)
-            return {"__bytes__": len(raw), "base64": base64.b64encode(raw[:96]).decode("ascii")}
+            try:  # text that happens to be bytes reads best as text
+                return {"__bytes__": len(raw), "text": raw[:512].decode("utf-8")}
+            except UnicodeDecodeError:
+                return {"__bytes__": len(raw), "base64": base64.b64encode(raw[:96]).decode("ascii")}
         # numpy / torch tensors: shape + dtype + a head of values
         shape = getattr(obj, "shape", None)
         if shape is not None and hasattr(obj, "dtype") and hasattr(obj, "tolist"):

@@ -128,8 +128,18 @@ _OK = StatusCode.OK
 class StoreSpanExporter(SpanExporter):
     """Writes spans into a :class:`~ragtrail.store.Store`. Counts exported, failed and errors."""
 
-    def __init__(self, store: Store, project: str = "default", *, retries: int = 3, backoff_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        store: Store,
+        project: str = "default",
+        *,
+        retries: int = 3,
+        backoff_s: float = 0.05,
+        cooldown_s: float = 5.0,
+    ) -> None:
         self.store = store
+        self.cooldown_s = cooldown_s
+        self._broken_until = 0.0
         self.project = project
         self.retries = retries
         self.backoff_s = backoff_s
@@ -153,24 +163,29 @@ class StoreSpanExporter(SpanExporter):
                     self.errors += 1
                 return SpanExportResult.FAILURE
             delay = self.backoff_s
-            for attempt in range(self.retries + 1):
+            # after a batch failed every retry, later batches get one attempt each for a while, so a
+            # dead store cannot make flush() (or shutdown at exit) sleep through retries batch by batch
+            attempts = 1 if time.monotonic() < self._broken_until else self.retries + 1
+            for attempt in range(attempts):
                 try:
                     self.store.write_spans(rows)
                     with self._lock:
                         self.exported += len(rows)
+                    self._broken_until = 0.0
                     return SpanExportResult.SUCCESS
                 except Exception as exc:
-                    if attempt == self.retries:
+                    if attempt == attempts - 1:
                         with self._lock:
                             self.failed += len(rows)
                             self.errors += 1
+                        self._broken_until = time.monotonic() + self.cooldown_s
                         warn_once(
                             f"export-fail:{type(exc).__name__}",
-                            "ragtrail: could not write %d spans to the store %s after %d attempts (%s); "
+                            "ragtrail: could not write %d spans to the store %s after %d attempt(s) (%s); "
                             "the application continues, failed spans are counted in ragtrail.stats()",
                             len(rows),
                             getattr(self.store, "url", "?"),
-                            self.retries + 1,
+                            attempts,
                             exc,
                         )
                         return SpanExportResult.FAILURE

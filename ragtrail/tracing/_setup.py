@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Config:
     prices: Any = None  # ragtrail.tracing._usage.PriceTable, set lazily
     gpu_prices: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    flushed_counts: dict[str, int] = field(default_factory=dict)
 
 
 _config: Config | None = None
@@ -66,37 +68,59 @@ class _Switch(SpanProcessor):
     """The one processor ragtrail adds to a provider; what it feeds can be swapped by a later init()."""
 
     def __init__(self) -> None:
-        self.targets: tuple[SpanProcessor, ...] = ()
+        self._targets: tuple[SpanProcessor, ...] = ()
+        self._queues: tuple[tuple[SpanProcessor, Any], ...] = ()
+        self._starts: tuple[SpanProcessor, ...] = ()
         self.dropped = 0
 
+    @property
+    def targets(self) -> tuple[SpanProcessor, ...]:
+        return self._targets
+
+    @targets.setter
+    def targets(self, value: tuple[SpanProcessor, ...]) -> None:
+        self._targets = tuple(value)
+        # the bounded queue of each BatchSpanProcessor, looked up once: on_end runs on every span
+        self._queues = tuple((p, _queue_of(p)) for p in self._targets)
+        # BatchSpanProcessor.on_start does nothing: skip the call on the hot path
+        self._starts = tuple(p for p in self._targets if not isinstance(p, BatchSpanProcessor))
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        for p in self.targets:
+        for p in self._starts:
             p.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        for p in self.targets:
-            if isinstance(p, BatchSpanProcessor) and _queue_full(p):
-                self.dropped += 1
-            p.on_end(span)
+        for p, q in self._queues:
+            if q is not None and len(q) >= q.maxlen:
+                self.dropped += 1  # the processor drops its oldest span to make room; count it
+            try:
+                p.on_end(span)
+            except Exception:  # a processor must never raise into the traced code
+                logger.debug("ragtrail: a span processor failed in on_end", exc_info=True)
 
     def shutdown(self) -> None:
-        for p in self.targets:
+        for p in self._targets:
             p.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         ok = True
-        for p in self.targets:
+        for p in self._targets:
             ok = p.force_flush(timeout_millis) and ok
         return ok
 
 
-def _queue_full(p: BatchSpanProcessor) -> bool:
+def _queue_of(p: SpanProcessor) -> Any:
+    """The bounded deque inside a BatchSpanProcessor (None when the SDK's internals differ)."""
     try:
-        bp = getattr(p, "_batch_processor", p)
-        q = bp._queue  # collections.deque(maxlen=max_queue_size)
-        return len(q) >= (q.maxlen or 1 << 62)
-    except Exception:
-        return False
+        q = getattr(getattr(p, "_batch_processor", p), "_queue", None)
+        return q if q is not None and getattr(q, "maxlen", None) else None
+    except Exception:  # pragma: no cover
+        return None
+
+
+def _queue_full(p: BatchSpanProcessor) -> bool:
+    q = _queue_of(p)
+    return q is not None and len(q) >= q.maxlen
 
 
 _switches: dict[int, _Switch] = {}
@@ -177,11 +201,7 @@ def init(
         store_obj: _Store | None = None
         processors: list[SpanProcessor] = []
         store_exporter: StoreSpanExporter | None = None
-        bsp_kwargs = {
-            "max_queue_size": int(options.get("max_queue_size", 65_536)),
-            "max_export_batch_size": int(options.get("max_export_batch_size", 2_048)),
-            "schedule_delay_millis": int(options.get("schedule_delay_ms", 500)),
-        }
+        bsp_kwargs = _batch_options(options)
         if options.get("store_exporter", True):
             store_obj = store if isinstance(store, _Store) else open_store(_resolve_store_url(store))  # type: ignore[arg-type]
             store_exporter = StoreSpanExporter(store_obj, project=project)
@@ -238,6 +258,26 @@ def init(
         return _config
 
 
+def _batch_options(options: Mapping[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, sdk_key, default in (
+        ("max_queue_size", "max_queue_size", 65_536),
+        ("max_export_batch_size", "max_export_batch_size", 2_048),
+        ("schedule_delay_ms", "schedule_delay_millis", 500),
+    ):
+        raw = options.get(key, default)
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            value = 0
+        if value <= 0:
+            raise ConfigError(f"ragtrail.init({key}={raw!r}) must be a positive integer (default {default})")
+        out[sdk_key] = value
+    # a batch can never be larger than the queue it is taken from
+    out["max_export_batch_size"] = min(out["max_export_batch_size"], out["max_queue_size"])
+    return out
+
+
 def _shutdown_locked() -> None:
     global _config
     cfg = _config
@@ -267,28 +307,35 @@ def shutdown() -> None:
 
 
 def flush(timeout_s: float = 10.0) -> bool:
-    """Write every ended span out; returns True when all of them were written within ``timeout_s``.
+    """Write every ended span out; returns True when all spans ended since the previous flush (or
+    init) were written within ``timeout_s``.
 
-    False means some spans were dropped (queue full), failed to export (store unavailable) or the
-    timeout passed. ``ragtrail.stats()`` has the counts.
+    False means some spans were dropped (queue full), failed to export (store unavailable after its
+    retries) or the timeout passed. ``ragtrail.stats()`` has the counts. Never raises.
     """
     cfg = _config
     if cfg is None:
         return True
-    before_failed = cfg.store_exporter.failed if cfg.store_exporter else 0
-    sw = _switches.get(id(cfg.provider)) if cfg.provider else None
-    dropped_before = sw.dropped if sw else 0
     ok = True
-    for p in cfg.processors:
-        try:
-            ok = p.force_flush(int(timeout_s * 1000)) and ok
-        except Exception:
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    try:
+        for p in cfg.processors:
+            left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            try:
+                ok = bool(p.force_flush(left_ms)) and ok
+            except Exception:
+                ok = False
+        if time.monotonic() > deadline:
             ok = False
-    after_failed = cfg.store_exporter.failed if cfg.store_exporter else 0
-    if sw is not None and sw.dropped:
-        ok = False
-        _ = dropped_before
-    return ok and after_failed == before_failed and (cfg.store_exporter is None or cfg.store_exporter.failed == 0)
+        now = stats()
+        seen = cfg.flushed_counts
+        cfg.flushed_counts = now
+        if now["failed"] != seen.get("failed", 0) or now["dropped"] != seen.get("dropped", 0):
+            ok = False
+    except Exception:  # pragma: no cover - flush must never raise
+        logger.debug("ragtrail: flush failed", exc_info=True)
+        return False
+    return ok
 
 
 def stats() -> dict[str, int]:
@@ -309,19 +356,37 @@ def stats() -> dict[str, int]:
 
 def _register_hooks() -> None:
     global _hooks_registered
-    if _hooks_registered:
-        return
-    _hooks_registered = True
-    atexit.register(_atexit_flush)
-    try:
-        import sys
+    if not _hooks_registered:
+        _hooks_registered = True
+        atexit.register(_atexit_flush)
+    _register_ipython()
 
-        ipy_mod = sys.modules.get("IPython")
-        if ipy_mod is not None:
-            ip = ipy_mod.get_ipython()  # type: ignore[attr-defined]
-            if ip is not None:
-                ip.events.register("post_run_cell", lambda *_a, **_k: flush(5.0))
-    except Exception:  # pragma: no cover - not in IPython, or an old IPython
+
+_ipython_shells: set[int] = set()
+
+
+def _post_cell_flush(*_args: Any, **_kwargs: Any) -> None:
+    """Jupyter/IPython ``post_run_cell`` hook: the spans of the cell reach the store before the next one."""
+    try:
+        flush(5.0)
+    except Exception:  # pragma: no cover - flush never raises, but a hook must not break the kernel
+        pass
+
+
+def _register_ipython() -> None:
+    """Register the post-cell flush on the running IPython shell (once per shell); a no-op elsewhere."""
+    import sys
+
+    ipy_mod = sys.modules.get("IPython")
+    if ipy_mod is None:
+        return
+    try:
+        ip = ipy_mod.get_ipython()  # type: ignore[attr-defined]
+        if ip is None or id(ip) in _ipython_shells:
+            return
+        ip.events.register("post_run_cell", _post_cell_flush)
+        _ipython_shells.add(id(ip))
+    except Exception:  # pragma: no cover - an old or unusual IPython
         logger.debug("could not register the Jupyter post-cell flush", exc_info=True)
 
 
