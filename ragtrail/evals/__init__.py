@@ -1,5 +1,35 @@
-"""Evaluation: versioned datasets, IR-correct metrics, scorers that read traces, versioned runs."""
+"""Evaluation: versioned datasets, IR-correct metrics, scorers that read traces, versioned runs.
 
+``from ragtrail.evals import Dataset, Evaluation, metrics, scorers``
+"""
+
+from ragtrail.evals import metrics, scorers
+from ragtrail.evals._concurrency import AdaptiveLimiter
+from ragtrail.evals._datasets import Dataset, DatasetDiff, list_datasets, load_dataset
+from ragtrail.evals._harness import CostEstimate, Evaluation, evaluate_traces, rescore, score_items
+from ragtrail.evals._runs import Run, alias_history, list_runs, load_run, runs_df, set_alias
 from ragtrail.evals._types import Example, Score, Scorer
 
-__all__ = ["Example", "Score", "Scorer"]
+__all__ = [
+    "AdaptiveLimiter",
+    "CostEstimate",
+    "Dataset",
+    "DatasetDiff",
+    "Evaluation",
+    "Example",
+    "Run",
+    "Score",
+    "Scorer",
+    "alias_history",
+    "evaluate_traces",
+    "list_datasets",
+    "list_runs",
+    "load_dataset",
+    "load_run",
+    "metrics",
+    "rescore",
+    "runs_df",
+    "score_items",
+    "scorers",
+    "set_alias",
+]

