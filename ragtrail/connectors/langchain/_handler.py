@@ -1,0 +1,574 @@
+"""``CallbackHandler``: LangChain runs as OpenTelemetry spans, without building LangChain ``Run`` objects.
+
+How it works
+------------
+* One span per LangChain run, keyed by ``run_id``. A run's parent span is the span of LangChain's
+  ``parent_run_id`` (never the ambient context alone), so concurrent ``ainvoke`` calls, thread pools,
+  ``batch`` and ``RunnableParallel`` all give the tree LangChain itself records. A run LangChain calls
+  a root starts its own trace, or nests under a *non-LangChain* span that is current (``ragtrail.span``).
+* While a run is open its span is the current OTel context, so spans of other instrumented libraries
+  (Chroma, an OpenAI client…) made inside it nest under it. The context is *set* at run start and
+  *restored* at run end only when it is still exactly what was set: no context token is ever detached,
+  so a run that ends in another context (a stream finished elsewhere, a generator closed by the garbage
+  collector) can never produce "Failed to detach context".
+* LLM spans mark the context (:mod:`ragtrail.tracing._dedupe`) so a client-library connector adds to
+  this span instead of opening a second LLM span for the same model call.
+* Per-run state is dropped when the run ends; runs that never end (a cancelled stream, a dropped
+  generator) are ended with ERROR status and ``ragtrail.abandoned`` after ``ttl_s``.
+* Content (inputs, outputs, messages, documents, tool arguments/results) follows the content switch and
+  is converted into bounded plain data first, so capture cost does not grow with the size of the value.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, Status, StatusCode
+
+from ragtrail import semconv
+from ragtrail._log import warn_once
+from ragtrail.connectors.langchain import _extract as ex
+from ragtrail.tracing import _setup
+from ragtrail.tracing._dedupe import LLM_SPAN_KEY
+from ragtrail.tracing._spans import content_value, record_exception
+from ragtrail.tracing._usage import record_documents, record_usage
+
+_SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
+_RUN_KEY = otel_context.create_key("ragtrail-langchain-run")
+_get_current = otel_context.get_current
+_attach = otel_context.attach
+_set_span = otel_trace.set_span_in_context
+_get_span = otel_trace.get_current_span
+_monotonic_ns = time.monotonic_ns
+
+_AGENT_NAMES = frozenset({"AgentExecutor", "agent_executor"})
+_CONTROL_FLOW = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
+_SWEEP_EVERY = 512
+
+
+class _Run:
+    """What the handler keeps for an open run (released when the run ends)."""
+
+    __slots__ = ("ctx", "ended", "model", "prev", "provider", "run_type", "span", "t0", "ttft_ns")
+
+    def __init__(self, span: Span, run_type: str, t0: int) -> None:
+        self.span = span
+        self.run_type = run_type
+        self.t0 = t0
+        self.ctx: Context | None = None
+        self.prev: Context | None = None
+        self.ttft_ns: int | None = None
+        self.ended = False
+        self.model: str | None = None
+        self.provider: str | None = None
+
+
+def _strip_langchain(ctx: Context) -> Context:
+    """``ctx`` without the LangChain spans on top of it (the context a root run nests in)."""
+    while True:
+        r: _Run | None = ctx.get(_RUN_KEY)
+        if r is None or r.prev is None or _get_span(ctx) is not r.span:
+            return ctx
+        ctx = r.prev
+
+
+def _is_control_flow(error: BaseException) -> bool:
+    return any(c.__name__ in _CONTROL_FLOW for c in type(error).__mro__)
+
+
+class CallbackHandler(BaseCallbackHandler):
+    """Records every LangChain run as a span (chains, prompts, parsers, LLMs, chat models, retrievers,
+    tools, agents, LangGraph graphs and nodes).
+
+    ``chain.invoke(q, config={"callbacks": [CallbackHandler()]})``, or
+    ``ragtrail.connectors.langchain.instrument()`` once for every run in the process. Spans are
+    recorded only after ``ragtrail.init()``; the handler never raises into LangChain.
+
+    Args:
+        ttl_s: a run still open after this many seconds is ended with ERROR status and
+            ``ragtrail.abandoned = True``, and its state is released (checked as runs start, and by
+            :meth:`sweep`).
+    """
+
+    run_inline = True  # called in the caller's task/context, never through an executor
+    raise_error = False
+
+    def __init__(self, *, ttl_s: float = 3600.0) -> None:
+        super().__init__()
+        if ttl_s <= 0:
+            from ragtrail._exceptions import ConfigError
+
+            raise ConfigError(f"CallbackHandler(ttl_s={ttl_s!r}): ttl_s must be a positive number of seconds")
+        self.ttl_ns = int(ttl_s * 1e9)
+        self._runs: dict[UUID, _Run] = {}
+        self._lock = threading.Lock()
+        self._starts = 0
+        self._next_sweep_ns = _monotonic_ns() + self.ttl_ns
+        self.errors = 0
+        """Internal failures caught (each logged once per kind); tracing never raises into LangChain."""
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    @property
+    def open_runs(self) -> int:
+        """Number of runs currently tracked (started and not yet ended or swept)."""
+        return len(self._runs)
+
+    def _fail(self, where: str) -> None:
+        self.errors += 1
+        warn_once(f"langchain:{where}", "ragtrail: the LangChain handler failed in %s (tracing continues)",
+                  where, exc_info=True)  # fmt: skip
+
+    def _start(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        name: str,
+        kind: str,
+        run_type: str,
+        attrs: dict[str, Any],
+        *,
+        llm: bool = False,
+    ) -> _Run | None:
+        cfg = _setup._config
+        if cfg is None:
+            return None
+        cur = _get_current()
+        if cur.get(_SUPPRESS_KEY):
+            return None
+        parent_ctx: Context | None = None
+        if parent_run_id is not None:
+            p = self._runs.get(parent_run_id)
+            if p is not None:
+                parent_ctx = p.ctx
+            attrs[semconv.LANGCHAIN_PARENT_RUN_ID] = str(parent_run_id)
+        if parent_ctx is None:
+            parent_ctx = _strip_langchain(cur) if parent_run_id is None else cur
+        attrs[semconv.SPAN_KIND] = kind
+        attrs[semconv.LANGCHAIN_RUN_ID] = str(run_id)
+        attrs[semconv.LANGCHAIN_RUN_TYPE] = run_type
+        span = cfg.tracer.start_span(name, context=parent_ctx, attributes=attrs)
+        now = _monotonic_ns()
+        run = _Run(span, run_type, now)
+        ctx = otel_context.set_value(_RUN_KEY, run, _set_span(span, cur))
+        if llm:
+            ctx = otel_context.set_value(LLM_SPAN_KEY, span, ctx)
+        run.ctx = ctx
+        run.prev = cur
+        with self._lock:
+            self._runs[run_id] = run
+            self._starts += 1
+            sweep = self._starts % _SWEEP_EVERY == 0 and now >= self._next_sweep_ns
+        _attach(ctx)  # the token is deliberately dropped: see _restore
+        if sweep:
+            self.sweep()
+        return run
+
+    def _pop(self, run_id: UUID) -> _Run | None:
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+        if run is not None:
+            run.ended = True
+        return run
+
+    @staticmethod
+    def _restore(run: _Run) -> None:
+        """Put back the context that was current before ``run`` started, if ``run``'s is still current.
+
+        Skips contexts of runs that ended meanwhile (interleaved ends), so a dead span is never current.
+        """
+        if _get_current() is not run.ctx:
+            return
+        prev = run.prev
+        while prev is not None:
+            r: _Run | None = prev.get(_RUN_KEY)
+            if r is None or not r.ended or _get_span(prev) is not r.span:
+                break
+            prev = r.prev
+        if prev is not None:
+            _attach(prev)
+
+    def _end(self, run_id: UUID, attrs: dict[str, Any] | None = None) -> _Run | None:
+        run = self._pop(run_id)
+        if run is None:
+            return None
+        span = run.span
+        if attrs:
+            span.set_attributes(attrs)
+        span.end()
+        self._restore(run)
+        return run
+
+    def _error(self, run_id: UUID, error: BaseException) -> None:
+        run = self._pop(run_id)
+        if run is None:
+            return
+        span = run.span
+        if _is_control_flow(error):
+            # LangGraph interrupts and parent commands are control flow, not failures.
+            span.add_event(semconv.LANGGRAPH_INTERRUPT_EVENT, {semconv.ERROR_TYPE: type(error).__name__})
+        else:
+            record_exception(span, error)
+        span.end()
+        self._restore(run)
+
+    def sweep(self, now_ns: int | None = None) -> int:
+        """End runs open for longer than ``ttl_s`` with ERROR status; returns how many were ended."""
+        now = _monotonic_ns() if now_ns is None else now_ns
+        cutoff = now - self.ttl_ns
+        with self._lock:
+            stale = [(k, r) for k, r in self._runs.items() if r.t0 <= cutoff]
+            for k, _ in stale:
+                del self._runs[k]
+            self._next_sweep_ns = now + self.ttl_ns // 2
+        for _, run in stale:
+            run.ended = True
+            try:
+                span = run.span
+                span.set_attribute(semconv.ABANDONED, True)
+                span.set_status(Status(StatusCode.ERROR, "abandoned: the LangChain run did not end within the TTL"))
+                span.end()
+            except Exception:
+                self._fail("sweep")
+        return len(stale)
+
+    @staticmethod
+    def _content(attrs: dict[str, Any], key: str, value: Any) -> None:
+        text, truncated, masked = content_value(ex.to_text(value))
+        attrs[key] = text
+        if truncated:
+            attrs.setdefault(semconv.TRUNCATED, []).append(key)
+        if masked:
+            attrs[semconv.MASKED] = attrs.get(semconv.MASKED, 0) + masked
+
+    @staticmethod
+    def _capture() -> bool:
+        cfg = _setup._config
+        return cfg is not None and cfg.capture_content
+
+    @staticmethod
+    def _root_extras(attrs: dict[str, Any], tags: Sequence[str] | None, metadata: Mapping[str, Any] | None) -> None:
+        if tags:
+            attrs[semconv.TAGS] = [str(t) for t in tags[:64]]
+        if metadata:
+            user = {k: v for k, v in metadata.items() if not k.startswith(("ls_", "lc_", "langgraph_", "checkpoint"))}
+            if user:
+                attrs[semconv.METADATA] = ex._dumps(ex.plain(user, 3))
+
+    # -------------------------------------------------------------------------------------- chains
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            if _setup._config is None:
+                return
+            name = ex.run_name(serialized, kwargs, "chain")
+            run_type = kwargs.get("run_type") or "chain"
+            attrs: dict[str, Any] = {}
+            kind = semconv.CHAIN
+            if name in _AGENT_NAMES:
+                kind = semconv.AGENT
+                attrs[semconv.GEN_AI_OPERATION_NAME] = "invoke_agent"
+            if metadata:
+                node = metadata.get("langgraph_node")
+                if node is not None and node == name:
+                    attrs[semconv.LANGGRAPH_NODE] = str(node)
+                    step = metadata.get("langgraph_step")
+                    if isinstance(step, int):
+                        attrs[semconv.LANGGRAPH_STEP] = step
+            if parent_run_id is None:
+                self._root_extras(attrs, tags, metadata)
+            if self._capture():
+                self._content(attrs, semconv.INPUT_VALUE, inputs)
+            self._start(run_id, parent_run_id, name, kind, run_type, attrs)
+        except Exception:
+            self._fail("on_chain_start")
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            if self._capture():
+                attrs: dict[str, Any] = {}
+                self._content(attrs, semconv.OUTPUT_VALUE, outputs)
+                self._end(run_id, attrs)
+            else:
+                self._end(run_id)
+        except Exception:
+            self._fail("on_chain_end")
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            self._error(run_id, error)
+        except Exception:
+            self._fail("on_chain_error")
+
+    def on_agent_action(self, action: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            run = self._runs.get(run_id)
+            if run is None:
+                return
+            span = run.span
+            span.set_attribute(semconv.SPAN_KIND, semconv.AGENT)
+            ev: dict[str, Any] = {semconv.GEN_AI_TOOL_NAME: str(getattr(action, "tool", ""))}
+            if self._capture():
+                self._content(ev, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, getattr(action, "tool_input", None))
+                self._content(ev, semconv.LANGCHAIN_AGENT_LOG, getattr(action, "log", ""))
+            span.add_event(semconv.LANGCHAIN_AGENT_ACTION_EVENT, ev)
+        except Exception:
+            self._fail("on_agent_action")
+
+    def on_agent_finish(self, finish: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            run = self._runs.get(run_id)
+            if run is not None:
+                run.span.set_attribute(semconv.SPAN_KIND, semconv.AGENT)
+        except Exception:
+            self._fail("on_agent_finish")
+
+    # ----------------------------------------------------------------------------------------- LLMs
+
+    def _llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+        run_type: str,
+        content_key: str,
+        content: Callable[[], Any],
+    ) -> None:
+        if _setup._config is None:
+            return
+        params = kwargs.get("invocation_params")
+        model = ex.model_name(serialized, params, metadata)
+        provider = ex.provider_name(serialized, metadata)
+        op = "chat" if run_type == "chat_model" else "text_completion"
+        attrs: dict[str, Any] = {semconv.GEN_AI_OPERATION_NAME: op}
+        if model:
+            attrs[semconv.GEN_AI_REQUEST_MODEL] = model
+        if provider:
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
+        ex.request_params(params, metadata, attrs)
+        if parent_run_id is None:
+            self._root_extras(attrs, tags, metadata)
+        if self._capture():
+            self._content(attrs, content_key, content())
+        name = f"{op} {model or ex.run_name(serialized, kwargs, run_type)}"
+        run = self._start(run_id, parent_run_id, name, semconv.LLM, run_type, attrs, llm=True)
+        if run is not None:
+            run.model = model
+            run.provider = provider
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            msgs = messages[0] if len(messages) == 1 else [m for batch in messages for m in batch]
+            self._llm_start(serialized, run_id, parent_run_id, tags, metadata, kwargs, "chat_model",
+                            semconv.GEN_AI_INPUT_MESSAGES, lambda: ex.messages(msgs))  # fmt: skip
+        except Exception:
+            self._fail("on_chat_model_start")
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            value = prompts[0] if len(prompts) == 1 else list(prompts)
+            self._llm_start(serialized, run_id, parent_run_id, tags, metadata, kwargs, "llm",
+                            semconv.INPUT_VALUE, lambda: value)  # fmt: skip
+        except Exception:
+            self._fail("on_llm_start")
+
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and run.ttft_ns is None:
+            run.ttft_ns = _monotonic_ns()
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            run = self._pop(run_id)
+            if run is None:
+                return
+            span = run.span
+            attrs: dict[str, Any] = {}
+            ex.response_info(response, attrs)
+            if run.ttft_ns is not None:
+                attrs[semconv.STREAMING] = True
+            if self._capture():
+                self._content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, ex.output_messages(response))
+            if attrs:
+                span.set_attributes(attrs)
+            usage = ex.token_usage(response)
+            ttft = (run.ttft_ns - run.t0) / 1e9 if run.ttft_ns is not None else None
+            if usage is not None or ttft is not None:
+                inp, out, cached = usage if usage is not None else (None, None, None)
+                model = run.model or attrs.get(semconv.GEN_AI_RESPONSE_MODEL)
+                record_usage(span, provider=run.provider, model=model, input_tokens=inp, output_tokens=out,
+                             cached_input_tokens=cached, ttft_s=ttft)  # fmt: skip
+            span.end()
+            self._restore(run)
+        except Exception:
+            self._fail("on_llm_end")
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            self._error(run_id, error)
+        except Exception:
+            self._fail("on_llm_error")
+
+    # ---------------------------------------------------------------------------------- retrievers
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            if _setup._config is None:
+                return
+            attrs: dict[str, Any] = {}
+            if metadata:
+                vs = metadata.get("ls_vector_store_provider")
+                if isinstance(vs, str):
+                    attrs[semconv.DB_SYSTEM] = vs.lower()
+                em = metadata.get("ls_embedding_provider")
+                if isinstance(em, str):
+                    attrs[semconv.EMBEDDING_MODEL] = em
+            if parent_run_id is None:
+                self._root_extras(attrs, tags, metadata)
+            if self._capture():
+                self._content(attrs, semconv.RETRIEVAL_QUERY, query)
+            name = ex.run_name(serialized, kwargs, "Retriever")
+            self._start(run_id, parent_run_id, name, semconv.RETRIEVER, "retriever", attrs)
+        except Exception:
+            self._fail("on_retriever_start")
+
+    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            run = self._pop(run_id)
+            if run is None:
+                return
+            record_documents(run.span, ex.documents_for_record(documents))
+            run.span.end()
+            self._restore(run)
+        except Exception:
+            self._fail("on_retriever_end")
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            self._error(run_id, error)
+        except Exception:
+            self._fail("on_retriever_error")
+
+    # --------------------------------------------------------------------------------------- tools
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            if _setup._config is None:
+                return
+            name = ex.run_name(serialized, kwargs, "tool")
+            tool = (serialized or {}).get("name") or name
+            attrs: dict[str, Any] = {semconv.GEN_AI_OPERATION_NAME: "execute_tool", semconv.GEN_AI_TOOL_NAME: str(tool)}
+            call_id = kwargs.get("tool_call_id")
+            if call_id:
+                attrs[semconv.GEN_AI_TOOL_CALL_ID] = str(call_id)
+            if parent_run_id is None:
+                self._root_extras(attrs, tags, metadata)
+            if self._capture():
+                self._content(attrs, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, inputs if inputs is not None else input_str)
+            self._start(run_id, parent_run_id, name, semconv.TOOL, "tool", attrs)
+        except Exception:
+            self._fail("on_tool_start")
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            if self._capture():
+                attrs: dict[str, Any] = {}
+                value = output.content if hasattr(output, "content") and hasattr(output, "tool_call_id") else output
+                self._content(attrs, semconv.GEN_AI_TOOL_CALL_RESULT, value)
+                self._end(run_id, attrs)
+            else:
+                self._end(run_id)
+        except Exception:
+            self._fail("on_tool_end")
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            self._error(run_id, error)
+        except Exception:
+            self._fail("on_tool_error")
+
+    # ---------------------------------------------------------------------------------------- misc
+
+    def on_retry(self, retry_state: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        try:
+            run = self._runs.get(run_id)
+            if run is not None:
+                attempt = getattr(retry_state, "attempt_number", None)
+                ev = {semconv.LANGCHAIN_RETRY_ATTEMPT: int(attempt)} if isinstance(attempt, int) else {}
+                run.span.add_event(semconv.LANGCHAIN_RETRY_EVENT, ev)
+        except Exception:
+            self._fail("on_retry")
+
+    def __repr__(self) -> str:
+        return f"<ragtrail CallbackHandler open_runs={len(self._runs)}>"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CallbackHandler:
+        return self  # LangChain deep-copies configs in places; the handler is shared state
+
+    def __copy__(self) -> CallbackHandler:
+        return self
+
+
+__all__ = ["CallbackHandler"]
