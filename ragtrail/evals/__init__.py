@@ -7,6 +7,8 @@ from ragtrail.evals import metrics, scorers
 from ragtrail.evals._concurrency import AdaptiveLimiter
 from ragtrail.evals._datasets import Dataset, DatasetDiff, list_datasets, load_dataset
 from ragtrail.evals._harness import CostEstimate, Evaluation, evaluate_traces, rescore, score_items
+from ragtrail.evals._judge import Judge
+from ragtrail.evals._judge_cache import JudgeCache
 from ragtrail.evals._runs import Run, alias_history, list_runs, load_run, runs_df, set_alias
 from ragtrail.evals._types import Example, Score, Scorer
 
@@ -17,6 +19,8 @@ __all__ = [
     "DatasetDiff",
     "Evaluation",
     "Example",
+    "Judge",
+    "JudgeCache",
     "Run",
     "Score",
     "Scorer",

@@ -62,3 +62,32 @@ __all__ = [
     "token_f1",
     "tokens",
 ]
+
+# LLM-judge scorers live in ragtrail.evals._judge_scorers (no langchain import until a judge is called).
+from ragtrail.evals._judge_scorers import (
+    AnswerRelevance,
+    ContextRelevance,
+    Correctness,
+    Faithfulness,
+    JudgeScorer,
+    Rubric,
+    answer_relevance,
+    context_relevance,
+    correctness,
+    faithfulness,
+    rubric,
+)
+
+__all__ += [
+    "AnswerRelevance",
+    "ContextRelevance",
+    "Correctness",
+    "Faithfulness",
+    "JudgeScorer",
+    "Rubric",
+    "answer_relevance",
+    "context_relevance",
+    "correctness",
+    "faithfulness",
+    "rubric",
+]
