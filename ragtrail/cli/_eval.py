@@ -1,0 +1,46 @@
+"""``ragtrail eval run eval.yaml [--resume RUN] [--force] [--dry-run] [--backend local|ray]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Run evaluations from an eval.yaml file.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    config_file: str = typer.Argument(..., help="The eval YAML (name, dataset, pipeline, scorers, config…)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run (name:vN or id): only missing/errored examples run."),  # noqa: UP045
+    force: bool = typer.Option(False, "--force", help="Resume even though the dataset or config changed."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the cost estimate; run nothing."),
+    backend: str = typer.Option("local", "--backend", help="local or ray."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop cleanly at this many USD (resumable)."),  # noqa: UP045
+    store: Optional[str] = typer.Option(None, "--store", "-s", envvar="RAGTRAIL_STORE", help="Store path or URL (overrides the YAML)."),  # noqa: UP045
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Run the evaluation and print the new run's summary."""
+    from ragtrail.evals._config import build, load_spec
+
+    spec = load_spec(config_file)
+    if store:
+        spec.store = store
+    ev = build(spec, Path(config_file).resolve().parent)
+    if no_progress:
+        ev.progress = False
+    if dry_run:
+        est = ev.estimate(spec.config, resume=resume)
+        typer.echo(f"{spec.name}: config OK; dataset {ev.dataset.ref}; scorers {', '.join(s.name for s in ev.scorers)}")
+        typer.echo(f"estimate: {est}")
+        return
+    r = ev.run(spec.config, resume=resume, force=force, backend=backend, max_cost=max_cost)
+    s = r.summary
+    typer.echo(f"{r.ref}  ({r.run_id})  status={r.status}  examples={s.get('n_examples')} errors={s.get('n_error')}")
+    for m, v in (s.get("metrics") or {}).items():
+        mean = "-" if v.get("mean") is None else f"{v['mean']:.4f}"
+        typer.echo(f"  {m:<26}{mean:>10}  (ok {v.get('n_ok', 0)}, undefined {v.get('n_undefined', 0)}, error {v.get('n_error', 0)})")
+    if r.status == "stopped":
+        typer.echo(f"stopped: {s.get('stopped_reason')}; continue with: ragtrail eval run {config_file} --resume {r.ref}")
+        raise typer.Exit(3)
