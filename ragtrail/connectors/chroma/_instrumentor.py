@@ -1,0 +1,308 @@
+"""Chroma connector: ``Collection.query`` → RETRIEVER span, add/upsert/delete/get → spans, the
+collection's embedding-function calls → EMBEDDING spans.
+
+Works the same for the in-process clients (ephemeral, persistent) and the HTTP client of a Chroma
+server, sync (``Collection``) and async (``AsyncCollection``), because it patches the collection
+classes that all clients hand out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import Span
+
+from ragtrail import semconv
+from ragtrail._log import logger, warn_once
+from ragtrail.connectors._common import RagtrailInstrumentor, module_functions
+from ragtrail.connectors.chroma import _extract as ex
+from ragtrail.tracing import _setup
+from ragtrail.tracing._spans import is_enabled, record_exception, set_content
+from ragtrail.tracing._usage import record_documents
+
+_COLLECTION_MODULE = "chromadb.api.models.Collection"
+_ASYNC_COLLECTION_MODULE = "chromadb.api.models.AsyncCollection"
+_COMMON_MODULE = "chromadb.api.models.CollectionCommon"
+_METHODS = ("query", "add", "upsert", "delete", "get")
+
+_failures = 0
+_failures_lock = threading.Lock()
+
+
+def failures() -> int:
+    """How many times the connector's own attribute extraction failed (the user's call never does)."""
+    return _failures
+
+
+def _failed(where: str) -> None:
+    global _failures
+    with _failures_lock:
+        _failures += 1
+    warn_once(f"chroma:{where}", "ragtrail: the Chroma connector could not record %s (logged once)", where, exc_info=True)
+
+
+# Per-collection facts that never change for a collection id: distance space, server address, model.
+_static_cache: dict[Any, dict[str, Any]] = {}
+
+
+def _static_attributes(collection: Any) -> dict[str, Any]:
+    key = (
+        getattr(getattr(collection, "_model", None), "id", None) or id(collection),
+        id(getattr(collection, "_embedding_function", None)),
+    )
+    cached = _static_cache.get(key)
+    if cached is not None:
+        return cached
+    attrs: dict[str, Any] = {semconv.DB_SYSTEM: "chroma"}
+    try:
+        attrs[semconv.DB_COLLECTION] = str(collection.name)
+    except Exception:
+        pass
+    try:
+        attrs[semconv.RETRIEVAL_DISTANCE_SPACE] = ex.distance_space(collection)
+    except Exception:
+        attrs[semconv.RETRIEVAL_DISTANCE_SPACE] = "l2"
+    try:
+        host, port = ex.server_address(collection._client)
+        if host:
+            attrs[semconv.SERVER_ADDRESS] = host
+        if port:
+            attrs[semconv.SERVER_PORT] = port
+    except Exception:
+        pass
+    try:
+        model, _cls = ex.embedding_function_name(getattr(collection, "_embedding_function", None))
+        if model:
+            attrs[semconv.EMBEDDING_MODEL] = model
+    except Exception:
+        pass
+    if len(_static_cache) > 4096:
+        _static_cache.clear()
+    _static_cache[key] = attrs
+    return attrs
+
+
+def _start(name: str, kind: str, attrs: dict[str, Any]) -> tuple[Span, object]:
+    cfg = _setup._config
+    assert cfg is not None
+    attrs[semconv.SPAN_KIND] = kind
+    span = cfg.tracer.start_span(name, attributes=attrs)
+    token = otel_context.attach(otel_trace.set_span_in_context(span))
+    return span, token
+
+
+def _finish(span: Span, token: object) -> None:
+    try:
+        span.end()
+    finally:
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def _before(method: str, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    bound = ex.bind(method, args, kwargs)
+    attrs = dict(_static_attributes(instance))
+    attrs[semconv.DB_OPERATION] = method
+    for k, v in ex.request_attributes(method, bound):
+        attrs[k] = v
+    return bound, attrs
+
+
+def _record_request(span: Span, method: str, bound: dict[str, Any]) -> None:
+    where = bound.get("where")
+    if where:
+        set_content(span, semconv.DB_WHERE, where)
+    where_doc = bound.get("where_document")
+    if where_doc:
+        set_content(span, semconv.DB_WHERE_DOCUMENT, where_doc)
+    if method == "query":
+        text = ex.first_query_text(bound)
+        if text is not None:
+            set_content(span, semconv.RETRIEVAL_QUERY, text)
+    elif method in ("delete", "get") and bound.get("ids") is not None:
+        set_content(span, semconv.INPUT_VALUE, {"ids": bound.get("ids")})
+
+
+def _record_result(span: Span, method: str, attrs: dict[str, Any], result: Any) -> None:
+    if method == "query":
+        space = attrs.get(semconv.RETRIEVAL_DISTANCE_SPACE, "l2")
+        docs, distances = ex.query_documents(result, space)
+        if distances:
+            span.set_attribute(semconv.RETRIEVAL_DISTANCES, distances)
+        record_documents(span, docs, score_kind=ex.SPACE_TO_SCORE_KIND.get(space, space))
+    elif method == "get":
+        ids = result.get("ids") if result is not None else None
+        if ids is not None:
+            span.set_attribute(semconv.DB_RECORD_COUNT, len(ids))
+            span.set_attribute(semconv.RETRIEVAL_DOCUMENT_IDS, [str(i) for i in ids[:1000]])
+
+
+def _make_sync(method: str) -> Callable[..., Any]:
+    name = f"chroma.{method}"
+    kind = semconv.RETRIEVER if method == "query" else semconv.TOOL
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not is_enabled():
+            return wrapped(*args, **kwargs)
+        try:
+            bound, attrs = _before(method, instance, args, kwargs)
+            span, token = _start(name, kind, attrs)
+        except Exception:
+            _failed(f"{method} start")
+            return wrapped(*args, **kwargs)
+        try:
+            try:
+                _record_request(span, method, bound)
+            except Exception:
+                _failed(f"{method} request")
+            try:
+                result = wrapped(*args, **kwargs)
+            except BaseException as exc:
+                record_exception(span, exc)
+                raise
+            try:
+                _record_result(span, method, attrs, result)
+            except Exception:
+                _failed(f"{method} result")
+            return result
+        finally:
+            _finish(span, token)
+
+    return wrapper
+
+
+def _make_async(method: str) -> Callable[..., Any]:
+    name = f"chroma.{method}"
+    kind = semconv.RETRIEVER if method == "query" else semconv.TOOL
+
+    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not is_enabled():
+            return await wrapped(*args, **kwargs)
+        try:
+            bound, attrs = _before(method, instance, args, kwargs)
+            span, token = _start(name, kind, attrs)
+        except Exception:
+            _failed(f"{method} start")
+            return await wrapped(*args, **kwargs)
+        try:
+            try:
+                _record_request(span, method, bound)
+            except Exception:
+                _failed(f"{method} request")
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                record_exception(span, exc)
+                raise
+            try:
+                _record_result(span, method, attrs, result)
+            except Exception:
+                _failed(f"{method} result")
+            return result
+        finally:
+            _finish(span, token)
+
+    return wrapper
+
+
+def _embed_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``CollectionCommon._embed(input, is_query)``: the collection calling its embedding function."""
+    if not is_enabled():
+        return wrapped(*args, **kwargs)
+    try:
+        inputs = args[0] if args else kwargs.get("input")
+        attrs: dict[str, Any] = {
+            semconv.DB_SYSTEM: "chroma",
+            semconv.GEN_AI_OPERATION_NAME: "embeddings",
+        }
+        static = _static_attributes(instance)
+        if semconv.DB_COLLECTION in static:
+            attrs[semconv.DB_COLLECTION] = static[semconv.DB_COLLECTION]
+        model, cls = ex.embedding_function_name(getattr(instance, "_embedding_function", None))
+        if model:
+            attrs[semconv.EMBEDDING_MODEL] = model
+            attrs[semconv.GEN_AI_REQUEST_MODEL] = model
+        if cls:
+            attrs[semconv.EMBEDDING_FUNCTION] = cls
+        n = ex._count(inputs)
+        if n is not None:
+            attrs[semconv.EMBEDDING_COUNT] = n
+        span, token = _start("chroma.embed", semconv.EMBEDDING, attrs)
+    except Exception:
+        _failed("embed start")
+        return wrapped(*args, **kwargs)
+    try:
+        set_content(span, semconv.INPUT_VALUE, inputs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            record_exception(span, exc)
+            raise
+        try:
+            dim = ex.embedding_dimension(result)
+            if dim:
+                span.set_attribute(semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, dim)
+        except Exception:
+            _failed("embed result")
+        return result
+    finally:
+        _finish(span, token)
+
+
+class ChromaInstrumentor(RagtrailInstrumentor):
+    """Traces Chroma collections: query (RETRIEVER), add/upsert/delete/get, and embedding calls (EMBEDDING).
+
+    Query spans carry the collection, ``n_results``, the ``where``/``where_document`` filters, the
+    returned ids, raw distances and scores (converted per the collection's distance space, see
+    :mod:`ragtrail.connectors.chroma._extract`), and the documents (capped, per the content switch).
+    """
+
+    library: ClassVar[str] = "chromadb"
+    distribution: ClassVar[str] = "chromadb"
+    extra: ClassVar[str] = "chroma"
+    supported: ClassVar[tuple[str, ...]] = (">=1.0", "<2")
+
+    def _instrument(self, **kwargs: Any) -> None:
+        import importlib
+
+        import wrapt
+
+        for method in _METHODS:
+            wrapt.wrap_function_wrapper(_COLLECTION_MODULE, f"Collection.{method}", _make_sync(method))
+        try:
+            importlib.import_module(_ASYNC_COLLECTION_MODULE)
+            for method in _METHODS:
+                wrapt.wrap_function_wrapper(_ASYNC_COLLECTION_MODULE, f"AsyncCollection.{method}", _make_async(method))
+        except Exception:
+            logger.debug("ragtrail: chromadb AsyncCollection not patched", exc_info=True)
+        try:
+            wrapt.wrap_function_wrapper(_COMMON_MODULE, "CollectionCommon._embed", _embed_wrapper)
+        except Exception:
+            logger.debug("ragtrail: chromadb CollectionCommon._embed not patched", exc_info=True)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import importlib
+
+        from opentelemetry.instrumentation.utils import unwrap
+
+        mod = importlib.import_module(_COLLECTION_MODULE)
+        for method in _METHODS:
+            unwrap(mod.Collection, method)
+        try:
+            amod = importlib.import_module(_ASYNC_COLLECTION_MODULE)
+            for method in _METHODS:
+                unwrap(amod.AsyncCollection, method)
+        except Exception:
+            pass
+        try:
+            cmod = importlib.import_module(_COMMON_MODULE)
+            unwrap(cmod.CollectionCommon, "_embed")
+        except Exception:
+            pass
+        _static_cache.clear()
+
+
+instrument, uninstrument = module_functions(ChromaInstrumentor)

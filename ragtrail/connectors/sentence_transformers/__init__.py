@@ -1,0 +1,16 @@
+"""sentence-transformers connector: ``instrument()`` traces ``SentenceTransformer.encode`` as EMBEDDING
+spans and ``CrossEncoder.predict``/``rank`` as RERANKER spans. The library is imported only by
+``instrument()``.
+"""
+
+from __future__ import annotations
+
+from ragtrail.connectors.sentence_transformers._instrumentor import (
+    SentenceTransformersInstrumentor,
+    failures,
+    instrument,
+    model_name,
+    uninstrument,
+)
+
+__all__ = ["SentenceTransformersInstrumentor", "failures", "instrument", "model_name", "uninstrument"]
