@@ -171,16 +171,53 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
                 conn.execute("PRAGMA foreign_keys=OFF")
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
+                conn.execute("PRAGMA cache_size=-32768")  # 32 MiB page cache: large batches, big reads
+                st = os.stat(self.path)
+            except (sqlite3.DatabaseError, OSError) as exc:
+                raise StoreError(
+                    f"cannot open the SQLite store {self.path!r}: {exc}. Check that the directory exists and "
+                    "is writable, or pass another path to init(store=...) / Client(store=...)."
+                ) from exc
             self._local.conn = conn
+            self._local.ident = (st.st_dev, st.st_ino)
             with self._all_lock:
                 self._all.append(conn)
         return conn
 
+    def _check_file(self) -> None:
+        """Refuse to write into a file that was deleted or replaced since it was opened: SQLite would
+        carry on writing into the unlinked inode and the data would silently vanish."""
+        ident = getattr(self._local, "ident", None)
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            self._drop_thread_conn()
+            raise StoreError(
+                f"the SQLite store {self.path!r} is gone ({exc.strerror}); it was deleted or its directory "
+                "removed while in use. Restore it or point init(store=...) at another path."
+            ) from exc
+        if ident is not None and ident != (st.st_dev, st.st_ino):
+            self._drop_thread_conn()
+            raise StoreError(
+                f"the SQLite store {self.path!r} was replaced by another file while in use; "
+                "the next write reopens it"
+            )
+
+    def _drop_thread_conn(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        self._local.ident = None
+        if conn is not None:
+            with self._all_lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         conn = self._conn()
+        self._check_file()
         deadline = time.monotonic() + self.busy_timeout_s
         while True:  # BEGIN IMMEDIATE takes the write lock up front; retry it while another writer has it
             try:
