@@ -227,11 +227,8 @@ def test_parse_json_text_finds_fenced_and_embedded_objects() -> None:
 def test_trials_report_mean_variance_and_self_consistency() -> None:
     replies = {0: "relevant", 1: "irrelevant", 2: "relevant", 3: "partially_relevant"}
 
-    def by_seed(messages: list[BaseMessage]) -> str:
-        raise AssertionError  # replaced below
-
-    model = ScriptedJudge(script=by_seed)
-    model.script = lambda m: '{"verdict":"%s"}' % replies[model.calls[-1]["seed"]]
+    model = ScriptedJudge(script=None)
+    model.script = lambda m: json.dumps({"verdict": replies[model.calls[-1]["seed"]]})
     s = scorers.answer_relevance(judge=J(model, temperature=0.7), explain=False, trials=4).score(EX, OUT, None)
     values = [1.0, 0.0, 1.0, 0.5]
     mean = sum(values) / 4
