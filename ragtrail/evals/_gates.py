@@ -1,0 +1,721 @@
+"""Quality gates on a run, and alias promotion that only happens when they pass.
+
+A gate file (YAML) — or the same gates given as strings/flags::
+
+    baseline: production            # an alias of the run's evaluation, or any run reference
+    gates:
+      - faithfulness >= 0.85        # absolute threshold on a metric's mean (over ok scores)
+      - token_f1 >= production - 0.02   # non-inferiority: CI lower bound of (run − baseline) > −0.02
+      - metric: recall@5
+        non_inferior: 0.01          # the same, as a mapping (against the top-level baseline)
+      - error_rate <= 0.05          # examples with a pipeline error or any scorer error
+      - undefined_rate(ndcg@10) <= 0.2
+      - cost_usd <= 2.50            # total cost of the run
+      - p95_latency_ms <= 1500
+
+Mapping forms: ``{metric, min|max|op+value}``, ``{metric, non_inferior: margin | {margin, against}}``,
+``{max_error_rate[, metric]}``, ``{max_undefined_rate[, metric]}``, ``{max_cost_usd}``,
+``{max_cost_per_example_usd}``, ``{max_p50|p95|p99_latency_ms}``; each may carry a ``name``.
+
+Non-inferiority uses the two-sided CI of :func:`~ragtrail.evals._compare.compare` (95% by default),
+i.e. a one-sided test at 2.5%: the run passes when even the pessimistic end of the CI is within the
+margin. Metrics where lower is better (latency, cost…) check the CI's upper bound against +margin.
+
+:func:`check_gates` returns a :class:`GateReport` (pass/fail per gate, JUnit XML, Markdown);
+problems with the gates themselves (unknown metric, bad syntax, missing baseline) raise
+:class:`~ragtrail.ConfigError` / :class:`~ragtrail.EvalError` — the CLI's exit status 2, distinct
+from a failed gate's 1. :func:`promote` moves an alias only when the gates pass, with a
+compare-and-swap so that concurrent promotions never lose an update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ragtrail._exceptions import ConfigError, EvalError
+from ragtrail.evals._compare import (
+    OPERATIONAL,
+    Comparison,
+    RunInfo,
+    compare,
+    higher_is_better,
+    load_examples,
+    load_scores,
+    resolve_run,
+)
+from ragtrail.store import Store
+
+GateKind = Literal["threshold", "non_inferiority", "error_rate", "undefined_rate", "cost", "cost_per_example", "latency"]
+GateStatus = Literal["pass", "fail", "skipped"]
+
+_OPS = {
+    ">=": lambda x, y: x >= y,
+    ">": lambda x, y: x > y,
+    "<=": lambda x, y: x <= y,
+    "<": lambda x, y: x < y,
+    "==": lambda x, y: x == y,
+}
+_EXPR = re.compile(r"^\s*(?P<lhs>.+?)\s*(?P<op>>=|<=|==|>|<)\s*(?P<rhs>.+?)\s*$")
+_FUNC = re.compile(r"^(?P<fn>error_rate|undefined_rate)\s*(?:\(\s*(?P<arg>[^)]*?)\s*\))?$")
+_LATENCY = re.compile(r"^(?:p(?P<q>\d{1,2}(?:\.\d+)?)_latency_ms|latency_p(?P<q2>\d{1,2}(?:\.\d+)?)_ms)$")
+_NI_RHS = re.compile(r"^(?P<ref>[A-Za-z_]\S*?)(?:\s*(?P<sign>[+-])\s*(?P<margin>\d[0-9.eE]*))?$")
+_MAX_LATENCY = re.compile(r"^max_p(?P<q>\d{1,2}(?:\.\d+)?)_latency_ms$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gate. ``where`` locates it (``gates.yaml: gates[2]``) for error messages."""
+
+    kind: GateKind
+    text: str
+    op: str = ">="
+    value: float = 0.0
+    metric: str | None = None
+    against: str | None = None
+    quantile: float = 95.0
+    where: str = ""
+
+
+@dataclass
+class GateSpec:
+    """Parsed gates with their options."""
+
+    gates: list[Gate]
+    baseline: str | None = None
+    confidence: float = 0.95
+    seed: int | None = 0
+    n_resamples: int = 10_000
+    allow_missing_baseline: bool = False
+    allow_unknown_cost: bool = False
+    source: str = "gates"
+
+
+@dataclass
+class GateResult:
+    gate: Gate
+    status: GateStatus
+    observed: float | None
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "fail"
+
+
+@dataclass
+class GateReport:
+    """The outcome of :func:`check_gates`: ``passed``, ``exit_code`` (0/1), ``results``, outputs."""
+
+    run: RunInfo
+    results: list[GateResult]
+    baseline: RunInfo | None = None
+    baseline_ref: str | None = None
+    comparison: Comparison | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> list[GateResult]:
+        return [r for r in self.results if not r.passed]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def raise_for_failure(self) -> None:
+        """Raise ``AssertionError`` listing the failed gates (what the pytest plugin uses)."""
+        if not self.passed:
+            lines = [f"{len(self.failed)} of {len(self.results)} gates failed for {self.run.ref}:"]
+            lines += [f"  ✗ {r.gate.text}: {r.detail}" for r in self.failed]
+            raise AssertionError("\n".join(lines))
+
+    # ---------------------------------------------------------------- outputs
+    def to_junit_xml(self) -> str:
+        """JUnit XML: one test case per gate (failure/skipped elements), for CI test reporters."""
+        return _junit(
+            f"ragtrail gates: {self.run.ref}",
+            [(r.gate.text, r.status, r.detail, r.observed) for r in self.results],
+            {"run_id": self.run.run_id, "run": self.run.ref, "baseline": self.baseline.ref if self.baseline else ""},
+        )
+
+    def to_markdown(self) -> str:
+        """A Markdown summary (GitHub's job summary, a PR comment)."""
+        icon = {"pass": "✅", "fail": "❌", "skipped": "⏭️"}
+        head = "✅ passed" if self.passed else f"❌ {len(self.failed)} failed"
+        base = f" vs `{self.baseline_ref}` (= `{self.baseline.ref}`)" if self.baseline else ""
+        out = [f"## ragtrail gates: {head} — `{self.run.ref}`{base}", "",
+               "| | gate | observed | detail |", "|---|---|---|---|"]  # fmt: skip
+        for r in self.results:
+            obs = "—" if r.observed is None else f"{r.observed:.4g}"
+            out.append(f"| {icon[r.status]} | `{_md(r.gate.text)}` | {obs} | {_md(r.detail)} |")
+        if self.comparison is not None and self.comparison.metrics:
+            c = self.comparison
+            pct = int(round(c.confidence * 100))
+            out += ["", f"### `{c.b.ref}` vs `{c.a.ref}` (paired by example, delta = run − baseline)", "",
+                    f"| metric | baseline | run | delta | {pct}% CI | p (Holm) | pairs |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+            for m in c.metrics:
+                out.append(
+                    f"| {_md(m.metric)} | {_num(m.mean_a)} | {_num(m.mean_b)} | {_num(m.delta, True)} | "
+                    f"[{_num(m.ci_low, True)}, {_num(m.ci_high, True)}] | {_num(m.p_adjusted)} | {m.n_pairs} |"
+                )
+        for n in self.notes:
+            out += ["", f"> {_md(n)}"]
+        return "\n".join(out) + "\n"
+
+    def table(self) -> Any:
+        from rich.table import Table
+
+        t = Table(title=f"Gates for {self.run.ref}" + (f" (baseline {self.baseline.ref})" if self.baseline else ""))
+        for c in ("", "gate", "observed", "detail"):
+            t.add_column(c)
+        style = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "skipped": "[dim]SKIP[/dim]"}
+        for r in self.results:
+            t.add_row(style[r.status], r.gate.text, "—" if r.observed is None else f"{r.observed:.4g}", r.detail)
+        return t
+
+    def print(self, console: Any = None) -> None:
+        from rich.console import Console
+
+        console = console or Console()
+        for n in self.notes:
+            console.print(f"[yellow]note:[/yellow] {n}")
+        console.print(self.table())
+        console.print("[green]all gates passed[/green]" if self.passed else f"[red]{len(self.failed)} gate(s) failed[/red]")
+
+
+def _md(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _num(v: float | None, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:+.4f}" if signed else f"{v:.4f}"
+
+
+def _junit(suite: str, cases: Sequence[tuple[str, str, str, float | None]], props: Mapping[str, str]) -> str:
+    import xml.etree.ElementTree as ET
+
+    failures = sum(1 for c in cases if c[1] == "fail")
+    errors = sum(1 for c in cases if c[1] == "error")
+    skipped = sum(1 for c in cases if c[1] == "skipped")
+    root = ET.Element("testsuites", tests=str(len(cases)), failures=str(failures), errors=str(errors))
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failures),
+                       errors=str(errors), skipped=str(skipped), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
+    pe = ET.SubElement(ts, "properties")
+    for k, v in props.items():
+        ET.SubElement(pe, "property", name=k, value=str(v))
+    for name, status, detail, observed in cases:
+        tc = ET.SubElement(ts, "testcase", classname="ragtrail.gates", name=name, time="0")
+        if status == "fail":
+            ET.SubElement(tc, "failure", message=detail, type="GateFailed").text = detail
+        elif status == "error":
+            ET.SubElement(tc, "error", message=detail, type="GateError").text = detail
+        elif status == "skipped":
+            ET.SubElement(tc, "skipped", message=detail)
+        if observed is not None:
+            ET.SubElement(tc, "system-out").text = f"observed: {observed}"
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def error_junit_xml(message: str, suite: str = "ragtrail gates") -> str:
+    """JUnit XML with one errored test case: written when the gates could not be evaluated."""
+    return _junit(suite, [("gates", "error", message, None)], {})
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def _number(v: Any, where: str, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ConfigError(f"{where}: {what} must be a number, not {v!r}")
+    try:
+        x = float(v)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {what} must be a number, not {v!r}") from exc
+    if not math.isfinite(x):
+        raise ConfigError(f"{where}: {what} must be finite, not {v!r}")
+    return x
+
+
+def parse_gate(item: Any, where: str = "gate", baseline: str | None = None) -> Gate:
+    """One gate from a string (``"faithfulness >= 0.85"``) or a mapping (see the module docstring)."""
+    if isinstance(item, str):
+        return _parse_expr(item, where)
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"{where}: a gate is a string such as 'faithfulness >= 0.85' or a mapping, not {item!r}")
+    d = dict(item)
+    name = d.pop("name", None)
+    metric = d.pop("metric", None)
+    if metric is not None and (not isinstance(metric, str) or not metric.strip()):
+        raise ConfigError(f"{where}.metric: must be a metric name, not {metric!r}")
+    gate: Gate | None = None
+    if "non_inferior" in d or "non_inferiority" in d:
+        spec = d.pop("non_inferior", None) if "non_inferior" in d else d.pop("non_inferiority")
+        against = baseline
+        if isinstance(spec, Mapping):
+            spec = dict(spec)
+            against = spec.pop("against", against)
+            margin = _number(spec.pop("margin", 0.0), where, "non_inferior.margin")
+            if spec:
+                raise ConfigError(f"{where}.non_inferior: unknown key(s) {', '.join(map(str, spec))}; use margin, against")
+        else:
+            margin = _number(spec, where, "non_inferior (the margin)")
+        if metric is None:
+            raise ConfigError(f"{where}: a non_inferior gate needs a metric")
+        if margin < 0:
+            raise ConfigError(f"{where}.non_inferior: the margin must be >= 0, not {margin}")
+        gate = Gate("non_inferiority", name or f"{metric} non-inferior to {against or 'baseline'} (margin {margin:g})",
+                    op=">=", value=margin, metric=metric, against=against, where=where)  # fmt: skip
+    elif "min" in d or "max" in d or "value" in d:
+        if metric is None:
+            raise ConfigError(f"{where}: a threshold gate needs a metric")
+        if "value" in d:
+            op = str(d.pop("op", ">="))
+            if op not in _OPS:
+                raise ConfigError(f"{where}.op: {op!r} is not one of {', '.join(_OPS)}")
+            value = _number(d.pop("value"), where, "value")
+        elif "min" in d:
+            op, value = ">=", _number(d.pop("min"), where, "min")
+        else:
+            op, value = "<=", _number(d.pop("max"), where, "max")
+        if "min" in d or "max" in d:
+            raise ConfigError(f"{where}: give one of min, max or op+value per gate (write two gates for a range)")
+        gate = _gate_for_lhs(metric, op, value, where, name)
+    else:
+        for key in list(d):
+            v = d[key]
+            if key == "max_error_rate":
+                gate = _gate_for_lhs(f"error_rate({metric})" if metric else "error_rate", "<=",
+                                     _number(v, where, key), where, name)  # fmt: skip
+            elif key == "max_undefined_rate":
+                gate = _gate_for_lhs(f"undefined_rate({metric})" if metric else "undefined_rate", "<=",
+                                     _number(v, where, key), where, name)  # fmt: skip
+            elif key in ("max_cost_usd", "max_cost"):
+                gate = _gate_for_lhs("cost_usd", "<=", _number(v, where, key), where, name)
+            elif key == "max_cost_per_example_usd":
+                gate = _gate_for_lhs("cost_per_example_usd", "<=", _number(v, where, key), where, name)
+            elif m := _MAX_LATENCY.match(key):
+                gate = _gate_for_lhs(f"p{m.group('q')}_latency_ms", "<=", _number(v, where, key), where, name)
+            else:
+                continue
+            d.pop(key)
+            break
+    if gate is None:
+        raise ConfigError(
+            f"{where}: cannot tell what this gate checks ({item!r}); use min/max/op+value, non_inferior, "
+            "max_error_rate, max_undefined_rate, max_cost_usd, max_cost_per_example_usd or max_p95_latency_ms"
+        )
+    d.pop("op", None) if gate.kind == "non_inferiority" else None
+    if d:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, d))} in {item!r}")
+    return gate
+
+
+def _gate_for_lhs(lhs: str, op: str, value: float, where: str, name: str | None = None, text: str | None = None) -> Gate:
+    text = name or text or f"{lhs} {op} {value:g}"
+    if m := _FUNC.match(lhs):
+        kind: GateKind = "error_rate" if m.group("fn") == "error_rate" else "undefined_rate"
+        if op not in ("<=", "<"):
+            raise ConfigError(f"{where}: {m.group('fn')} gates are upper bounds; write {lhs} <= {value:g}")
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{where}: a rate is between 0 and 1, not {value:g}")
+        return Gate(kind, text, op, value, m.group("arg") or None, where=where)
+    if lhs in ("cost_usd", "cost", "total_cost_usd"):
+        return Gate("cost", text, op, value, where=where)
+    if lhs in ("cost_per_example_usd", "mean_cost_usd"):
+        return Gate("cost_per_example", text, op, value, where=where)
+    if m2 := _LATENCY.match(lhs):
+        q = float(m2.group("q") or m2.group("q2"))
+        if not 0 < q <= 100:
+            raise ConfigError(f"{where}: latency percentile must be in (0, 100], not {q:g}")
+        return Gate("latency", text, op, value, quantile=q, where=where)
+    return Gate("threshold", text, op, value, lhs, where=where)
+
+
+def _parse_expr(text: str, where: str) -> Gate:
+    m = _EXPR.match(text)
+    if not m:
+        raise ConfigError(f"{where}: cannot parse gate {text!r}; write '<metric> >= <number>' such as 'faithfulness >= 0.85'")
+    lhs, op, rhs = m.group("lhs"), m.group("op"), m.group("rhs")
+    try:
+        value = float(rhs)
+    except ValueError:
+        ni = _NI_RHS.match(rhs)
+        if not ni:
+            raise ConfigError(
+                f"{where}: cannot parse the right-hand side {rhs!r} of {text!r}; give a number, or a baseline "
+                "with a margin such as 'production - 0.02'"
+            ) from None
+        if op not in (">=", "<="):
+            raise ConfigError(f"{where}: a non-inferiority gate uses >= (higher is better) or <= (lower is better): {text!r}")
+        margin = _number(ni.group("margin") or 0.0, where, "the margin")
+        sign = ni.group("sign") or ("-" if op == ">=" else "+")
+        if (op == ">=" and sign != "-") or (op == "<=" and sign != "+"):
+            raise ConfigError(f"{where}: write 'metric >= baseline - margin' or 'metric <= baseline + margin', not {text!r}")
+        return Gate("non_inferiority", text, op, margin, lhs, against=ni.group("ref"), where=where)
+    return _gate_for_lhs(lhs, op, value, where, text=text)
+
+
+def load_gates(
+    source: str | os.PathLike[str] | Mapping[str, Any] | Sequence[Any] | GateSpec | None = None,
+    *,
+    extra: Iterable[Any] = (),
+    baseline: str | None = None,
+    **options: Any,
+) -> GateSpec:
+    """A :class:`GateSpec` from a YAML file path, a parsed mapping/list, or None (only ``extra``).
+
+    ``extra`` adds gates (strings/mappings, e.g. CLI flags); ``baseline`` and ``options``
+    (``confidence``, ``seed``, ``n_resamples``, ``allow_missing_baseline``, ``allow_unknown_cost``)
+    override the file's.
+    """
+    if isinstance(source, GateSpec):
+        data: Any = {"gates": []}
+        spec = source
+    else:
+        spec = None
+        label = "gates"
+        if source is None:
+            data = {"gates": []}
+        elif isinstance(source, (str, os.PathLike)) and not isinstance(source, Mapping):
+            path = Path(source)
+            label = str(source)
+            if not path.is_file():
+                raise ConfigError(f"gate file {str(path)!r} not found")
+            import yaml
+
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                loc = f":{mark.line + 1}" if mark is not None else ""
+                raise ConfigError(f"{path}{loc}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+        else:
+            data = source
+        if data is None:
+            data = {"gates": []}
+        if isinstance(data, (list, tuple)):
+            data = {"gates": list(data)}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{label}: a gate file is a mapping with a 'gates' list (or a list of gates), not {type(data).__name__}")
+        data = dict(data)
+        items = data.pop("gates", [])
+        if not isinstance(items, list):
+            raise ConfigError(f"{label}: 'gates' must be a list")
+        base = data.pop("baseline", None)
+        opts: dict[str, Any] = {}
+        for k in ("confidence", "seed", "n_resamples", "allow_missing_baseline", "allow_unknown_cost"):
+            if k in data:
+                opts[k] = data.pop(k)
+        if data:
+            raise ConfigError(
+                f"{label}: unknown key(s) {', '.join(map(str, data))}; a gate file has gates, baseline, confidence, "
+                "seed, n_resamples, allow_missing_baseline, allow_unknown_cost"
+            )
+        gates = [parse_gate(g, f"{label}: gates[{i}]", base) for i, g in enumerate(items)]
+        spec = GateSpec(gates, base, source=label, **opts)
+    spec.gates = list(spec.gates) + [parse_gate(g, f"gate {g!r}", baseline or spec.baseline) for g in extra]
+    if baseline is not None:
+        spec.baseline = baseline
+    for k, v in options.items():
+        if v is not None:
+            if not hasattr(spec, k):
+                raise ConfigError(f"unknown gate option {k!r}")
+            setattr(spec, k, v)
+    if not 0 < float(spec.confidence) < 1:
+        raise ConfigError(f"{spec.source}: confidence must be between 0 and 1, not {spec.confidence!r}")
+    return spec
+
+
+# ----------------------------------------------------------------------------------- evaluation
+def _baseline_ref(run: RunInfo, ref: str) -> str:
+    return ref if ":" in ref or ref.startswith("run_") else f"{run.name}:{ref}"
+
+
+def check_gates(
+    store: Store,
+    run: Any,
+    gates: Any = None,
+    *,
+    extra: Iterable[Any] = (),
+    baseline: str | None = None,
+    **options: Any,
+) -> GateReport:
+    """Evaluate gates on ``run``. ``gates``: a YAML path, mapping, list or :class:`GateSpec`.
+
+    Raises ConfigError/EvalError when the gates cannot be evaluated (unknown metric, no gates,
+    missing baseline…); a failed gate is a result, not an exception.
+    """
+    spec = load_gates(gates, extra=extra, baseline=baseline, **options)
+    if not spec.gates:
+        raise ConfigError("no gates given: pass a gate file (--gates gates.yaml) or gates such as 'faithfulness >= 0.85'")
+    info = resolve_run(store, run)
+    scores = load_scores(store, info.run_id)
+    examples = load_examples(store, info.run_id)
+    metric_names = sorted(scores)
+    valid = set(metric_names) | set(OPERATIONAL)
+    for g in spec.gates:
+        if g.metric is not None and g.metric not in valid:
+            raise ConfigError(
+                f"{g.where} ({g.text}): unknown metric {g.metric!r}; run {info.ref} has the metrics "
+                f"{', '.join(metric_names) or 'none'} (and latency_ms, cost_usd, input_tokens, output_tokens)"
+            )
+    report = GateReport(info, [])
+    ni = [g for g in spec.gates if g.kind == "non_inferiority"]
+    comparisons: dict[str, Comparison | None] = {}
+    for ref in dict.fromkeys(_baseline_ref(info, g.against or spec.baseline or "") for g in ni):
+        if ref.endswith(":"):
+            raise ConfigError(
+                f"{spec.source}: a non-inferiority gate needs a baseline: set 'baseline: production' in the gate file, "
+                "'against:' on the gate, or pass --baseline"
+            )
+        try:
+            base = resolve_run(store, ref)
+        except EvalError as exc:
+            if not spec.allow_missing_baseline:
+                raise EvalError(
+                    f"{spec.source}: the baseline {ref!r} of the non-inferiority gates cannot be found ({exc}). "
+                    "Set the alias first, or pass --allow-missing-baseline to skip these gates (e.g. the first promotion)."
+                ) from exc
+            comparisons[ref] = None
+            report.notes.append(f"baseline {ref} not found: non-inferiority gates against it skipped")
+            continue
+        metrics = [g.metric for g in ni if _baseline_ref(info, g.against or spec.baseline or "") == ref]
+        comparisons[ref] = compare(
+            store, base, info, metrics=[m for m in dict.fromkeys(metrics) if m], confidence=spec.confidence,
+            seed=spec.seed, n_resamples=spec.n_resamples,
+        )  # fmt: skip
+        if report.baseline is None:
+            report.baseline, report.baseline_ref, report.comparison = base, ref, comparisons[ref]
+    for g in spec.gates:
+        report.results.append(_evaluate(g, spec, info, scores, examples, comparisons))
+    return report
+
+
+def _evaluate(
+    g: Gate,
+    spec: GateSpec,
+    run: RunInfo,
+    scores: Mapping[str, Mapping[str, Any]],
+    examples: Mapping[str, Mapping[str, Any]],
+    comparisons: Mapping[str, Comparison | None],
+) -> GateResult:
+    def verdict(observed: float, detail: str) -> GateResult:
+        ok = _OPS[g.op](observed, g.value)
+        return GateResult(g, "pass" if ok else "fail", observed, detail)
+
+    if g.kind == "threshold":
+        assert g.metric is not None
+        if g.metric in scores:
+            vals = [c.score for c in scores[g.metric].values() if c.status == "ok"]
+            n_all = len(scores[g.metric])
+        else:
+            vals = [float(r[g.metric]) for r in examples.values() if r.get(g.metric) is not None]
+            n_all = len(examples)
+        if not vals:
+            return GateResult(g, "fail", None, f"no ok scores for {g.metric} ({n_all} results, none ok)")
+        mean = float(np.mean(vals))
+        return verdict(mean, f"mean of {len(vals)} ok scores (of {n_all})")
+    if g.kind in ("error_rate", "undefined_rate"):
+        status = "error" if g.kind == "error_rate" else "undefined"
+        if g.metric is not None:
+            cells = scores.get(g.metric, {})
+            if not cells:
+                return GateResult(g, "fail", None, f"no results for {g.metric}")
+            k = sum(1 for c in cells.values() if c.status == status)
+            return verdict(k / len(cells), f"{k} of {len(cells)} {g.metric} results are {status}")
+        ids = set(examples) | {e for per in scores.values() for e in per}
+        if not ids:
+            return GateResult(g, "fail", None, "the run has no examples")
+        bad = {e for per in scores.values() for e, c in per.items() if c.status == status}
+        if status == "error":
+            bad |= {e for e, r in examples.items() if r.get("status") == "error"}
+            what = "examples with a pipeline or scorer error"
+        else:
+            what = "examples with an undefined score"
+        return verdict(len(bad) / len(ids), f"{len(bad)} of {len(ids)} {what}")
+    if g.kind in ("cost", "cost_per_example"):
+        known = [float(r["cost_usd"]) for r in examples.values() if r.get("cost_usd") is not None]
+        unknown = len(examples) - len(known)
+        if not known:
+            return GateResult(g, "fail", None, "no cost recorded for this run (unknown prices give no cost, never 0)")
+        total = float(sum(known))
+        observed = total if g.kind == "cost" else total / len(known)
+        res = verdict(observed, f"total ${total:.4f} over {len(known)} examples" if g.kind == "cost"
+                      else f"mean ${observed:.6f} per example over {len(known)}")  # fmt: skip
+        if unknown and not spec.allow_unknown_cost:
+            return GateResult(g, "fail", observed,
+                              f"cost unknown for {unknown} of {len(examples)} examples (a lower bound: {res.detail}); "
+                              "set allow_unknown_cost: true to gate on the known part")  # fmt: skip
+        if unknown:
+            res.detail += f"; cost unknown for {unknown} examples"
+        return res
+    if g.kind == "latency":
+        lat = [float(r["latency_ms"]) for r in examples.values() if r.get("latency_ms") is not None]
+        if not lat:
+            return GateResult(g, "fail", None, "no latency recorded for this run")
+        p = float(np.percentile(lat, g.quantile))
+        return verdict(p, f"p{g.quantile:g} of {len(lat)} example latencies")
+    # non-inferiority
+    assert g.metric is not None
+    ref = _baseline_ref(run, g.against or spec.baseline or "")
+    cmp = comparisons.get(ref)
+    if cmp is None:
+        return GateResult(g, "skipped", None, f"baseline {ref} not found")
+    m = cmp[g.metric]
+    if m.n_pairs < 2 or m.ci_low is None or math.isnan(m.ci_low):
+        return GateResult(g, "fail", None, f"only {m.n_pairs} paired examples with {cmp.a.ref}; no CI")
+    hib = higher_is_better(g.metric)
+    pct = int(round(cmp.confidence * 100))
+    if hib:
+        ok = m.ci_low > -g.value
+        detail = (f"delta {m.delta:+.4f} vs {cmp.a.ref}, {pct}% CI [{m.ci_low:+.4f}, {m.ci_high:+.4f}]; "
+                  f"lower bound must be > {-g.value:+.4f}")  # fmt: skip
+        return GateResult(g, "pass" if ok else "fail", m.ci_low, detail)
+    ok = m.ci_high < g.value  # type: ignore[operator]
+    detail = (f"delta {m.delta:+.4f} vs {cmp.a.ref}, {pct}% CI [{m.ci_low:+.4f}, {m.ci_high:+.4f}]; "
+              f"upper bound must be < {g.value:+.4f} (lower is better)")  # fmt: skip
+    return GateResult(g, "pass" if ok else "fail", m.ci_high, detail)
+
+
+# ------------------------------------------------------------------------------------ aliases
+class AliasConflictError(EvalError):
+    """The alias moved between reading it and moving it (another promotion won the race)."""
+
+
+_ANY: Any = object()
+_VERSION_TAG = re.compile(r"^v\d+$")
+
+
+def _lock_key(name: str, alias: str) -> int:
+    h = hashlib.sha256(f"ragtrail-alias\0{name}\0{alias}".encode()).digest()
+    return int.from_bytes(h[:8], "big", signed=True)
+
+
+def current_alias(store: Store, name: str, alias: str) -> str | None:
+    """The run id ``name:alias`` points at (None when unset)."""
+    rows = store.query("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+    return str(rows[0][0]) if rows else None
+
+
+def move_alias(store: Store, run: Any, alias: str, *, by: str | None = None, expected: Any = _ANY) -> str | None:
+    """Point ``alias`` of the run's evaluation at ``run`` atomically; returns the previous run id.
+
+    One transaction reads the alias, updates it and appends the history row (who, when, from which
+    run); on PostgreSQL it first takes a transaction-scoped advisory lock on (evaluation, alias),
+    on SQLite ``BEGIN IMMEDIATE`` serialises writers. With ``expected`` (a run id or None for
+    "unset"), the move happens only if the alias still points there, else
+    :class:`AliasConflictError` (compare-and-swap).
+    """
+    if not isinstance(alias, str) or not alias.strip() or ":" in alias or _VERSION_TAG.match(alias) or alias == "latest":
+        raise ConfigError(f"alias {alias!r} is not allowed: it must be non-empty, without ':', not 'vN' and not 'latest'")
+    info = resolve_run(store, run)
+    who = by or os.environ.get("RAGTRAIL_USER") or os.environ.get("USER") or os.environ.get("USERNAME")
+    with store.transaction() as cur:
+        if store.kind == "postgresql":
+            cur.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(info.name, alias),))
+        cur.execute("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (info.name, alias))
+        row = cur.fetchone()
+        previous = row[0] if row else None
+        if expected is not _ANY and previous != expected:
+            raise AliasConflictError(
+                f"{info.name}:{alias} moved to {previous!r} while promoting {info.ref} (expected {expected!r}); "
+                "re-check the gates against the new holder"
+            )
+        now = time.time()
+        if previous is None:
+            cur.execute("INSERT INTO aliases (name, alias, run_id, set_at, set_by) VALUES (?, ?, ?, ?, ?)",
+                        (info.name, alias, info.run_id, now, who))  # fmt: skip
+        else:
+            cur.execute("UPDATE aliases SET run_id = ?, set_at = ?, set_by = ? WHERE name = ? AND alias = ?",
+                        (info.run_id, now, who, info.name, alias))  # fmt: skip
+        cur.execute(
+            "INSERT INTO alias_history (name, alias, run_id, previous_run_id, set_at, set_by) VALUES (?, ?, ?, ?, ?, ?)",
+            (info.name, alias, info.run_id, previous, now, who),
+        )
+    return previous
+
+
+@dataclass
+class PromotionResult:
+    """What :func:`promote` did: ``moved``, the gate ``report`` (None without gates), the run the
+    alias pointed at before (``previous_run_id``) and how many times a concurrent move forced a re-check."""
+
+    run: RunInfo
+    alias: str
+    moved: bool
+    report: GateReport | None
+    previous_run_id: str | None
+    retries: int = 0
+
+
+def promote(
+    store: Store,
+    run: Any,
+    alias: str = "production",
+    gates: Any = None,
+    *,
+    extra: Iterable[Any] = (),
+    baseline: str | None = None,
+    by: str | None = None,
+    max_retries: int = 10,
+    **options: Any,
+) -> PromotionResult:
+    """Move ``alias`` to ``run`` only if the gates pass (no gates: move unconditionally).
+
+    Non-inferiority gates without a baseline compare against the alias's current holder, and the move is a compare-and-swap on
+    it: when another process promotes in between, the gates are checked again against the new
+    holder, so two concurrent promotions never leave a lost update or a half-moved alias.
+    """
+    info = resolve_run(store, run)
+    spec = None
+    if gates is not None or extra:
+        spec = load_gates(gates, extra=extra, baseline=baseline, **options)
+        if spec.baseline is None:
+            spec.baseline = alias  # non-inferiority against the run the alias points at now
+    for attempt in range(max_retries + 1):
+        holder = current_alias(store, info.name, alias)
+        report = None
+        if spec is not None:
+            report = check_gates(store, info, spec)
+            if not report.passed:
+                return PromotionResult(info, alias, False, report, holder, attempt)
+        if holder == info.run_id:
+            return PromotionResult(info, alias, False, report, holder, attempt)
+        try:
+            previous = move_alias(store, info, alias, by=by, expected=holder)
+        except AliasConflictError:
+            time.sleep(0.005 * (attempt + 1))
+            continue
+        return PromotionResult(info, alias, True, report, previous, attempt)
+    raise EvalError(f"{info.name}:{alias} kept moving while promoting {info.ref} ({max_retries} retries); try again")
+
+
+__all__ = [
+    "AliasConflictError",
+    "Gate",
+    "GateReport",
+    "GateResult",
+    "GateSpec",
+    "PromotionResult",
+    "check_gates",
+    "current_alias",
+    "error_junit_xml",
+    "load_gates",
+    "move_alias",
+    "parse_gate",
+    "promote",
+]
