@@ -301,8 +301,8 @@ class _Engine:
         return ("ok" if ok else "error", _output_json(output) if ok else None, err, tid, latency,
                 tin if has_tok else None, tout if has_tok else None, cost)  # fmt: skip
 
-    def run_sync_example(self, ex: Example, replace: bool) -> _Done:
-        """Worker-thread path: call a sync pipeline, score with the per-example scorers, commit."""
+    def call_sync(self, ex: Example) -> tuple[Any, BaseException | None, Trace, str | None, float]:
+        """Worker-thread path: call a sync pipeline under the example's root span."""
         fn = self.ev._sync_fn
         arg, kw = self._invoke_args(ex)
         span, tid, token = self._start_root(ex)
@@ -312,12 +312,28 @@ class _Engine:
         try:
             with self._lock:
                 self.pipeline_calls += 1
-            output = self.limiter.call(fn, arg, **kw)
+            output = self.limiter.call(fn, arg, **kw)  # type: ignore[arg-type]
         except Exception as e:
             exc = e
         latency = (time.perf_counter() - t0) * 1000
         trace, tid_hex = self._end_root(span, tid, token, output, exc)
-        return self._finish_example(ex, output, exc, trace, tid_hex, latency, replace)
+        return output, exc, trace, tid_hex, latency
+
+    async def run_sync_example(self, ex: Example, replace: bool, pool: concurrent.futures.Executor) -> _Done:
+        loop = asyncio.get_running_loop()
+        output, exc, trace, tid_hex, latency = await loop.run_in_executor(pool, self.call_sync, ex)
+        pre = await self._async_scores(ex, output, exc, trace)
+        return await loop.run_in_executor(pool, self._finish_example, ex, output, exc, trace, tid_hex, latency, replace, pre)
+
+    async def _async_scores(self, ex: Example, output: Any, exc: BaseException | None, trace: Trace) -> dict[str, Score]:
+        """Async scorers run on the event loop (one loop for the whole run, so judge clients keep theirs)."""
+        out: dict[str, Score] = {}
+        if exc is None:
+            todo = [s for s in self.plain if getattr(s, "is_async", False)]
+            if todo:
+                res = await asyncio.gather(*[_safe_ascore(s, ex, output, trace) for s in todo])
+                out = {s.name: r for s, r in zip(todo, res)}
+        return out
 
     async def run_async_example(self, ex: Example, replace: bool, pool: concurrent.futures.Executor) -> _Done:
         fn = self.ev._async_fn
@@ -337,11 +353,7 @@ class _Engine:
             exc = e
         latency = (time.perf_counter() - t0) * 1000
         trace, tid_hex = self._end_root(span, tid, token, output, exc)
-        async_scores: dict[str, Score] = {}
-        if exc is None:
-            for s in self.plain:
-                if getattr(s, "is_async", False):
-                    async_scores[s.name] = await _safe_ascore(s, ex, output, trace)
+        async_scores = await self._async_scores(ex, output, exc, trace)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             pool, self._finish_example, ex, output, exc, trace, tid_hex, latency, replace, async_scores
@@ -723,7 +735,7 @@ class Evaluation:
                     if engine.ev._async_fn is not None:
                         d = await engine.run_async_example(ex, ex.id in rerun, pool)
                     else:
-                        d = await loop.run_in_executor(pool, engine.run_sync_example, ex, ex.id in rerun)
+                        d = await engine.run_sync_example(ex, ex.id in rerun, pool)
                     await add_to_batch(d)
                 finally:
                     sem.release()
