@@ -307,12 +307,15 @@ class Client:
         from ragtrail.tracing._usage import compute_cost, gpu_cost, load_prices
 
         table = load_prices(prices)
-        where = " WHERE (input_tokens IS NOT NULL OR output_tokens IS NOT NULL)"
+        where = " WHERE (input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR cost_usd IS NOT NULL)"
         params: list[Any] = []
         if project:
             where += " AND project = ?"
             params.append(project)
-        rows = self.store.query(f"SELECT trace_id, span_id, attributes, cost_usd FROM spans{where}", params)  # noqa: S608
+        sql = f"SELECT trace_id, span_id, attributes, cost_usd FROM spans{where}"  # noqa: S608
+        it = getattr(self.store, "iter_query", None)
+        batches = it(sql, params) if it is not None else [self.store.query(sql, params)]
+        rows = (r for batch in batches for r in batch)
         updates = []
         for trace_id, span_id, attrs_text, old in rows:
             attrs = json.loads(attrs_text or "{}")
@@ -332,7 +335,7 @@ class Client:
                 new = res[0] if res else None
                 src = ("user_prices" if res and res[1].date == "user" else "price_table") if res else None
                 date = res[1].date if res else None
-            if new == old:
+            if new == old or (new is not None and old is not None and abs(new - old) <= 1e-15):
                 continue
             for k in (semconv.COST_USD, semconv.COST_SOURCE, semconv.COST_PRICE_DATE):
                 attrs.pop(k, None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -42,6 +43,13 @@ _PROVIDER_ALIASES = {
 }  # fmt: skip
 
 
+# What may follow a known model name and still be the same model: a dated or numbered snapshot
+# (gpt-4o-mini-2024-07-18, claude-3-5-sonnet-20241022, gemini-1.5-pro-002, mistral-large-2411) or an
+# alias of the newest one (-latest). Anything else (o3 vs o3-mini, flash vs flash-lite) is another
+# model, whose price is unknown rather than guessed.
+_SNAPSHOT = re.compile(r"[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{3,4}|latest)$")
+
+
 def _norm_provider(p: str | None) -> str:
     p = (p or "").strip().lower()
     return _PROVIDER_ALIASES.get(p, p)
@@ -54,6 +62,14 @@ class PriceTable:
         self.date = date
         self._by_provider: dict[str, dict[str, Price]] = {}
         self._any: dict[str, Price] = {}
+        rows = list(rows)
+        # rows come in priority order (user rows first): the first row for a (provider, model) wins.
+        # A row without a provider applies to every provider that lists the model, so a user's
+        # {"gpt-4o": {...}} overrides the built-in openai/gpt-4o price.
+        providers_of: dict[str, set[str]] = {}
+        for r in rows:
+            if isinstance(r, Mapping) and r.get("provider") and r.get("model"):
+                providers_of.setdefault(str(r["model"]).lower(), set()).add(_norm_provider(r.get("provider")))
         for i, r in enumerate(rows):
             try:
                 price = Price(
@@ -68,8 +84,12 @@ class PriceTable:
                     f"price table row {i}: {exc!s}; each row needs 'model', 'input' and 'output' "
                     "(USD per million tokens), optionally 'provider' and 'cached_input'"
                 ) from exc
-            prov = _norm_provider(r.get("provider"))
-            self._by_provider.setdefault(prov, {})[model] = price
+            if r.get("provider"):
+                provs = [_norm_provider(r.get("provider"))]
+            else:
+                provs = [*sorted(providers_of.get(model, ())), ""]
+            for prov in provs:
+                self._by_provider.setdefault(prov, {}).setdefault(model, price)
             self._any.setdefault(model, price)
         self.gpu_hourly = {str(k): float(v) for k, v in gpu_hourly.items() if not str(k).startswith("_")}
 
@@ -81,12 +101,15 @@ class PriceTable:
         if m.startswith("ft:"):
             m = m[3:].split(":", 1)[0]
         table = self._by_provider.get(_norm_provider(provider)) if provider else None
-        for candidates in ((table or {}), self._any if not provider or table is None else {}):
+        # the provider's own rows, then rows that name no provider (they apply to every provider);
+        # a provider the table does not know searches every row
+        fallback = self._any if not provider or table is None else self._by_provider.get("", {})
+        for candidates in ((table or {}), fallback):
             if m in candidates:
                 return candidates[m]
             best = None
             for name in candidates:
-                if m.startswith(name) and (m[len(name) : len(name) + 1] in ("-", "@", ":", ".", "")):
+                if m.startswith(name) and _SNAPSHOT.match(m, len(name)):
                     if best is None or len(name) > len(best):
                         best = name
             if best is not None:
