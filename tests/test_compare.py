@@ -85,7 +85,7 @@ def test_regressions_carry_trace_ids_and_errors(store) -> None:  # type: ignore[
 
 def test_lower_is_better_operational_metrics(store) -> None:  # type: ignore[no-untyped-def]
     ids = [f"q{i}" for i in range(30)]
-    s = {e: 0.5 for e in ids}
+    s = dict.fromkeys(ids, 0.5)
     make_run(store, "rag-qa", {"f1": s}, latency_ms={e: 100.0 + i for i, e in enumerate(ids)})
     make_run(store, "rag-qa", {"f1": s}, latency_ms={e: 150.0 + i for i, e in enumerate(ids)})
     cmp = compare(store, "rag-qa:v1", "rag-qa:v2", operational=True)

@@ -39,7 +39,7 @@ def _two_runs(store, *, drop: float = 0.0, cost: float | None = 0.001):  # type:
     rec_b = dict(rec)
     rec_b["q00"] = ("undefined", "no relevant documents")
     lat = {e: 100.0 + i for i, e in enumerate(IDS)}
-    costs = {e: cost for e in IDS}
+    costs = dict.fromkeys(IDS, cost)
     make_run(store, "rag-qa", {"faithfulness": f_a, "recall@5": rec}, latency_ms=lat, cost_usd=costs)
     make_run(store, "rag-qa", {"faithfulness": f_b, "recall@5": rec_b}, latency_ms=lat, cost_usd=costs,
              example_errors={"q59": "TimeoutError: upstream"})
@@ -244,7 +244,7 @@ def _promote_worker(url: str, ref: str, barrier, out) -> None:  # type: ignore[n
 def _concurrent_promotions(url: str) -> None:
     s = open_store(url)
     for _ in range(5):
-        make_run(s, "rag-qa", {"faithfulness": {e: 0.9 for e in IDS[:20]}})
+        make_run(s, "rag-qa", {"faithfulness": dict.fromkeys(IDS[:20], 0.9)})
     move_alias(s, "rag-qa:v1", "production")
     ctx = mp.get_context("spawn")
     n = 4

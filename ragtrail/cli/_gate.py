@@ -53,19 +53,19 @@ def register(app: typer.Typer) -> None:
     @app.command("gate")
     def gate_cmd(
         run: str = typer.Argument(..., help="The run to check: name:vN, name:alias, name:latest or a run id."),
-        gates: Optional[str] = typer.Option(None, "--gates", "-g", help="Gate file (YAML)."),  # noqa: UP045
-        gate: Optional[list[str]] = typer.Option(None, "--gate", help="A gate such as 'faithfulness >= 0.85' (repeatable)."),  # noqa: UP045
-        baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Baseline for non-inferiority gates (alias such as production, or a run)."),  # noqa: UP045
-        non_inferior: Optional[list[str]] = typer.Option(None, "--non-inferior", help="METRIC:MARGIN: CI lower bound of (run − baseline) must exceed −MARGIN (repeatable)."),  # noqa: UP045
-        max_error_rate: Optional[float] = typer.Option(None, "--max-error-rate", help="Maximum share of examples with a pipeline or scorer error."),  # noqa: UP045
-        max_undefined_rate: Optional[float] = typer.Option(None, "--max-undefined-rate", help="Maximum share of examples with an undefined score."),  # noqa: UP045
-        max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Maximum total cost of the run in USD."),  # noqa: UP045
-        max_p95_latency_ms: Optional[float] = typer.Option(None, "--max-p95-latency-ms", help="Maximum p95 example latency (ms)."),  # noqa: UP045
+        gates: Optional[str] = typer.Option(None, "--gates", "-g", help="Gate file (YAML)."),
+        gate: Optional[list[str]] = typer.Option(None, "--gate", help="A gate such as 'faithfulness >= 0.85' (repeatable)."),
+        baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Baseline for non-inferiority gates (alias such as production, or a run)."),
+        non_inferior: Optional[list[str]] = typer.Option(None, "--non-inferior", help="METRIC:MARGIN: CI lower bound of (run − baseline) must exceed −MARGIN (repeatable)."),
+        max_error_rate: Optional[float] = typer.Option(None, "--max-error-rate", help="Maximum share of examples with a pipeline or scorer error."),
+        max_undefined_rate: Optional[float] = typer.Option(None, "--max-undefined-rate", help="Maximum share of examples with an undefined score."),
+        max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Maximum total cost of the run in USD."),
+        max_p95_latency_ms: Optional[float] = typer.Option(None, "--max-p95-latency-ms", help="Maximum p95 example latency (ms)."),
         allow_missing_baseline: bool = typer.Option(False, "--allow-missing-baseline", help="Skip non-inferiority gates when the baseline alias is not set yet."),
-        junit: Optional[str] = typer.Option(None, "--junit", help="Write JUnit XML here."),  # noqa: UP045
-        markdown: Optional[str] = typer.Option(None, "--markdown", help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)."),  # noqa: UP045
+        junit: Optional[str] = typer.Option(None, "--junit", help="Write JUnit XML here."),
+        markdown: Optional[str] = typer.Option(None, "--markdown", help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-        store: Optional[str] = StoreOpt,  # noqa: UP045
+        store: Optional[str] = StoreOpt,
     ) -> None:
         """Check quality gates on a run: exit 0 pass, 1 a gate failed, 2 error."""
         from rich.console import Console

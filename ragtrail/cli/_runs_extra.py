@@ -16,7 +16,7 @@ def register(runs_app: typer.Typer) -> None:
     def compare_cmd(
         a: str = typer.Argument(..., help="Baseline run (name:vN, name:alias, run id)."),
         b: str = typer.Argument(..., help="Candidate run; deltas are b − a."),
-        metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="Only these metrics (repeatable)."),  # noqa: UP045
+        metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="Only these metrics (repeatable)."),
         operational: bool = typer.Option(False, "--operational", help="Also compare latency, cost and tokens."),
         test: str = typer.Option("t", "--test", help="Paired test: t (default) or wilcoxon."),
         confidence: float = typer.Option(0.95, "--confidence", help="CI level."),
@@ -25,7 +25,7 @@ def register(runs_app: typer.Typer) -> None:
         allow_different: bool = typer.Option(False, "--allow-different", help="Allow runs of different evaluations/datasets."),
         regressions: int = typer.Option(10, "--regressions", "-r", help="How many regressed examples to list."),
         as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
-        store: Optional[str] = StoreOpt,  # noqa: UP045
+        store: Optional[str] = StoreOpt,
     ) -> None:
         """Paired comparison of two runs: means, delta, bootstrap CI, p-values (Holm), regressions."""
         import warnings
@@ -50,9 +50,9 @@ def register(runs_app: typer.Typer) -> None:
     def alias_cmd(
         run: str = typer.Argument(..., help="The run (name:vN, name:alias, run id)."),
         alias: str = typer.Argument(..., help="Alias to point at it, e.g. production."),
-        by: Optional[str] = typer.Option(None, "--by", help="Who moves it (default: $RAGTRAIL_USER or $USER)."),  # noqa: UP045
+        by: Optional[str] = typer.Option(None, "--by", help="Who moves it (default: $RAGTRAIL_USER or $USER)."),
         history: bool = typer.Option(False, "--history", help="Print the alias's history afterwards."),
-        store: Optional[str] = StoreOpt,  # noqa: UP045
+        store: Optional[str] = StoreOpt,
     ) -> None:
         """Point an alias of the run's evaluation at the run (atomically, with history)."""
         from ragtrail.cli._common import client
@@ -71,15 +71,15 @@ def register(runs_app: typer.Typer) -> None:
     def promote_cmd(
         run: str = typer.Argument(..., help="The run to promote."),
         alias: str = typer.Option("production", "--alias", "-a", help="Alias to move."),
-        gates: Optional[str] = typer.Option(None, "--gates", "-g", help="Gate file (YAML); the alias moves only if they pass."),  # noqa: UP045
-        gate: Optional[list[str]] = typer.Option(None, "--gate", help="A gate such as 'faithfulness >= 0.85' (repeatable)."),  # noqa: UP045
-        baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Baseline for non-inferiority gates (default: the file's, else the alias itself)."),  # noqa: UP045
+        gates: Optional[str] = typer.Option(None, "--gates", "-g", help="Gate file (YAML); the alias moves only if they pass."),
+        gate: Optional[list[str]] = typer.Option(None, "--gate", help="A gate such as 'faithfulness >= 0.85' (repeatable)."),
+        baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Baseline for non-inferiority gates (default: the file's, else the alias itself)."),
         allow_missing_baseline: bool = typer.Option(False, "--allow-missing-baseline", help="Skip non-inferiority gates when the baseline is unset (first promotion)."),
         force: bool = typer.Option(False, "--force", help="Move the alias without gates."),
-        by: Optional[str] = typer.Option(None, "--by", help="Who promotes (default: $RAGTRAIL_USER or $USER)."),  # noqa: UP045
-        junit: Optional[str] = typer.Option(None, "--junit", help="Write the gates' JUnit XML here."),  # noqa: UP045
-        markdown: Optional[str] = typer.Option(None, "--markdown", help="Write a Markdown summary here."),  # noqa: UP045
-        store: Optional[str] = StoreOpt,  # noqa: UP045
+        by: Optional[str] = typer.Option(None, "--by", help="Who promotes (default: $RAGTRAIL_USER or $USER)."),
+        junit: Optional[str] = typer.Option(None, "--junit", help="Write the gates' JUnit XML here."),
+        markdown: Optional[str] = typer.Option(None, "--markdown", help="Write a Markdown summary here."),
+        store: Optional[str] = StoreOpt,
     ) -> None:
         """Move an alias to RUN only if the gates pass: exit 0 moved, 1 a gate failed, 2 error."""
         from rich.console import Console

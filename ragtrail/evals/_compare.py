@@ -148,7 +148,7 @@ def load_examples(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
         (run_id,),
     )
     keys = ("status", "error", "trace_id", "latency_ms", "cost_usd", "input_tokens", "output_tokens")
-    return {r[0]: dict(zip(keys, r[1:])) for r in rows}
+    return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
 
 
 def _operational_cells(examples: Mapping[str, Mapping[str, Any]], col: str) -> dict[str, _Cell]:
@@ -298,7 +298,7 @@ class Comparison:
         """A ``rich`` table of the comparison."""
         from rich.table import Table
 
-        pct = int(round(self.confidence * 100))
+        pct = round(self.confidence * 100)
         t = Table(title=f"{self.b.ref} vs {self.a.ref}  (delta = b − a, {pct}% paired bootstrap CI, Holm-adjusted)")
         for col, just in (("metric", "left"), ("a", "right"), ("b", "right"), ("delta", "right"),
                           (f"{pct}% CI", "right"), ("p", "right"), ("p adj", "right"), ("pairs", "right"),
@@ -441,8 +441,8 @@ def compare(
             f"the runs scored different examples: pairing the {len(shared)} shared ids "
             f"({len(ids_a - shared)} only in {ra.ref}, {len(ids_b - shared)} only in {rb.ref})"
         )
-    for n in notes:
-        warnings.warn(n, RagtrailWarning, stacklevel=2)
+    for note in notes:
+        warnings.warn(note, RagtrailWarning, stacklevel=2)
 
     if metrics is None:
         names = sorted(set(scores_a) & set(scores_b))
@@ -529,7 +529,7 @@ def compare(
             )
         )  # fmt: skip
     adj = holm([r.p_value if r.p_value is not None else float("nan") for r in rows])
-    for r, pa in zip(rows, adj):
+    for r, pa in zip(rows, adj, strict=True):
         r.p_adjusted = float(pa)
         excl0 = not _nan(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0)  # type: ignore[operator]
         r.significant = bool(not math.isnan(pa) and pa < alpha and excl0)

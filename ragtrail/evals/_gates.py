@@ -163,7 +163,7 @@ class GateReport:
             out.append(f"| {icon[r.status]} | `{_md(r.gate.text)}` | {obs} | {_md(r.detail)} |")
         if self.comparison is not None and self.comparison.metrics:
             c = self.comparison
-            pct = int(round(c.confidence * 100))
+            pct = round(c.confidence * 100)
             out += ["", f"### `{c.b.ref}` vs `{c.a.ref}` (paired by example, delta = run − baseline)", "",
                     f"| metric | baseline | run | delta | {pct}% CI | p (Holm) | pairs |", "|---|---|---|---|---|---|---|"]  # fmt: skip
             for m in c.metrics:
@@ -351,8 +351,10 @@ def _parse_expr(text: str, where: str) -> Gate:
         raise ConfigError(f"{where}: cannot parse gate {text!r}; write '<metric> >= <number>' such as 'faithfulness >= 0.85'")
     lhs, op, rhs = m.group("lhs"), m.group("op"), m.group("rhs")
     try:
-        value = float(rhs)
+        value: float | None = float(rhs)
     except ValueError:
+        value = None
+    if value is None:
         ni = _NI_RHS.match(rhs)
         if not ni:
             raise ConfigError(
@@ -382,12 +384,12 @@ def load_gates(
     (``confidence``, ``seed``, ``n_resamples``, ``allow_missing_baseline``, ``allow_unknown_cost``)
     override the file's.
     """
+    spec: GateSpec
     if isinstance(source, GateSpec):
-        data: Any = {"gates": []}
         spec = source
     else:
-        spec = None
         label = "gates"
+        data: Any
         if source is None:
             data = {"gates": []}
         elif isinstance(source, (str, os.PathLike)) and not isinstance(source, Mapping):
@@ -579,7 +581,7 @@ def _evaluate(
     if m.n_pairs < 2 or m.ci_low is None or math.isnan(m.ci_low):
         return GateResult(g, "fail", None, f"only {m.n_pairs} paired examples with {cmp.a.ref}; no CI")
     hib = higher_is_better(g.metric)
-    pct = int(round(cmp.confidence * 100))
+    pct = round(cmp.confidence * 100)
     if hib:
         ok = m.ci_low > -g.value
         detail = (f"delta {m.delta:+.4f} vs {cmp.a.ref}, {pct}% CI [{m.ci_low:+.4f}, {m.ci_high:+.4f}]; "
