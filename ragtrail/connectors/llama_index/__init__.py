@@ -1,0 +1,10 @@
+"""LlamaIndex connector: ``instrument()`` registers ragtrail's span and event handlers on LlamaIndex's
+root instrumentation dispatcher (query engines, retrievers, embeddings, LLMs, synthesis, rerankers).
+llama_index is imported only by ``instrument()``.
+"""
+
+from __future__ import annotations
+
+from ragtrail.connectors.llama_index._instrumentor import LlamaIndexInstrumentor, failures, instrument, uninstrument
+
+__all__ = ["LlamaIndexInstrumentor", "failures", "instrument", "uninstrument"]
