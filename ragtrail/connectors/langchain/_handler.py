@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -74,7 +74,7 @@ class _Run:
 def _strip_langchain(ctx: Context) -> Context:
     """``ctx`` without the LangChain spans on top of it (the context a root run nests in)."""
     while True:
-        r: _Run | None = ctx.get(_RUN_KEY)
+        r = cast("_Run | None", ctx.get(_RUN_KEY))
         if r is None or r.prev is None or _get_span(ctx) is not r.span:
             return ctx
         ctx = r.prev
@@ -189,7 +189,7 @@ class CallbackHandler(BaseCallbackHandler):
             return
         prev = run.prev
         while prev is not None:
-            r: _Run | None = prev.get(_RUN_KEY)
+            r = cast("_Run | None", prev.get(_RUN_KEY))
             if r is None or not r.ended or _get_span(prev) is not r.span:
                 break
             prev = r.prev
