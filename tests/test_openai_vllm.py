@@ -54,7 +54,7 @@ def receiver(store_file) -> Iterator[object]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tiny_llama_dir, receiver, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def vllm_server(tiny_llama_dir, receiver, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]  # noqa: F811
     """Base URL of a real vLLM OpenAI-compatible server exporting its spans to ``receiver`` over OTLP/gRPC."""
     port = _free_port()
     env = dict(os.environ)
@@ -138,8 +138,8 @@ def _wait_for_server_span(store_file: str, trace_id: str, timeout_s: float = 30.
 
 def test_chat_non_streaming_and_streaming_record_the_same_tokens(vllm_server, traced_openai, store_file):
     client = openai.OpenAI(base_url=vllm_server, api_key="none")
-    args = dict(model="tiny", messages=[{"role": "user", "content": "hello there"}], max_tokens=8,
-                temperature=0, seed=7)  # fmt: skip
+    args = {"model": "tiny", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8,
+            "temperature": 0, "seed": 7}  # fmt: skip
     with ragtrail.span("plain", kind="CHAIN") as root_a:
         resp = client.chat.completions.create(**args)
     with ragtrail.span("streamed", kind="CHAIN") as root_b:

@@ -16,15 +16,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command("serve")
     def serve(
-        host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default; 0.0.0.0 for all)."),
+        host: str = typer.Option(
+            "127.0.0.1", "--host", help="Interface to bind (loopback by default; 0.0.0.0 for all)."
+        ),
         http_port: int = typer.Option(4318, "--http-port", help="OTLP/HTTP port (/v1/traces); -1 disables it."),
         grpc_port: int = typer.Option(4317, "--grpc-port", help="OTLP/gRPC port; -1 disables it."),
-        store: Optional[str] = StoreOpt,  # noqa: UP045
-        token: Optional[str] = typer.Option(  # noqa: UP045
-            None, "--token", envvar="RAGTRAIL_SERVE_TOKEN",
+        store: Optional[str] = StoreOpt,
+        token: Optional[str] = typer.Option(
+            None,
+            "--token",
+            envvar="RAGTRAIL_SERVE_TOKEN",
             help="Require 'Authorization: Bearer TOKEN' on every request (also $RAGTRAIL_SERVE_TOKEN).",
-        ),  # fmt: skip
-        max_body_bytes: int = typer.Option(16 * 1024 * 1024, "--max-body-bytes", help="Largest request accepted (413 above)."),
+        ),
+        max_body_bytes: int = typer.Option(
+            16 * 1024 * 1024, "--max-body-bytes", help="Largest request accepted (413 above)."
+        ),
         queue_size: int = typer.Option(
             100_000, "--queue-size", help="Most spans waiting for the store; beyond it senders get 429 + Retry-After."
         ),

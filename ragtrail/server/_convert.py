@@ -147,7 +147,9 @@ def request_to_rows(request: Any, default_project: str) -> tuple[list[tuple[Any,
     return rows, rejected, reason
 
 
-def _row(sp: Any, res_project: Any, default_project: str, resource_json: str | None, scope: str | None) -> tuple[Any, ...]:
+def _row(
+    sp: Any, res_project: Any, default_project: str, resource_json: str | None, scope: str | None
+) -> tuple[Any, ...]:
     attrs = attributes(sp.attributes)
     if scope and semconv.OTLP_SCOPE_NAME not in attrs:
         attrs[semconv.OTLP_SCOPE_NAME] = scope
@@ -157,7 +159,10 @@ def _row(sp: Any, res_project: Any, default_project: str, resource_json: str | N
     events = None
     if len(sp.events):
         events = _dumps(
-            [{"name": e.name, "time_ns": int(e.time_unix_nano), "attributes": attributes(e.attributes)} for e in sp.events]
+            [
+                {"name": e.name, "time_ns": int(e.time_unix_nano), "attributes": attributes(e.attributes)}
+                for e in sp.events
+            ]
         )
     model = (
         attrs.get(semconv.GEN_AI_RESPONSE_MODEL)

@@ -119,7 +119,9 @@ class Receiver:
     def ingest(self, request: Any) -> Outcome:
         """Queue the spans of a parsed ``ExportTraceServiceRequest``."""
         if self._stopping:
-            return self._count(Outcome("unavailable", "the receiver is shutting down", retry_after_s=self.retry_after_s))
+            return self._count(
+                Outcome("unavailable", "the receiver is shutting down", retry_after_s=self.retry_after_s)
+            )
         try:
             rows, rejected, reason = request_to_rows(request, self.project)
         except Exception as exc:  # a message that parsed but cannot be converted

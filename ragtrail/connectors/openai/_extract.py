@@ -41,7 +41,7 @@ def apply(span: Span, extractor: Callable[..., Iterable[tuple[str, Any]]], *args
 
 
 # ------------------------------------------------------------------------------------ request
-_PARAMS = (
+_PARAMS: tuple[tuple[str, str, Any], ...] = (
     ("temperature", semconv.GEN_AI_REQUEST_TEMPERATURE, float),
     ("top_p", semconv.GEN_AI_REQUEST_TOP_P, float),
     ("frequency_penalty", semconv.GEN_AI_REQUEST_FREQUENCY_PENALTY, float),
@@ -56,15 +56,15 @@ def request_params(kwargs: Mapping[str, Any]) -> Pairs:
     if given(kwargs.get("model")):
         yield semconv.GEN_AI_REQUEST_MODEL, str(kwargs["model"])
     for name, key, conv in _PARAMS:
-        v = kwargs.get(name)
+        v: Any = kwargs.get(name)
         if given(v):
             yield key, conv(v)
-    mt = kwargs.get("max_completion_tokens")
+    mt: Any = kwargs.get("max_completion_tokens")
     if not given(mt):
         mt = kwargs.get("max_tokens")
     if given(mt):
         yield semconv.GEN_AI_REQUEST_MAX_TOKENS, int(mt)
-    stop = kwargs.get("stop")
+    stop: Any = kwargs.get("stop")
     if given(stop):
         yield semconv.GEN_AI_REQUEST_STOP_SEQUENCES, [stop] if isinstance(stop, str) else [str(s) for s in stop]
     fmt = kwargs.get("encoding_format")

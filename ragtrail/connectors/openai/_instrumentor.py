@@ -57,8 +57,24 @@ class _Options:
 class _Call:
     """State of one traced call (the span, whether we own it, timing and streamed data)."""
 
-    __slots__ = ("span", "own", "op", "provider", "model", "t0", "ttft", "texts", "finish", "usage",
-                 "resp_id", "resp_model", "hide_usage_chunk", "done", "n_chunks", "text_len")  # fmt: skip
+    __slots__ = (
+        "done",
+        "finish",
+        "hide_usage_chunk",
+        "model",
+        "n_chunks",
+        "op",
+        "own",
+        "provider",
+        "resp_id",
+        "resp_model",
+        "span",
+        "t0",
+        "text_len",
+        "texts",
+        "ttft",
+        "usage",
+    )  # fmt: skip
 
     def __init__(self, span: Span, own: bool, op: str, provider: str, model: str | None, hide: bool) -> None:
         self.span = span
