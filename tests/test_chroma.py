@@ -77,6 +77,12 @@ def _fill(col) -> None:
     col.add(ids=list(DOCS), documents=[d for d, _ in DOCS.values()], metadatas=[m for _, m in DOCS.values()])
 
 
+def _reset(traced) -> None:
+    """Export what ended so far, then forget it (clearing without a flush races the exporter)."""
+    traced.spans()
+    traced.memory.clear()
+
+
 def _one(spans, name):
     found = [s for s in spans if s.name == name]
     assert len(found) == 1, [s.name for s in spans]
@@ -91,7 +97,7 @@ def test_query_span_has_filters_ids_scores_documents_and_embedding_child(inst, e
     client = chromadb.EphemeralClient()
     col = client.create_collection("rt-query", embedding_function=ef, configuration={"hnsw": {"space": "cosine"}})
     _fill(col)
-    inst.memory.clear()
+    _reset(inst)
     res = col.query(query_texts=["What is the capital of France?"], n_results=3, where={"year": {"$gte": 2022}})
     spans = inst.spans()
     q = _one(spans, "chroma.query")
@@ -140,7 +146,7 @@ def test_scores_follow_the_collection_distance_space(inst, space):
     col = client.create_collection(f"rt-space-{space}", configuration={"hnsw": {"space": space}}, embedding_function=None)
     vecs = {"x": [1.0, 0.0, 0.0], "y": [0.6, 0.8, 0.0], "z": [0.0, 0.0, 1.0]}
     col.add(ids=list(vecs), embeddings=list(vecs.values()))
-    inst.memory.clear()
+    _reset(inst)
     res = col.query(query_embeddings=[[0.8, 0.6, 0.0]], n_results=3)
     q = _one(inst.spans(), "chroma.query")
     dists = res["distances"][0]
@@ -182,7 +188,7 @@ def test_persistent_collection_reopened_is_traced(inst, ef, tmp_path):
     col = chromadb.PersistentClient(path=path).create_collection("rt-persist", embedding_function=ef, configuration={"hnsw": {"space": "cosine"}})
     _fill(col)
     col2 = chromadb.PersistentClient(path=path).get_collection("rt-persist", embedding_function=ef)
-    inst.memory.clear()
+    _reset(inst)
     col2.query(query_texts=["German capital"], n_results=1)
     q = _one(inst.spans(), "chroma.query")
     assert list(q.attributes[semconv.RETRIEVAL_DOCUMENT_IDS]) == ["berlin"]
@@ -200,7 +206,7 @@ def test_empty_collection_and_no_results(inst, ef):
     assert _docs(q) == []
     full = client.create_collection("rt-nores", embedding_function=ef)
     _fill(full)
-    inst.memory.clear()
+    _reset(inst)
     res = full.query(query_texts=["France"], n_results=3, where={"country": "nowhere"})
     assert res["ids"] == [[]]
     q = _one(inst.spans(), "chroma.query")
@@ -213,7 +219,7 @@ def test_huge_documents_are_truncated_and_stay_valid_json(inst):
     col = client.create_collection("rt-huge", embedding_function=None)
     big = "é" * 400_000 + " END"
     col.add(ids=["big", "small"], embeddings=[[1.0, 0.0], [0.0, 1.0]], documents=[big, "tiny doc"], metadatas=[{"k": 1}, {"k": 2}])
-    inst.memory.clear()
+    _reset(inst)
     col.query(query_embeddings=[[1.0, 0.1]], n_results=2)
     q = _one(inst.spans(), "chroma.query")
     raw = q.attributes[semconv.RETRIEVAL_DOCUMENTS]
@@ -297,7 +303,7 @@ def test_http_server_query_span_carries_server_address(inst, chroma_server, ef):
     client = chromadb.HttpClient(host="127.0.0.1", port=chroma_server)
     col = client.get_or_create_collection("rt-http", embedding_function=ef, configuration={"hnsw": {"space": "cosine"}})
     _fill(col)
-    inst.memory.clear()
+    _reset(inst)
     res = col.query(query_texts=["French food city"], n_results=2, where_document={"$contains": "France"})
     q = _one(inst.spans(), "chroma.query")
     assert q.attributes[semconv.SERVER_ADDRESS] == "127.0.0.1"
@@ -313,7 +319,7 @@ async def test_async_http_client_query_span(inst, chroma_server):
     client = await chromadb.AsyncHttpClient(host="127.0.0.1", port=chroma_server)
     col = await client.get_or_create_collection("rt-async", embedding_function=None)
     await col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
-    inst.memory.clear()
+    _reset(inst)
     res = await col.query(query_embeddings=[[0.9, 0.1]], n_results=1)
     q = _one(inst.spans(), "chroma.query")
     assert list(q.attributes[semconv.RETRIEVAL_DOCUMENT_IDS]) == res["ids"][0] == ["a"]
@@ -329,7 +335,7 @@ def test_server_gone_mid_session_error_propagates_and_is_recorded(inst, tmp_path
         col.add(ids=["a"], embeddings=[[1.0, 0.0]])
     finally:
         _stop(proc)  # the server goes away between calls of a live client
-    inst.memory.clear()
+    _reset(inst)
     with pytest.raises(Exception) as info:
         col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
     rt_chroma.uninstrument()
@@ -359,7 +365,7 @@ def test_instrument_and_uninstrument_are_idempotent(traced):
         rt_chroma.uninstrument()
         rt_chroma.uninstrument()
     assert Collection.query is original
-    traced.memory.clear()
+    _reset(traced)
     col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
     assert traced.by_name("chroma.query") == []
 
@@ -367,7 +373,7 @@ def test_instrument_and_uninstrument_are_idempotent(traced):
 def test_no_spans_before_init_or_when_suppressed(inst):
     col = chromadb.EphemeralClient().create_collection("rt-supp", embedding_function=None)
     col.add(ids=["a"], embeddings=[[1.0, 0.0]])
-    inst.memory.clear()
+    _reset(inst)
     with ragtrail.tracing.suppress_instrumentation():
         col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
     assert inst.by_name("chroma.query") == []
