@@ -30,6 +30,7 @@ import json
 import math
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -118,6 +119,41 @@ def parse_json_text(text: str) -> Any:
                         break
         start = s.find("{", start + 1)
     raise ValueError("no JSON object found in the reply")
+
+
+# ------------------------------------------------------------------------------ concurrency
+class JudgeLimiter(AdaptiveLimiter):
+    """The harness's :class:`AdaptiveLimiter`, cutting the limit once per congestion event.
+
+    Requests already in flight when a 429 arrives will mostly be rejected too; counting each of
+    them as a new event would collapse the limit to its floor (one call at a time: a throughput of
+    1 / latency, far below what the server allows). A rejection that arrives before the current
+    pause has ended plus one round trip (an EWMA of successful call times) only extends the pause.
+    """
+
+    def __init__(self, max_concurrency: int = 8, **kw: Any) -> None:
+        kw.setdefault("increase_after", 5)
+        super().__init__(max_concurrency, **kw)
+        self.rtt_s = 0.0
+        self._event_until = 0.0
+
+    def observe_rtt(self, seconds: float) -> None:
+        self.rtt_s = seconds if self.rtt_s == 0.0 else 0.8 * self.rtt_s + 0.2 * seconds
+
+    def on_backoff(self, kind: str, retry_after: float | None, attempt: int = 0) -> float:
+        now = time.monotonic()
+        with self._cond:
+            same_event = now < self._event_until
+            if same_event:
+                wait = retry_after if retry_after is not None else self.backoff.delay(attempt)
+                wait = min(max(0.0, wait), self.max_wait_s)
+                self._paused_until = max(self._paused_until, now + wait)
+                self._successes = 0
+                return wait
+        wait = super().on_backoff(kind, retry_after, attempt)
+        with self._cond:
+            self._event_until = self._paused_until + max(self.rtt_s, 0.01)
+        return wait
 
 
 # --------------------------------------------------------------------------------- results
@@ -264,7 +300,7 @@ class Judge:
             self.cache = cache
         else:
             self.cache = JudgeCache(cache)
-        self.limiter = limiter or AdaptiveLimiter(max_concurrency, max_retries=max_retries)
+        self.limiter = limiter or JudgeLimiter(max_concurrency, max_retries=max_retries)
         self._lock = threading.Lock()
         self.spent_usd = 0.0
         self._reserved_usd = 0.0
@@ -629,7 +665,12 @@ class Judge:
 
     async def _invoke_with_retries(self, runnable: Any, convo: list[Any]) -> Any:
         async def once() -> Any:
-            return await asyncio.wait_for(on_judge_loop(_ainvoke_suppressed(runnable, convo)), timeout=self.timeout_s)
+            t0 = time.monotonic()
+            out = await asyncio.wait_for(on_judge_loop(_ainvoke_suppressed(runnable, convo)), timeout=self.timeout_s)
+            observe = getattr(self.limiter, "observe_rtt", None)
+            if observe is not None:
+                observe(time.monotonic() - t0)
+            return out
 
         return await self.limiter.acall(once)
 
@@ -829,6 +870,7 @@ __all__ = [
     "METHODS",
     "Estimate",
     "Judge",
+    "JudgeLimiter",
     "JudgeResult",
     "detect_capabilities",
     "json_schema_of",
