@@ -534,14 +534,24 @@ def compare(
         excl0 = not _nan(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0)  # type: ignore[operator]
         r.significant = bool(not math.isnan(pa) and pa < alpha and excl0)
 
-    def worst_first(rec: dict[str, Any]) -> tuple[int, float]:
+    def worst_first(rec: dict[str, Any]) -> tuple[int, int, float]:
+        # quality metrics before latency/cost/tokens (different scales), errors first, then the largest drop
+        op = int(rec["metric"] in OPERATIONAL)
         d = rec.get("delta")
         if d is None:
-            return (0, 0.0)
-        return (1, d if higher_is_better(rec["metric"], directions) else -d)
+            return (op, 0, 0.0)
+        return (op, 1, d if higher_is_better(rec["metric"], directions) else -d)
 
+    def best_first(rec: dict[str, Any]) -> tuple[int, float]:
+        gain = rec["delta"] if higher_is_better(rec["metric"], directions) else -rec["delta"]
+        return (int(rec["metric"] in OPERATIONAL), -gain)
+
+    for rec in regressions:
+        rec["change"] = "regressed"
+    for rec in improvements:
+        rec["change"] = "improved"
     regressions.sort(key=worst_first)
-    improvements.sort(key=lambda r: -(r["delta"] if higher_is_better(r["metric"], directions) else -r["delta"]))
+    improvements.sort(key=best_first)
     return Comparison(
         a=ra, b=rb, metrics=rows, regressions=regressions, improvements=improvements, warnings=notes,
         confidence=confidence, alpha=alpha, n_resamples=n_resamples, seed=seed, test=test, pairs=pairs_out,

@@ -1,0 +1,266 @@
+"""``ragtrail report RUN [RUN…] -o report.html``: one self-contained HTML file.
+
+The file works offline and makes no request (a Content-Security-Policy forbids any): the data is
+embedded as JSON, the charts are drawn as inline SVG by embedded JavaScript, and the trace trees of
+the examples shown are embedded too (each anchored as ``#trace-<trace_id>``).
+
+Contents: a summary of every run (lineage, metric means with counts, latency, tokens, cost), and
+for every run after the first its paired comparison with the first (forest plot of deltas with
+CIs, table with Holm-adjusted p-values), per-metric means with CIs, latency ECDFs, a per-example
+scatter (a vs b), and the per-example differences (worst regressions first) linking to the traces.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragtrail import semconv
+from ragtrail._exceptions import ConfigError, RagtrailWarning
+from ragtrail.evals._compare import OPERATIONAL, Comparison, RunInfo, compare, load_examples, load_scores, resolve_run
+from ragtrail.store import Store
+
+_MAX_TEXT = 2000  # characters kept per embedded input/output
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN/inf → None, numpy scalars → Python."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def _short(v: Any, limit: int = _MAX_TEXT) -> str | None:
+    if v is None:
+        return None
+    s = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+    return s if len(s) <= limit else s[:limit] + f"… [{len(s) - limit} more characters]"
+
+
+def _mean_ci(vals: Sequence[float]) -> tuple[float | None, float | None, float | None]:
+    if not vals:
+        return None, None, None
+    a = np.asarray(vals, dtype=float)
+    m = float(a.mean())
+    if a.size < 2:
+        return m, None, None
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+    return m, m - half, m + half
+
+
+def _run_block(store: Store, run: RunInfo) -> dict[str, Any]:
+    scores = load_scores(store, run.run_id)
+    examples = load_examples(store, run.run_id)
+    metrics = []
+    for name in sorted(scores):
+        cells = scores[name].values()
+        vals = [float(c.score) for c in cells if c.status == "ok" and c.score is not None]
+        m, lo, hi = _mean_ci(vals)
+        metrics.append({
+            "metric": name, "mean": m, "ci_low": lo, "ci_high": hi, "n_ok": len(vals),
+            "n_undefined": sum(c.status == "undefined" for c in cells), "n_error": sum(c.status == "error" for c in cells),
+        })  # fmt: skip
+    lat = sorted(float(r["latency_ms"]) for r in examples.values() if r.get("latency_ms") is not None)
+    costs = [float(r["cost_usd"]) for r in examples.values() if r.get("cost_usd") is not None]
+    return {
+        "run_id": run.run_id, "ref": run.ref, "name": run.name, "version": run.version, "status": run.status,
+        "created": dt.datetime.fromtimestamp(run.created_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "dataset": run.dataset_name, "dataset_version": run.dataset_version, "config": run.config,
+        "config_hash": run.config_hash, "sweep_id": run.sweep_id, "metrics": metrics,
+        "n_examples": len(examples) or len({e for per in scores.values() for e in per}),
+        "n_pipeline_errors": sum(1 for r in examples.values() if r.get("status") == "error"),
+        "latency": lat,
+        "latency_p50": float(np.percentile(lat, 50)) if lat else None,
+        "latency_p95": float(np.percentile(lat, 95)) if lat else None,
+        "cost_usd": sum(costs) if costs else None, "cost_known": len(costs),
+        "input_tokens": sum(int(r.get("input_tokens") or 0) for r in examples.values()),
+        "output_tokens": sum(int(r.get("output_tokens") or 0) for r in examples.values()),
+    }  # fmt: skip
+
+
+def _comparison_block(cmp: Comparison, max_examples: int) -> dict[str, Any]:
+    rows = []
+    for m in cmp.metrics:
+        rows.append({k: getattr(m, k) for k in ("metric", "mean_a", "mean_b", "delta", "ci_low", "ci_high", "p_value",
+                                                "p_adjusted", "n_pairs", "significant", "higher_is_better",
+                                                "n_regressed", "n_improved")} | {"verdict": m.verdict,
+                     "operational": m.metric in OPERATIONAL})  # fmt: skip
+    # per-example differences of the quality metrics (latency/cost/tokens are in the charts and tables)
+    diffs = [d for d in cmp.regressions + cmp.improvements if d["metric"] not in OPERATIONAL][: max(0, max_examples)]
+    scatter = {m: [[e, x, y] for e, x, y in pairs] for m, pairs in cmp.pairs.items() if m not in OPERATIONAL}
+    return {
+        "a": cmp.a.ref, "b": cmp.b.ref, "a_id": cmp.a.run_id, "b_id": cmp.b.run_id, "confidence": cmp.confidence,
+        "test": cmp.test, "n_resamples": cmp.n_resamples, "seed": cmp.seed, "warnings": cmp.warnings,
+        "metrics": rows, "diffs": diffs,
+        "n_regressions": sum(1 for d in cmp.regressions if d["metric"] not in OPERATIONAL),
+        "n_improvements": sum(1 for d in cmp.improvements if d["metric"] not in OPERATIONAL),
+        "scatter": scatter,
+    }  # fmt: skip
+
+
+def _example_context(store: Store, runs: Sequence[RunInfo], example_ids: set[str]) -> dict[str, Any]:
+    """Input/reference per example (from the dataset snapshot) and each run's output."""
+    out: dict[str, Any] = {e: {"outputs": {}} for e in example_ids}
+    if not example_ids:
+        return out
+    ids = sorted(example_ids)
+    for run in runs:
+        if run.dataset_name and run.dataset_version:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                rows = store.query(
+                    f"SELECT example_id, data FROM dataset_examples WHERE dataset = ? AND version = ? "  # noqa: S608
+                    f"AND example_id IN ({', '.join('?' * len(chunk))})",
+                    (run.dataset_name, run.dataset_version, *chunk),
+                )
+                for ex, data in rows:
+                    if "input" in out[ex]:
+                        continue
+                    try:
+                        d = json.loads(data)
+                    except (TypeError, ValueError):
+                        d = {}
+                    out[ex]["input"] = _short(d.get("input"))
+                    out[ex]["reference"] = _short(d.get("reference"))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = store.query(
+                f"SELECT example_id, output, error FROM run_examples WHERE run_id = ? "  # noqa: S608
+                f"AND example_id IN ({', '.join('?' * len(chunk))})",
+                (run.run_id, *chunk),
+            )
+            for ex, output, error in rows:
+                val: Any = output
+                try:
+                    val = json.loads(output) if output else None
+                except (TypeError, ValueError):
+                    pass
+                out[ex]["outputs"][run.ref] = {"output": _short(val), "error": _short(error, 500)}
+    return out
+
+
+def _traces(store: Store, trace_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    from ragtrail.store import SPAN_COLUMNS
+    from ragtrail.tracing._model import SpanRecord
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    ids = sorted({t for t in trace_ids if t})
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        rows = store.query(
+            f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE trace_id IN ({', '.join('?' * len(chunk))}) "  # noqa: S608
+            "ORDER BY start_time_ns",
+            chunk,
+        )
+        for row in rows:
+            s = SpanRecord.from_row(row)
+            a = s.attributes
+            out.setdefault(s.trace_id, []).append({
+                "id": s.span_id, "parent": s.parent_span_id, "name": s.name, "kind": s.kind,
+                "start_ns": s.start_time_ns, "ms": round(s.duration_ms, 3), "status": s.status,
+                "status_message": s.status_message, "model": s.model, "in_tokens": s.input_tokens,
+                "out_tokens": s.output_tokens, "cost": a.get(semconv.COST_USD),
+                "input": _short(a.get(semconv.INPUT_VALUE), 1000), "output": _short(a.get(semconv.OUTPUT_VALUE), 1000),
+                "docs": [{"id": d.get("id"), "score": d.get("score")} for d in s.documents()[:20]],
+            })  # fmt: skip
+    return out
+
+
+def build_report(
+    store: Store,
+    runs: Sequence[Any],
+    *,
+    title: str | None = None,
+    max_examples: int = 200,
+    operational: bool = True,
+    allow_different: bool = False,
+    confidence: float = 0.95,
+    seed: int | None = 0,
+    n_resamples: int = 10_000,
+) -> str:
+    """The report's HTML text for ``runs`` (the first is the baseline every other run is compared with)."""
+    if not runs:
+        raise ConfigError("a report needs at least one run: ragtrail report rag-qa:production rag-qa:latest -o report.html")
+    infos = [resolve_run(store, r) for r in runs]
+    comparisons = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RagtrailWarning)  # kept in the comparison's warnings, shown in the report
+        for other in infos[1:]:
+            comparisons.append(compare(store, infos[0], other, operational=operational, allow_different=allow_different,
+                                       confidence=confidence, seed=seed, n_resamples=n_resamples))  # fmt: skip
+    comp_blocks = [_comparison_block(c, max_examples) for c in comparisons]
+    shown = {d["example_id"] for c in comp_blocks for d in c["diffs"]}
+    trace_ids = [d.get(k) for c in comp_blocks for d in c["diffs"] for k in ("trace_id_a", "trace_id_b")]
+    if len(infos) == 1:  # a single run: its errored/undefined examples are the ones worth reading
+        scores = load_scores(store, infos[0].run_id)
+        bad = [(e, m, c) for m, per in scores.items() for e, c in per.items() if c.status != "ok"][:max_examples]
+        shown |= {e for e, _, _ in bad}
+        trace_ids += [c.trace_id for _, _, c in bad]
+    data = {
+        "title": title or ("ragtrail report: " + " vs ".join(i.ref for i in infos)),
+        "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "store": store.url,
+        "runs": [_run_block(store, r) for r in infos],
+        "comparisons": comp_blocks,
+        "examples": _example_context(store, infos, shown),
+        "traces": _traces(store, [t for t in trace_ids if t]),
+        "version": _version(),
+    }
+    return render_html(_clean(data))
+
+
+def _version() -> str:
+    from ragtrail import __version__
+
+    return str(__version__)
+
+
+def _asset(name: str) -> str:
+    return (resources.files("ragtrail.data") / "report" / name).read_text(encoding="utf-8")
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """The HTML page for the report data (JSON embedded safely in a script element)."""
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    payload = payload.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    page = _asset("report.html")
+    return (
+        page.replace("{{title}}", html.escape(str(data.get("title", "ragtrail report"))))
+        .replace("/*{{css}}*/", _asset("report.css"))
+        .replace("/*{{js}}*/", _asset("report.js"))
+        .replace("{{data}}", payload)
+    )
+
+
+def write_report(store: Store, runs: Sequence[Any], path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Write :func:`build_report`'s HTML to ``path``; returns the path."""
+    p = Path(path)
+    text = build_report(store, runs, **kwargs)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+__all__ = ["build_report", "render_html", "write_report"]
