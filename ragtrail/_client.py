@@ -105,7 +105,17 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
     return df
 
 
+_NS_MAX = 2**63 - 1
+
+
 def _to_ns(t: datetime | float | int | str | None) -> int | None:
+    """Epoch nanoseconds (clamped to what a 64-bit column holds) from a datetime, ISO text or epoch
+    seconds (numbers of 1e12 and above are taken as nanoseconds already)."""
+    v = _to_ns_raw(t)
+    return None if v is None else max(-_NS_MAX, min(_NS_MAX, v))
+
+
+def _to_ns_raw(t: datetime | float | int | str | None) -> int | None:
     if t is None:
         return None
     if isinstance(t, datetime):

@@ -25,24 +25,27 @@ def export_spans(client: Any, path: str | os.PathLike[str], *, fmt: str = "jsonl
                     d["attributes"] = json.loads(d["attributes"] or "{}")
                     d["events"] = json.loads(d["events"] or "[]")
                     d["resource"] = json.loads(d["resource"] or "{}")
-                    f.write(json.dumps(d, ensure_ascii=False) + "\n")
+                    f.write(json.dumps(d, ensure_ascii=False, default=str) + "\n")
                     n += 1
         return n
     pa = require("pyarrow", extra="notebook")
     pq = require("pyarrow.parquet", extra="notebook", package="pyarrow")
-    writer = None
+    # one fixed schema: a batch whose column is all NULL must not change the file's types
+    ints = {"start_time_ns", "end_time_ns", "input_tokens", "output_tokens"}
+    floats = {"duration_ms", "cost_usd"}
+    schema = pa.schema(
+        [(c, pa.int64() if c in ints else pa.float64() if c in floats else pa.string()) for c in SPAN_COLUMNS]
+    )
+    writer = pq.ParquetWriter(os.fspath(path), schema)
     try:
         for rows in batches:
+            if not rows:
+                continue
             cols = list(zip(*rows))
-            table = pa.table({c: list(cols[i]) for i, c in enumerate(SPAN_COLUMNS)})
-            if writer is None:
-                writer = pq.ParquetWriter(os.fspath(path), table.schema)
+            table = pa.table([pa.array(cols[i], type=schema.field(i).type) for i in range(len(SPAN_COLUMNS))],
+                             schema=schema)
             writer.write_table(table)
             n += len(rows)
-        if writer is None:
-            table = pa.table({c: pa.array([], type=pa.string()) for c in SPAN_COLUMNS})
-            pq.write_table(table, os.fspath(path))
     finally:
-        if writer is not None:
-            writer.close()
+        writer.close()
     return n

@@ -17,13 +17,14 @@ app = typer.Typer(help="List, show, export and reprice traces.", no_args_is_help
 def list_(
     project: Optional[str] = typer.Option(None, "--project", "-p", help="Only this project."),  # noqa: UP045
     limit: int = typer.Option(20, "--limit", "-n", help="How many traces (newest first)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only traces started at or after this ISO time (UTC if no zone)."),  # noqa: UP045
     store: Optional[str] = StoreOpt,  # noqa: UP045
 ) -> None:
     """The newest traces: id, root span, start, duration, spans, errors, tokens, cost."""
     from rich.console import Console
     from rich.table import Table
 
-    df = client(store).traces_df(project=project, limit=limit)
+    df = client(store).traces_df(project=project, start=_utc(since), limit=limit)
     table = Table(title=f"{len(df)} trace(s)")
     for col in ("trace_id", "root", "start (UTC)", "duration", "spans", "errors", "tokens in→out", "cost"):
         table.add_column(col)
@@ -36,6 +37,19 @@ def list_(
             f"{r.duration_ms:.1f} ms", str(r.n_spans), str(r.n_errors), f"{tin}→{tout}", cost,
         )  # fmt: skip
     Console(width=200).print(table)
+
+
+def _utc(text: Optional[str]) -> Optional[str]:  # noqa: UP045
+    """ISO time without a zone means UTC (what `traces list` prints)."""
+    if text is None:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"--since {text!r} is not an ISO time such as 2026-11-29T12:00:00") from exc
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat()
 
 
 @app.command("show")

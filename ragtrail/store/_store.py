@@ -271,6 +271,15 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
+    def info(self) -> dict[str, Any]:
+        data = super().info()
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                size += os.path.getsize(self.path + suffix)
+        data["size_bytes"] = size
+        return data
+
     def close(self) -> None:
         with self._all_lock:
             conns, self._all = self._all, []

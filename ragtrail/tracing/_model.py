@@ -84,6 +84,11 @@ class SpanRecord:
         """From a store row in SPAN_COLUMNS order."""
         attrs = json.loads(row[15]) if row[15] else {}
         events = json.loads(row[16]) if row[16] else []
+        # the promoted columns are authoritative when a writer (or a bulk import) left them out of the JSON
+        for col, key in ((11, semconv.GEN_AI_USAGE_INPUT_TOKENS), (12, semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+                         (13, semconv.COST_USD)):  # fmt: skip
+            if row[col] is not None and key not in attrs:
+                attrs[key] = row[col]
         return cls(
             trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3], kind=row[4],
             start_time_ns=int(row[5]), end_time_ns=int(row[6]), status=row[8] or "UNSET",
