@@ -47,9 +47,24 @@ _SECRET_HINT = re.compile(
 MaskHook = Callable[[str], str]
 
 
+# Substrings (of the lower-cased text) that every secret pattern above contains: a superset test of
+# _SECRET_HINT that runs as a few C-level substring scans (~0.5 µs per KiB each) instead of a regex
+# alternation tried at every position (~300 µs per KiB).
+_HINT_SUBSTRINGS = ("sk-", "akia", "asia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "aiza", "hf_",
+                    "bearer", "key", "secret", "passw", "token")  # fmt: skip
+
+
+def _maybe_secret(text: str) -> bool:
+    low = text.lower()
+    for h in _HINT_SUBSTRINGS:
+        if h in low:
+            return True
+    return "://" in low and "@" in low
+
+
 def mask_secrets(text: str) -> tuple[str, int]:
     """Replace secrets in ``text``; returns the masked text and how many were replaced."""
-    if not _SECRET_HINT.search(text):
+    if not _maybe_secret(text):
         return text, 0
     total = 0
     for pattern, repl in _SECRET_PATTERNS:
