@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ _DF_COLUMNS = [
 ]  # fmt: skip
 
 
+_fast_loads: Callable[[Any], Any]
 try:  # orjson (optional) parses attribute JSON ~4x faster than the standard library
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover
@@ -46,7 +47,7 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
     for rows in batches:
         if not rows:
             continue
-        data = list(zip(*rows))
+        data = list(zip(*rows, strict=True))
         if pa is not None:
             for i in (0, 1, 2, 3, 4, 8, 9, 13):
                 cols[i].append(pa.array(data[i], type=pa.string()))
@@ -222,7 +223,6 @@ class Client:
         """One row per span: trace_id, span_id, parent_span_id, name, kind, start_time, end_time
         (UTC timestamps), duration_ms, status, model, input_tokens, output_tokens, cost_usd, project,
         attributes (dict; the JSON text when ``parse_attributes=False``). Oldest first."""
-        import pandas as pd
 
         where, params = self._span_where(project, start, end, name, kind, trace_id)
         cols = ("trace_id, span_id, parent_span_id, name, kind, start_time_ns, end_time_ns, duration_ms, "
@@ -248,16 +248,16 @@ class Client:
 
         where, params = self._span_where(project, start, end, None, None, None)
         sql = (
-            "SELECT trace_id, MIN(start_time_ns), MAX(end_time_ns), COUNT(*), "
+            "SELECT trace_id, MIN(start_time_ns), MAX(end_time_ns), COUNT(*), "  # noqa: S608 - fixed columns, values bound as parameters
             "SUM(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), "
             "SUM(cost_usd), COUNT(cost_usd), MIN(project), "
             "MIN(CASE WHEN parent_span_id IS NULL THEN name END), MIN(CASE WHEN parent_span_id IS NULL THEN kind END) "
-            f"FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"  # noqa: S608
+            f"FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = self.store.query(sql, params)
-        data = list(zip(*rows)) if rows else [[] for _ in range(12)]
+        data: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(12)]
         start_ns = pd.Series(data[1], dtype="int64")
         end_ns = pd.Series(data[2], dtype="int64")
         return pd.DataFrame(
@@ -274,7 +274,7 @@ class Client:
                 "input_tokens": pd.array([int(x) if x is not None else None for x in data[5]], dtype="Int64"),
                 "output_tokens": pd.array([int(x) if x is not None else None for x in data[6]], dtype="Int64"),
                 "cost_usd": pd.Series(
-                    [float(c) if n else float("nan") for c, n in zip(data[7], data[8])], dtype="float64"
+                    [float(c) if n else float("nan") for c, n in zip(data[7], data[8], strict=True)], dtype="float64"
                 ),
                 "project": pd.array(data[9], dtype="string"),
             }
@@ -293,16 +293,16 @@ class Client:
                 tid = hits[0][0]
         spans = self.spans(trace_id=tid)
         if not spans:
-            raise StoreError(f"no trace {trace_id!r} in the store {self.store.url}; `ragtrail traces list` shows the ids")
+            raise StoreError(
+                f"no trace {trace_id!r} in the store {self.store.url}; `ragtrail traces list` shows the ids"
+            )
         return Trace(spans)
 
     def traces(self, project: str | None = None, *, limit: int = 100) -> list[Trace]:
         """The newest ``limit`` traces as :class:`Trace` objects."""
-        df_rows = self.store.query(
-            "SELECT trace_id FROM spans" + (" WHERE project = ?" if project else "")
-            + " GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC LIMIT ?",
-            ((project,) if project else ()) + (int(limit),),
-        )
+        where = " WHERE project = ?" if project else ""
+        sql = f"SELECT trace_id FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC LIMIT ?"  # noqa: S608
+        df_rows = self.store.query(sql, ((project,) if project else ()) + (int(limit),))
         ids = [r[0] for r in df_rows]
         if not ids:
             return []
@@ -331,7 +331,7 @@ class Client:
             attrs = json.loads(attrs_text or "{}")
             if semconv.GPU_SECONDS in attrs:
                 new = gpu_cost(attrs[semconv.GPU_SECONDS], attrs.get(semconv.GPU_TYPE), table)
-                src = "gpu_time"
+                src: str | None = "gpu_time"
                 date = None
             else:
                 res = compute_cost(
@@ -343,7 +343,7 @@ class Client:
                     table,
                 )
                 new = res[0] if res else None
-                src = ("user_prices" if res and res[1].date == "user" else "price_table") if res else None
+                src = ("user_prices" if res[1].date == "user" else "price_table") if res else None
                 date = res[1].date if res else None
             if new == old or (new is not None and old is not None and abs(new - old) <= 1e-15):
                 continue
@@ -357,7 +357,9 @@ class Client:
             updates.append((new, json.dumps(attrs, ensure_ascii=False, separators=(",", ":")), trace_id, span_id))
         if updates:
             with self.store.transaction() as cur:
-                cur.executemany("UPDATE spans SET cost_usd = ?, attributes = ? WHERE trace_id = ? AND span_id = ?", updates)
+                cur.executemany(
+                    "UPDATE spans SET cost_usd = ?, attributes = ? WHERE trace_id = ? AND span_id = ?", updates
+                )
         return len(updates)
 
     # ---------------------------------------------------------------------- runs and datasets

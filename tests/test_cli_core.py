@@ -26,13 +26,13 @@ def filled(store_path):
     """Two traces in project 'cli' (one with an LLM call and an error) and one in 'other'."""
     ragtrail.init(project="cli", store=store_path)
     try:
+
         @ragtrail.trace(kind="CHAIN")
         def answer(q):
             with ragtrail.span("lookup", kind="RETRIEVER") as s:
                 ragtrail.record_documents(s, [{"id": "d1", "score": 0.5, "content": "doc"}])
             with ragtrail.span("llm", kind="LLM") as s:
-                ragtrail.record_usage(s, provider="openai", model="gpt-4o-mini", input_tokens=1000,
-                                      output_tokens=100)
+                ragtrail.record_usage(s, provider="openai", model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
             return q
 
         @ragtrail.trace(kind="TOOL")
@@ -84,11 +84,19 @@ def test_traces_show(filled):
 
 
 def test_traces_show_unknown_id_is_one_clear_line(filled):
-    r = subprocess.run([sys.executable, "-m", "ragtrail.cli", "traces", "show", "f" * 32, "-s", filled],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "ragtrail.cli", "traces", "show", "f" * 32, "-s", filled],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if "No module named ragtrail.cli.__main__" in r.stderr:
-        r = subprocess.run([sys.executable, "-c", "from ragtrail.cli import main; main()", "traces", "show",
-                            "f" * 32, "-s", filled], capture_output=True, text=True, cwd=ROOT)
+        r = subprocess.run(
+            [sys.executable, "-c", "from ragtrail.cli import main; main()", "traces", "show", "f" * 32, "-s", filled],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
     assert r.returncode == 2
     assert r.stderr.startswith("error: no trace") and "Traceback" not in r.stderr
 
@@ -132,8 +140,30 @@ def test_store_info(filled):
 
 def test_store_info_postgres(pg_url):
     s = ragtrail.Client(pg_url).store
-    s.write_spans([("a" * 32, "b" * 16, None, "x", "CHAIN", 1, 2, 0.0, "OK", None, None, None, None, None, "pg",
-                    "{}", None, None)])
+    s.write_spans(
+        [
+            (
+                "a" * 32,
+                "b" * 16,
+                None,
+                "x",
+                "CHAIN",
+                1,
+                2,
+                0.0,
+                "OK",
+                None,
+                None,
+                None,
+                None,
+                None,
+                "pg",
+                "{}",
+                None,
+                None,
+            )
+        ]
+    )
     data = json.loads(_ok(["store", "info", "-s", pg_url, "--json"]))
     assert data["kind"] == "postgresql" and data["spans"] == 1 and data["projects"] == ["pg"]
 

@@ -13,24 +13,84 @@ import ragtrail
 from ragtrail import semconv
 from ragtrail.store import open_store
 
-SPAN_COLUMNS = ["trace_id", "span_id", "parent_span_id", "name", "kind", "start_time", "end_time", "duration_ms",
-                "status", "model", "input_tokens", "output_tokens", "cost_usd", "project", "attributes"]
-TRACE_COLUMNS = ["trace_id", "root_name", "root_kind", "start_time", "end_time", "duration_ms", "n_spans",
-                 "n_errors", "status", "input_tokens", "output_tokens", "cost_usd", "project"]
+SPAN_COLUMNS = [
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "status",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "project",
+    "attributes",
+]
+TRACE_COLUMNS = [
+    "trace_id",
+    "root_name",
+    "root_kind",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "n_spans",
+    "n_errors",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "project",
+]
 
 T0 = int(datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc).timestamp() * 1e9)
 S = 1_000_000_000
 
 
-def _row(trace, span, parent, name, kind, start_s, dur_ms, project, status="OK", model=None, tin=None, tout=None,
-         cost=None, attrs=None):
+def _row(
+    trace,
+    span,
+    parent,
+    name,
+    kind,
+    start_s,
+    dur_ms,
+    project,
+    status="OK",
+    model=None,
+    tin=None,
+    tout=None,
+    cost=None,
+    attrs=None,
+):
     start = T0 + int(start_s * S)
     end = start + int(dur_ms * 1e6)
     a = {semconv.SPAN_KIND: kind, **(attrs or {})}
     if cost is not None:
         a[semconv.COST_USD] = cost
-    return (trace, span, parent, name, kind, start, end, dur_ms, status, None, model, tin, tout, cost, project,
-            json.dumps(a), None, None)
+    return (
+        trace,
+        span,
+        parent,
+        name,
+        kind,
+        start,
+        end,
+        dur_ms,
+        status,
+        None,
+        model,
+        tin,
+        tout,
+        cost,
+        project,
+        json.dumps(a),
+        None,
+        None,
+    )
 
 
 TA, TB, TC = "a" * 32, "ab" + "0" * 30, "c" * 32
@@ -41,14 +101,39 @@ def client(request, tmp_path):
     url = str(tmp_path / "c.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
     store = open_store(url)
     docs = json.dumps([{"id": "d1", "rank": 0, "score": 0.9, "content": "alpha"}, {"id": "d2", "rank": 1}])
-    store.write_spans([
-        _row(TA, "1" * 16, None, "answer", "CHAIN", 0, 900, "bot"),
-        _row(TA, "2" * 16, "1" * 16, "lookup", "RETRIEVER", 0.1, 100, "bot", attrs={semconv.RETRIEVAL_DOCUMENTS: docs}),
-        _row(TA, "3" * 16, "1" * 16, "llm", "LLM", 0.3, 500, "bot", model="gpt-4o-mini", tin=100, tout=20, cost=0.002,
-             attrs={semconv.TTFT_S: 0.05}),
-        _row(TB, "4" * 16, None, "answer", "CHAIN", 3600, 50, "bot", status="ERROR"),
-        _row(TC, "5" * 16, None, "index", "EMBEDDING", 7200, 10, "other", model="mini", tin=7),
-    ])
+    store.write_spans(
+        [
+            _row(TA, "1" * 16, None, "answer", "CHAIN", 0, 900, "bot"),
+            _row(
+                TA,
+                "2" * 16,
+                "1" * 16,
+                "lookup",
+                "RETRIEVER",
+                0.1,
+                100,
+                "bot",
+                attrs={semconv.RETRIEVAL_DOCUMENTS: docs},
+            ),
+            _row(
+                TA,
+                "3" * 16,
+                "1" * 16,
+                "llm",
+                "LLM",
+                0.3,
+                500,
+                "bot",
+                model="gpt-4o-mini",
+                tin=100,
+                tout=20,
+                cost=0.002,
+                attrs={semconv.TTFT_S: 0.05},
+            ),
+            _row(TB, "4" * 16, None, "answer", "CHAIN", 3600, 50, "bot", status="ERROR"),
+            _row(TC, "5" * 16, None, "index", "EMBEDDING", 7200, 10, "other", model="mini", tin=7),
+        ]
+    )
     c = ragtrail.Client(store)
     yield c
     store.close()
@@ -124,8 +209,12 @@ def test_trace_object(client):
 
 
 def test_ambiguous_prefix(client):
-    open_store(client.store).write_spans([_row("abcdef12" + "0" * 24, "9" * 16, None, "x", "CHAIN", 1, 1, "bot"),
-                                          _row("abcdef12" + "1" * 24, "8" * 16, None, "y", "CHAIN", 1, 1, "bot")])
+    open_store(client.store).write_spans(
+        [
+            _row("abcdef12" + "0" * 24, "9" * 16, None, "x", "CHAIN", 1, 1, "bot"),
+            _row("abcdef12" + "1" * 24, "8" * 16, None, "y", "CHAIN", 1, 1, "bot"),
+        ]
+    )
     with pytest.raises(ragtrail.ConfigError, match="ambiguous"):
         client.trace("abcdef12")
 

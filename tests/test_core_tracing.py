@@ -28,8 +28,14 @@ def _run(code: str, *args: str, env: dict[str, str] | None = None, timeout: int 
     e = dict(os.environ)
     e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
     e.update(env or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                          env=e, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 # ------------------------------------------------------------------------------------------ no-op
@@ -336,8 +342,15 @@ def test_secrets_are_masked_before_storage(traced):
         set_content(s, semconv.OUTPUT_VALUE, "my key is " + SECRETS["openai"])
     df = traced.client().spans_df(name="leaky")
     stored = json.dumps(df.iloc[0].attributes)
-    for raw in ("abcdefghijklmnopqrstuvwxyz123456", "api03-abcdefghijkl", "eyJhbGciOiJIUzI1NiJ9", "hunter2pass",
-                "correcthorsebattery", "hf_abcdefghijklmnopqrstuvwxyzAB", "AKIAIOSFODNN7EXAMPLE"):
+    for raw in (
+        "abcdefghijklmnopqrstuvwxyz123456",
+        "api03-abcdefghijkl",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "hunter2pass",
+        "correcthorsebattery",
+        "hf_abcdefghijklmnopqrstuvwxyzAB",
+        "AKIAIOSFODNN7EXAMPLE",
+    ):
         assert raw not in stored, raw
     inp = json.loads(df.iloc[0].attributes[semconv.INPUT_VALUE])
     assert inp["url"] == "postgresql://alice:***@db.example.com:5432/app"  # still readable
@@ -427,7 +440,9 @@ def test_non_json_values_are_recorded_readably(traced):
     def weird(obj, raw, arr, cyc, lst, bad):
         return {"set": {3}, "arr": arr * 2}
 
-    assert weird(Opaque(), b"\x00\x01binary", np.arange(6, dtype=np.float32).reshape(2, 3), cyc, lst, BadRepr())["set"] == {3}
+    assert weird(Opaque(), b"\x00\x01binary", np.arange(6, dtype=np.float32).reshape(2, 3), cyc, lst, BadRepr())[
+        "set"
+    ] == {3}
     a = traced.client().spans_df(name="weird").iloc[0].attributes
     inp = json.loads(a[semconv.INPUT_VALUE])
     assert inp["obj"] == "<Opaque thing 42>"
@@ -470,8 +485,15 @@ def test_queue_overflow_is_counted_as_dropped(store_path):
             return SpanExportResult.SUCCESS
 
     slow = Slow()
-    ragtrail.init(project="q", store=store_path, store_exporter=False, exporters=[slow], max_queue_size=10,
-                  max_export_batch_size=10, schedule_delay_ms=60_000)
+    ragtrail.init(
+        project="q",
+        store=store_path,
+        store_exporter=False,
+        exporters=[slow],
+        max_queue_size=10,
+        max_export_batch_size=10,
+        schedule_delay_ms=60_000,
+    )
     try:
         for _ in range(10):
             with ragtrail.span("s"):

@@ -34,8 +34,15 @@ def test_cost_arithmetic_with_cached_tokens():
 
 def test_unknown_model_gets_no_cost_attribute(traced):
     with ragtrail.span("llm", kind="LLM") as s:
-        ragtrail.record_usage(s, provider="acme", model="acme-giant-9", input_tokens=10, output_tokens=5,
-                              source="tokenizer_estimate", ttft_s=0.25)
+        ragtrail.record_usage(
+            s,
+            provider="acme",
+            model="acme-giant-9",
+            input_tokens=10,
+            output_tokens=5,
+            source="tokenizer_estimate",
+            ttft_s=0.25,
+        )
     [sp] = traced.by_name("llm")
     a = dict(sp.attributes)
     assert semconv.COST_USD not in a and semconv.COST_SOURCE not in a
@@ -49,8 +56,14 @@ def test_unknown_model_gets_no_cost_attribute(traced):
 
 def test_known_model_cost_provenance_and_cached_tokens(traced):
     with ragtrail.span("llm", kind="LLM") as s:
-        ragtrail.record_usage(s, provider="openai", model="gpt-4o-mini-2024-07-18", input_tokens=2000,
-                              output_tokens=500, cached_input_tokens=1000)
+        ragtrail.record_usage(
+            s,
+            provider="openai",
+            model="gpt-4o-mini-2024-07-18",
+            input_tokens=2000,
+            output_tokens=500,
+            cached_input_tokens=1000,
+        )
     a = dict(traced.by_name("llm")[0].attributes)
     assert a[semconv.COST_USD] == pytest.approx((1000 * 0.15 + 1000 * 0.075 + 500 * 0.60) / 1e6)
     assert a[semconv.COST_SOURCE] == "price_table"
@@ -66,8 +79,14 @@ def test_user_price_overrides_by_dict_and_file(tmp_path, monkeypatch):
     assert t.lookup("openai", "gpt-4o").input == 100.0  # the user's row wins
     assert t.lookup(None, "my-model").date == "user"
     f = tmp_path / "prices.json"
-    f.write_text(json.dumps({"models": [{"provider": "acme", "model": "acme-giant-9", "input": 5, "output": 7}],
-                             "gpu_hourly_usd": {"Acme GPU": 9.0}}))
+    f.write_text(
+        json.dumps(
+            {
+                "models": [{"provider": "acme", "model": "acme-giant-9", "input": 5, "output": 7}],
+                "gpu_hourly_usd": {"Acme GPU": 9.0},
+            }
+        )
+    )
     t2 = load_prices(str(f))
     assert t2.lookup("acme", "acme-giant-9").output == 7
     assert t2.gpu_rate("Acme GPU") == 9.0
@@ -110,8 +129,17 @@ def test_gpu_time_cost(store_path, monkeypatch, tmp_path):
     try:
         with ragtrail.span("gen", kind="LLM") as s:
             # 2 GPUs × 90 s of engine time = 180 GPU-seconds
-            ragtrail.record_usage(s, provider="vllm", model="qwen", input_tokens=10, output_tokens=20,
-                                  source="server", gpu_seconds=180.0, gpu_type="NVIDIA L4", gpu_count=2)
+            ragtrail.record_usage(
+                s,
+                provider="vllm",
+                model="qwen",
+                input_tokens=10,
+                output_tokens=20,
+                source="server",
+                gpu_seconds=180.0,
+                gpu_type="NVIDIA L4",
+                gpu_count=2,
+            )
         ragtrail.flush()
         row = ragtrail.Client(store_path).spans_df().iloc[0]
         assert row.cost_usd == pytest.approx(180 * 1.2 / 3600)

@@ -14,7 +14,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -112,6 +111,7 @@ def test_sqlite_disk_full_while_tracing(tmp_path, caplog):
     path = str(tmp_path / "full.db")
     cfg = ragtrail.init(project="p", store=path, schedule_delay_ms=60_000)
     try:
+
         def fill():
             # flush() exports on the calling thread: cap this thread's connection at its current size
             n = cfg.store.query("PRAGMA page_count")[0][0]
@@ -203,10 +203,13 @@ def test_postgres_server_gone_while_tracing(pg_url, caplog):
 # ------------------------------------------------------------------------------- schema versions
 def test_newer_schema_is_refused(store_url):
     store = open_store(store_url)
-    store.write_spans([("a" * 32, "b" * 16, None, "s", "CHAIN", 1, 2, 0.0, "OK", None, None, None, None, None,
-                        "p", "{}", None, None)])
-    store.execute("INSERT INTO ragtrail_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                  (999, "from_the_future", time.time()))
+    store.write_spans(
+        [("a" * 32, "b" * 16, None, "s", "CHAIN", 1, 2, 0.0, "OK", None, None, None, None, None, "p", "{}", None, None)]
+    )
+    store.execute(
+        "INSERT INTO ragtrail_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+        (999, "from_the_future", time.time()),
+    )
     store.close()
     with pytest.raises(ragtrail.SchemaVersionError, match="999") as ei:
         open_store(store_url)
@@ -258,8 +261,13 @@ while True:
 
 @pytest.mark.slow
 def test_kill9_mid_write_loses_nothing_flushed(store_url):
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, store_url], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_CHILD, store_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     flushed: list[int] = []
     try:
         assert proc.stdout is not None
@@ -303,8 +311,13 @@ assert ok and st["failed"] == 0 and st["dropped"] == 0, st
 def test_four_processes_write_one_store_exactly(store_url):
     n = 10_000
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WRITER, store_url, str(w), str(n)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=_env())
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, store_url, str(w), str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
         for w in range(4)
     ]
     reader_errors: list[BaseException] = []

@@ -21,7 +21,7 @@ def export_spans(client: Any, path: str | os.PathLike[str], *, fmt: str = "jsonl
         with open(path, "w", encoding="utf-8") as f:
             for rows in batches:
                 for r in rows:
-                    d = dict(zip(SPAN_COLUMNS, r))
+                    d = dict(zip(SPAN_COLUMNS, r, strict=True))
                     d["attributes"] = json.loads(d["attributes"] or "{}")
                     d["events"] = json.loads(d["events"] or "[]")
                     d["resource"] = json.loads(d["resource"] or "{}")
@@ -41,9 +41,10 @@ def export_spans(client: Any, path: str | os.PathLike[str], *, fmt: str = "jsonl
         for rows in batches:
             if not rows:
                 continue
-            cols = list(zip(*rows))
-            table = pa.table([pa.array(cols[i], type=schema.field(i).type) for i in range(len(SPAN_COLUMNS))],
-                             schema=schema)
+            cols = list(zip(*rows, strict=True))
+            table = pa.table(
+                [pa.array(cols[i], type=schema.field(i).type) for i in range(len(SPAN_COLUMNS))], schema=schema
+            )
             writer.write_table(table)
             n += len(rows)
     finally:

@@ -12,7 +12,7 @@ StoreOpt = typer.Option(
 )  # fmt: skip
 
 
-def client(store: Optional[str]):  # type: ignore[no-untyped-def]  # noqa: UP045
+def client(store: Optional[str]):  # type: ignore[no-untyped-def]
     """A Client on ``store`` (None: the default store)."""
     from ragtrail._client import Client
 

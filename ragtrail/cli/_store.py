@@ -13,7 +13,7 @@ app = typer.Typer(help="Inspect the store.", no_args_is_help=True)
 
 
 @app.command("info")
-def info(store: Optional[str] = StoreOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:  # noqa: UP045
+def info(store: Optional[str] = StoreOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Where the store is, its schema version and what it holds."""
     data = client(store).info()
     if as_json:

@@ -15,10 +15,12 @@ app = typer.Typer(help="List, show, export and reprice traces.", no_args_is_help
 
 @app.command("list")
 def list_(
-    project: Optional[str] = typer.Option(None, "--project", "-p", help="Only this project."),  # noqa: UP045
+    project: Optional[str] = typer.Option(None, "--project", "-p", help="Only this project."),
     limit: int = typer.Option(20, "--limit", "-n", help="How many traces (newest first)."),
-    since: Optional[str] = typer.Option(None, "--since", help="Only traces started at or after this ISO time (UTC if no zone)."),  # noqa: UP045
-    store: Optional[str] = StoreOpt,  # noqa: UP045
+    since: Optional[str] = typer.Option(
+        None, "--since", help="Only traces started at or after this ISO time (UTC if no zone)."
+    ),
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """The newest traces: id, root span, start, duration, spans, errors, tokens, cost."""
     from rich.console import Console
@@ -39,7 +41,7 @@ def list_(
     Console(width=200).print(table)
 
 
-def _utc(text: Optional[str]) -> Optional[str]:  # noqa: UP045
+def _utc(text: Optional[str]) -> Optional[str]:
     """ISO time without a zone means UTC (what `traces list` prints)."""
     if text is None:
         return None
@@ -55,7 +57,7 @@ def _utc(text: Optional[str]) -> Optional[str]:  # noqa: UP045
 @app.command("show")
 def show(
     trace_id: str = typer.Argument(..., help="Trace id (or a unique prefix of 8+ hex digits)."),
-    store: Optional[str] = StoreOpt,  # noqa: UP045
+    store: Optional[str] = StoreOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the spans as JSON."),
 ) -> None:
     """An indented span tree with durations, tokens and cost."""
@@ -72,8 +74,8 @@ def show(
 def export(
     output: str = typer.Option(..., "--output", "-o", help="File to write."),
     fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl or parquet."),
-    project: Optional[str] = typer.Option(None, "--project", "-p"),  # noqa: UP045
-    store: Optional[str] = StoreOpt,  # noqa: UP045
+    project: Optional[str] = typer.Option(None, "--project", "-p"),
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Export spans (one per line/row, attributes included) to JSONL or Parquet."""
     from ragtrail.analysis._export import export_spans
@@ -86,9 +88,9 @@ def export(
 
 @app.command("reprice")
 def reprice(
-    prices: Optional[str] = typer.Option(None, "--prices", help="A JSON price file overriding the built-in table."),  # noqa: UP045
-    project: Optional[str] = typer.Option(None, "--project", "-p"),  # noqa: UP045
-    store: Optional[str] = StoreOpt,  # noqa: UP045
+    prices: Optional[str] = typer.Option(None, "--prices", help="A JSON price file overriding the built-in table."),
+    project: Optional[str] = typer.Option(None, "--project", "-p"),
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Recompute the cost of stored spans from the current price table."""
     n = client(store).reprice(project=project, prices=prices)

@@ -27,7 +27,7 @@ SPAN_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 _INSERT_SPANS = (
-    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "
+    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "  # noqa: S608 - fixed column names
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
 
@@ -151,7 +151,9 @@ class SQLiteStore(Store):
                 "Pass a writable path to init(store=...) / Client(store=...) or set RAGTRAIL_STORE / RAGTRAIL_HOME."
             ) from exc
         if os.path.isdir(self.path):
-            raise StoreError(f"the store path {self.path!r} is a directory; pass a file path such as {self.path}/ragtrail.db")
+            raise StoreError(
+                f"the store path {self.path!r} is a directory; pass a file path such as {self.path}/ragtrail.db"
+            )
         try:
             self._migrate()
         except SchemaVersionError:
@@ -166,7 +168,9 @@ class SQLiteStore(Store):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+                conn = sqlite3.connect(
+                    self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
@@ -199,8 +203,7 @@ class SQLiteStore(Store):
         if ident is not None and ident != (st.st_dev, st.st_ino):
             self._drop_thread_conn()
             raise StoreError(
-                f"the SQLite store {self.path!r} was replaced by another file while in use; "
-                "the next write reopens it"
+                f"the SQLite store {self.path!r} was replaced by another file while in use; the next write reopens it"
             )
 
     def _drop_thread_conn(self) -> None:

@@ -40,9 +40,7 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
 )
 # Cheap pre-check so that the common case (no secret-looking text) costs one scan.
-_SECRET_HINT = re.compile(
-    r"sk-|AKIA|ASIA|gh[pousr]_|xox|AIza|hf_|(?i:bearer)|://[^\s/]*@|(?i:key|secret|passw|token)"
-)
+_SECRET_HINT = re.compile(r"sk-|AKIA|ASIA|gh[pousr]_|xox|AIza|hf_|(?i:bearer)|://[^\s/]*@|(?i:key|secret|passw|token)")
 
 MaskHook = Callable[[str], str]
 
@@ -130,9 +128,7 @@ def _default(obj: Any, seen: set[int], depth: int) -> Any:
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             seen.add(oid)
             try:
-                return _default(
-                    {f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}, seen, depth + 1
-                )
+                return _default({f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}, seen, depth + 1)
             finally:
                 seen.discard(oid)
         if hasattr(obj, "isoformat"):

@@ -37,7 +37,9 @@ try:  # orjson (optional) is ~5x faster; the output is the same compact JSON
             return _std_dumps(value)
 
 except ImportError:  # pragma: no cover - orjson not installed
-    _dumps = _std_dumps
+
+    def _dumps(value: Any) -> str:
+        return _std_dumps(value)
 
 
 def _attr_dict(span: ReadableSpan) -> Any:

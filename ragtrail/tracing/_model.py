@@ -38,7 +38,11 @@ class SpanRecord:
     @property
     def model(self) -> str | None:
         a = self.attributes
-        return a.get(semconv.GEN_AI_RESPONSE_MODEL) or a.get(semconv.GEN_AI_REQUEST_MODEL) or a.get(semconv.EMBEDDING_MODEL)
+        return (
+            a.get(semconv.GEN_AI_RESPONSE_MODEL)
+            or a.get(semconv.GEN_AI_REQUEST_MODEL)
+            or a.get(semconv.EMBEDDING_MODEL)
+        )
 
     @property
     def input_tokens(self) -> int | None:

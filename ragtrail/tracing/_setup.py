@@ -176,9 +176,7 @@ def init(
     }  # fmt: skip
     unknown = set(options) - known
     if unknown:
-        raise ConfigError(
-            f"ragtrail.init() got unknown option(s) {sorted(unknown)}; valid options: {sorted(known)}"
-        )
+        raise ConfigError(f"ragtrail.init() got unknown option(s) {sorted(unknown)}; valid options: {sorted(known)}")
     if not isinstance(project, str) or not project:
         raise ConfigError("ragtrail.init(project=...) must be a non-empty string")
     mask = options.get("mask")
@@ -258,8 +256,8 @@ def init(
         return _config
 
 
-def _batch_options(options: Mapping[str, Any]) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _batch_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, sdk_key, default in (
         ("max_queue_size", "max_queue_size", 65_536),
         ("max_export_batch_size", "max_export_batch_size", 2_048),

@@ -121,7 +121,7 @@ class span:  # noqa: N801 - used as a function: ``with ragtrail.span(...)``
     Before ``ragtrail.init()`` it yields a non-recording span and does nothing.
     """
 
-    __slots__ = ("_name", "_kind", "_attributes", "_input", "_span", "_token")
+    __slots__ = ("_attributes", "_input", "_kind", "_name", "_span", "_token")
 
     def __init__(
         self,
@@ -222,7 +222,7 @@ def trace(
         raise ConfigError(f"ragtrail.trace(kind={kind!r}): kind must be one of {', '.join(semconv.SPAN_KINDS)}")
 
     def decorate(fn: F) -> F:
-        qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call")
+        qual = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call"))
         span_name = name or qual.rsplit("<locals>.", 1)[-1]
         try:
             sig: inspect.Signature | None = inspect.signature(fn)

@@ -176,7 +176,9 @@ def load_prices(
         else:
             for model, p in data.items():
                 if not isinstance(p, Mapping):
-                    raise ConfigError(f"prices[{model!r}] must be a dict with 'input' and 'output' USD per million tokens")
+                    raise ConfigError(
+                        f"prices[{model!r}] must be a dict with 'input' and 'output' USD per million tokens"
+                    )
                 rows.insert(0, {"model": model, "provider": p.get("provider"), **p, "date": p.get("date", "user")})
     if os.environ.get("RAGTRAIL_GPU_PRICES"):
         gpu.update(_read_json(os.environ["RAGTRAIL_GPU_PRICES"]))
