@@ -31,9 +31,13 @@ def test_from_records_keeps_fields_and_moves_extra_keys_to_metadata() -> None:
 
 
 def test_field_mapping_and_auto_ids() -> None:
-    ds = Dataset.from_records([{"question": "x?", "answer": "y"}], fields={"input": "question", "reference": "answer"}, auto_id=True)
+    ds = Dataset.from_records(
+        [{"question": "x?", "answer": "y"}], fields={"input": "question", "reference": "answer"}, auto_id=True
+    )
     assert ds[0].input == "x?" and ds[0].reference == "y" and len(ds[0].id) == 16
-    again = Dataset.from_records([{"question": "x?", "answer": "y"}], fields={"input": "question", "reference": "answer"}, auto_id=True)
+    again = Dataset.from_records(
+        [{"question": "x?", "answer": "y"}], fields={"input": "question", "reference": "answer"}, auto_id=True
+    )
     assert again[0].id == ds[0].id  # stable: derived from the input
 
 

@@ -179,9 +179,15 @@ def test_eval_run_from_yaml(project: Path, store_path: str) -> None:
         ("name: x\ndataset: qa.jsonl\n  pipeline: [oops\n", r"eval\.yaml:\d+:\d+: malformed YAML"),
         ("- just\n- a list\n", "expected a mapping"),
         (GOOD.replace("exact_match", "exact_mtch"), "unknown scorer 'exact_mtch'.*Did you mean exact_match"),
-        (GOOD.replace("max_concurrency: 2", "max_concurrency: 0"), "max_concurrency: Input should be greater than or equal to 1"),
+        (
+            GOOD.replace("max_concurrency: 2", "max_concurrency: 0"),
+            "max_concurrency: Input should be greater than or equal to 1",
+        ),
         (GOOD.replace("my_rag_app:answer", "my_rag_app:nope"), "has no attribute 'nope'"),
-        (GOOD.replace("input: question", "input: query"), r"qa\.jsonl:1: field 'query' \(the example input\) is missing"),
+        (
+            GOOD.replace("input: question", "input: query"),
+            r"qa\.jsonl:1: field 'query' \(the example input\) is missing",
+        ),
         (GOOD.replace("qa.jsonl", "missing.jsonl"), "missing.jsonl.*does not exist"),
         (GOOD + "colour: blue\n", "colour: Extra inputs are not permitted"),
     ],

@@ -26,7 +26,12 @@ SCIFACT = Path("/work/shared/data/scifact")
 
 def _records(n: int = 6) -> list[dict[str, Any]]:
     return [
-        {"id": f"e{i}", "input": f"question {i}", "reference": f"answer number {i}", "relevant": {f"doc{i}": 1, f"doc{i + 100}": 2}}
+        {
+            "id": f"e{i}",
+            "input": f"question {i}",
+            "reference": f"answer number {i}",
+            "relevant": {f"doc{i}": 1, f"doc{i + 100}": 2},
+        }
         for i in range(n)
     ]
 
@@ -199,7 +204,9 @@ def test_sync_pipeline_bounded_concurrency_in_threads(traced) -> None:  # type: 
             state["now"] -= 1
         return sync_pipe(q)
 
-    Evaluation("threads", Dataset.from_records(_records(10)), pipe, ["token_f1"], max_concurrency=2, progress=False).run()
+    Evaluation(
+        "threads", Dataset.from_records(_records(10)), pipe, ["token_f1"], max_concurrency=2, progress=False
+    ).run()
     assert state["max"] == 2
 
 
@@ -303,6 +310,8 @@ def test_max_cost_stops_cleanly_then_resume_finishes(traced) -> None:  # type: i
     assert sorted(calls) == sorted(ds.examples[i].input for i in range(8))  # nobody ran twice
     assert resumed.summary["n_examples"] == 8 and resumed.summary["tokens"] == {"input": 80, "output": 40}
     assert resumed.summary["metrics"]["cost_usd"]["mean"] == pytest.approx(0.1)
+    assert resumed.summary["metrics"]["tokens"]["mean"] == 15.0 and resumed.summary["metrics"]["tokens"]["n_ok"] == 8
+    assert resumed.scores("tokens")["e0"].details == {"input_tokens": 10, "output_tokens": 5}
 
 
 def test_resume_reruns_only_errored_and_refuses_changed_inputs(traced) -> None:  # type: ignore[no-untyped-def]
@@ -385,7 +394,9 @@ def test_registry_errors_and_entry_point_group() -> None:
     assert scorers.get("ndcg_at_k", k=3, gain="exponential").name == "ndcg@3"
     assert {"recall_at_k", "semantic_similarity", "token_f1", "latency"} <= set(scorers.available())
     with pytest.raises(ConfigError, match="two scorers are named"):
-        Evaluation("dup", Dataset.from_records(_records(1)), sync_pipe, [scorers.recall_at_k(5), scorers.recall_at_k(5)])
+        Evaluation(
+            "dup", Dataset.from_records(_records(1)), sync_pipe, [scorers.recall_at_k(5), scorers.recall_at_k(5)]
+        )
 
 
 def test_semantic_similarity_batches_across_examples(traced, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -484,7 +495,7 @@ def test_runs_refs_aliases_postgres(traced, pg_url) -> None:  # type: ignore[no-
 
 def test_old_runs_resolve_their_dataset_snapshot(traced) -> None:  # type: ignore[no-untyped-def]
     ds1 = Dataset.from_records(_records(3), name="snap")
-    r1 = Evaluation("snap", ds1, sync_pipe, ["exact_match"], progress=False).run()
+    Evaluation("snap", ds1, sync_pipe, ["exact_match"], progress=False).run()
     ds2 = Dataset.from_records(_records(5), name="snap")
     Evaluation("snap", ds2, sync_pipe, ["exact_match"], progress=False).run()
     again = load_run(traced.store_path, "snap:v1").dataset()

@@ -13,7 +13,7 @@ from ragtrail.cli._common import StoreOpt, client
 app = typer.Typer(help="Push, list, show and diff versioned datasets.", no_args_is_help=True)
 
 
-def _load_file(path: str, name: Optional[str], fmt: Optional[str], fields: Optional[str], split: str,  # noqa: UP045
+def _load_file(path: str, name: Optional[str], fmt: Optional[str], fields: Optional[str], split: str,
                auto_id: bool):  # type: ignore[no-untyped-def]  # fmt: skip
     from pathlib import Path
 
@@ -39,12 +39,14 @@ def _load_file(path: str, name: Optional[str], fmt: Optional[str], fields: Optio
 @app.command("push")
 def push(
     path: str = typer.Argument(..., help="A .jsonl or .csv file, or a BEIR folder."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Dataset name (default: the file name)."),  # noqa: UP045
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="jsonl, csv or beir (default: from the path)."),  # noqa: UP045
-    fields: Optional[str] = typer.Option(None, "--fields", help="Column mapping, e.g. input=question,reference=answer."),  # noqa: UP045
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Dataset name (default: the file name)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="jsonl, csv or beir (default: from the path)."),
+    fields: Optional[str] = typer.Option(
+        None, "--fields", help="Column mapping, e.g. input=question,reference=answer."
+    ),
     split: str = typer.Option("test", "--split", help="BEIR qrels split."),
     auto_id: bool = typer.Option(False, "--auto-id", help="Derive missing example ids from the input."),
-    store: Optional[str] = StoreOpt,  # noqa: UP045
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Store a dataset snapshot; identical content gives the same version."""
     ds = _load_file(path, name, fmt, fields, split, auto_id)
@@ -55,8 +57,8 @@ def push(
 
 @app.command("list")
 def list_(
-    name: Optional[str] = typer.Argument(None, help="Only the versions of this dataset."),  # noqa: UP045
-    store: Optional[str] = StoreOpt,  # noqa: UP045
+    name: Optional[str] = typer.Argument(None, help="Only the versions of this dataset."),
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Stored datasets and versions, newest first."""
     from datetime import datetime, timezone
@@ -81,7 +83,7 @@ def show(
     ref: str = typer.Argument(..., help="name or name:version"),
     limit: int = typer.Option(10, "--limit", "-n", help="Examples to print."),
     as_json: bool = typer.Option(False, "--json", help="Print every example as JSON lines."),
-    store: Optional[str] = StoreOpt,  # noqa: UP045
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """A dataset's version, size and first examples."""
     ds = client(store).dataset(ref)
@@ -102,7 +104,7 @@ def show(
 def diff(
     a: str = typer.Argument(..., help="name:version (or a file)"),
     b: str = typer.Argument(..., help="name:version, name (latest), or a file to compare with"),
-    store: Optional[str] = StoreOpt,  # noqa: UP045
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Example ids added, removed and changed from A to B."""
     from pathlib import Path

@@ -13,12 +13,16 @@ app = typer.Typer(help="Run evaluations from an eval.yaml file.", no_args_is_hel
 @app.command("run")
 def run(
     config_file: str = typer.Argument(..., help="The eval YAML (name, dataset, pipeline, scorers, config…)."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run (name:vN or id): only missing/errored examples run."),  # noqa: UP045
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="Continue this run (name:vN or id): only missing/errored examples run."
+    ),
     force: bool = typer.Option(False, "--force", help="Resume even though the dataset or config changed."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the cost estimate; run nothing."),
     backend: str = typer.Option("local", "--backend", help="local or ray."),
-    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop cleanly at this many USD (resumable)."),  # noqa: UP045
-    store: Optional[str] = typer.Option(None, "--store", "-s", envvar="RAGTRAIL_STORE", help="Store path or URL (overrides the YAML)."),  # noqa: UP045
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop cleanly at this many USD (resumable)."),
+    store: Optional[str] = typer.Option(
+        None, "--store", "-s", envvar="RAGTRAIL_STORE", help="Store path or URL (overrides the YAML)."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
     """Run the evaluation and print the new run's summary."""
@@ -40,7 +44,11 @@ def run(
     typer.echo(f"{r.ref}  ({r.run_id})  status={r.status}  examples={s.get('n_examples')} errors={s.get('n_error')}")
     for m, v in (s.get("metrics") or {}).items():
         mean = "-" if v.get("mean") is None else f"{v['mean']:.4f}"
-        typer.echo(f"  {m:<26}{mean:>10}  (ok {v.get('n_ok', 0)}, undefined {v.get('n_undefined', 0)}, error {v.get('n_error', 0)})")
+        typer.echo(
+            f"  {m:<26}{mean:>10}  (ok {v.get('n_ok', 0)}, undefined {v.get('n_undefined', 0)}, error {v.get('n_error', 0)})"
+        )
     if r.status == "stopped":
-        typer.echo(f"stopped: {s.get('stopped_reason')}; continue with: ragtrail eval run {config_file} --resume {r.ref}")
+        typer.echo(
+            f"stopped: {s.get('stopped_reason')}; continue with: ragtrail eval run {config_file} --resume {r.ref}"
+        )
         raise typer.Exit(3)

@@ -22,9 +22,9 @@ def _fmt(v: object) -> str:
 
 @app.command("list")
 def list_(
-    name: Optional[str] = typer.Argument(None, help="Only runs of this evaluation."),  # noqa: UP045
+    name: Optional[str] = typer.Argument(None, help="Only runs of this evaluation."),
     limit: int = typer.Option(20, "--limit", "-n", help="How many runs (newest first)."),
-    store: Optional[str] = StoreOpt,  # noqa: UP045
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """Runs, newest first, with status, dataset, size, errors and metric means."""
     from rich.console import Console
@@ -52,7 +52,7 @@ def show(
     ref: str = typer.Argument(..., help="name:vN, name:alias (latest, production…) or a run id."),
     examples: bool = typer.Option(False, "--examples", "-e", help="Also print per-example scores."),
     as_json: bool = typer.Option(False, "--json", help="Print the run (lineage and summary) as JSON."),
-    store: Optional[str] = StoreOpt,  # noqa: UP045
+    store: Optional[str] = StoreOpt,
 ) -> None:
     """A run's lineage and summary: metric means with ok/undefined/error counts, latency, tokens, cost."""
     run = client(store).run(ref)
@@ -68,8 +68,12 @@ def show(
     lin = run.lineage
     git = lin.get("git") or {}
     typer.echo(f"{run.ref}  ({run.run_id})  status={run.status}  aliases={','.join(run.aliases()) or '-'}")
-    typer.echo(f"dataset  {run.dataset_name}:{run.dataset_version}   config {json.dumps(run.config)} (hash {run.config_hash})")
-    typer.echo(f"git      {git.get('commit') or '-'}{' (dirty)' if git.get('dirty') else ''}   pipeline {lin.get('pipeline') or '-'}")
+    typer.echo(
+        f"dataset  {run.dataset_name}:{run.dataset_version}   config {json.dumps(run.config)} (hash {run.config_hash})"
+    )
+    typer.echo(
+        f"git      {git.get('commit') or '-'}{' (dirty)' if git.get('dirty') else ''}   pipeline {lin.get('pipeline') or '-'}"
+    )
     if run.source_run_id:
         typer.echo(f"source   {run.source_run_id}")
     if s.get("stopped_reason"):
@@ -81,7 +85,9 @@ def show(
     typer.echo("")
     typer.echo(f"{'metric':<28}{'mean':>10}{'ok':>7}{'undef':>7}{'error':>7}")
     for m, v in (s.get("metrics") or {}).items():
-        typer.echo(f"{m:<28}{_fmt(v.get('mean')):>10}{v.get('n_ok', 0):>7}{v.get('n_undefined', 0):>7}{v.get('n_error', 0):>7}")
+        typer.echo(
+            f"{m:<28}{_fmt(v.get('mean')):>10}{v.get('n_ok', 0):>7}{v.get('n_undefined', 0):>7}{v.get('n_error', 0):>7}"
+        )
     if examples:
         typer.echo("")
         for r in run.results():

@@ -176,8 +176,10 @@ class AdaptiveLimiter:
         with self._cond:
             self.n_backoffs += 1
             self._successes = 0
-            new = max(self.min_concurrency, math.floor(self._limit / 2)) if kind == "rate_limit" else max(
-                self.min_concurrency, self._limit - 1
+            new = (
+                max(self.min_concurrency, math.floor(self._limit / 2))
+                if kind == "rate_limit"
+                else max(self.min_concurrency, self._limit - 1)
             )
             if new != self._limit:
                 logger.info("ragtrail: %s; concurrency %d -> %d, pausing %.2fs", kind, self._limit, new, wait)

@@ -99,7 +99,9 @@ def import_object(ref: str, base_dir: str | os.PathLike[str] | None = None, what
     try:
         obj: Any = importlib.import_module(mod_name)
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"{what} {ref!r}: module {mod_name!r} not found ({exc}); check the name and PYTHONPATH") from exc
+        raise ConfigError(
+            f"{what} {ref!r}: module {mod_name!r} not found ({exc}); check the name and PYTHONPATH"
+        ) from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -121,7 +123,7 @@ def _scorer(item: str | dict[str, Any], base_dir: Path) -> Any:
             return FunctionScorer(obj)
         raise ConfigError(f"scorer {item!r} is not a Scorer or a function")
     if isinstance(item, dict) and len(item) == 1:
-        (k, v), = item.items()
+        ((k, v),) = item.items()
         if ":" in k:
             obj = import_object(k, base_dir, "scorer")
             params = v or {}

@@ -97,12 +97,16 @@ def _build(
         data["metadata"] = md
     if "input" not in data:
         src = mapping.get("input", "input")
-        raise DatasetError(f"{where}: field {src!r} (the example input) is missing; map another column with fields={{'input': ...}}")
+        raise DatasetError(
+            f"{where}: field {src!r} (the example input) is missing; map another column with fields={{'input': ...}}"
+        )
     if data.get("id") in (None, "") and auto_id:
         data["id"] = hashlib.sha256(_canonical(data["input"]).encode()).hexdigest()[:16]
     elif "id" not in data:
         src = mapping.get("id", "id")
-        raise DatasetError(f"{where}: field {src!r} (the example id) is missing; give every example a stable id or pass auto_id=True")
+        raise DatasetError(
+            f"{where}: field {src!r} (the example id) is missing; give every example a stable id or pass auto_id=True"
+        )
     if data.get("id") is not None and not isinstance(data["id"], str):
         data["id"] = str(data["id"])
     if data.get("metadata") is None:
@@ -114,7 +118,7 @@ def _build(
         loc = ".".join(str(p) for p in err["loc"]) or "?"
         top = str(err["loc"][0]) if err["loc"] else "?"
         col = mapping.get(top, top)
-        shown = col if loc == top else f"{col}{loc[len(top):]}"
+        shown = col if loc == top else f"{col}{loc[len(top) :]}"
         raise DatasetError(f"{where}: field {shown!r}: {err['msg']}") from exc
 
 
@@ -196,7 +200,9 @@ class Dataset:
     def select(self, ids: Iterable[str]) -> Dataset:
         """A dataset with the given example ids (in this dataset's order)."""
         want = set(ids)
-        return Dataset([e for e in self.examples if e.id in want], self.name, description=self.description, corpus=self.corpus)
+        return Dataset(
+            [e for e in self.examples if e.id in want], self.name, description=self.description, corpus=self.corpus
+        )
 
     def head(self, n: int) -> Dataset:
         return Dataset(self.examples[:n], self.name, description=self.description, corpus=self.corpus)
@@ -373,7 +379,9 @@ class Dataset:
 
         records = []
         for rec in df.to_dict(orient="records"):
-            records.append({k: v for k, v in rec.items() if not (v is None or (not isinstance(v, (list, dict)) and pd.isna(v)))})
+            records.append(
+                {k: v for k, v in rec.items() if not (v is None or (not isinstance(v, (list, dict)) and pd.isna(v)))}
+            )
         exs = [_build(r, f"row {i}", fields, auto_id, extra_to_metadata) for i, r in enumerate(records)]
         return cls._checked(exs, name, description, "DataFrame", [f"row {i}" for i in range(len(exs))])
 
@@ -422,10 +430,14 @@ class Dataset:
                     q = json.loads(line)
                     queries[str(q["_id"])] = q["text"]
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise DatasetError(f"{queries_path}:{lineno}: expected {{'_id': ..., 'text': ...}} ({exc})") from exc
+                    raise DatasetError(
+                        f"{queries_path}:{lineno}: expected {{'_id': ..., 'text': ...}} ({exc})"
+                    ) from exc
         missing = [q for q in qrels if q not in queries]
         if missing:
-            raise DatasetError(f"{qrels_path}: query id {missing[0]!r} has judgements but is not in {queries_path.name}")
+            raise DatasetError(
+                f"{qrels_path}: query id {missing[0]!r} has judgements but is not in {queries_path.name}"
+            )
         exs = [Example(id=qid, input=queries[qid], relevant=qrels[qid]) for qid in queries if qid in qrels]
         corpus: dict[str, Any] | None = None
         if load_corpus and (d / "corpus.jsonl").exists():
@@ -438,7 +450,9 @@ class Dataset:
                         doc = json.loads(line)
                         corpus[str(doc["_id"])] = {"title": doc.get("title", ""), "text": doc["text"]}
                     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                        raise DatasetError(f"{d / 'corpus.jsonl'}:{lineno}: expected {{'_id', 'text'}} ({exc})") from exc
+                        raise DatasetError(
+                            f"{d / 'corpus.jsonl'}:{lineno}: expected {{'_id', 'text'}} ({exc})"
+                        ) from exc
         return cls(exs, name or f"{d.name}-{split}", corpus=corpus, meta={"source": "beir", "split": split})
 
 
@@ -496,4 +510,4 @@ def list_datasets(store: Any, name: str | None = None) -> list[dict[str, Any]]:
         sql += " WHERE name = ?"
         params = (name,)
     rows = st.query(sql + " ORDER BY created_at DESC", params)
-    return [dict(zip(("name", "version", "created_at", "n_examples", "description"), r)) for r in rows]
+    return [dict(zip(("name", "version", "created_at", "n_examples", "description"), r, strict=False)) for r in rows]

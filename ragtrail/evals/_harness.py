@@ -208,7 +208,9 @@ class _Engine:
             self.spent += v
             if self.max_cost is not None and self.spent >= self.max_cost and self.stop_reason is None:
                 self.stop_reason = f"max_cost ${self.max_cost:g} reached (spent ${self.spent:.4f})"
-                logger.warning("ragtrail: %s; stopping after the examples in flight (resume to continue)", self.stop_reason)
+                logger.warning(
+                    "ragtrail: %s; stopping after the examples in flight (resume to continue)", self.stop_reason
+                )
 
     # ---------------------------------------------------------------------- commits
     def _commit(self, ex_id: str, row: tuple[Any, ...] | None, results: Sequence[tuple[str, Score]], trace_id: str | None,
@@ -226,24 +228,40 @@ class _Engine:
                     (rid, ex_id, *row, now),
                 )
             for name, sc in results:
-                cur.execute("DELETE FROM run_results WHERE run_id = ? AND example_id = ? AND scorer = ?", (rid, ex_id, name))
+                cur.execute(
+                    "DELETE FROM run_results WHERE run_id = ? AND example_id = ? AND scorer = ?", (rid, ex_id, name)
+                )
                 cur.execute(
                     "INSERT INTO run_results (run_id, example_id, scorer, score, status, reason, details, trace_id, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rid, ex_id, name, sc.value, sc.status, sc.reason, _json(sc.details) if sc.details else None, trace_id, now),
+                    (
+                        rid,
+                        ex_id,
+                        name,
+                        sc.value,
+                        sc.status,
+                        sc.reason,
+                        _json(sc.details) if sc.details else None,
+                        trace_id,
+                        now,
+                    ),
                 )
 
     def _commit_batch(self, rows: Sequence[tuple[str, str, Score, str | None]]) -> None:
         now = time.time()
         rid = self.run.run_id
         with self.store.transaction() as cur:
-            for ex_id, name, sc, tid in rows:
-                cur.execute("DELETE FROM run_results WHERE run_id = ? AND example_id = ? AND scorer = ?", (rid, ex_id, name))
+            cur.executemany(
+                "DELETE FROM run_results WHERE run_id = ? AND example_id = ? AND scorer = ?",
+                [(rid, ex_id, name) for ex_id, name, _sc, _tid in rows],
+            )
             cur.executemany(
                 "INSERT INTO run_results (run_id, example_id, scorer, score, status, reason, details, trace_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(rid, e, n, sc.value, sc.status, sc.reason, _json(sc.details) if sc.details else None, tid, now)
-                 for e, n, sc, tid in rows],  # fmt: skip
+                [
+                    (rid, e, n, sc.value, sc.status, sc.reason, _json(sc.details) if sc.details else None, tid, now)
+                    for e, n, sc, tid in rows
+                ],
             )
 
     # ---------------------------------------------------------------------- pipeline call
@@ -263,7 +281,9 @@ class _Engine:
 
         cfg = get_config()
         tracer = cfg.tracer if cfg is not None else otel_trace.NoOpTracer()
-        span = tracer.start_span(f"eval {self.run.name}", context=otel_context.Context(), attributes=self._root_attrs(ex))
+        span = tracer.start_span(
+            f"eval {self.run.name}", context=otel_context.Context(), attributes=self._root_attrs(ex)
+        )
         tid = span.get_span_context().trace_id
         if span.is_recording():
             collector().watch(tid)
@@ -271,7 +291,9 @@ class _Engine:
         token = otel_context.attach(otel_trace.set_span_in_context(span, otel_context.Context()))
         return span, tid, token
 
-    def _end_root(self, span: Any, tid: int, token: Any, output: Any, exc: BaseException | None) -> tuple[Trace, str | None]:
+    def _end_root(
+        self, span: Any, tid: int, token: Any, output: Any, exc: BaseException | None
+    ) -> tuple[Trace, str | None]:
         from opentelemetry import context as otel_context
 
         from ragtrail.tracing import collector, get_config, record_exception, set_content
@@ -293,10 +315,16 @@ class _Engine:
         kw = {"config": self.config} if self.ev._pass_config else {}
         return ex.input, kw
 
-    def _row(self, ok: bool, output: Any, err: str | None, trace: Trace, tid: str | None, latency: float) -> tuple[Any, ...]:
+    def _row(
+        self, ok: bool, output: Any, err: str | None, trace: Trace, tid: str | None, latency: float
+    ) -> tuple[Any, ...]:
         tin = sum(int(s.input_tokens or 0) for s in trace.llm_calls()) if len(trace) else 0
         tout = sum(int(s.output_tokens or 0) for s in trace.llm_calls()) if len(trace) else 0
-        has_tok = any(s.input_tokens is not None or s.output_tokens is not None for s in trace.llm_calls()) if len(trace) else False
+        has_tok = (
+            any(s.input_tokens is not None or s.output_tokens is not None for s in trace.llm_calls())
+            if len(trace)
+            else False
+        )
         cost = trace.cost_usd if len(trace) else None
         return ("ok" if ok else "error", _output_json(output) if ok else None, err, tid, latency,
                 tin if has_tok else None, tout if has_tok else None, cost)  # fmt: skip
@@ -323,20 +351,25 @@ class _Engine:
         loop = asyncio.get_running_loop()
         output, exc, trace, tid_hex, latency = await loop.run_in_executor(pool, self.call_sync, ex)
         pre = await self._async_scores(ex, output, exc, trace)
-        return await loop.run_in_executor(pool, self._finish_example, ex, output, exc, trace, tid_hex, latency, replace, pre)
+        return await loop.run_in_executor(
+            pool, self._finish_example, ex, output, exc, trace, tid_hex, latency, replace, pre
+        )
 
-    async def _async_scores(self, ex: Example, output: Any, exc: BaseException | None, trace: Trace) -> dict[str, Score]:
+    async def _async_scores(
+        self, ex: Example, output: Any, exc: BaseException | None, trace: Trace
+    ) -> dict[str, Score]:
         """Async scorers run on the event loop (one loop for the whole run, so judge clients keep theirs)."""
         out: dict[str, Score] = {}
         if exc is None:
             todo = [s for s in self.plain if getattr(s, "is_async", False)]
             if todo:
                 res = await asyncio.gather(*[_safe_ascore(s, ex, output, trace) for s in todo])
-                out = {s.name: r for s, r in zip(todo, res)}
+                out = {s.name: r for s, r in zip(todo, res, strict=False)}
         return out
 
     async def run_async_example(self, ex: Example, replace: bool, pool: concurrent.futures.Executor) -> _Done:
         fn = self.ev._async_fn
+        assert fn is not None
         arg, kw = self._invoke_args(ex)
         span, tid, token = self._start_root(ex)
         t0 = time.perf_counter()
@@ -393,7 +426,7 @@ class _Engine:
             if not todo:
                 continue
             scores = _safe_batch(s, [(d.example, d.output, d.trace) for d in todo])
-            for d, sc in zip(todo, scores):
+            for d, sc in zip(todo, scores, strict=False):
                 tid = d.trace.trace_id or None
                 rows.append((d.example.id, s.name, sc, tid))
         if rows:
@@ -477,7 +510,9 @@ class Evaluation:
             self._sync_fn = p
             self._pass_config = _accepts_config(p)
         else:
-            raise ConfigError(f"Evaluation({self.name!r}): the pipeline must be callable (or a Runnable), not {type(p).__name__}")
+            raise ConfigError(
+                f"Evaluation({self.name!r}): the pipeline must be callable (or a Runnable), not {type(p).__name__}"
+            )
 
     @property
     def pipeline_ref(self) -> str | None:
@@ -535,13 +570,21 @@ class Evaluation:
         todo = list(self.dataset.examples)
         if resume is not None:
             run = load_run(store, resume)
-            done = {r[0] for r in store.query("SELECT example_id FROM run_examples WHERE run_id = ? AND status = 'ok'", (run.run_id,))}
+            done = {
+                r[0]
+                for r in store.query(
+                    "SELECT example_id FROM run_examples WHERE run_id = ? AND status = 'ok'", (run.run_id,)
+                )
+            }
             todo = [e for e in todo if e.id not in done]
         per: float | None = None
         basis = "no previous run of this evaluation to estimate the pipeline cost from"
         rows = store.query("SELECT run_id FROM runs WHERE name = ? ORDER BY version DESC LIMIT 1", (self.name,))
         if rows:
-            c = store.query("SELECT AVG(cost_usd), COUNT(cost_usd) FROM run_examples WHERE run_id = ? AND cost_usd IS NOT NULL", (rows[0][0],))
+            c = store.query(
+                "SELECT AVG(cost_usd), COUNT(cost_usd) FROM run_examples WHERE run_id = ? AND cost_usd IS NOT NULL",
+                (rows[0][0],),
+            )
             if c and c[0][1]:
                 per = float(c[0][0])
                 basis = f"pipeline cost per example from {load_run(store, rows[0][0]).ref} (mean of {c[0][1]} examples)"
@@ -615,7 +658,9 @@ class Evaluation:
     ) -> Run:
         """``await ev.arun(...)``: the same as :meth:`run` from async code."""
         if self._sync_fn is None and self._async_fn is None:
-            raise ConfigError(f"Evaluation({self.name!r}) has no pipeline; use evaluate_traces() to score recorded traces")
+            raise ConfigError(
+                f"Evaluation({self.name!r}) has no pipeline; use evaluate_traces() to score recorded traces"
+            )
         cfg = dict(config or {})
         store = self._store()
         self._ensure_tracing(store)
@@ -664,7 +709,9 @@ class Evaluation:
         if run.config_hash != config_hash(cfg):
             problems.append(f"the config changed (hash {run.config_hash} -> {config_hash(cfg)})")
         if problems and not force:
-            raise EvalError(f"refusing to resume {run.ref}: {'; '.join(problems)}. Start a new run, or pass force=True (--force).")
+            raise EvalError(
+                f"refusing to resume {run.ref}: {'; '.join(problems)}. Start a new run, or pass force=True (--force)."
+            )
         if problems:
             logger.warning("ragtrail: resuming %s although %s (forced)", run.ref, "; ".join(problems))
 
@@ -672,7 +719,9 @@ class Evaluation:
         ex_rows = store.query("SELECT example_id, status FROM run_examples WHERE run_id = ?", (run.run_id,))
         status = {r[0]: r[1] for r in ex_rows}
         have: dict[str, set[str]] = {}
-        for e, s, st in store.query("SELECT example_id, scorer, status FROM run_results WHERE run_id = ?", (run.run_id,)):
+        for e, s, st in store.query(
+            "SELECT example_id, scorer, status FROM run_results WHERE run_id = ?", (run.run_id,)
+        ):
             if st != "error":
                 have.setdefault(e, set()).add(s)
         names = {s.name for s in self.scorers}
@@ -703,7 +752,9 @@ class Evaluation:
                 bar = tqdm(total=total, desc=f"{engine.run.ref}", unit="ex", leave=True)
             except ImportError:  # pragma: no cover
                 bar = None
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_concurrency + 1, thread_name_prefix="ragtrail-eval")
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.max_concurrency + 1, thread_name_prefix="ragtrail-eval"
+        )
         loop = asyncio.get_running_loop()
         batch: list[_Done] = []
         batch_lock = asyncio.Lock()
@@ -724,9 +775,8 @@ class Evaluation:
             # 1. examples already run whose scores are missing: score from the stored output and trace
             if rescore:
                 done = await loop.run_in_executor(pool, self._rescore_stored, engine, rescore)
-                for d in done:
-                    if bar is not None:
-                        bar.update(1)
+                if bar is not None:
+                    bar.update(len(done))
                 if engine.batched and done:
                     for start in range(0, len(done), self.batch_size):
                         chunk = done[start : start + self.batch_size]
@@ -766,7 +816,9 @@ class Evaluation:
                 bar.close()
 
     def _rescore_stored(self, engine: _Engine, rescore: Mapping[str, set[str]]) -> list[_Done]:
-        rows = engine.store.query("SELECT example_id, output, trace_id FROM run_examples WHERE run_id = ?", (engine.run.run_id,))
+        rows = engine.store.query(
+            "SELECT example_id, output, trace_id FROM run_examples WHERE run_id = ?", (engine.run.run_id,)
+        )
         stored = {r[0]: (json.loads(r[1]) if r[1] else None, r[2]) for r in rows}
         traces = _load_traces(engine.store, [stored[e][1] for e in rescore if e in stored and stored[e][1]])
         out = []

@@ -74,7 +74,10 @@ def git_info(path: str | None = None) -> dict[str, Any]:
             return {"commit": None, "dirty": None}
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
                                 capture_output=True, text=True, timeout=10)  # fmt: skip
-        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+        return {
+            "commit": commit.stdout.strip(),
+            "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None,
+        }
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
@@ -112,7 +115,9 @@ def compute_summary(store: Store, run_id: str) -> dict[str, Any]:
         "FROM run_results WHERE run_id = ? GROUP BY scorer, status",
         (run_id,),
     ):
-        m = metrics.setdefault(scorer, {"mean": None, "std": None, "min": None, "max": None, "n_ok": 0, "n_undefined": 0, "n_error": 0})
+        m = metrics.setdefault(
+            scorer, {"mean": None, "std": None, "min": None, "max": None, "n_ok": 0, "n_undefined": 0, "n_error": 0}
+        )
         m[f"n_{status}"] = int(n)
         if status == "ok" and n:
             mean = float(total) / n
@@ -141,8 +146,11 @@ def compute_summary(store: Store, run_id: str) -> dict[str, Any]:
         "n_ok": sum(1 for r in rows if r[0] == "ok"),
         "n_error": sum(1 for r in rows if r[0] == "error"),
         "metrics": metrics,
-        "latency_ms": {"p50": _quantile(lat, 0.5), "p95": _quantile(lat, 0.95),
-                       "mean": (sum(lat) / len(lat)) if lat else None},  # fmt: skip
+        "latency_ms": {
+            "p50": _quantile(lat, 0.5),
+            "p95": _quantile(lat, 0.95),
+            "mean": (sum(lat) / len(lat)) if lat else None,
+        },
         "tokens": {"input": sum(int(r[2] or 0) for r in rows), "output": sum(int(r[3] or 0) for r in rows)},
         "cost_usd": (sum(costs) if costs else None),
         "judge_cost_usd": jc if judge_cost else None,
@@ -254,10 +262,20 @@ class Run:
             "FROM run_examples WHERE run_id = ? ORDER BY created_at, example_id",
             (self.run_id,),
         )
-        keys = ("example_id", "status", "output", "error", "trace_id", "latency_ms", "input_tokens", "output_tokens", "cost_usd")
+        keys = (
+            "example_id",
+            "status",
+            "output",
+            "error",
+            "trace_id",
+            "latency_ms",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+        )
         out = []
         for r in rows:
-            d = dict(zip(keys, r))
+            d = dict(zip(keys, r, strict=False))
             d["output"] = json.loads(d["output"]) if d["output"] else None
             out.append(d)
         return out
@@ -280,7 +298,9 @@ class Run:
         """The stored trace of one example (needs the spans flushed to the store)."""
         from ragtrail._client import Client
 
-        rows = self._st().query("SELECT trace_id FROM run_examples WHERE run_id = ? AND example_id = ?", (self.run_id, example_id))
+        rows = self._st().query(
+            "SELECT trace_id FROM run_examples WHERE run_id = ? AND example_id = ?", (self.run_id, example_id)
+        )
         if not rows or not rows[0][0]:
             raise EvalError(f"run {self.ref} has no trace for example {example_id!r}")
         return Client(self._st()).trace(rows[0][0])
@@ -292,7 +312,10 @@ class Run:
     def _repr_html_(self) -> str:
         import html
 
-        m = "".join(f"<tr><td>{html.escape(k)}</td><td>{'' if v is None else f'{v:.4f}'}</td></tr>" for k, v in self.metrics.items())
+        m = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{'' if v is None else f'{v:.4f}'}</td></tr>"
+            for k, v in self.metrics.items()
+        )
         return f"<b>{html.escape(self.ref)}</b> ({html.escape(self.status)})<table>{m}</table>"
 
 
@@ -328,8 +351,22 @@ def create_run(
                 version = int(row[0] or 0) + 1 if row else 1
                 cur.execute(
                     f"INSERT INTO runs ({_RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                    (run_id, name, version, now, None, status, dataset_name, dataset_version, _json(cfg), chash,
-                     _json(lineage), None, source_run_id, sweep_id),  # fmt: skip
+                    (
+                        run_id,
+                        name,
+                        version,
+                        now,
+                        None,
+                        status,
+                        dataset_name,
+                        dataset_version,
+                        _json(cfg),
+                        chash,
+                        _json(lineage),
+                        None,
+                        source_run_id,
+                        sweep_id,
+                    ),
                 )
             break
         except StoreError:
@@ -373,13 +410,14 @@ def resolve_run_id(store: Store, ref: Any) -> str:
             rows = store.query("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (name, tag))
         if rows:
             return str(rows[0][0])
-        versions = [f"v{r[0]}" for r in store.query("SELECT version FROM runs WHERE name = ? ORDER BY version", (name,))]
+        versions = [
+            f"v{r[0]}" for r in store.query("SELECT version FROM runs WHERE name = ? ORDER BY version", (name,))
+        ]
         if not versions:
             raise EvalError(f"no runs named {name!r} in the store {store.url}; `ragtrail runs list` shows the runs")
         aliases = [r[0] for r in store.query("SELECT alias FROM aliases WHERE name = ? ORDER BY alias", (name,))]
         raise EvalError(
-            f"no run {ref!r}: {name} has versions {', '.join(versions)} and aliases "
-            f"{', '.join(['latest', *aliases])}"
+            f"no run {ref!r}: {name} has versions {', '.join(versions)} and aliases {', '.join(['latest', *aliases])}"
         )
     rows = store.query("SELECT run_id FROM runs WHERE name = ? ORDER BY version DESC LIMIT 1", (ref,))
     if rows:
@@ -458,7 +496,9 @@ def set_alias(store: Any, run: Any, alias: str, *, by: str | None = None) -> Run
     (who, when, the previous run). ``latest`` is reserved (always the newest run)."""
     st = _store(store)
     if not alias or ":" in alias or _VERSION.match(alias) or alias in RESERVED_ALIASES:
-        raise ConfigError(f"alias {alias!r} is not allowed: it must be non-empty, without ':', not 'vN' and not 'latest'")
+        raise ConfigError(
+            f"alias {alias!r} is not allowed: it must be non-empty, without ':', not 'vN' and not 'latest'"
+        )
     target = load_run(st, run)
     who = by or os.environ.get("RAGTRAIL_USER") or os.environ.get("USER") or os.environ.get("USERNAME")
     now = time.time()
@@ -488,4 +528,6 @@ def alias_history(store: Any, name: str, alias: str | None = None) -> list[dict[
         sql += " AND alias = ?"
         params.append(alias)
     rows = st.query(sql + " ORDER BY set_at", params)
-    return [dict(zip(("name", "alias", "run_id", "previous_run_id", "set_at", "set_by"), r)) for r in rows]
+    return [
+        dict(zip(("name", "alias", "run_id", "previous_run_id", "set_at", "set_by"), r, strict=False)) for r in rows
+    ]

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ragtrail._exceptions import ConfigError, MissingDependencyError
-from ragtrail.evals import _metrics as M
+from ragtrail.evals import _metrics as M  # noqa: N812
 from ragtrail.evals._types import Example, Score, Scorer
 
 if TYPE_CHECKING:
@@ -181,7 +181,9 @@ class RetrievalScorer(Scorer):
         if self.metric == "ndcg":
             p["gain"] = self.gain
         if self.doc_id is not None:
-            p["doc_id"] = self.doc_id if isinstance(self.doc_id, str) else getattr(self.doc_id, "__qualname__", repr(self.doc_id))
+            p["doc_id"] = (
+                self.doc_id if isinstance(self.doc_id, str) else getattr(self.doc_id, "__qualname__", repr(self.doc_id))
+            )
         return p
 
     def score(self, example: Example, output: Any, trace: Trace) -> Score:
@@ -201,32 +203,54 @@ class RetrievalScorer(Scorer):
         return Score(v)
 
 
-def recall_at_k(k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+def recall_at_k(
+    k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+) -> Scorer:
     """Recall of the first ``k`` retrieved documents (``recall@k``)."""
     return RetrievalScorer("recall", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
 
 
-def precision_at_k(k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+def precision_at_k(
+    k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+) -> Scorer:
     """Precision of the first ``k`` retrieved documents, divided by ``k`` (``precision@k``)."""
     return RetrievalScorer("precision", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
 
 
-def ndcg_at_k(k: int, *, gain: str = "linear", doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+def ndcg_at_k(
+    k: int, *, gain: str = "linear", doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+) -> Scorer:
     """nDCG of the first ``k`` (``ndcg@k``; ``gain="exponential"`` for ``2**grade - 1``)."""
     return RetrievalScorer("ndcg", k, gain=gain, doc_id=doc_id, source=source, name=name)
 
 
-def hit_rate(k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+def hit_rate(
+    k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+) -> Scorer:
     """1 when a relevant document is among the first ``k`` (``hit_rate@k``)."""
     return RetrievalScorer("hit_rate", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
 
 
-def reciprocal_rank(k: int | None = None, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+def reciprocal_rank(
+    k: int | None = None,
+    *,
+    threshold: float = 1,
+    doc_id: DocIdRule = None,
+    source: str = "auto",
+    name: str | None = None,
+) -> Scorer:
     """1 / rank of the first relevant document (``mrr``, ``mrr@k``)."""
     return RetrievalScorer("mrr", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
 
 
-def average_precision(k: int | None = None, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None) -> Scorer:
+def average_precision(
+    k: int | None = None,
+    *,
+    threshold: float = 1,
+    doc_id: DocIdRule = None,
+    source: str = "auto",
+    name: str | None = None,
+) -> Scorer:
     """Average precision over all relevant documents (``map``, ``map@k``)."""
     return RetrievalScorer("map", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
 
@@ -336,7 +360,7 @@ class SemanticSimilarity(Scorer):
     def score(self, example: Example, output: Any, trace: Trace) -> Score:
         return Score.coerce(self.score_batch([(example, output, trace)])[0])
 
-    def score_batch(self, items: Sequence[tuple[Example, Any, Trace]]) -> list[Score]:
+    def score_batch(self, items: Sequence[tuple[Example, Any, Trace]]) -> list[Score | float | bool]:
         out: list[Score | None] = [None] * len(items)
         texts: list[str] = []
         jobs: list[tuple[int, int, int]] = []  # (item, answer text index, n refs)
@@ -389,7 +413,7 @@ def _tokens(trace: Trace) -> Score:
     if not calls:
         return Score.undefined("no LLM span with token counts in the trace")
     i, o = trace.input_tokens, trace.output_tokens
-    return Score(i + o, input_tokens=i, output_tokens=o)
+    return Score.ok(i + o, input_tokens=i, output_tokens=o)
 
 
 def _cost(trace: Trace) -> Score:
@@ -428,7 +452,7 @@ class FunctionScorer(Scorer):
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None, version: str = "1",
                  batched: bool = False, params: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "scorer")
+        self.name = str(name or getattr(fn, "__name__", None) or "scorer")
         self.version = version
         self.batched = batched
         self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
@@ -515,7 +539,7 @@ def as_scorer(obj: Any) -> Scorer:
         return get(obj)
     if isinstance(obj, Mapping):
         if len(obj) == 1 and not {"name"} & set(obj):
-            (n, p), = obj.items()
+            ((n, p),) = obj.items()
             return get(n, **(p or {}))
         p = dict(obj)
         n = p.pop("name", None)
