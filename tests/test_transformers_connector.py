@@ -31,7 +31,7 @@ GPU_FIGURES = (
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_llama_dir):  # type: ignore[no-untyped-def]
+def tiny(tiny_llama_dir):  # type: ignore[no-untyped-def]  # noqa: F811
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
