@@ -56,8 +56,18 @@ _REFUSAL = re.compile(
 
 
 # ----------------------------------------------------------------------------------- schemas
+_schema_cache: dict[type[BaseModel], dict[str, Any]] = {}
+
+
 def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
     """The JSON schema sent to the model: refs inlined, titles dropped, objects closed."""
+    hit = _schema_cache.get(model)
+    if hit is None:
+        hit = _schema_cache[model] = _json_schema_of(model)
+    return hit
+
+
+def _json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema()
     defs = raw.pop("$defs", {})
 
@@ -136,6 +146,57 @@ class JudgeLimiter(AdaptiveLimiter):
         super().__init__(max_concurrency, **kw)
         self.rtt_s = 0.0
         self._event_until = 0.0
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    # Waiting tasks are woken by release() (through their own loop) instead of polling: the parent's
+    # polling backs off to 50 ms, longer than a local model's whole call.
+    async def aacquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                paused = now < self._paused_until
+                if not paused and self._in_flight < self._limit:
+                    self._in_flight += 1
+                    return
+                fut: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, fut))
+                timeout = (self._paused_until - now) if paused else 1.0
+            try:
+                await asyncio.wait_for(fut, timeout=max(timeout, 0.0005))
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                with self._cond:
+                    if (loop, fut) in self._waiters:
+                        self._waiters.remove((loop, fut))
+
+    def release(self) -> None:
+        super().release()
+        self._wake(1)
+
+    def on_success(self) -> None:
+        before = self._limit
+        super().on_success()
+        if self._limit > before:
+            self._wake(self._limit - before)
+
+    def _wake(self, n: int) -> None:
+        with self._cond:
+            woken = self._waiters[:n]
+            del self._waiters[:n]
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for loop, fut in woken:
+            if loop is here:
+                _resolve(fut)  # same loop: no self-pipe write
+                continue
+            try:
+                loop.call_soon_threadsafe(_resolve, fut)
+            except RuntimeError:  # that loop has closed
+                pass
 
     def observe_rtt(self, seconds: float) -> None:
         self.rtt_s = seconds if self.rtt_s == 0.0 else 0.8 * self.rtt_s + 0.2 * seconds
@@ -154,6 +215,11 @@ class JudgeLimiter(AdaptiveLimiter):
         with self._cond:
             self._event_until = self._paused_until + max(self.rtt_s, 0.01)
         return wait
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 # --------------------------------------------------------------------------------- results
@@ -243,7 +309,8 @@ class Judge:
         max_cost: USD budget for this judge's calls; calls that could pass it are not made.
         prices: ``{"input": usd_per_million, "output": usd_per_million}`` when the price table does not
             know the model (needed with ``max_cost`` for unknown models).
-        logprobs: ask for token log-probabilities when the model supports them (None = when useful).
+        logprobs: ask for token log-probabilities (kept as ``details["judge"]["logprob"]``, the verdict's
+            sequence log-probability) for bare verdicts when the model supports them; off by default.
     """
 
     def __init__(
@@ -262,7 +329,7 @@ class Judge:
         timeout_s: float = 120.0,
         max_cost: float | None = None,
         prices: Mapping[str, float] | None = None,
-        logprobs: bool | None = None,
+        logprobs: bool = False,
         limiter: AdaptiveLimiter | None = None,
     ) -> None:
         if isinstance(model, Judge):
@@ -468,7 +535,7 @@ class Judge:
         schema = json_schema_of(schema_model)
         params = self.sampling_params(trial)
         key = self.key_for(msgs, schema_model, scorer=scorer, scorer_version=scorer_version, trial=trial)
-        want_lp = bool(logprobs and self.capabilities["logprobs"] and self.want_logprobs is not False)
+        want_lp = bool(logprobs and self.capabilities["logprobs"] and self.want_logprobs)
         attrs: dict[str, Any] = {
             semconv.EVAL_SCORER: scorer,
             semconv.GEN_AI_OPERATION_NAME: "chat",

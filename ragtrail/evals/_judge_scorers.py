@@ -179,6 +179,19 @@ class JudgeScorer(Scorer):
     def interpret(self, verdict: Any, inputs: Mapping[str, Any]) -> Score:
         raise NotImplementedError
 
+    def schema_key(self, inputs: Mapping[str, Any]) -> Any:
+        """What the schema depends on besides the scorer's settings (e.g. the number of documents)."""
+        return None
+
+    def schema_for(self, inputs: Mapping[str, Any]) -> type[BaseModel]:
+        """:meth:`schema`, built once per distinct :meth:`schema_key` (pydantic model creation is slow)."""
+        cache = self.__dict__.setdefault("_schemas", {})
+        k = (self.explain, self.explanation_chars, self.schema_key(inputs))
+        model = cache.get(k)
+        if model is None:
+            model = cache[k] = self.schema(inputs)
+        return model  # type: ignore[no-any-return]
+
     def validator(self, inputs: Mapping[str, Any]) -> Callable[[BaseModel], str | None] | None:
         return None
 
@@ -199,7 +212,7 @@ class JudgeScorer(Scorer):
         if isinstance(prepared, Score):
             return prepared
         msgs = self.messages(prepared)
-        schema = self.schema(prepared)
+        schema = self.schema_for(prepared)
         judge = self.judge
         results = await asyncio.gather(
             *(
@@ -280,7 +293,7 @@ class JudgeScorer(Scorer):
             if isinstance(prepared, Score):
                 continue
             msgs = self.messages(prepared)
-            schema = self.schema(prepared)
+            schema = self.schema_for(prepared)
             for i in range(self.trials):
                 calls += 1
                 key = judge.key_for(
@@ -443,6 +456,9 @@ class ContextRelevance(JudgeScorer):
         docs = docs[: self.max_documents]
         text = "\n\n".join(f"d{i + 1}: {_clip(t, self.max_context_chars)}" for i, (_, t) in enumerate(docs))
         return {"question": _question(example), "documents": text, "_docs": docs}
+
+    def schema_key(self, inputs: Mapping[str, Any]) -> Any:
+        return len(inputs["_docs"])
 
     def schema(self, inputs: Mapping[str, Any]) -> type[BaseModel]:
         doc = create_model(  # type: ignore[call-overload]
