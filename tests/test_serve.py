@@ -342,3 +342,15 @@ def test_bad_arguments_are_config_errors(tmp_path):
     finally:
         busy.close()
 
+
+
+@pytest.mark.postgres
+def test_receiver_writes_into_postgresql(pg_url):
+    """Remote workers → one receiver → a shared PostgreSQL store."""
+    with Receiver(pg_url, http_port=0, grpc_port=0) as r:
+        body, spans = pb_body(5)
+        assert httpx.post(url(r), content=body, headers=PB).status_code == 200
+        assert r.queue.drain(10)
+    tr = ragtrail.Client(pg_url).trace(format(spans[0].context.trace_id, "032x"))
+    assert len(tr) == 5 and tr.root.name == "root"
+    assert sum(s.input_tokens or 0 for s in tr.spans) == sum(10 + i for i in range(4))
