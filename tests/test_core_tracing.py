@@ -576,3 +576,85 @@ def test_warnings_module_untouched_by_span_use(traced):
         warnings.simplefilter("error")
         with ragtrail.span("quiet"):
             pass
+
+
+def test_generator_context_is_not_leaked_to_the_consumer(traced, caplog):
+    """Between items the consumer's spans are not children of the generator's span; closing the
+    generator early ends its span without an error."""
+
+    @ragtrail.trace
+    def numbers():
+        for i in range(10):
+            with ragtrail.span(f"inner{i}"):
+                pass
+            yield i
+
+    with ragtrail.span("consumer"):
+        g = numbers()
+        for x in g:
+            with ragtrail.span(f"between{x}"):
+                pass
+            if x == 2:
+                break
+        g.close()
+    by = {s.name: s for s in traced.spans()}
+    gen, consumer = by["numbers"], by["consumer"]
+    assert gen.parent.span_id == consumer.context.span_id
+    assert by["inner0"].parent.span_id == gen.context.span_id  # the generator's own work is inside
+    assert by["between0"].parent.span_id == consumer.context.span_id  # the consumer's is not
+    assert gen.status.status_code is not StatusCode.ERROR
+    assert json.loads(dict(gen.attributes)[semconv.OUTPUT_VALUE]) == [0, 1, 2]
+    assert "inner3" not in by
+    assert not [r for r in caplog.records if "detach" in r.getMessage().lower()]
+
+
+def test_generator_send_throw_and_return_value(traced):
+    @ragtrail.trace
+    def echo():
+        got = yield "ready"
+        try:
+            while True:
+                got = yield f"echo {got}"
+        except ValueError:
+            yield "caught"
+        return "done"
+
+    def drive():
+        g = echo()
+        assert next(g) == "ready"
+        assert g.send("a") == "echo a"
+        assert g.throw(ValueError("x")) == "caught"
+        try:
+            next(g)
+        except StopIteration as stop:
+            return stop.value
+
+    assert drive() == "done"
+    [s] = traced.by_name("echo")
+    assert s.status.status_code is not StatusCode.ERROR
+    assert dict(s.attributes)[semconv.OUTPUT_VALUE] == "readyecho acaught"  # streamed text is joined
+
+
+def test_async_generator_early_close_and_context(traced):
+    @ragtrail.trace
+    async def agen():
+        for i in range(5):
+            with ragtrail.span(f"ainner{i}"):
+                pass
+            yield i
+
+    async def main():
+        with ragtrail.span("aconsumer"):
+            g = agen()
+            async for x in g:
+                with ragtrail.span(f"abetween{x}"):
+                    pass
+                if x == 1:
+                    break
+            await g.aclose()
+
+    asyncio.run(main())
+    by = {s.name: s for s in traced.spans()}
+    assert by["ainner0"].parent.span_id == by["agen"].context.span_id
+    assert by["abetween0"].parent.span_id == by["aconsumer"].context.span_id
+    assert by["agen"].status.status_code is not StatusCode.ERROR

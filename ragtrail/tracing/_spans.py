@@ -159,7 +159,7 @@ class span:  # noqa: N801 - used as a function: ``with ragtrail.span(...)``
         if s is INVALID_SPAN:
             return
         try:
-            if exc is not None:
+            if exc is not None and not isinstance(exc, GeneratorExit):  # closing a generator early is no error
                 record_exception(s, exc)
             s.end()
         finally:
@@ -241,6 +241,9 @@ def trace(
             if capture_output and s.is_recording() and capture_content():
                 set_content(s, semconv.OUTPUT_VALUE, value)
 
+        # Generators: the span's context is attached only while the generator's own code runs (each
+        # step), never while it is suspended, so the consumer's code between items is not inside the
+        # span and context attach/detach always pair up. Closing a generator early is not an error.
         if inspect.isasyncgenfunction(fn):
 
             @functools.wraps(fn)
@@ -249,17 +252,42 @@ def trace(
                     async for item in fn(*args, **kwargs):
                         yield item
                     return
-                sp = start(args, kwargs)
+                s = _start_detached(span_name, kind, attributes)
                 items: list[Any] = []
-                with sp as s:
-                    record_input(s, args, kwargs)
-                    try:
-                        async for item in fn(*args, **kwargs):
-                            if len(items) < _MAX_GEN_ITEMS:
-                                items.append(item)
-                            yield item
-                    finally:
-                        record_output(s, _join_items(items))
+                try:
+                    with _attached(s):
+                        record_input(s, args, kwargs)
+                        agen = fn(*args, **kwargs)
+                    to_send: Any = None
+                    pending: BaseException | None = None
+                    while True:
+                        with _attached(s):
+                            try:
+                                if pending is not None:
+                                    exc, pending = pending, None
+                                    item = await agen.athrow(exc)
+                                else:
+                                    item = await agen.asend(to_send)
+                            except StopAsyncIteration:
+                                break
+                        if len(items) < _MAX_GEN_ITEMS:
+                            items.append(item)
+                        try:
+                            to_send = yield item
+                        except GeneratorExit:
+                            with _attached(s):
+                                await agen.aclose()
+                            raise
+                        except BaseException as thrown:  # athrow() into us: forward it
+                            pending, to_send = thrown, None
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    record_exception(s, exc)
+                    raise
+                finally:
+                    record_output(s, _join_items(items))
+                    s.end()
 
             return cast(F, agen_wrapper)
 
@@ -269,18 +297,45 @@ def trace(
             def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
                 if _setup._config is None:
                     return (yield from fn(*args, **kwargs))
-                sp = start(args, kwargs)
+                s = _start_detached(span_name, kind, attributes)
                 items: list[Any] = []
-                with sp as s:
-                    record_input(s, args, kwargs)
-                    try:
+                result: Any = None
+                try:
+                    with _attached(s):
+                        record_input(s, args, kwargs)
                         gen = fn(*args, **kwargs)
-                        for item in gen:
-                            if len(items) < _MAX_GEN_ITEMS:
-                                items.append(item)
-                            yield item
-                    finally:
-                        record_output(s, _join_items(items))
+                    to_send: Any = None
+                    pending: BaseException | None = None
+                    while True:
+                        with _attached(s):
+                            try:
+                                if pending is not None:
+                                    exc, pending = pending, None
+                                    item = gen.throw(exc)
+                                else:
+                                    item = gen.send(to_send)
+                            except StopIteration as stop:
+                                result = stop.value
+                                break
+                        if len(items) < _MAX_GEN_ITEMS:
+                            items.append(item)
+                        try:
+                            to_send = yield item
+                        except GeneratorExit:
+                            with _attached(s):
+                                gen.close()
+                            raise
+                        except BaseException as thrown:  # throw() into us: forward it
+                            pending, to_send = thrown, None
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    record_exception(s, exc)
+                    raise
+                finally:
+                    record_output(s, _join_items(items))
+                    s.end()
+                return result
 
             return cast(F, gen_wrapper)
 
@@ -313,6 +368,40 @@ def trace(
     if func is not None:
         return decorate(func)
     return decorate
+
+
+def _start_detached(name: str, kind: str, attributes: Mapping[str, Any] | None) -> Span:
+    """Start a span under the current context without making it current (INVALID_SPAN when off)."""
+    cfg = _setup._config
+    if cfg is None or otel_context.get_value(_SUPPRESS_KEY):
+        return INVALID_SPAN
+    attrs: dict[str, Any] = {semconv.SPAN_KIND: kind}
+    if attributes:
+        attrs.update(attributes)
+    return cfg.tracer.start_span(name, attributes=attrs)
+
+
+class _attached:  # noqa: N801 - used like a function
+    """Make ``span`` current for the block, restoring the previous context after it."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+        self._token: object | None = None
+
+    def __enter__(self) -> Span:
+        if self._span is not INVALID_SPAN:
+            self._token = otel_context.attach(otel_trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._token is not None:
+            try:
+                otel_context.detach(self._token)  # type: ignore[arg-type]
+            except Exception:  # pragma: no cover
+                pass
+            self._token = None
 
 
 def _join_items(items: list[Any]) -> Any:
