@@ -187,6 +187,18 @@ def test_raw_response_calls_are_traced(traced, oai):
     assert span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 11
 
 
+def test_parse_and_the_stream_helper_are_traced(traced, oai):
+    parsed = oai.chat.completions.parse(model="m", messages=[{"role": "user", "content": "x"}])
+    assert parsed.choices[0].message.content == "a b c"
+    with oai.chat.completions.stream(model="m", messages=[{"role": "user", "content": "x"}]) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == "a b c"
+    spans = traced.by_name("chat m")
+    assert len(spans) == 2
+    assert [s.attributes[semconv.STREAMING] for s in spans] == [False, True]
+    assert all(s.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 3 for s in spans)
+
+
 def test_uninstrument_and_suppression_stop_tracing(traced, oai, stub_url):
     from ragtrail.tracing import suppress_instrumentation
 

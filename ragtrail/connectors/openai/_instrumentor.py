@@ -38,14 +38,17 @@ _COMPLETION = "text_completion"
 _EMBEDDINGS = "embeddings"
 _MAX_STREAM_TEXT = 1 << 20  # characters of streamed output kept for the span (content capture on)
 
-# (module, class, operation)
-_TARGETS: tuple[tuple[str, str, str], ...] = (
-    ("openai.resources.chat.completions.completions", "Completions", _CHAT),
-    ("openai.resources.chat.completions.completions", "AsyncCompletions", _CHAT),
-    ("openai.resources.completions", "Completions", _COMPLETION),
-    ("openai.resources.completions", "AsyncCompletions", _COMPLETION),
-    ("openai.resources.embeddings", "Embeddings", _EMBEDDINGS),
-    ("openai.resources.embeddings", "AsyncEmbeddings", _EMBEDDINGS),
+_CHAT_MOD = "openai.resources.chat.completions.completions"
+# (module, class, method, operation); chat ``stream()`` goes through ``create``, ``parse()`` does not
+_TARGETS: tuple[tuple[str, str, str, str], ...] = (
+    (_CHAT_MOD, "Completions", "create", _CHAT),
+    (_CHAT_MOD, "AsyncCompletions", "create", _CHAT),
+    (_CHAT_MOD, "Completions", "parse", _CHAT),
+    (_CHAT_MOD, "AsyncCompletions", "parse", _CHAT),
+    ("openai.resources.completions", "Completions", "create", _COMPLETION),
+    ("openai.resources.completions", "AsyncCompletions", "create", _COMPLETION),
+    ("openai.resources.embeddings", "Embeddings", "create", _EMBEDDINGS),
+    ("openai.resources.embeddings", "AsyncEmbeddings", "create", _EMBEDDINGS),
 )
 
 
@@ -474,25 +477,25 @@ class OpenAIInstrumentor(RagtrailInstrumentor):
 
         _Options.include_usage = bool(kwargs.get("include_usage", True))
         _Options.provider = kwargs.get("provider")
-        for module, cls, op in _TARGETS:
+        for module, cls, method, op in _TARGETS:
             try:
                 mod = importlib.import_module(module)
             except ImportError:
                 logger.debug("ragtrail openai: %s not found; %s not traced", module, op)
                 continue
-            if not hasattr(mod, cls):
+            if not hasattr(getattr(mod, cls, None), method):
                 continue
             make = _async_wrapper if cls.startswith("Async") else _sync_wrapper
-            wrapt.wrap_function_wrapper(module, f"{cls}.create", make(op))
+            wrapt.wrap_function_wrapper(module, f"{cls}.{method}", make(op))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import importlib
 
         from opentelemetry.instrumentation.utils import unwrap
 
-        for module, cls, _op in _TARGETS:
+        for module, cls, method, _op in _TARGETS:
             try:
                 owner = getattr(importlib.import_module(module), cls)
             except (ImportError, AttributeError):
                 continue
-            unwrap(owner, "create")
+            unwrap(owner, method)
