@@ -160,3 +160,20 @@ def test_rouge_l_and_bleu_match_their_libraries() -> None:
     assert metrics.rouge_l(pred, ref) == pytest.approx(expect)
     assert metrics.bleu(pred, ref) == pytest.approx(sacrebleu.sentence_bleu(pred, [ref]).score / 100)
     assert metrics.bleu(ref, ref) == pytest.approx(1.0)
+
+
+def test_rouge_l_and_bleu_equal_their_libraries_on_random_text() -> None:
+    """ROUGE-L uses rouge-score's tokenizer/stemmer with a bit-parallel LCS: it must equal rouge-score."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    ref_scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rng = random.Random(7)
+    vocab = "the a cats dog sitting on mat running fast slowly red blue greens houses models claims, it's 3.5 U.S. é".split()
+    for _ in range(1500):
+        a = " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 70)))  # > 64 tokens crosses a machine word
+        b = " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 70)))
+        assert metrics.rouge_l(a, b) == ref_scorer.score(b, a)["rougeL"].fmeasure
+        if b:
+            assert metrics.bleu(a, b) == pytest.approx(sacrebleu.sentence_bleu(a, [b]).score / 100, abs=1e-12)
+    assert metrics.rouge_l("x y", ["nothing", "x y"]) == 1.0  # best over references

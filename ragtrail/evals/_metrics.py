@@ -20,12 +20,13 @@ punctuation and the articles a/an/the, collapse whitespace).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 Qrels = Mapping[str, float]
 Gain = Literal["linear", "exponential"]
@@ -206,31 +207,90 @@ def token_f1(prediction: str, reference: str | Sequence[str]) -> float:
     return max(_f1(p, normalize_answer(r).split()) for r in refs)
 
 
-_rouge_scorer = None
+_rouge_tokenizer: Any = None
+_bleu: Any = None
 
 
-def rouge_l(prediction: str, reference: str | Sequence[str]) -> float:
-    """ROUGE-L F-measure through ``rouge-score`` (stemming on; the best over references)."""
-    global _rouge_scorer
-    if _rouge_scorer is None:
-        try:
-            from rouge_score import rouge_scorer
-        except ImportError as exc:
-            from ragtrail._exceptions import MissingDependencyError
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists (bit-parallel, Allison-Dix/Hyyrö:
+    one big-integer step per token of ``b`` instead of a len(a) x len(b) table)."""
+    if not a or not b:
+        return 0
+    masks: dict[str, int] = {}
+    for i, tok in enumerate(a):
+        masks[tok] = masks.get(tok, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full
+    for tok in b:
+        m = masks.get(tok)
+        if m is None:
+            continue
+        u = v & m
+        v = ((v + u) | (v - u)) & full
+    return len(a) - v.bit_count()
 
-            raise MissingDependencyError("rouge_l needs rouge-score: pip install 'ragtrail[evals]'") from exc
-        _rouge_scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    refs = [reference] if isinstance(reference, str) else list(reference)
-    return max(_rouge_scorer.score(r, prediction)["rougeL"].fmeasure for r in refs)
 
-
-def bleu(prediction: str, reference: str | Sequence[str]) -> float:
-    """Sentence BLEU through ``sacrebleu`` on a 0..1 scale (sacrebleu reports 0..100)."""
+def _make_rouge_tokenizer() -> Any:
+    """rouge-score's tokenizer with its Porter stemmer (``use_stemmer=True``); stems are memoised,
+    which leaves every token unchanged."""
     try:
-        import sacrebleu
+        from rouge_score import rouge_scorer, tokenize, tokenizers
+        from nltk.stem.porter import PorterStemmer  # what rouge-score itself stems with
     except ImportError as exc:
         from ragtrail._exceptions import MissingDependencyError
 
-        raise MissingDependencyError("bleu needs sacrebleu: pip install 'ragtrail[evals]'") from exc
+        raise MissingDependencyError("rouge_l needs rouge-score: pip install 'ragtrail[evals]'") from exc
+
+    class _Stemmer:
+        def __init__(self) -> None:
+            self.stem = functools.lru_cache(maxsize=200_000)(PorterStemmer().stem)
+
+    class _Tokenizer(tokenizers.Tokenizer):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._stemmer = _Stemmer()
+
+        def tokenize(self, text: str) -> list[str]:
+            return tokenize.tokenize(text, self._stemmer)  # type: ignore[no-any-return]
+
+    rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenizer())  # fails early if the API moved
+    return _Tokenizer()
+
+
+def _rouge_l_one(pred_tokens: list[str], ref_tokens: list[str]) -> float:
+    # rouge-score's _score_lcs: P = lcs/len(pred), R = lcs/len(ref), F = 2PR/(P+R); 0 when either is empty
+    if not pred_tokens or not ref_tokens:
+        return 0.0
+    lcs = lcs_length(ref_tokens, pred_tokens)
+    if lcs == 0:
+        return 0.0
+    precision = lcs / len(pred_tokens)
+    recall = lcs / len(ref_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(prediction: str, reference: str | Sequence[str]) -> float:
+    """ROUGE-L F-measure as ``rouge-score`` computes it (its tokenizer and Porter stemmer; the LCS
+    by a bit-parallel algorithm, equal to rouge-score's table); the best over references."""
+    global _rouge_tokenizer
+    if _rouge_tokenizer is None:
+        _rouge_tokenizer = _make_rouge_tokenizer()
+    tok = _rouge_tokenizer.tokenize
     refs = [reference] if isinstance(reference, str) else list(reference)
-    return float(sacrebleu.sentence_bleu(prediction, refs).score) / 100.0
+    p = tok(prediction)
+    return max(_rouge_l_one(p, tok(r)) for r in refs)
+
+
+def bleu(prediction: str, reference: str | Sequence[str]) -> float:
+    """Sentence BLEU through ``sacrebleu`` (its ``sentence_bleu`` settings: exponential smoothing,
+    effective order) on a 0..1 scale (sacrebleu reports 0..100)."""
+    global _bleu
+    if _bleu is None:
+        try:
+            from sacrebleu.metrics import BLEU
+        except ImportError as exc:
+            from ragtrail._exceptions import MissingDependencyError
+
+            raise MissingDependencyError("bleu needs sacrebleu: pip install 'ragtrail[evals]'") from exc
+        _bleu = BLEU(effective_order=True)
+    refs = [reference] if isinstance(reference, str) else list(reference)
+    return float(_bleu.sentence_score(prediction, refs).score) / 100.0
