@@ -234,8 +234,8 @@ def _make_rouge_tokenizer() -> Any:
     """rouge-score's tokenizer with its Porter stemmer (``use_stemmer=True``); stems are memoised,
     which leaves every token unchanged."""
     try:
-        from rouge_score import rouge_scorer, tokenize, tokenizers
         from nltk.stem.porter import PorterStemmer  # what rouge-score itself stems with
+        from rouge_score import rouge_scorer, tokenize, tokenizers
     except ImportError as exc:
         from ragtrail._exceptions import MissingDependencyError
 
