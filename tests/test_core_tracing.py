@@ -658,3 +658,16 @@ def test_async_generator_early_close_and_context(traced):
     assert by["ainner0"].parent.span_id == by["agen"].context.span_id
     assert by["abetween0"].parent.span_id == by["aconsumer"].context.span_id
     assert by["agen"].status.status_code is not StatusCode.ERROR
+
+
+def test_failed_reinit_keeps_the_running_configuration(traced, tmp_path):
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    with pytest.raises(ragtrail.StoreError):
+        ragtrail.init(project="other", store=str(bad / "x.db"))
+    with pytest.raises(ragtrail.ConfigError):
+        ragtrail.init(project="other", store=traced.store_path, exporters=["not an exporter"])
+    with ragtrail.span("still-traced"):
+        pass
+    assert [s.name for s in traced.spans()] == ["still-traced"]
+    assert _setup.get_config().project == "test"

@@ -169,6 +169,7 @@ def init(
     from ragtrail.store import Store as _Store
     from ragtrail.store import open_store
     from ragtrail.tracing._exporter import StoreSpanExporter
+    from ragtrail.tracing._usage import load_prices
 
     known = {
         "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",
@@ -186,7 +187,18 @@ def init(
     if max_bytes < 64:
         raise ConfigError("ragtrail.init(max_attribute_bytes=...) must be at least 64")
 
+    extra_exporters = list(options.get("exporters") or ())
+    for exp in extra_exporters:
+        if not isinstance(exp, SpanExporter):
+            raise ConfigError(f"ragtrail.init(exporters=...): {exp!r} is not an OpenTelemetry SpanExporter")
+    bsp_kwargs = _batch_options(options)
+    prices = load_prices(options.get("prices"))  # a bad price file fails here, before anything changes
+
     with _lock:
+        # open the new store first: if it cannot be opened, the running configuration stays as it was
+        store_obj: _Store | None = None
+        if options.get("store_exporter", True):
+            store_obj = store if isinstance(store, _Store) else open_store(_resolve_store_url(store))  # type: ignore[arg-type]
         if _config is not None:
             warnings.warn(
                 "ragtrail.init() called again: the previous configuration is flushed and replaced "
@@ -194,14 +206,14 @@ def init(
                 RagtrailWarning,
                 stacklevel=2,
             )
+            old_store = _config.store
+            if old_store is store_obj:
+                _config.store = None  # the same store object carries on: do not close it
             _shutdown_locked()
 
-        store_obj: _Store | None = None
         processors: list[SpanProcessor] = []
         store_exporter: StoreSpanExporter | None = None
-        bsp_kwargs = _batch_options(options)
-        if options.get("store_exporter", True):
-            store_obj = store if isinstance(store, _Store) else open_store(_resolve_store_url(store))  # type: ignore[arg-type]
+        if store_obj is not None:
             store_exporter = StoreSpanExporter(store_obj, project=project)
             processors.append(BatchSpanProcessor(store_exporter, **bsp_kwargs))
         if otlp_endpoint:
@@ -210,9 +222,7 @@ def init(
             processors.append(
                 BatchSpanProcessor(make_otlp_exporter(otlp_endpoint, openinference=openinference), **bsp_kwargs)
             )
-        for exp in options.get("exporters") or ():
-            if not isinstance(exp, SpanExporter):
-                raise ConfigError(f"ragtrail.init(exporters=...): {exp!r} is not an OpenTelemetry SpanExporter")
+        for exp in extra_exporters:
             processors.append(BatchSpanProcessor(exp, **bsp_kwargs))
 
         provider = options.get("tracer_provider")
@@ -235,8 +245,6 @@ def init(
         switch.targets = tuple(processors)
         switch.dropped = 0
 
-        from ragtrail.tracing._usage import load_prices
-
         _config = Config(
             project=project,
             capture_content=bool(capture_content),
@@ -248,7 +256,7 @@ def init(
             store=store_obj,
             store_exporter=store_exporter,
             processors=processors,
-            prices=load_prices(options.get("prices")),
+            prices=prices,
             gpu_prices=dict(options.get("gpu_prices") or {}),
             options=dict(options),
         )
