@@ -743,7 +743,7 @@ class Judge:
 
     def stats(self) -> dict[str, Any]:
         """Calls made, cache hits (this process), budget skips, spend and the current concurrency limit."""
-        out = {
+        out: dict[str, Any] = {
             "calls": self.calls,
             "cache_hits": self.cache_hits,
             "budget_skips": self.budget_skips,
@@ -896,7 +896,7 @@ async def on_judge_loop(coro: Awaitable[T]) -> T:
         running = None
     if running is loop:
         return await coro
-    fut = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
+    fut: Any = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
     try:
         return await asyncio.wrap_future(fut)
     except asyncio.CancelledError:

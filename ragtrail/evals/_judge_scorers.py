@@ -103,6 +103,11 @@ def _contexts(output: Any, trace: Trace | None) -> tuple[list[tuple[str | None, 
     return out, source
 
 
+def _model(name: str, **fields: Any) -> type[BaseModel]:
+    """A closed pydantic model (``additionalProperties: false``) from ``name=(type, default/Field)`` pairs."""
+    return create_model(name, __config__=_CLOSED, **fields)  # type: ignore[no-any-return, call-overload]
+
+
 def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -362,16 +367,11 @@ class Faithfulness(JudgeScorer):
         return {"question": _question(example), "answer": answer, "context": context, "max_claims": self.max_claims}
 
     def schema(self, inputs: Mapping[str, Any]) -> type[BaseModel]:
-        claim = create_model(  # type: ignore[call-overload]
-            "Claim",
-            __config__=_CLOSED,
-            verdict=(Literal["supported", "unsupported"], ...),
-            claim=(str, Field(max_length=self.claim_chars)),
-            **self._explanation_field(),
+        verdicts: Any = Literal["supported", "unsupported"]
+        claim: Any = _model(
+            "Claim", verdict=(verdicts, ...), claim=(str, Field(max_length=self.claim_chars)), **self._explanation_field()
         )
-        return create_model(  # type: ignore[call-overload, no-any-return]
-            "FaithfulnessVerdict", __config__=_CLOSED, claims=(list[claim], Field(max_length=self.max_claims))
-        )
+        return _model("FaithfulnessVerdict", claims=(list[claim], Field(max_length=self.max_claims)))
 
     def interpret(self, verdict: Any, inputs: Mapping[str, Any]) -> Score:
         claims = [c.model_dump() for c in verdict.claims]
@@ -410,12 +410,8 @@ class AnswerRelevance(JudgeScorer):
         return {"question": _question(example), "answer": answer}
 
     def schema(self, inputs: Mapping[str, Any]) -> type[BaseModel]:
-        return create_model(  # type: ignore[call-overload, no-any-return]
-            "AnswerRelevanceVerdict",
-            __config__=_CLOSED,
-            verdict=(Literal["relevant", "partially_relevant", "irrelevant"], ...),
-            **self._explanation_field(),
-        )
+        verdicts: Any = Literal["relevant", "partially_relevant", "irrelevant"]
+        return _model("AnswerRelevanceVerdict", verdict=(verdicts, ...), **self._explanation_field())
 
     def interpret(self, verdict: Any, inputs: Mapping[str, Any]) -> Score:
         d = verdict.model_dump()
@@ -461,14 +457,9 @@ class ContextRelevance(JudgeScorer):
         return len(inputs["_docs"])
 
     def schema(self, inputs: Mapping[str, Any]) -> type[BaseModel]:
-        doc = create_model(  # type: ignore[call-overload]
-            "DocumentVerdict",
-            __config__=_CLOSED,
-            verdict=(Literal["relevant", "irrelevant"], ...),
-            **self._explanation_field(),
-        )
-        fields = {f"d{i + 1}": (doc, ...) for i in range(len(inputs["_docs"]))}
-        return create_model("ContextRelevanceVerdict", __config__=_CLOSED, **fields)  # type: ignore[call-overload, no-any-return]
+        verdicts: Any = Literal["relevant", "irrelevant"]
+        doc = _model("DocumentVerdict", verdict=(verdicts, ...), **self._explanation_field())
+        return _model("ContextRelevanceVerdict", **{f"d{i + 1}": (doc, ...) for i in range(len(inputs["_docs"]))})
 
     def interpret(self, verdict: Any, inputs: Mapping[str, Any]) -> Score:
         d = verdict.model_dump()
@@ -513,12 +504,8 @@ class Correctness(JudgeScorer):
         return {"question": _question(example), "answer": answer, "reference": ref if isinstance(ref, str) else str(ref)}
 
     def schema(self, inputs: Mapping[str, Any]) -> type[BaseModel]:
-        return create_model(  # type: ignore[call-overload, no-any-return]
-            "CorrectnessVerdict",
-            __config__=_CLOSED,
-            verdict=(Literal["correct", "partially_correct", "incorrect"], ...),
-            **self._explanation_field(),
-        )
+        verdicts: Any = Literal["correct", "partially_correct", "incorrect"]
+        return _model("CorrectnessVerdict", verdict=(verdicts, ...), **self._explanation_field())
 
     def interpret(self, verdict: Any, inputs: Mapping[str, Any]) -> Score:
         d = verdict.model_dump()
@@ -594,10 +581,8 @@ class Rubric(JudgeScorer):
                 "steps": steps, "low": self.low, "high": self.high}  # fmt: skip
 
     def schema(self, inputs: Mapping[str, Any]) -> type[BaseModel]:
-        levels = tuple(range(self.low, self.high + 1))
-        return create_model(  # type: ignore[call-overload, no-any-return]
-            "RubricVerdict", __config__=_CLOSED, score=(Literal[levels], ...), **self._explanation_field()
-        )
+        levels: Any = Literal[tuple(range(self.low, self.high + 1))]  # type: ignore[valid-type]
+        return _model("RubricVerdict", score=(levels, ...), **self._explanation_field())
 
     def interpret(self, verdict: Any, inputs: Mapping[str, Any]) -> Score:
         d = verdict.model_dump()
