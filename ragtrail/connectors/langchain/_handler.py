@@ -32,6 +32,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY as _SPAN_CONTEXT_KEY
 
 from ragtrail import semconv
 from ragtrail._log import warn_once
@@ -45,7 +46,7 @@ _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-
 _RUN_KEY = otel_context.create_key("ragtrail-langchain-run")
 _get_current = otel_context.get_current
 _attach = otel_context.attach
-_set_span = otel_trace.set_span_in_context
+_SPAN_KEY = _SPAN_CONTEXT_KEY
 _get_span = otel_trace.get_current_span
 _monotonic_ns = time.monotonic_ns
 
@@ -80,6 +81,26 @@ def _strip_langchain(ctx: Context) -> Context:
         ctx = r.prev
 
 
+def _memo_key(value: Any) -> Any:
+    """What identifies ``value`` for the content memo: a snapshot of a list's items (so a list mutated
+    in place is not mistaken for its earlier self), the object itself otherwise; None: do not memo."""
+    t = type(value)
+    if t is list:
+        return tuple(value) if value else None
+    if t is dict or t is str:
+        return None
+    msgs = getattr(value, "messages", None)
+    if type(msgs) is list and hasattr(value, "to_messages"):
+        return tuple(msgs)  # a ChatPromptValue: the chat model then receives a copy of this list
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is tuple:
+        return type(b) is tuple and len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+    return a is b
+
+
 def _is_control_flow(error: BaseException) -> bool:
     return any(c.__name__ in _CONTROL_FLOW for c in type(error).__mro__)
 
@@ -111,6 +132,8 @@ class CallbackHandler(BaseCallbackHandler):
         self._runs: dict[UUID, _Run] = {}
         self._lock = threading.Lock()
         self._starts = 0
+        self._memo: list[tuple[Any, tuple[str, bool, int]] | None] = [None] * 8
+        self._memo_i = 0
         self._next_sweep_ns = _monotonic_ns() + self.ttl_ns
         self.errors = 0
         """Internal failures caught (each logged once per kind); tracing never raises into LangChain."""
@@ -158,23 +181,24 @@ class CallbackHandler(BaseCallbackHandler):
         span = cfg.tracer.start_span(name, context=parent_ctx, attributes=attrs)
         now = _monotonic_ns()
         run = _Run(span, run_type, now)
-        ctx = otel_context.set_value(_RUN_KEY, run, _set_span(span, cur))
+        values = dict(cur)  # one copy instead of one per set_value()
+        values[_SPAN_KEY] = span
+        values[_RUN_KEY] = run
         if llm:
-            ctx = otel_context.set_value(LLM_SPAN_KEY, span, ctx)
+            values[LLM_SPAN_KEY] = span
+        ctx = Context(values)
         run.ctx = ctx
         run.prev = cur
-        with self._lock:
-            self._runs[run_id] = run
-            self._starts += 1
-            sweep = self._starts % _SWEEP_EVERY == 0 and now >= self._next_sweep_ns
+        self._runs[run_id] = run  # dict item assignment and pop are atomic: no lock on the hot path
+        self._starts += 1  # approximate under threads; it only paces the sweep
+        sweep = self._starts % _SWEEP_EVERY == 0 and now >= self._next_sweep_ns
         _attach(ctx)  # the token is deliberately dropped: see _restore
         if sweep:
             self.sweep()
         return run
 
     def _pop(self, run_id: UUID) -> _Run | None:
-        with self._lock:
-            run = self._runs.pop(run_id, None)
+        run = self._runs.pop(run_id, None)
         if run is not None:
             run.ended = True
         return run
@@ -224,12 +248,11 @@ class CallbackHandler(BaseCallbackHandler):
         """End runs open for longer than ``ttl_s`` with ERROR status; returns how many were ended."""
         now = _monotonic_ns() if now_ns is None else now_ns
         cutoff = now - self.ttl_ns
-        with self._lock:
-            stale = [(k, r) for k, r in self._runs.items() if r.t0 <= cutoff]
-            for k, _ in stale:
-                del self._runs[k]
-            self._next_sweep_ns = now + self.ttl_ns // 2
-        for _, run in stale:
+        self._next_sweep_ns = now + self.ttl_ns // 2
+        with self._lock:  # one sweep at a time; runs ending meanwhile race only through atomic pops
+            candidates = [(k, r) for k, r in list(self._runs.items()) if r.t0 <= cutoff]
+            stale = [r for k, r in candidates if self._runs.pop(k, None) is r]
+        for run in stale:
             run.ended = True
             try:
                 span = run.span
@@ -240,9 +263,26 @@ class CallbackHandler(BaseCallbackHandler):
                 self._fail("sweep")
         return len(stale)
 
-    @staticmethod
-    def _content(attrs: dict[str, Any], key: str, value: Any) -> None:
-        text, truncated, masked = content_value(ex.to_text(value))
+    def _content(self, attrs: dict[str, Any], key: str, value: Any) -> None:
+        """Capture ``value`` under ``key`` (bounded, masked). Adjacent runs often carry the very same
+        object (a prompt's output is the model's input, a step's output the next step's input): a small
+        identity memo serialises it once."""
+        memo_key = None if type(value) is str else _memo_key(value)
+        if memo_key is None:
+            text, truncated, masked = content_value(ex.to_text(value))
+        else:
+            memo = self._memo
+            hit = None
+            for e in memo:
+                if e is not None and _same(e[0], memo_key):
+                    hit = e[1]
+                    break
+            if hit is None:
+                hit = content_value(ex.to_text(value))
+                i = self._memo_i
+                memo[i & 7] = (memo_key, hit)
+                self._memo_i = i + 1
+            text, truncated, masked = hit
         attrs[key] = text
         if truncated:
             attrs.setdefault(semconv.TRUNCATED, []).append(key)
@@ -391,7 +431,7 @@ class CallbackHandler(BaseCallbackHandler):
         try:
             msgs = messages[0] if len(messages) == 1 else [m for batch in messages for m in batch]
             self._llm_start(serialized, run_id, parent_run_id, tags, metadata, kwargs, "chat_model",
-                            semconv.GEN_AI_INPUT_MESSAGES, lambda: ex.messages(msgs))  # fmt: skip
+                            semconv.GEN_AI_INPUT_MESSAGES, lambda: msgs)  # fmt: skip
         except Exception:
             self._fail("on_chat_model_start")
 
