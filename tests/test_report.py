@@ -87,7 +87,7 @@ def test_report_renders_in_headless_chromium(two_runs, tmp_path) -> None:  # typ
     assert 'data-charts-rendered="4"' in dom and 'data-chart-errors="0"' in dom
     assert "<title>ragtrail report: rag-qa:v1 vs rag-qa:v2</title>" in dom  # the injected script never ran
     cmp = client.compare(v1.ref, v2.ref)
-    quality = [m for m in cmp.metrics]
+    quality = list(cmp.metrics)
     forest = re.search(r'<div class="chart" data-chart="forest"[^>]*data-rendered="1"[^>]*>(.*?)</svg>', dom, re.S)
     assert forest, "the forest plot was not rendered"
     assert forest.group(1).count('class="delta"') == len(quality) == 3

@@ -54,16 +54,34 @@ def register(app: typer.Typer) -> None:
     def gate_cmd(
         run: str = typer.Argument(..., help="The run to check: name:vN, name:alias, name:latest or a run id."),
         gates: Optional[str] = typer.Option(None, "--gates", "-g", help="Gate file (YAML)."),
-        gate: Optional[list[str]] = typer.Option(None, "--gate", help="A gate such as 'faithfulness >= 0.85' (repeatable)."),
-        baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Baseline for non-inferiority gates (alias such as production, or a run)."),
-        non_inferior: Optional[list[str]] = typer.Option(None, "--non-inferior", help="METRIC:MARGIN: CI lower bound of (run − baseline) must exceed −MARGIN (repeatable)."),
-        max_error_rate: Optional[float] = typer.Option(None, "--max-error-rate", help="Maximum share of examples with a pipeline or scorer error."),
-        max_undefined_rate: Optional[float] = typer.Option(None, "--max-undefined-rate", help="Maximum share of examples with an undefined score."),
+        gate: Optional[list[str]] = typer.Option(
+            None, "--gate", help="A gate such as 'faithfulness >= 0.85' (repeatable)."
+        ),
+        baseline: Optional[str] = typer.Option(
+            None, "--baseline", "-b", help="Baseline for non-inferiority gates (alias such as production, or a run)."
+        ),
+        non_inferior: Optional[list[str]] = typer.Option(
+            None,
+            "--non-inferior",
+            help="METRIC:MARGIN: CI lower bound of (run − baseline) must exceed −MARGIN (repeatable).",
+        ),
+        max_error_rate: Optional[float] = typer.Option(
+            None, "--max-error-rate", help="Maximum share of examples with a pipeline or scorer error."
+        ),
+        max_undefined_rate: Optional[float] = typer.Option(
+            None, "--max-undefined-rate", help="Maximum share of examples with an undefined score."
+        ),
         max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Maximum total cost of the run in USD."),
-        max_p95_latency_ms: Optional[float] = typer.Option(None, "--max-p95-latency-ms", help="Maximum p95 example latency (ms)."),
-        allow_missing_baseline: bool = typer.Option(False, "--allow-missing-baseline", help="Skip non-inferiority gates when the baseline alias is not set yet."),
+        max_p95_latency_ms: Optional[float] = typer.Option(
+            None, "--max-p95-latency-ms", help="Maximum p95 example latency (ms)."
+        ),
+        allow_missing_baseline: bool = typer.Option(
+            False, "--allow-missing-baseline", help="Skip non-inferiority gates when the baseline alias is not set yet."
+        ),
         junit: Optional[str] = typer.Option(None, "--junit", help="Write JUnit XML here."),
-        markdown: Optional[str] = typer.Option(None, "--markdown", help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)."),
+        markdown: Optional[str] = typer.Option(
+            None, "--markdown", help="Write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
         store: Optional[str] = StoreOpt,
     ) -> None:
@@ -75,7 +93,9 @@ def register(app: typer.Typer) -> None:
             from ragtrail.cli._common import client
             from ragtrail.evals._gates import check_gates
 
-            extra = gate_options_to_extra(gate, non_inferior, max_error_rate, max_undefined_rate, max_cost, max_p95_latency_ms)
+            extra = gate_options_to_extra(
+                gate, non_inferior, max_error_rate, max_undefined_rate, max_cost, max_p95_latency_ms
+            )
             report = check_gates(
                 client(store).store, run, gates, extra=extra, baseline=baseline,
                 allow_missing_baseline=allow_missing_baseline or None,

@@ -14,11 +14,15 @@ def register(app: typer.Typer) -> None:
     def report_cmd(
         runs: list[str] = typer.Argument(..., help="Runs (name:vN, name:alias, run id); the first is the baseline."),
         output: str = typer.Option("report.html", "--output", "-o", help="HTML file to write."),
-        title: Optional[str] = typer.Option(None, "--title", help="Page title."),  # noqa: UP045
-        max_examples: int = typer.Option(200, "--max-examples", help="Per-example differences (and their traces) to embed."),
-        allow_different: bool = typer.Option(False, "--allow-different", help="Allow runs of different evaluations/datasets."),
+        title: Optional[str] = typer.Option(None, "--title", help="Page title."),
+        max_examples: int = typer.Option(
+            200, "--max-examples", help="Per-example differences (and their traces) to embed."
+        ),
+        allow_different: bool = typer.Option(
+            False, "--allow-different", help="Allow runs of different evaluations/datasets."
+        ),
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-        store: Optional[str] = StoreOpt,  # noqa: UP045
+        store: Optional[str] = StoreOpt,
     ) -> None:
         """Write a self-contained HTML report: summary, comparison with CIs, per-example differences,
         embedded trace trees and charts. It works offline and makes no network request."""

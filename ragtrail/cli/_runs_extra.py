@@ -22,7 +22,9 @@ def register(runs_app: typer.Typer) -> None:
         confidence: float = typer.Option(0.95, "--confidence", help="CI level."),
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
         resamples: int = typer.Option(10_000, "--resamples", help="Bootstrap resamples."),
-        allow_different: bool = typer.Option(False, "--allow-different", help="Allow runs of different evaluations/datasets."),
+        allow_different: bool = typer.Option(
+            False, "--allow-different", help="Allow runs of different evaluations/datasets."
+        ),
         regressions: int = typer.Option(10, "--regressions", "-r", help="How many regressed examples to list."),
         as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
         store: Optional[str] = StoreOpt,
@@ -71,10 +73,23 @@ def register(runs_app: typer.Typer) -> None:
     def promote_cmd(
         run: str = typer.Argument(..., help="The run to promote."),
         alias: str = typer.Option("production", "--alias", "-a", help="Alias to move."),
-        gates: Optional[str] = typer.Option(None, "--gates", "-g", help="Gate file (YAML); the alias moves only if they pass."),
-        gate: Optional[list[str]] = typer.Option(None, "--gate", help="A gate such as 'faithfulness >= 0.85' (repeatable)."),
-        baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="Baseline for non-inferiority gates (default: the file's, else the alias itself)."),
-        allow_missing_baseline: bool = typer.Option(False, "--allow-missing-baseline", help="Skip non-inferiority gates when the baseline is unset (first promotion)."),
+        gates: Optional[str] = typer.Option(
+            None, "--gates", "-g", help="Gate file (YAML); the alias moves only if they pass."
+        ),
+        gate: Optional[list[str]] = typer.Option(
+            None, "--gate", help="A gate such as 'faithfulness >= 0.85' (repeatable)."
+        ),
+        baseline: Optional[str] = typer.Option(
+            None,
+            "--baseline",
+            "-b",
+            help="Baseline for non-inferiority gates (default: the file's, else the alias itself).",
+        ),
+        allow_missing_baseline: bool = typer.Option(
+            False,
+            "--allow-missing-baseline",
+            help="Skip non-inferiority gates when the baseline is unset (first promotion).",
+        ),
         force: bool = typer.Option(False, "--force", help="Move the alias without gates."),
         by: Optional[str] = typer.Option(None, "--by", help="Who promotes (default: $RAGTRAIL_USER or $USER)."),
         junit: Optional[str] = typer.Option(None, "--junit", help="Write the gates' JUnit XML here."),

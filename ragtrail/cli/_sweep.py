@@ -13,11 +13,15 @@ from ragtrail.cli._common import StoreOpt
 def register(app: typer.Typer) -> None:
     @app.command("sweep")
     def sweep_cmd(
-        sweep_file: str = typer.Argument(..., help="Sweep file (W&B format: method, metric, parameters; plus eval: eval.yaml)."),
-        count: Optional[int] = typer.Option(None, "--count", "-n", help="Number of trials (overrides count/run_cap)."),  # noqa: UP045
-        dry_run: bool = typer.Option(False, "--dry-run", help="Validate the file and show the search space (grid: every config); run nothing."),
+        sweep_file: str = typer.Argument(
+            ..., help="Sweep file (W&B format: method, metric, parameters; plus eval: eval.yaml)."
+        ),
+        count: Optional[int] = typer.Option(None, "--count", "-n", help="Number of trials (overrides count/run_cap)."),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Validate the file and show the search space (grid: every config); run nothing."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-        store: Optional[str] = StoreOpt,  # noqa: UP045
+        store: Optional[str] = StoreOpt,
     ) -> None:
         """Run a hyper-parameter sweep over an evaluation and report the best config with its CI."""
         from rich.console import Console

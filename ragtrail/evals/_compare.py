@@ -71,8 +71,7 @@ class RunInfo:
 
 
 _RUN_COLS = (
-    "run_id, name, version, status, dataset_name, dataset_version, config, config_hash, summary, "
-    "created_at, sweep_id"
+    "run_id, name, version, status, dataset_name, dataset_version, config, config_hash, summary, created_at, sweep_id"
 )
 
 
@@ -339,7 +338,9 @@ class Comparison:
             console.print(f"[yellow]warning:[/yellow] {w}")
         console.print(self.table())
         if regressions and self.regressions:
-            t = Table(title=f"Regressed examples (worst {min(regressions, len(self.regressions))} of {len(self.regressions)})")
+            t = Table(
+                title=f"Regressed examples (worst {min(regressions, len(self.regressions))} of {len(self.regressions)})"
+            )
             for c in ("example", "metric", "a", "b", "delta", "trace (b)"):
                 t.add_column(c)
             for r in self.regressions[:regressions]:
@@ -459,7 +460,9 @@ def compare(
                     f"metric {m!r} is not in run {' and '.join(missing)}; metrics in both runs: "
                     f"{', '.join(have) or 'none'}"
                 )
-    cells: dict[str, tuple[dict[str, _Cell], dict[str, _Cell]]] = {m: (scores_a.get(m, {}), scores_b.get(m, {})) for m in names}
+    cells: dict[str, tuple[dict[str, _Cell], dict[str, _Cell]]] = {
+        m: (scores_a.get(m, {}), scores_b.get(m, {})) for m in names
+    }
     if operational:
         for col in OPERATIONAL:
             if col in cells:

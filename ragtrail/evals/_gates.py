@@ -55,7 +55,9 @@ from ragtrail.evals._compare import (
 )
 from ragtrail.store import Store
 
-GateKind = Literal["threshold", "non_inferiority", "error_rate", "undefined_rate", "cost", "cost_per_example", "latency"]
+GateKind = Literal[
+    "threshold", "non_inferiority", "error_rate", "undefined_rate", "cost", "cost_per_example", "latency"
+]
 GateStatus = Literal["pass", "fail", "skipped"]
 
 _OPS = {
@@ -193,7 +195,9 @@ class GateReport:
         for n in self.notes:
             console.print(f"[yellow]note:[/yellow] {n}")
         console.print(self.table())
-        console.print("[green]all gates passed[/green]" if self.passed else f"[red]{len(self.failed)} gate(s) failed[/red]")
+        console.print(
+            "[green]all gates passed[/green]" if self.passed else f"[red]{len(self.failed)} gate(s) failed[/red]"
+        )
 
 
 def _md(s: str) -> str:
@@ -270,7 +274,9 @@ def parse_gate(item: Any, where: str = "gate", baseline: str | None = None) -> G
             against = spec.pop("against", against)
             margin = _number(spec.pop("margin", 0.0), where, "non_inferior.margin")
             if spec:
-                raise ConfigError(f"{where}.non_inferior: unknown key(s) {', '.join(map(str, spec))}; use margin, against")
+                raise ConfigError(
+                    f"{where}.non_inferior: unknown key(s) {', '.join(map(str, spec))}; use margin, against"
+                )
         else:
             margin = _number(spec, where, "non_inferior (the margin)")
         if metric is None:
@@ -324,7 +330,9 @@ def parse_gate(item: Any, where: str = "gate", baseline: str | None = None) -> G
     return gate
 
 
-def _gate_for_lhs(lhs: str, op: str, value: float, where: str, name: str | None = None, text: str | None = None) -> Gate:
+def _gate_for_lhs(
+    lhs: str, op: str, value: float, where: str, name: str | None = None, text: str | None = None
+) -> Gate:
     text = name or text or f"{lhs} {op} {value:g}"
     if m := _FUNC.match(lhs):
         kind: GateKind = "error_rate" if m.group("fn") == "error_rate" else "undefined_rate"
@@ -348,7 +356,9 @@ def _gate_for_lhs(lhs: str, op: str, value: float, where: str, name: str | None 
 def _parse_expr(text: str, where: str) -> Gate:
     m = _EXPR.match(text)
     if not m:
-        raise ConfigError(f"{where}: cannot parse gate {text!r}; write '<metric> >= <number>' such as 'faithfulness >= 0.85'")
+        raise ConfigError(
+            f"{where}: cannot parse gate {text!r}; write '<metric> >= <number>' such as 'faithfulness >= 0.85'"
+        )
     lhs, op, rhs = m.group("lhs"), m.group("op"), m.group("rhs")
     try:
         value: float | None = float(rhs)
@@ -362,11 +372,15 @@ def _parse_expr(text: str, where: str) -> Gate:
                 "with a margin such as 'production - 0.02'"
             ) from None
         if op not in (">=", "<="):
-            raise ConfigError(f"{where}: a non-inferiority gate uses >= (higher is better) or <= (lower is better): {text!r}")
+            raise ConfigError(
+                f"{where}: a non-inferiority gate uses >= (higher is better) or <= (lower is better): {text!r}"
+            )
         margin = _number(ni.group("margin") or 0.0, where, "the margin")
         sign = ni.group("sign") or ("-" if op == ">=" else "+")
         if (op == ">=" and sign != "-") or (op == "<=" and sign != "+"):
-            raise ConfigError(f"{where}: write 'metric >= baseline - margin' or 'metric <= baseline + margin', not {text!r}")
+            raise ConfigError(
+                f"{where}: write 'metric >= baseline - margin' or 'metric <= baseline + margin', not {text!r}"
+            )
         return Gate("non_inferiority", text, op, margin, lhs, against=ni.group("ref"), where=where)
     return _gate_for_lhs(lhs, op, value, where, text=text)
 
@@ -412,7 +426,9 @@ def load_gates(
         if isinstance(data, (list, tuple)):
             data = {"gates": list(data)}
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{label}: a gate file is a mapping with a 'gates' list (or a list of gates), not {type(data).__name__}")
+            raise ConfigError(
+                f"{label}: a gate file is a mapping with a 'gates' list (or a list of gates), not {type(data).__name__}"
+            )
         data = dict(data)
         items = data.pop("gates", [])
         if not isinstance(items, list):
@@ -463,7 +479,9 @@ def check_gates(
     """
     spec = load_gates(gates, extra=extra, baseline=baseline, **options)
     if not spec.gates:
-        raise ConfigError("no gates given: pass a gate file (--gates gates.yaml) or gates such as 'faithfulness >= 0.85'")
+        raise ConfigError(
+            "no gates given: pass a gate file (--gates gates.yaml) or gates such as 'faithfulness >= 0.85'"
+        )
     info = resolve_run(store, run)
     scores = load_scores(store, info.run_id)
     examples = load_examples(store, info.run_id)
@@ -622,8 +640,16 @@ def move_alias(store: Store, run: Any, alias: str, *, by: str | None = None, exp
     "unset"), the move happens only if the alias still points there, else
     :class:`AliasConflictError` (compare-and-swap).
     """
-    if not isinstance(alias, str) or not alias.strip() or ":" in alias or _VERSION_TAG.match(alias) or alias == "latest":
-        raise ConfigError(f"alias {alias!r} is not allowed: it must be non-empty, without ':', not 'vN' and not 'latest'")
+    if (
+        not isinstance(alias, str)
+        or not alias.strip()
+        or ":" in alias
+        or _VERSION_TAG.match(alias)
+        or alias == "latest"
+    ):
+        raise ConfigError(
+            f"alias {alias!r} is not allowed: it must be non-empty, without ':', not 'vN' and not 'latest'"
+        )
     info = resolve_run(store, run)
     who = by or os.environ.get("RAGTRAIL_USER") or os.environ.get("USER") or os.environ.get("USERNAME")
     with store.transaction() as cur:

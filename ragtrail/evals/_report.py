@@ -201,7 +201,9 @@ def build_report(
 ) -> str:
     """The report's HTML text for ``runs`` (the first is the baseline every other run is compared with)."""
     if not runs:
-        raise ConfigError("a report needs at least one run: ragtrail report rag-qa:production rag-qa:latest -o report.html")
+        raise ConfigError(
+            "a report needs at least one run: ragtrail report rag-qa:production rag-qa:latest -o report.html"
+        )
     infos = [resolve_run(store, r) for r in runs]
     comparisons = []
     with warnings.catch_warnings():

@@ -85,7 +85,7 @@ class Param:
             return list(range(int(self.low), int(self.high) + 1))
         if self.distribution == "q_uniform" and self.q:
             assert self.low is not None and self.high is not None
-            n = int(math.floor((self.high - self.low) / self.q + 1e-9)) + 1
+            n = math.floor((self.high - self.low) / self.q + 1e-9) + 1
             return [round(self.low + i * self.q, 12) for i in range(n)]
         raise ConfigError(
             f"{where}: grid search needs discrete values, but this parameter has distribution {self.distribution}; "
@@ -242,7 +242,9 @@ def load_sweep(source: str | os.PathLike[str] | Mapping[str, Any], *, count: int
         raise ConfigError(f"{label}: metric: unknown key(s) {', '.join(map(str, metric))}; use name, goal, target")
     params_raw = data.pop("parameters", None)
     if not isinstance(params_raw, Mapping) or not params_raw:
-        raise ConfigError(f"{label}: parameters must be a non-empty mapping of parameter name to its values/distribution")
+        raise ConfigError(
+            f"{label}: parameters must be a non-empty mapping of parameter name to its values/distribution"
+        )
     params: list[Param] = []
     for k, v in params_raw.items():
         _parse_param(str(k), v, f"{label}: parameters.{k}", params)
@@ -357,9 +359,13 @@ class _Cached:
                 try:
                     out.append((k, _freeze(_dig(single, k))))
                 except KeyError:
-                    raise ConfigError(f"sweep_cache({self._fn.__qualname__}): the config has no upstream key {k!r}") from None
+                    raise ConfigError(
+                        f"sweep_cache({self._fn.__qualname__}): the config has no upstream key {k!r}"
+                    ) from None
             else:
-                raise ConfigError(f"sweep_cache({self._fn.__qualname__}): {k!r} is neither an argument nor a config key")
+                raise ConfigError(
+                    f"sweep_cache({self._fn.__qualname__}): {k!r} is neither an argument nor a config key"
+                )
         return tuple(out)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -455,7 +461,9 @@ class SweepResult:
                  f"{self.spec.goal} {self.spec.metric})"]  # fmt: skip
         if self.best is None:
             return "\n".join([*lines, "no trial completed"])
-        lines.append(f"best: {self.best.run_ref}  {self.spec.metric} = {self.best.value:.4f}  params {json.dumps(self.best.params, default=str)}")
+        lines.append(
+            f"best: {self.best.run_ref}  {self.spec.metric} = {self.best.value:.4f}  params {json.dumps(self.best.params, default=str)}"
+        )
         if self.runner_up is not None and self.comparison is not None:
             m = self.comparison[self.spec.metric]
             pct = round(self.comparison.confidence * 100)
@@ -481,7 +489,10 @@ class SweepResult:
         t = Table(title=f"sweep {self.sweep_id} ({self.spec.method}) — {self.spec.goal} {self.spec.metric}")
         for c in ("#", *names, self.spec.metric, "run", "state"):
             t.add_column(c)
-        order = sorted(self.trials, key=lambda x: (x.value is None, -(x.value or 0) if self.spec.goal == "maximize" else (x.value or 0)))
+        order = sorted(
+            self.trials,
+            key=lambda x: (x.value is None, -(x.value or 0) if self.spec.goal == "maximize" else (x.value or 0)),
+        )
         for tr in order:
             mark = " ★" if self.best is not None and tr.number == self.best.number else ""
             t.add_row(str(tr.number), *[json.dumps(tr.params.get(n), default=str) for n in names],
@@ -551,7 +562,11 @@ def _sampler(spec: SweepSpec, dists: Mapping[str, Any]) -> Any:
 
     if spec.method == "grid":
         space = {k: list(d.choices) for k, d in dists.items()}
-        return optuna.samplers.GridSampler(space, seed=spec.seed) if space else optuna.samplers.RandomSampler(seed=spec.seed)
+        return (
+            optuna.samplers.GridSampler(space, seed=spec.seed)
+            if space
+            else optuna.samplers.RandomSampler(seed=spec.seed)
+        )
     if spec.method == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
     return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(10, max(2, (spec.count or 10) // 3)))
@@ -613,7 +628,7 @@ def run_sweep(
     if spec.method == "grid" and spec.count is not None:
         n_trials = min(n_trials, spec.count)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by ragtrail
-    direction = "maximize" if spec.goal == "maximize" else "minimize"
+    direction: Literal["maximize", "minimize"] = "maximize" if spec.goal == "maximize" else "minimize"
     study = optuna.create_study(direction=direction, sampler=_sampler(spec, dists), study_name=sweep_id)
     trials: list[Trial] = []
 
@@ -653,13 +668,16 @@ def run_sweep(
         if trial.value is None:
             raise _TrialFailed(trial.error or "failed")
         if spec.target is not None and (
-            (spec.goal == "maximize" and trial.value >= spec.target) or (spec.goal == "minimize" and trial.value <= spec.target)
+            (spec.goal == "maximize" and trial.value >= spec.target)
+            or (spec.goal == "minimize" and trial.value <= spec.target)
         ):
             ot.study.stop()
         return trial.value
 
     study.optimize(objective, n_trials=n_trials, catch=(_TrialFailed,), gc_after_trial=False, show_progress_bar=False)
-    done = sorted((t for t in trials if t.state == "complete"), key=lambda t: t.value or 0.0, reverse=spec.goal == "maximize")
+    done = sorted(
+        (t for t in trials if t.state == "complete"), key=lambda t: t.value or 0.0, reverse=spec.goal == "maximize"
+    )
     best = done[0] if done else None
     runner = next((t for t in done[1:] if t.run_id != best.run_id), None) if best else None
     comparison = None
@@ -675,7 +693,9 @@ def run_sweep(
     return SweepResult(sweep_id, spec, trials, best, runner, comparison)
 
 
-def _evaluator(spec: SweepSpec, evaluate: Callable[[dict[str, Any]], Any] | None, store: Any) -> tuple[Store, Callable[[dict[str, Any]], Any]]:
+def _evaluator(
+    spec: SweepSpec, evaluate: Callable[[dict[str, Any]], Any] | None, store: Any
+) -> tuple[Store, Callable[[dict[str, Any]], Any]]:
     from ragtrail.store import Store, open_store
 
     if evaluate is not None:
@@ -690,7 +710,9 @@ def _evaluator(spec: SweepSpec, evaluate: Callable[[dict[str, Any]], Any] | None
         st = store if isinstance(store, Store) else open_store(store)
         return st, fn
     if not spec.eval_path:
-        raise ConfigError(f"{spec.source}: say what each trial runs: eval: eval.yaml (a ragtrail eval config) or function: module:evaluate")
+        raise ConfigError(
+            f"{spec.source}: say what each trial runs: eval: eval.yaml (a ragtrail eval config) or function: module:evaluate"
+        )
     from ragtrail.evals._config import build, load_spec
 
     path = Path(spec.eval_path)
@@ -722,7 +744,9 @@ def sweep_runs_df(store: Store, sweep_id: str) -> pd.DataFrame:
     """The runs of a sweep (oldest first): run, run_id, config, then one column per metric mean."""
     import pandas as pd
 
-    rows = store.query("SELECT run_id, name, version, config FROM runs WHERE sweep_id = ? ORDER BY version", (sweep_id,))
+    rows = store.query(
+        "SELECT run_id, name, version, config FROM runs WHERE sweep_id = ? ORDER BY version", (sweep_id,)
+    )
     if not rows:
         raise EvalError(f"no runs for sweep {sweep_id!r} in the store {store.url}")
     out = []
