@@ -328,3 +328,39 @@ def test_judge_cache_object_reports_hits(store_path: str) -> None:
     sc.score(EX, OUT, None)
     assert cache.stats.as_dict() | {} == {"hits": 1, "misses": 1, "writes": 1, "errors": 0}
     assert len(cache) == 1
+
+
+# ------------------------------------------------------------------------------ in the harness
+def test_judge_scorers_in_an_evaluation_run_and_an_identical_rerun_makes_no_calls(traced: Any) -> None:
+    from ragtrail.evals import Dataset, Evaluation
+
+    ds = Dataset.from_records(
+        [{"id": f"e{i}", "input": f"Where is landmark {i}?", "reference": "Paris"} for i in range(4)], name="judge-ds"
+    )
+
+    def pipeline(q: str) -> dict[str, Any]:
+        return {"answer": f"{q} It is in Paris.", "contexts": ["Landmarks are in Paris.", "Bananas are yellow."]}
+
+    def make(model: ScriptedJudge) -> list[Any]:
+        judge = Judge(model, cache=traced.store_path, prices={"input": 1.0, "output": 1.0})
+        return [scorers.faithfulness(judge=judge, explain=False), scorers.context_relevance(judge=judge, explain=False)]
+
+    def reply(messages: list[BaseMessage]) -> str:
+        if "DOCUMENTS" in str(messages[-1].content):
+            return '{"d1":{"verdict":"relevant"},"d2":{"verdict":"irrelevant"}}'
+        return '{"claims":[{"verdict":"supported","claim":"in Paris"},{"verdict":"unsupported","claim":"landmark"}]}'
+
+    m1 = ScriptedJudge(script=reply)
+    run1 = Evaluation("judged", dataset=ds, pipeline=pipeline, scorers=make(m1), store=traced.store_path).run()
+    df = run1.results_df()
+    assert set(df["status"]) == {"ok"} and len(df) == 8
+    assert list(df[df["scorer"] == "faithfulness"]["score"]) == [0.5] * 4
+    assert list(df[df["scorer"] == "context_relevance"]["score"]) == [0.5] * 4
+    assert len(m1.calls) == 8
+    assert run1.lineage["judge_models"] == ["scriptedjudge/scripted-judge"]  # provider from ls_params, then name
+    assert run1.summary["judge_cost_usd"] == pytest.approx(8 * 120 / 1e6)  # 100 in + 20 out tokens per call at $1/M
+    evaluator = [s for s in traced.spans() if s.attributes.get(semconv.SPAN_KIND) == semconv.EVALUATOR]
+    assert len(evaluator) == 8 and {s.attributes[semconv.EVAL_SCORER] for s in evaluator} == {"faithfulness", "context_relevance"}
+    m2 = ScriptedJudge(script=reply)
+    run2 = Evaluation("judged", dataset=ds, pipeline=pipeline, scorers=make(m2), store=traced.store_path).run()
+    assert m2.calls == [] and list(run2.results_df()["score"]) == list(df["score"])
