@@ -147,3 +147,50 @@ def test_compare_on_postgres(pg_url) -> None:  # type: ignore[no-untyped-def]
     cmp = compare(s, "rag-qa:v1", "rag-qa:v2")
     assert cmp["f1"].n_pairs == 30 and cmp["f1"].delta > 0.05
     s.close()
+
+
+def test_end_to_end_through_the_harness(traced, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two real Evaluation runs (the pipeline is a deterministic function; no LLM), then compare,
+    gate and promote them, and follow a regressed example to its stored trace."""
+    from typer.testing import CliRunner
+
+    from ragtrail.cli import app
+    from ragtrail.evals import Dataset, Evaluation, scorers
+
+    recs = [{"id": f"e{i:02d}", "input": f"name the colour number {i}", "reference": f"colour {i} is blue"} for i in range(30)]
+    ds = Dataset.from_records(recs, name="colours")
+
+    def pipeline(question: str, config: dict) -> str:
+        with ragtrail.span("generate", kind="LLM"):
+            n = int(question.rsplit(" ", 1)[-1])
+            good = n % config["every"] != config["every"] - 1  # every=3: a third of the answers go wrong
+            return f"colour {n} is blue" if good else "I do not know"
+
+    ev = Evaluation("colours-qa", dataset=ds, pipeline=pipeline, scorers=[scorers.token_f1(), scorers.exact_match()],
+                    store=traced.store_path, progress=False)  # fmt: skip
+    v1 = ev.run(config={"every": 1000})
+    v2 = ev.run(config={"every": 3})
+    client = traced.client()
+    client.set_alias(v1, "production")
+    cmp = client.compare("colours-qa:production", v2)
+    assert cmp.a.ref == "colours-qa:v1" and cmp.b.ref == "colours-qa:v2"
+    em = cmp["exact_match"]
+    assert em.n_pairs == 30 and em.mean_a == 1.0 and em.delta == pytest.approx(-10 / 30)
+    assert em.ci_high < 0 and em.significant and em.verdict == "worse" and em.n_regressed == 10
+    worst = cmp.regressions_df("exact_match")
+    assert set(worst.example_id) == {f"e{i:02d}" for i in range(2, 30, 3)}
+    trace = client.trace(worst.trace_id_b.iloc[0])  # the regressed example's trace is in the store
+    assert any(s.name == "generate" for s in trace.spans)
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("baseline: production\ngates:\n  - exact_match >= production - 0.05\n  - token_f1 >= 0.5\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["gate", "colours-qa:v2", "--gates", str(gates), "--store", traced.store_path])
+    assert res.exit_code == 1, res.output
+    res = runner.invoke(app, ["runs", "promote", "colours-qa:v2", "--gates", str(gates), "--store", traced.store_path])
+    assert res.exit_code == 1 and client.run("colours-qa:production").ref == "colours-qa:v1"
+    v3 = ev.run(config={"every": 1000})
+    res = runner.invoke(app, ["runs", "promote", v3.ref, "--gates", str(gates), "--store", traced.store_path])
+    assert res.exit_code == 0, res.output
+    assert client.run("colours-qa:production").ref == "colours-qa:v3"
+    res = runner.invoke(app, ["runs", "compare", "colours-qa:v1", "colours-qa:v2", "--store", traced.store_path])
+    assert res.exit_code == 0 and "exact_match" in res.output and "Regressed examples" in res.output
