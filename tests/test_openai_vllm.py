@@ -240,3 +240,27 @@ def test_user_stream_options_are_left_alone(vllm_server, store_file):
     finally:
         rt_openai.uninstrument()
         ragtrail.shutdown()
+
+
+def test_langchain_chat_openai_on_vllm_makes_one_llm_span_and_one_trace(vllm_server, traced_openai, store_file):
+    """LangChain's ChatOpenAI → openai client → real vLLM: LangChain's LLM span gets the client's facts,
+    no second LLM span, and vLLM's server span hangs under LangChain's span."""
+    langchain_openai = pytest.importorskip("langchain_openai")
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from ragtrail.connectors.langchain import CallbackHandler
+
+    llm = langchain_openai.ChatOpenAI(model="tiny", base_url=vllm_server, api_key="none", max_tokens=5,
+                                      temperature=0)  # fmt: skip
+    chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | llm | StrOutputParser()
+    with ragtrail.span("lc-root", kind="CHAIN") as root:
+        chain.invoke({"q": "hello"}, config={"callbacks": [CallbackHandler()]})
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    tr, llm_span = _client_span(trace_id, store_file)  # asserts exactly one LLM span
+    assert semconv.LANGCHAIN_RUN_ID in llm_span.attributes
+    assert llm_span.attributes[semconv.SERVER_ADDRESS] == "127.0.0.1"
+    assert llm_span.attributes[semconv.GEN_AI_RESPONSE_ID].startswith("chatcmpl-")
+    assert llm_span.output_tokens == 5
+    _, server = _wait_for_server_span(store_file, trace_id)
+    assert server.parent_span_id == llm_span.span_id
