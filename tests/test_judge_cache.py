@@ -157,3 +157,10 @@ def test_concurrent_processes_share_one_sqlite_cache(store_path: str) -> None:
                               env=dict(os.environ)) for i in range(3)]  # fmt: skip
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     assert len(JudgeCache(store_path)) == 1 + 3 * 30
+
+
+def test_default_cache_is_the_store_of_ragtrail_init(traced: Any) -> None:
+    model = scripted(REPLY)
+    sc = scorers.answer_relevance(judge=Judge(model), explain=False)  # cache=True: the default
+    sc.score(EX, OUT, None)
+    assert open_store(traced.store_path).query("SELECT COUNT(*) FROM judge_cache")[0][0] == 1

@@ -83,6 +83,13 @@ def test_guided_decoding_bare_verdicts_all_parse(vllm_server: VLLMServer, store_
             assert s.details["judge"]["usage"]["input_tokens"] > 0  # usage from the server
 
 
+def test_guided_via_extra_body_parses(vllm_server: VLLMServer) -> None:
+    judge = Judge(chat(vllm_server), cache=False, method="guided", max_tokens=64)
+    s = scorers.correctness(judge=judge, explain=False).score(EXAMPLES[0], OUTPUTS[0], None)
+    assert s.status == "ok" and s.details["verdict"] in ("correct", "partially_correct", "incorrect")
+    assert s.details["judge"]["method"] == "guided"
+
+
 def test_without_guided_decoding_garbage_is_error_scores_and_the_run_completes(vllm_server: VLLMServer) -> None:
     judge = Judge(chat(vllm_server), cache=False, method="prompt", max_tokens=48, max_repairs=1)
     results = [sc.score(ex, out, None) for sc in all_scorers(judge, explain=True) for ex, out in zip(EXAMPLES, OUTPUTS)]

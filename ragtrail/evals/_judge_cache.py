@@ -72,8 +72,9 @@ class JudgeCache:
     """Judge verdicts by content address, in the ``judge_cache`` table of a ragtrail store.
 
     Args:
-        store: a :class:`~ragtrail.store.Store`, a path, a ``postgresql://`` URL, or None for the
-            default store (``$RAGTRAIL_STORE`` / ``$RAGTRAIL_HOME``).
+        store: a :class:`~ragtrail.store.Store`, a path, a ``postgresql://`` URL, or None: the store of
+            ``ragtrail.init()`` when tracing is initialised, else the default store
+            (``$RAGTRAIL_STORE`` / ``$RAGTRAIL_HOME``).
 
     A store failure never fails a judge call: a failing read is a miss, a failing write is logged
     once and counted in :attr:`stats`.
@@ -90,6 +91,13 @@ class JudgeCache:
         if self._store is None:
             with self._lock:
                 if self._store is None:
+                    if self._store_arg is None:  # the store of ragtrail.init(), else the default store
+                        from ragtrail.tracing import get_config
+
+                        cfg = get_config()
+                        if cfg is not None and cfg.store is not None:
+                            self._store = cfg.store
+                            return self._store
                     self._store = open_store(self._store_arg)  # type: ignore[arg-type]
         return self._store
 
