@@ -364,3 +364,12 @@ def test_judge_scorers_in_an_evaluation_run_and_an_identical_rerun_makes_no_call
     m2 = ScriptedJudge(script=reply)
     run2 = Evaluation("judged", dataset=ds, pipeline=pipeline, scorers=make(m2), store=traced.store_path).run()
     assert m2.calls == [] and list(run2.results_df()["score"]) == list(df["score"])
+
+
+def test_judge_from_a_yaml_style_spec() -> None:
+    j = Judge.coerce({"model": "openai:tiny", "base_url": "http://127.0.0.1:9/v1", "api_key": "x", "temperature": 0.2,
+                      "seed": 7, "method": "guided", "model_id": "vllm/tiny"})  # fmt: skip
+    assert (j.model_id, j.method, j.temperature, j.seed) == ("vllm/tiny", "guided", 0.2, 7)
+    assert type(j.model).__name__ == "ChatOpenAI"
+    with pytest.raises(JudgeError, match="cannot build"):
+        Judge.coerce("no-such-provider:model")

@@ -384,7 +384,11 @@ class Judge:
     # -- construction helpers ---------------------------------------------------------------
     @classmethod
     def coerce(cls, judge: Any) -> Judge:
-        """A Judge from ``judge=`` (a Judge or a bare LangChain chat model)."""
+        """A Judge from ``judge=``: a Judge, a bare LangChain chat model, a ``"provider:model"`` string
+        or a dict of ``init_chat_model`` arguments (what an eval YAML file can hold, e.g.
+        ``{"model": "openai:my-model", "base_url": "http://vllm:8000/v1", "api_key": "none"}``; the
+        keys ``temperature``, ``seed``, ``max_tokens``, ``method``, ``max_cost`` and ``prices`` go to
+        the Judge)."""
         if isinstance(judge, Judge):
             return judge
         if judge is None:
@@ -392,6 +396,24 @@ class Judge:
                 "this scorer needs an LLM judge: pass judge=Judge(chat_model) or judge=chat_model "
                 "(any LangChain chat model, e.g. ChatOpenAI(base_url=…) for vLLM)"
             )
+        if isinstance(judge, (str, Mapping)):
+            spec = {"model": judge} if isinstance(judge, str) else dict(judge)
+            own = {k: spec.pop(k) for k in ("temperature", "seed", "max_tokens", "method", "max_cost", "prices",
+                                              "model_id", "max_concurrency") if k in spec}  # fmt: skip
+            try:
+                from langchain.chat_models import init_chat_model
+            except ImportError as exc:
+                from ragtrail._exceptions import MissingDependencyError
+
+                raise MissingDependencyError(
+                    "a judge given by name needs langchain (pip install langchain and the provider's package, "
+                    "e.g. langchain-openai); or pass a chat model object"
+                ) from exc
+            try:
+                model = init_chat_model(**spec)
+            except Exception as exc:
+                raise JudgeError(f"cannot build the judge model from {judge!r}: {exc}") from exc
+            return cls(model, **own)
         return cls(judge)
 
     def _pick_method(self, method: str) -> str:
