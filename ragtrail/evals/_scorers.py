@@ -377,12 +377,25 @@ class SemanticSimilarity(Scorer):
             texts.append(pred)
             texts.extend(refs)
         if jobs:
+            import numpy as np
+
             model = load_sentence_model(self.model, self.device)
-            emb = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)  # fmt: skip
-            for i, start, n in jobs:
-                sims = emb[start + 1 : start + 1 + n] @ emb[start]
-                out[i] = Score(float(max(-1.0, min(1.0, float(sims.max())))))
+            emb = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            # one vectorised pass: every (answer, reference) row pair, then the best reference per item
+            pred_rows = np.concatenate([np.full(n, start) for _i, start, n in jobs])
+            ref_rows = np.concatenate([np.arange(start + 1, start + 1 + n) for _i, start, n in jobs])
+            owner = np.concatenate([np.full(n, k) for k, (_i, _s, n) in enumerate(jobs)])
+            sims = np.einsum("ij,ij->i", emb[pred_rows], emb[ref_rows])
+            best = np.full(len(jobs), -np.inf)
+            np.maximum.at(best, owner, sims)
+            for (i, _start, _n), v in zip(jobs, best.tolist(), strict=True):
+                out[i] = Score(float(max(-1.0, min(1.0, v))))
         return [s if s is not None else Score.error("not scored") for s in out]
 
 
