@@ -373,3 +373,28 @@ def test_judge_from_a_yaml_style_spec() -> None:
     assert type(j.model).__name__ == "ChatOpenAI"
     with pytest.raises(JudgeError, match="cannot build"):
         Judge.coerce("no-such-provider:model")
+
+
+class ToolCallingScripted(ScriptedJudge):
+    """A scripted fake chat model that supports tool calling: it answers with a tool call whose
+    arguments are the scripted JSON (what a provider's forced function call returns)."""
+
+    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kw: Any) -> Any:
+        self.calls.append({"bound_tools": tools, "tool_choice": tool_choice})
+        return self.bind(tools=tools, tool_choice=tool_choice)
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        text = self.script(messages)
+        msg = AIMessage(content="", tool_calls=[{"name": "AnswerRelevanceVerdict", "args": json.loads(text), "id": "c1"}])
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+
+def test_tool_calling_models_get_a_forced_tool_call() -> None:
+    model = ToolCallingScripted(script=lambda m: '{"verdict":"irrelevant"}')
+    judge = J(model)
+    assert judge.method == "tool"
+    s = scorers.answer_relevance(judge=judge, explain=False).score(EX, OUT, None)
+    assert s.status == "ok" and s.value == 0.0 and s.details["judge"]["method"] == "tool"
+    bound = model.calls[0]
+    assert bound["tool_choice"] == "AnswerRelevanceVerdict"
+    assert bound["bound_tools"][0]["function"]["parameters"]["properties"]["verdict"]["enum"]
