@@ -24,8 +24,9 @@ STATUSES: tuple[str, ...] = ("ok", "undefined", "error")
 class Example(BaseModel):
     """One dataset example.
 
-    ``relevant`` holds graded relevance judgements (``{doc_id: grade}``, grade > 0 is relevant at the
-    default threshold); ``contexts`` optional reference contexts.
+    ``relevant`` holds graded relevance judgements (``{doc_id: grade}``; a grade >= 1 is relevant at the
+    default threshold, trec_eval's ``relevance_level``; nDCG gains are the grades themselves);
+    ``contexts`` optional reference contexts.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
