@@ -188,9 +188,11 @@ def test_raw_response_calls_are_traced(traced, oai):
 
 
 def test_parse_and_the_stream_helper_are_traced(traced, oai):
-    parsed = oai.chat.completions.parse(model="m", messages=[{"role": "user", "content": "x"}])
+    # openai < 1.9x has these helpers under client.beta (implemented with create())
+    helpers = oai.chat.completions if hasattr(oai.chat.completions, "parse") else oai.beta.chat.completions
+    parsed = helpers.parse(model="m", messages=[{"role": "user", "content": "x"}])
     assert parsed.choices[0].message.content == "a b c"
-    with oai.chat.completions.stream(model="m", messages=[{"role": "user", "content": "x"}]) as stream:
+    with helpers.stream(model="m", messages=[{"role": "user", "content": "x"}]) as stream:
         final = stream.get_final_completion()
     assert final.choices[0].message.content == "a b c"
     spans = traced.by_name("chat m")
@@ -225,3 +227,53 @@ def test_langchain_chat_openai_gives_one_llm_span(traced, oai, stub_url):
     assert span.attributes[semconv.SERVER_ADDRESS] == "127.0.0.1"  # … with what only the client knows
     assert span.attributes[semconv.GEN_AI_RESPONSE_ID] == "chatcmpl-stub"
     assert _Stub.requests[-1]["headers"]["traceparent"] == _traceparent(span)
+
+
+def test_declared_version_range():
+    from ragtrail import MissingDependencyError, RagtrailWarning
+    from ragtrail.connectors import _common
+    from ragtrail.connectors.openai import OpenAIInstrumentor
+
+    assert _common.version_in_range(openai.__version__, OpenAIInstrumentor.supported)
+    assert not _common.version_in_range("1.39.0", OpenAIInstrumentor.supported)
+    assert not _common.version_in_range("4.0.0", OpenAIInstrumentor.supported)
+    assert OpenAIInstrumentor().instrumentation_dependencies() == ["openai >=1.40,<4"]
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(_common, "installed_version", lambda dist: "1.2.0")
+        with pytest.warns(RagtrailWarning, match="tested with openai >=1.40,<4; found 1.2.0"):
+            rt_openai.instrument()
+        rt_openai.uninstrument()
+        mp.setattr(_common.importlib.util, "find_spec", lambda name: None)
+        with pytest.raises(MissingDependencyError, match=r"pip install 'ragtrail\[openai\]'"):
+            rt_openai.instrument()
+    finally:
+        mp.undo()
+
+
+OLDEST = ("openai==1.40.0", "httpx==0.27.2")  # the oldest openai claimed, with an httpx it supports
+
+
+@pytest.mark.slow
+def test_this_module_passes_with_the_oldest_supported_openai(tmp_path):
+    """Installs openai 1.40.0 into a temporary folder (pip, from the package index) and runs this test
+    module against it in a subprocess. Skipped when the index cannot be reached."""
+    import os
+    import subprocess
+    import sys
+
+    target = tmp_path / "oldest"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), *OLDEST],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    if pip.returncode != 0:
+        pytest.skip(f"cannot install {OLDEST}: {pip.stderr.strip()[-300:]}")
+    env = dict(os.environ, PYTHONPATH=str(target) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    version = subprocess.run([sys.executable, "-c", "import openai; print(openai.__version__)"], env=env,
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert version == OLDEST[0].split("==")[1]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not oldest"],
+        capture_output=True, text=True, env=env, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "passed" in run.stdout and "failed" not in run.stdout

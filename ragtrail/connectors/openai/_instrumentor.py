@@ -38,7 +38,7 @@ _COMPLETION = "text_completion"
 _EMBEDDINGS = "embeddings"
 _MAX_STREAM_TEXT = 1 << 20  # characters of streamed output kept for the span (content capture on)
 
-_CHAT_MOD = "openai.resources.chat.completions.completions"
+_CHAT_MOD = "openai.resources.chat.completions"  # a module up to openai 1.5x, a package re-exporting the classes after
 # (module, class, method, operation); chat ``stream()`` goes through ``create``, ``parse()`` does not
 _TARGETS: tuple[tuple[str, str, str, str], ...] = (
     (_CHAT_MOD, "Completions", "create", _CHAT),
