@@ -30,7 +30,7 @@ class SpanQueue:
         *,
         max_spans: int = 100_000,
         batch_size: int = 2_000,
-        retries: int = 5,
+        retries: int = 10,  # about 26 s of back-off: rides out a database restart
         backoff_s: float = 0.1,
     ) -> None:
         if max_spans < 1:
