@@ -179,14 +179,17 @@ def bench_ingest(n: int) -> dict[str, float]:
 _DF_CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
-    import pandas, pyarrow  # imported before the clock starts: the figure is spans_df itself
+    t_imp = time.perf_counter()
+    import pandas, pyarrow  # timed apart: the figure is spans_df itself, the import is reported beside it
+    t_imp = time.perf_counter() - t_imp
     import ragtrail
     client = ragtrail.Client(sys.argv[1])
     t0, c0 = time.perf_counter(), time.process_time()
     df = client.spans_df()
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"rows": len(df), "seconds": dt, "cpu_seconds": cpu, "peak_rss_bytes": rss}))
+    print(json.dumps({"rows": len(df), "seconds": dt, "cpu_seconds": cpu, "peak_rss_bytes": rss,
+                      "pandas_import_s": t_imp}))
     """
 )
 
@@ -263,12 +266,17 @@ def bench_spans_df(n: int) -> dict[str, float]:
 
 
 def bench_import(repeats: int) -> dict[str, float]:
-    code = "import time; t=time.perf_counter(); import ragtrail; print(time.perf_counter()-t)"
-    times = []
+    code = (
+        "import time; t=time.perf_counter(); c=time.process_time(); import ragtrail; "
+        "print(time.perf_counter()-t, time.process_time()-c)"
+    )
+    walls, cpus = [], []
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        times.append(float(out.stdout.strip()))
-    return {"seconds": sorted(times)[len(times) // 2]}
+        w, c = out.stdout.split()
+        walls.append(float(w))
+        cpus.append(float(c))
+    return {"seconds": sorted(walls)[len(walls) // 2], "cpu_seconds": sorted(cpus)[len(cpus) // 2]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,43 +289,63 @@ def main(argv: list[str] | None = None) -> int:
     n_ingest = 50_000 if a.quick else 200_000
     n_df = 200_000 if a.quick else 1_000_000
     ok = True
+    ncpu = os.cpu_count() or 1
+    load0 = os.getloadavg()[0]
     print(
-        f"ragtrail {ragtrail.__version__} core benchmarks ({'quick' if a.quick else 'full'}), python {sys.version.split()[0]}, {os.cpu_count()} cpus"
+        f"ragtrail {ragtrail.__version__} core benchmarks ({'quick' if a.quick else 'full'}), "
+        f"python {sys.version.split()[0]}, {ncpu} CPUs, load average {load0:.1f} at start"
     )
+    if load0 > ncpu:
+        print(
+            "  note: the machine is oversubscribed (load > CPUs): wall-clock figures are inflated by waiting for a "
+            "CPU; the CPU-time figures beside them show what the code itself costs"
+        )
+
+    def verdict(good_wall: bool, good_cpu: bool | None = None) -> str:
+        if good_wall:
+            return "OK"
+        return "MISSED on wall clock" + (", OK in CPU time" if good_cpu else "")
+
     if "span" in only:
         r = bench_span_overhead(n_span, rep)
         good = r["ratio"] <= 1.5
         ok &= good
         print(
-            f"[span]   raw OTel span {r['raw_us']:.2f} us CPU/span, ragtrail.span {r['ragtrail_us']:.2f} us  "
-            f"ratio {r['ratio']:.2f}x (goal <= 1.5x) {'OK' if good else 'MISSED'}"
+            f"[span]   raw OTel span {r['raw_us']:.2f} us CPU/span, ragtrail.span {r['ragtrail_us']:.2f} us CPU/span "
+            f"(10 attributes, same BatchSpanProcessor, flush included): ratio {r['ratio']:.2f}x (goal <= 1.5x) "
+            f"{verdict(good)}"
         )
     if "ingest" in only:
         r = bench_ingest(n_ingest)
         good = r["spans_per_s"] >= 50_000
         ok &= good
         print(
-            f"[ingest] {r['spans']} spans into SQLite: {r['spans_per_s']:,.0f} spans/s (goal >= 50,000; "
-            f"ratio {r['spans_per_s'] / 50_000:.2f}x) {'OK' if good else 'MISSED'}; writer thread CPU: {r['spans_per_cpu_s']:,.0f} spans per CPU-second; "
-            f"traced thread {r['enqueue_us']:.2f} us/span"
+            f"[ingest] {r['spans']:,} spans into SQLite, writer on the exporter thread: {r['spans_per_s']:,.0f} spans/s "
+            f"wall (goal >= 50,000; ratio {r['spans_per_s'] / 50_000:.2f}x); writer CPU {r['spans_per_cpu_s']:,.0f} "
+            f"spans per CPU-second (ratio {r['spans_per_cpu_s'] / 50_000:.2f}x); traced thread {r['enqueue_us']:.2f} "
+            f"us/span  {verdict(good, r['spans_per_cpu_s'] >= 50_000)}"
         )
     if "df" in only:
         r = bench_spans_df(n_df)
-        good = r["seconds"] < 10 and r["peak_rss_bytes"] < 2 * 1024**3
+        good_mem = r["peak_rss_bytes"] < 2 * 1024**3
+        good = r["seconds"] < 10 and good_mem
         ok &= good
         print(
             f"[df]     spans_df on {n_df:,} spans: {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU "
-            f"(goal < 10 s; ratio {r['seconds'] / 10:.2f}), "
-            f"peak RSS {r['peak_rss_bytes'] / 1024**3:.2f} GB (goal < 2 GB; ratio {r['peak_rss_bytes'] / 2 / 1024**3:.2f}) "
-            f"{'OK' if good else 'MISSED'} (store generated in {r['generate_s']:.1f} s)"
+            f"(goal < 10 s; ratio {r['seconds'] / 10:.2f} wall, {r['cpu_seconds'] / 10:.2f} CPU), "
+            f"peak RSS {r['peak_rss_bytes'] / 1024**3:.2f} GB (goal < 2 GB; ratio {r['peak_rss_bytes'] / 2 / 1024**3:.2f}); "
+            f"first pandas import {r['pandas_import_s']:.2f} s not included  "
+            f"{verdict(good, good_mem and r['cpu_seconds'] < 10)} (store generated in {r['generate_s']:.1f} s)"
         )
     if "import" in only:
         r = bench_import(5)
         good = r["seconds"] < 0.3
         ok &= good
         print(
-            f"[import] import ragtrail: {r['seconds'] * 1000:.0f} ms (goal < 300 ms; ratio {r['seconds'] / 0.3:.2f}) {'OK' if good else 'MISSED'}"
+            f"[import] import ragtrail: {r['seconds'] * 1000:.0f} ms wall, {r['cpu_seconds'] * 1000:.0f} ms CPU "
+            f"(goal < 300 ms; ratio {r['seconds'] / 0.3:.2f}) {verdict(good, r['cpu_seconds'] < 0.3)}"
         )
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
     _ = _setup
     return 0 if ok else 1
 

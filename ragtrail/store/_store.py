@@ -171,11 +171,14 @@ class SQLiteStore(Store):
                 conn = sqlite3.connect(
                     self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
                 )
+                conn.execute("PRAGMA page_size=8192")  # takes effect only when the file is created
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
                 conn.execute("PRAGMA foreign_keys=OFF")
                 conn.execute("PRAGMA cache_size=-32768")  # 32 MiB page cache: large batches, big reads
+                # checkpoint the WAL every ~80 MB instead of every 8 MB: fewer copies during ingest
+                conn.execute("PRAGMA wal_autocheckpoint=10000")
                 st = os.stat(self.path)
             except (sqlite3.DatabaseError, OSError) as exc:
                 raise StoreError(
