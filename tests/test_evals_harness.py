@@ -343,6 +343,8 @@ def test_resume_reruns_only_errored_and_refuses_changed_inputs(traced) -> None: 
     more = Evaluation("res", ds, pipe, ["exact_match", scorers.recall_at_k(3), "token_f1"], progress=False)
     r3 = more.run(config={"a": 1}, resume=run.ref)
     assert calls == [] and r3.summary["metrics"]["token_f1"]["n_ok"] == 6
+    assert [d["name"] for d in r3.lineage["scorers"]] == ["exact_match", "recall@3", "token_f1"]
+    assert len(r3.lineage["resumes"]) == 2
     forced = ev.run(config={"a": 2}, resume=run.ref, force=True)
     assert forced.run_id == run.run_id
 

@@ -671,8 +671,18 @@ class Evaluation:
             run = load_run(store, resume)
             self._check_resume(run, cfg, force)
             todo, rerun, rescore = self._resume_plan(store, run)
+            lineage = dict(run.lineage)
+            known = {d.get("name") for d in lineage.get("scorers", [])}
+            lineage["scorers"] = [
+                *lineage.get("scorers", []),
+                *(dict(s.describe()) for s in self.scorers if s.name not in known),
+            ]
+            lineage.setdefault("resumes", []).append({"at": time.time(), "forced": bool(force), "git": git_info()})
             with store.transaction() as cur:
-                cur.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", (run.run_id,))
+                cur.execute(
+                    "UPDATE runs SET status = 'running', finished_at = NULL, lineage = ? WHERE run_id = ?",
+                    (_json(lineage), run.run_id),
+                )
             run.status = "running"
         else:
             run = create_run(store, self.name, dataset_name=self.dataset.name, dataset_version=self.dataset.version,
