@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from ragtrail.server._convert import PayloadError
 if TYPE_CHECKING:
     from ragtrail.server._receiver import Receiver
 
+_MAX_BODIES_IN_FLIGHT = 8
 # google.rpc.Code values used in OTLP error bodies
 _RPC_CODE = {"bad_request": 3, "unauthorized": 16, "too_large": 8, "busy": 8, "unavailable": 14, "unsupported": 3}
 _HTTP_STATUS = {"ok": 200, "bad_request": 400, "unauthorized": 401, "too_large": 413, "busy": 429,
@@ -25,6 +27,9 @@ def create_app(receiver: Receiver) -> FastAPI:
     from ragtrail.server._receiver import _JSON, _PROTOBUF, Outcome, _TooLarge, _Unsupported
 
     app = FastAPI(title="ragtrail OTLP receiver", docs_url=None, redoc_url=None, openapi_url=None)
+    # Bodies being read or parsed at once: with the body cap this bounds the memory held by requests
+    # (8 x max_body_bytes) however many connections are open; the others wait their turn.
+    bodies = asyncio.Semaphore(_MAX_BODIES_IN_FLIGHT)
 
     def reply(outcome: Outcome, as_json: bool) -> Response:
         status = _HTTP_STATUS[outcome.status]
@@ -66,20 +71,25 @@ def create_app(receiver: Receiver) -> FastAPI:
                 return reply(receiver._count(Outcome("bad_request", "invalid Content-Length header")), as_json)
             if too_big:
                 return reply(receiver._count(Outcome("too_large", f"the body exceeds {limit} bytes")), as_json)
-        buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) > limit:
-                return reply(receiver._count(Outcome("too_large", f"the body exceeds {limit} bytes")), as_json)
-        try:
-            msg = receiver.decode(bytes(buf), ctype, request.headers.get("content-encoding"))
-        except PayloadError as exc:
-            return reply(receiver._count(Outcome("bad_request", str(exc))), as_json)
-        except _TooLarge as exc:
-            return reply(receiver._count(Outcome("too_large", str(exc))), as_json)
-        except _Unsupported as exc:
-            return reply(receiver._count(Outcome("unsupported", str(exc))), as_json)
-        return reply(receiver.ingest(msg), as_json)
+        if receiver.queue.pending >= receiver.queue.max_spans:  # full already: refuse before reading the body
+            busy = Outcome("busy", "the receiver's queue is full; retry later", retry_after_s=receiver.retry_after_s)
+            return reply(receiver._count(busy), as_json)
+        async with bodies:
+            buf = bytearray()
+            async for chunk in request.stream():
+                buf += chunk
+                if len(buf) > limit:
+                    return reply(receiver._count(Outcome("too_large", f"the body exceeds {limit} bytes")), as_json)
+            try:
+                msg = receiver.decode(bytes(buf), ctype, request.headers.get("content-encoding"))
+            except PayloadError as exc:
+                return reply(receiver._count(Outcome("bad_request", str(exc))), as_json)
+            except _TooLarge as exc:
+                return reply(receiver._count(Outcome("too_large", str(exc))), as_json)
+            except _Unsupported as exc:
+                return reply(receiver._count(Outcome("unsupported", str(exc))), as_json)
+            del buf
+            return reply(receiver.ingest(msg), as_json)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
