@@ -177,3 +177,20 @@ def test_rouge_l_and_bleu_equal_their_libraries_on_random_text() -> None:
         if b:
             assert metrics.bleu(a, b) == pytest.approx(sacrebleu.sentence_bleu(a, [b]).score / 100, abs=1e-12)
     assert metrics.rouge_l("x y", ["nothing", "x y"]) == 1.0  # best over references
+
+
+def test_bleu_tokenizer_shortcut_is_sacrebleu_13a() -> None:
+    """bleu() swaps sacrebleu's 13a regex pass for str.translate; the tokens must be identical."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    from ragtrail.evals._metrics import _fast_13a
+
+    orig = Tokenizer13a()
+    fast = _fast_13a(Tokenizer13a())
+    assert fast is not orig
+    rng = random.Random(3)
+    pieces = [chr(c) for c in range(32, 127)] + ["\n", "-\n", "&amp;", "&quot;", "&lt;", "&gt;", "<skipped>",
+                                                  "é", "—", "1.5", "3,000", "2-3", "\t"]  # fmt: skip
+    for _ in range(5000):
+        s = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        assert fast(s) == orig(s), s
