@@ -122,6 +122,17 @@ PIPELINE_MODULE = textwrap.dedent(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_tracing_leak():  # type: ignore[no-untyped-def]
+    """`eval run` initialises tracing in-process (CliRunner); leave no global state to later tests."""
+    yield
+    import ragtrail
+    from ragtrail.tracing import get_config
+
+    if get_config() is not None:
+        ragtrail.shutdown()
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "my_rag_app.py").write_text(PIPELINE_MODULE)
