@@ -189,6 +189,15 @@ class Run:
     def __str__(self) -> str:
         return self.ref
 
+    def __repr__(self) -> str:
+        m = ", ".join(f"{k}={v:.4g}" if v is not None else f"{k}=undefined" for k, v in self.metrics.items())
+        n = self.summary.get("n_examples")
+        return (
+            f"Run({self.ref!r}, status={self.status!r}, examples={n}, {m})"
+            if m
+            else f"Run({self.ref!r}, status={self.status!r})"
+        )
+
     @classmethod
     def from_row(cls, row: Sequence[Any], store: Any = None) -> Run:
         return cls(
