@@ -111,6 +111,24 @@ def run_transformers(args: argparse.Namespace, mem) -> dict:  # type: ignore[no-
         "pad_token_id": model.config.pad_token_id if model.config.pad_token_id is not None else 0,
     }  # fmt: skip
 
+    # A thin timer under the connector (present in both arms): traced outer time - inner time is what the
+    # connector's wrapper costs on the caller's thread (span, GPU window, token counting, usage).
+    from transformers.generation import utils as gen_utils
+
+    original = gen_utils.GenerationMixin.generate
+    inner: list[float] = []
+
+    def timed_generate(self, *a, **k):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return original(self, *a, **k)
+        finally:
+            _sync(device)
+            inner.append(time.perf_counter() - t)
+
+    gen_utils.GenerationMixin.generate = timed_generate
+    wrapper_s: list[float] = []
+
     def one(traced: bool) -> float:
         if traced:
             hf_conn.instrument()
@@ -122,6 +140,8 @@ def run_transformers(args: argparse.Namespace, mem) -> dict:  # type: ignore[no-
             out = model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
         _sync(device)
         dt = time.perf_counter() - t
+        if traced:
+            wrapper_s.append(dt - inner[-1])
         assert out.shape == (args.batch, args.prompt_len + args.new_tokens), out.shape
         return dt
 
@@ -135,9 +155,59 @@ def run_transformers(args: argparse.Namespace, mem) -> dict:  # type: ignore[no-
         for tr in order:
             (traced if tr else plain).append(one(tr))
     hf_conn.uninstrument()
+    gen_utils.GenerationMixin.generate = original
     ragtrail.flush(10)
     spans = [s for s in mem.get_finished_spans() if s.name == "transformers.generate"]
-    return _summarise("transformers.generate", device, plain, traced, spans, args.batch * args.new_tokens)
+    res = _summarise("transformers.generate", device, plain, traced, spans, args.batch * args.new_tokens)
+    res["accounting"] = _accounting(device, input_ids, wrapper_s, traced, args.new_tokens)
+    return res
+
+
+def _accounting(device: str, input_ids, wrapper_s: list[float], traced: list[float], steps: int) -> dict:  # type: ignore[no-untyped-def]
+    """Tracing's cost counted directly (immune to run-to-run noise): wrapper time on the caller's thread,
+    the per-step cost of the first-token criterion x steps, and the sampler thread's CPU time."""
+    import torch
+    from transformers import MaxLengthCriteria, StoppingCriteriaList
+
+    from ragtrail.connectors.transformers import _instrumentor as hf_inst
+    from ragtrail.tracing import _gpu
+
+    ids = input_ids
+    cuda = torch.cuda if device.startswith("cuda") else None
+    base = StoppingCriteriaList([MaxLengthCriteria(max_length=10**6)])
+    with_ours = StoppingCriteriaList([MaxLengthCriteria(max_length=10**6), hf_inst._first_token_criterion()(cuda)])
+    n = 2000
+
+    def per_call(lst) -> float:  # type: ignore[no-untyped-def]
+        for _ in range(50):
+            lst(ids, None)
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(n):
+            lst(ids, None)
+        _sync(device)
+        return (time.perf_counter() - t) / n
+
+    per_step = max(0.0, min(per_call(with_ours) for _ in range(3)) - min(per_call(base) for _ in range(3)))
+    sampler_cpu = None
+    th = _gpu._sampler.thread
+    if th is not None and th.is_alive() and hasattr(time, "pthread_getcpuclockid"):
+        try:
+            sampler_cpu = time.clock_gettime(time.pthread_getcpuclockid(th.ident))  # type: ignore[arg-type]
+        except Exception:
+            sampler_cpu = None
+    wall = sum(traced)
+    wrapper = statistics.median(wrapper_s) if wrapper_s else 0.0
+    med = statistics.median(traced)
+    est = wrapper + per_step * steps + ((sampler_cpu or 0.0) * med / wall if wall else 0.0)
+    return {
+        "wrapper_s_per_call_median": wrapper,
+        "criterion_s_per_step": per_step,
+        "steps_per_call": steps,
+        "sampler_thread_cpu_s_total": sampler_cpu,
+        "traced_wall_s_total": wall,
+        "estimated_overhead_pct": 100 * est / med,
+    }
 
 
 def run_vllm(args: argparse.Namespace, mem) -> dict | None:  # type: ignore[no-untyped-def]
@@ -282,6 +352,14 @@ def main(argv: list[str] | None = None) -> int:
             f"${r['ragtrail_cost_usd_per_1k_output_tokens'] or float('nan'):.6f} per 1,000 output tokens "
             f"(check: ${r['check_rate_usd_per_gpu_hour']}/GPU-h / tokens/s -> ${r['check_cost_per_1k_from_tokens_per_s'] or float('nan'):.6f})"
         )
+        acc = r.get("accounting")
+        if acc:
+            print(
+                f"  counted directly: wrapper {acc['wrapper_s_per_call_median'] * 1e3:.2f} ms/call, first-token criterion "
+                f"{acc['criterion_s_per_step'] * 1e6:.1f} us/step x {acc['steps_per_call']}, sampler thread CPU "
+                f"{acc['sampler_thread_cpu_s_total'] if acc['sampler_thread_cpu_s_total'] is not None else float('nan'):.4f} s "
+                f"over {acc['traced_wall_s_total']:.1f} s traced -> {acc['estimated_overhead_pct']:.3f}% of a call"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     return 0
