@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragtrail._exceptions import ConfigError, EvalError, RagtrailWarning
-from ragtrail.evals._stats import TESTS, bootstrap_ci, holm, paired_p_value
+from ragtrail.evals._stats import TESTS, bootstrap_ci_many, holm, paired_p_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -480,17 +480,33 @@ def compare(
     improvements: list[dict[str, Any]] = []
     pairs_out: dict[str, list[tuple[str, float, float]]] = {}
     for metric, (ca, cb) in cells.items():
+        ids = sorted(shared & set(ca) & set(cb))
+        pairs_out[metric] = [
+            (e, float(ca[e].score), float(cb[e].score))  # type: ignore[arg-type]
+            for e in ids
+            if ca[e].status == "ok" and cb[e].status == "ok" and ca[e].score is not None and cb[e].score is not None
+        ]
+    # Metrics paired on the same examples share one bootstrap (the same resamples for all of them):
+    # one pass instead of one per metric, and a joint resampling of the examples.
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for metric, pf in pairs_out.items():
+        if pf:
+            groups.setdefault(tuple(p[0] for p in pf), []).append(metric)
+    cis: dict[str, tuple[float, float]] = {}
+    for members in groups.values():
+        stacked = np.array([[p[2] - p[1] for p in pairs_out[m]] for m in members])
+        lows, highs = bootstrap_ci_many(stacked, confidence=confidence, n_resamples=n_resamples, seed=seed)
+        cis.update({m: (float(lo_), float(hi_)) for m, lo_, hi_ in zip(members, lows, highs, strict=True)})
+    for metric, (ca, cb) in cells.items():
         hib = higher_is_better(metric, directions)
         ids = sorted(shared & set(ca) & set(cb))
-        pairs = [(e, ca[e].score, cb[e].score) for e in ids if ca[e].status == "ok" and cb[e].status == "ok"]
-        pairs_f = [(e, float(x), float(y)) for e, x, y in pairs if x is not None and y is not None]
-        pairs_out[metric] = pairs_f
+        pairs_f = pairs_out[metric]
         va = np.array([p[1] for p in pairs_f])
         vb = np.array([p[2] for p in pairs_f])
         d = vb - va
         n = int(d.size)
         if n:
-            lo, hi = bootstrap_ci(d, confidence=confidence, n_resamples=n_resamples, seed=seed)
+            lo, hi = cis[metric]
             mean_a, mean_b, delta = float(va.mean()), float(vb.mean()), float(d.mean())
         else:
             lo = hi = mean_a = mean_b = delta = float("nan")

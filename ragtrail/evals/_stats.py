@@ -74,7 +74,7 @@ def bootstrap_ci_many(
     for c0 in range(0, n_resamples, per_chunk):
         c1 = min(n_resamples, c0 + per_chunk)
         k = c1 - c0
-        idx = rng.integers(0, n, size=(k, n))
+        idx = rng.integers(0, n, size=(k, n), dtype=np.int32)
         counts = np.bincount((idx + (np.arange(k) * n)[:, None]).ravel(), minlength=k * n).reshape(k, n)
         means[:, c0:c1] = d @ (counts.T / n)
     alpha = (1.0 - confidence) / 2.0
