@@ -71,10 +71,10 @@ def speed(sizes: list[int], repeats: int) -> None:
 
 
 def end_to_end(n: int) -> None:
+    import sys
+
     from ragtrail.evals._compare import compare
     from ragtrail.store import open_store
-
-    import sys
     sys.path.insert(0, "tests")
     from test_compare_support import make_run
 
@@ -84,7 +84,7 @@ def end_to_end(n: int) -> None:
         ids = [f"q{i}" for i in range(n)]
         for shift in (0.0, 0.01):
             scores = {f"m{k}": {e: float(np.clip(v + shift, 0, 1)) for e, v in zip(ids, rng.random(n))} for k in range(5)}
-            make_run(s, "bench", scores, latency_ms={e: 100.0 for e in ids})
+            make_run(s, "bench", scores, latency_ms=dict.fromkeys(ids, 100.0))
         t0 = time.perf_counter()
         cmp = compare(s, "bench:v1", "bench:v2", operational=True)
         dt = time.perf_counter() - t0
