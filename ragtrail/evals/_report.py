@@ -219,7 +219,14 @@ def build_report(
         bad = [(e, m, c) for m, per in scores.items() for e, c in per.items() if c.status != "ok"][:max_examples]
         shown |= {e for e, _, _ in bad}
         trace_ids += [c.trace_id for _, _, c in bad]
+    labels: dict[str, str] = {}
+    for c in comp_blocks:
+        for d in c["diffs"]:
+            for side, ref in (("trace_id_a", c["a"]), ("trace_id_b", c["b"])):
+                if d.get(side):
+                    labels.setdefault(d[side], f"{ref} · example {d['example_id']}")
     data = {
+        "trace_labels": labels,
         "title": title or ("ragtrail report: " + " vs ".join(i.ref for i in infos)),
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "store": store.url,

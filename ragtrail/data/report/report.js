@@ -224,7 +224,8 @@
   function traceTree(tid, spans) {
     var wrap = el("div", { cls: "trace", id: anchorId("trace", tid) });
     var total = 0; spans.forEach(function (sp) { total = Math.max(total, sp.ms || 0); });
-    wrap.appendChild(el("h3", { text: "trace " + tid + " — " + spans.length + " spans" }));
+    var label = (DATA.trace_labels || {})[tid];
+    wrap.appendChild(el("h3", { text: (label ? label + " — " : "") + "trace " + tid + " — " + spans.length + " spans" }));
     var byParent = {}, ids = {};
     spans.forEach(function (sp) { ids[sp.id] = true; });
     spans.forEach(function (sp) { var p = sp.parent && ids[sp.parent] ? sp.parent : "_root"; (byParent[p] = byParent[p] || []).push(sp); });
