@@ -68,10 +68,22 @@ def bench_span_overhead(n: int, repeats: int) -> dict[str, float]:
     raw_provider.add_span_processor(raw_bsp)
     tracer = raw_provider.get_tracer("bench")
 
-    def raw(k: int) -> None:
+    def raw(k: int) -> None:  # the idiomatic SDK call
         for _ in range(k):
             with tracer.start_as_current_span("op", attributes=ATTRS):
                 pass
+
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace as otel_trace
+
+    attach, detach, in_ctx = otel_context.attach, otel_context.detach, otel_trace.set_span_in_context
+
+    def raw_min(k: int) -> None:  # the least an SDK span can cost: start, make current, end
+        for _ in range(k):
+            s = tracer.start_span("op", attributes=ATTRS)
+            tok = attach(in_ctx(s))
+            s.end()
+            detach(tok)
 
     # ragtrail: its own provider, the store exporter switched off, the same exporter type via exporters=
     rt_exp = CountingExporter()
@@ -91,17 +103,18 @@ def bench_span_overhead(n: int, repeats: int) -> dict[str, float]:
             with span("op", kind="CHAIN", attributes=ATTRS):
                 pass
 
-    raw(2000), rt(2000)  # warm up
+    raw(2000), raw_min(2000), rt(2000)  # warm up
     raw_bsp.force_flush()
     ragtrail.flush()
-    raw_us, rt_us = [], []
-    for _ in range(repeats):
+    raw_us, min_us, rt_us = [], [], []
+    for _ in range(repeats):  # interleaved, best of `repeats`: the machine's noise hits all three alike
         raw_us.append(_cpu_per_span(raw, n, raw_bsp.force_flush))
+        min_us.append(_cpu_per_span(raw_min, n, raw_bsp.force_flush))
         rt_us.append(_cpu_per_span(rt, n, ragtrail.flush))
     ragtrail.shutdown()
     raw_bsp.shutdown()
-    r, t = min(raw_us), min(rt_us)
-    return {"raw_us": r, "ragtrail_us": t, "ratio": t / r}
+    r, m, t = min(raw_us), min(min_us), min(rt_us)
+    return {"raw_us": r, "raw_min_us": m, "ragtrail_us": t, "ratio": t / r, "ratio_min": t / m}
 
 
 def bench_ingest(n: int) -> dict[str, float]:
@@ -308,12 +321,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if "span" in only:
         r = bench_span_overhead(n_span, rep)
-        good = r["ratio"] <= 1.5
+        good = max(r["ratio"], r["ratio_min"]) <= 1.5
         ok &= good
         print(
-            f"[span]   raw OTel span {r['raw_us']:.2f} us CPU/span, ragtrail.span {r['ragtrail_us']:.2f} us CPU/span "
-            f"(10 attributes, same BatchSpanProcessor, flush included): ratio {r['ratio']:.2f}x (goal <= 1.5x) "
-            f"{verdict(good)}"
+            f"[span]   CPU per span with 10 attributes, same BatchSpanProcessor, flush included: "
+            f"ragtrail.span {r['ragtrail_us']:.2f} us; raw OTel start_as_current_span {r['raw_us']:.2f} us "
+            f"(ratio {r['ratio']:.2f}x); raw OTel start_span+attach+end {r['raw_min_us']:.2f} us "
+            f"(ratio {r['ratio_min']:.2f}x) (goal <= 1.5x) {verdict(good)}"
         )
     if "ingest" in only:
         r = bench_ingest(n_ingest)

@@ -527,7 +527,7 @@ def test_import_is_light():
     code = """
         import sys, ragtrail
         heavy = [m for m in ("langchain", "langchain_core", "llama_index", "chromadb", "vllm", "torch",
-                             "pandas", "transformers", "sentence_transformers", "numpy") if m in sys.modules]
+                             "pandas", "transformers", "sentence_transformers") if m in sys.modules]
         print(heavy)
         assert not heavy, heavy
     """
