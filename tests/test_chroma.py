@@ -27,9 +27,15 @@ from ragtrail.connectors import chroma as rt_chroma  # noqa: E402
 from ragtrail.connectors import sentence_transformers as rt_st  # noqa: E402
 
 DOCS = {
-    "paris": ("Paris is the capital and largest city of France.", {"country": "FR", "year": 2024, "pop_m": 2.1, "capital": True}),
+    "paris": (
+        "Paris is the capital and largest city of France.",
+        {"country": "FR", "year": 2024, "pop_m": 2.1, "capital": True},
+    ),
     "berlin": ("Berlin is the capital of Germany.", {"country": "DE", "year": 2023, "pop_m": 3.7, "capital": True}),
-    "lyon": ("Lyon is a city in France known for its food.", {"country": "FR", "year": 2022, "pop_m": 0.5, "capital": False}),
+    "lyon": (
+        "Lyon is a city in France known for its food.",
+        {"country": "FR", "year": 2022, "pop_m": 0.5, "capital": False},
+    ),
     "cats": ("Cats purr when they are content.", {"country": "none", "year": 2020, "pop_m": 0.0, "capital": False}),
 }
 
@@ -126,9 +132,7 @@ def test_query_span_has_filters_ids_scores_documents_and_embedding_child(inst, e
     assert e.attributes[semconv.SPAN_KIND] == semconv.EMBEDDING
     assert e.attributes[semconv.EMBEDDING_COUNT] == 1
     assert e.attributes[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] == 384
-    assert e.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == len(
-        ef_tokens(ef, "What is the capital of France?")
-    )
+    assert e.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == len(ef_tokens(ef, "What is the capital of France?"))
     assert not [s for s in spans if s.name == "SentenceTransformer.encode"]  # no duplicate EMBEDDING span
 
 
@@ -143,7 +147,9 @@ def ef_tokens(ef, text):
 @pytest.mark.parametrize("space", ["cosine", "l2", "ip"])
 def test_scores_follow_the_collection_distance_space(inst, space):
     client = chromadb.EphemeralClient()
-    col = client.create_collection(f"rt-space-{space}", configuration={"hnsw": {"space": space}}, embedding_function=None)
+    col = client.create_collection(
+        f"rt-space-{space}", configuration={"hnsw": {"space": space}}, embedding_function=None
+    )
     vecs = {"x": [1.0, 0.0, 0.0], "y": [0.6, 0.8, 0.0], "z": [0.0, 0.0, 1.0]}
     col.add(ids=list(vecs), embeddings=list(vecs.values()))
     _reset(inst)
@@ -185,7 +191,9 @@ def test_add_upsert_get_delete_spans(inst, ef, tmp_path):
 
 def test_persistent_collection_reopened_is_traced(inst, ef, tmp_path):
     path = str(tmp_path / "persist")
-    col = chromadb.PersistentClient(path=path).create_collection("rt-persist", embedding_function=ef, configuration={"hnsw": {"space": "cosine"}})
+    col = chromadb.PersistentClient(path=path).create_collection(
+        "rt-persist", embedding_function=ef, configuration={"hnsw": {"space": "cosine"}}
+    )
     _fill(col)
     col2 = chromadb.PersistentClient(path=path).get_collection("rt-persist", embedding_function=ef)
     _reset(inst)
@@ -218,7 +226,12 @@ def test_huge_documents_are_truncated_and_stay_valid_json(inst):
     client = chromadb.EphemeralClient()
     col = client.create_collection("rt-huge", embedding_function=None)
     big = "é" * 400_000 + " END"
-    col.add(ids=["big", "small"], embeddings=[[1.0, 0.0], [0.0, 1.0]], documents=[big, "tiny doc"], metadatas=[{"k": 1}, {"k": 2}])
+    col.add(
+        ids=["big", "small"],
+        embeddings=[[1.0, 0.0], [0.0, 1.0]],
+        documents=[big, "tiny doc"],
+        metadatas=[{"k": 1}, {"k": 2}],
+    )
     _reset(inst)
     col.query(query_embeddings=[[1.0, 0.1]], n_results=2)
     q = _one(inst.spans(), "chroma.query")

@@ -116,7 +116,9 @@ def test_query_engine_trace_kinds_parents_nodes_embeddings_and_llm(inst, index):
     assert parents["CompactAndRefine.synthesize"] == "RetrieverQueryEngine.query"
     assert parents["MockLLM.complete"] == "MockLLM.predict"
     assert "SentenceTransformer.encode" not in names  # encode enriched LlamaIndex's embedding span
-    assert not [n for n in names if n.split(".")[-1].startswith("_") and not n.endswith("__call__")]  # private helpers folded
+    assert not [
+        n for n in names if n.split(".")[-1].startswith("_") and not n.endswith("__call__")
+    ]  # private helpers folded
     kinds = {s.name: s.attributes[semconv.SPAN_KIND] for s in spans}
     assert kinds["RetrieverQueryEngine.query"] == semconv.CHAIN
     assert kinds["VectorIndexRetriever.retrieve"] == semconv.RETRIEVER
@@ -175,7 +177,9 @@ def test_streaming_llm_span_records_ttft_and_ends_with_the_stream(inst):
 def test_chat_records_messages(inst):
     from llama_index.core.llms import ChatMessage, MockLLM
 
-    MockLLM(max_tokens=3).chat([ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi there")])
+    MockLLM(max_tokens=3).chat(
+        [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi there")]
+    )
     (s,) = inst.by_name("MockLLM.chat")
     assert s.attributes[semconv.SPAN_KIND] == semconv.LLM
     msgs = json.loads(s.attributes[semconv.GEN_AI_INPUT_MESSAGES])

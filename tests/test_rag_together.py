@@ -156,13 +156,17 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
     )
     storage = StorageContext.from_defaults(vector_store=ChromaVectorStore(chroma_collection=collection))
     index = VectorStoreIndex.from_documents(
-        [Document(text=t, id_=k) for k, t in TEXTS.items()], storage_context=storage, embed_model=MiniLMEmbedding(minilm)
+        [Document(text=t, id_=k) for k, t in TEXTS.items()],
+        storage_context=storage,
+        embed_model=MiniLMEmbedding(minilm),
     )
     rt_li.instrument()
     try:
         connectors.spans()
         connectors.memory.clear()
-        response = index.as_query_engine(similarity_top_k=2, llm=MockLLM(max_tokens=4)).query("What is the capital of France?")
+        response = index.as_query_engine(similarity_top_k=2, llm=MockLLM(max_tokens=4)).query(
+            "What is the capital of France?"
+        )
         spans = connectors.spans()
     finally:
         rt_li.uninstrument()
@@ -196,7 +200,13 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
                                         (
                                             "DefaultRefineProgram.__call__",
                                             semconv.CHAIN,
-                                            [("MockLLM.predict", semconv.CHAIN, [("MockLLM.complete", semconv.LLM, [])])],
+                                            [
+                                                (
+                                                    "MockLLM.predict",
+                                                    semconv.CHAIN,
+                                                    [("MockLLM.complete", semconv.LLM, [])],
+                                                )
+                                            ],
                                         )
                                     ],
                                 )
@@ -213,7 +223,9 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
     li_docs = json.loads(retrieve.attributes[semconv.RETRIEVAL_DOCUMENTS])
     assert len(chroma_docs) == 2 == len(response.source_nodes)
     # the same nodes, seen from both sides: Chroma's ids are LlamaIndex's node ids, scores agree
-    assert [d["id"] for d in chroma_docs] == [d["id"] for d in li_docs] == [n.node.node_id for n in response.source_nodes]
+    assert (
+        [d["id"] for d in chroma_docs] == [d["id"] for d in li_docs] == [n.node.node_id for n in response.source_nodes]
+    )
     # Chroma's span scores are cosine similarities (1 - d); ChromaVectorStore reports exp(-d) to LlamaIndex:
     # both derive from the raw distances the Chroma span keeps
     distances = list(query.attributes[semconv.RETRIEVAL_DISTANCES])

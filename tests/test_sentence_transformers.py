@@ -169,7 +169,9 @@ def test_idempotent_and_clean_uninstrument(traced, minilm):
 def test_version_outside_range_warns_and_still_traces(traced, minilm, monkeypatch):
     from importlib import metadata
 
-    assert _common.version_in_range(metadata.version("sentence-transformers"), rt_st.SentenceTransformersInstrumentor.supported)
+    assert _common.version_in_range(
+        metadata.version("sentence-transformers"), rt_st.SentenceTransformersInstrumentor.supported
+    )
     monkeypatch.setattr(_common, "installed_version", lambda dist: "2.2.2")
     with pytest.warns(RagtrailWarning, match="sentence_transformers"):
         rt_st.instrument()

@@ -18,7 +18,7 @@ space       Chroma's distance ``d``         score recorded                      
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ragtrail import semconv
@@ -53,7 +53,7 @@ def bind(method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[
     """The call's arguments by name (cheaper than ``inspect.signature().bind``)."""
     if not args:
         return dict(kwargs)
-    bound = dict(zip(PARAMS[method], args))
+    bound = dict(zip(PARAMS[method], args, strict=False))
     bound.update(kwargs)
     return bound
 
@@ -134,12 +134,12 @@ def _count(value: Any) -> int | None:
         return None
 
 
-def request_attributes(method: str, bound: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    """Attributes known before the call: top-k, id filter size, query count."""
+def request_attributes(method: str, bound: Mapping[str, Any], attrs: dict[str, Any]) -> None:
+    """Add what is known before the call to ``attrs``: top-k, query count, record/id-filter counts."""
     if method == "query":
         n = bound.get("n_results", 10)
         if isinstance(n, int):
-            yield semconv.RETRIEVAL_TOP_K, n
+            attrs[semconv.RETRIEVAL_TOP_K] = n
         for key in ("query_embeddings", "query_texts", "query_images", "query_uris"):
             value = bound.get(key)
             if value is not None:
@@ -151,18 +151,13 @@ def request_attributes(method: str, bound: Mapping[str, Any]) -> Iterator[tuple[
                         count = 1 if value and isinstance(value[0], (int, float)) else len(value)
                 else:
                     count = _count(value) or 0
-                yield semconv.RETRIEVAL_QUERY_COUNT, count
+                attrs[semconv.RETRIEVAL_QUERY_COUNT] = count
                 break
     ids = bound.get("ids")
     if ids is not None:
-        if method in ("add", "upsert"):
-            c = _count(ids)
-            if c is not None:
-                yield semconv.DB_RECORD_COUNT, c
-        else:
-            c = _count(ids)
-            if c is not None:
-                yield semconv.DB_FILTER_IDS_COUNT, c
+        c = _count(ids)
+        if c is not None:
+            attrs[semconv.DB_RECORD_COUNT if method in ("add", "upsert") else semconv.DB_FILTER_IDS_COUNT] = c
 
 
 def query_documents(result: Mapping[str, Any], space: str) -> tuple[list[dict[str, Any]], list[float]]:

@@ -8,6 +8,7 @@ classes that all clients hand out.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -42,7 +43,9 @@ def _failed(where: str) -> None:
     global _failures
     with _failures_lock:
         _failures += 1
-    warn_once(f"chroma:{where}", "ragtrail: the Chroma connector could not record %s (logged once)", where, exc_info=True)
+    warn_once(
+        f"chroma:{where}", "ragtrail: the Chroma connector could not record %s (logged once)", where, exc_info=True
+    )
 
 
 # Per-collection facts that never change for a collection id: distance space, server address, model.
@@ -102,12 +105,13 @@ def _finish(span: Span, token: object) -> None:
         otel_context.detach(token)  # type: ignore[arg-type]
 
 
-def _before(method: str, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _before(
+    method: str, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     bound = ex.bind(method, args, kwargs)
     attrs = dict(_static_attributes(instance))
     attrs[semconv.DB_OPERATION] = method
-    for k, v in ex.request_attributes(method, bound):
-        attrs[k] = v
+    ex.request_attributes(method, bound, attrs)
     return bound, attrs
 
 
@@ -128,16 +132,93 @@ def _record_request(span: Span, method: str, bound: dict[str, Any]) -> None:
 
 def _record_result(span: Span, method: str, attrs: dict[str, Any], result: Any) -> None:
     if method == "query":
-        space = attrs.get(semconv.RETRIEVAL_DISTANCE_SPACE, "l2")
-        docs, distances = ex.query_documents(result, space)
-        if distances:
-            span.set_attribute(semconv.RETRIEVAL_DISTANCES, distances)
-        record_documents(span, docs, score_kind=ex.SPACE_TO_SCORE_KIND.get(space, space))
+        _record_query_result(span, attrs.get(semconv.RETRIEVAL_DISTANCE_SPACE, "l2"), result)
     elif method == "get":
         ids = result.get("ids") if result is not None else None
         if ids is not None:
             span.set_attribute(semconv.DB_RECORD_COUNT, len(ids))
             span.set_attribute(semconv.RETRIEVAL_DOCUMENT_IDS, [str(i) for i in ids[:1000]])
+
+
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False, allow_nan=False)
+
+
+def _first(result: Any, key: str) -> Any:
+    value = result.get(key)
+    return value[0] if value else None
+
+
+def _record_query_result(span: Span, space: str, result: Any) -> None:
+    """Ids, distances, scores and documents of the first query of a QueryResult, in one pass.
+
+    A query is the hot path of a RAG app, so the common case (string documents that fit their share of
+    the attribute cap, JSON-encodable metadata) is serialised here once and recorded through the same
+    ``set_content`` path as everything else (content switch, secret masking, the user's mask hook), with
+    exactly what :func:`ragtrail.tracing.record_documents` would record. Anything unusual (a huge
+    document to cap, a value JSON cannot encode) goes to ``record_documents`` itself.
+    """
+    cfg = _setup._config
+    if cfg is None or not span.is_recording():
+        return
+    ids = _first(result, "ids") or []
+    dists = _first(result, "distances")
+    texts = _first(result, "documents")
+    metas = _first(result, "metadatas")
+    content_on = cfg.capture_content
+    budget = max(cfg.max_attribute_bytes // max(1, len(ids)) - 200, 200)
+    l2 = space == "l2"
+    id_strs: list[str] = []
+    distances: list[float] = []
+    docs: list[dict[str, Any]] = []
+    slow = False
+    for i, raw_id in enumerate(ids):
+        doc_id = str(raw_id)
+        id_strs.append(doc_id)
+        item: dict[str, Any] = {"id": doc_id, "rank": i}
+        if dists is not None:
+            d = dists[i]
+            if d is not None:
+                d = float(d)
+                distances.append(d)
+                item["score"] = 1.0 / (1.0 + d) if l2 else 1.0 - d
+        if content_on:
+            if texts is not None:
+                c = texts[i]
+                if c is not None:
+                    if not isinstance(c, str) or len(c) * 4 > budget:
+                        slow = True
+                    item["content"] = c
+            if metas is not None:
+                m = metas[i]
+                if m:
+                    item["metadata"] = m
+        docs.append(item)
+    score_kind = ex.SPACE_TO_SCORE_KIND.get(space, space)
+    text = None
+    if not slow:
+        try:
+            text = _json_encoder.encode(docs)
+        except (TypeError, ValueError):
+            text = None
+        if (
+            text is not None
+            and len(text) * 4 > cfg.max_attribute_bytes
+            and len(text.encode("utf-8")) > cfg.max_attribute_bytes
+        ):
+            text = None
+    if text is None:
+        if distances:
+            span.set_attribute(semconv.RETRIEVAL_DISTANCES, distances)
+        record_documents(span, docs, score_kind=score_kind)
+        return
+    span.set_attributes(
+        {
+            semconv.RETRIEVAL_DISTANCES: distances,
+            semconv.RETRIEVAL_DOCUMENT_IDS: id_strs,
+            semconv.RETRIEVAL_SCORE_KIND: score_kind,
+        }
+    )
+    set_content(span, semconv.RETRIEVAL_DOCUMENTS, text, force=True)
 
 
 def _make_sync(method: str) -> Callable[..., Any]:

@@ -62,7 +62,12 @@ def _failed(where: str) -> None:
     global _failures
     with _failures_lock:
         _failures += 1
-    warn_once(f"llama_index:{where}", "ragtrail: the LlamaIndex connector could not record %s (logged once)", where, exc_info=True)
+    warn_once(
+        f"llama_index:{where}",
+        "ragtrail: the LlamaIndex connector could not record %s (logged once)",
+        where,
+        exc_info=True,
+    )
 
 
 @dataclass
@@ -115,7 +120,10 @@ def _query_text(q: Any) -> Any:
 
 def _node_doc(n: Any) -> dict[str, Any]:
     node = getattr(n, "node", n)
-    doc: dict[str, Any] = {"id": getattr(node, "node_id", None) or getattr(node, "id_", None), "score": getattr(n, "score", None)}
+    doc: dict[str, Any] = {
+        "id": getattr(node, "node_id", None) or getattr(node, "id_", None),
+        "score": getattr(n, "score", None),
+    }
     try:
         doc["content"] = node.get_content()
     except Exception:
@@ -213,7 +221,7 @@ def _detach(token: object | None) -> None:
     if token is None:
         return
     try:
-        otel_context._RUNTIME_CONTEXT.detach(token)  # type: ignore[attr-defined]
+        otel_context._RUNTIME_CONTEXT.detach(token)  # type: ignore[attr-defined,arg-type]
     except Exception:
         # LlamaIndex ended the span in another context (a Future's callback): nothing to restore here
         pass
@@ -364,7 +372,10 @@ def _on_event(event: Any) -> None:
         else:
             set_content(span, semconv.INPUT_VALUE, event.prompt)
         params = event.additional_kwargs or {}
-        for key, attr in (("temperature", semconv.GEN_AI_REQUEST_TEMPERATURE), ("max_tokens", semconv.GEN_AI_REQUEST_MAX_TOKENS)):
+        for key, attr in (
+            ("temperature", semconv.GEN_AI_REQUEST_TEMPERATURE),
+            ("max_tokens", semconv.GEN_AI_REQUEST_MAX_TOKENS),
+        ):
             val = params.get(key, md.get(key))
             if isinstance(val, (int, float)) and not isinstance(val, bool):
                 span.set_attribute(attr, val)
@@ -402,8 +413,10 @@ def _on_llm_end(rec: _Open, event: Any, kind: str) -> None:
     inp, out = _usage(resp)
     source = "provider"
     if inp is None and out is None:
-        prompt = event.prompt if kind == "LLMCompletionEndEvent" else "\n".join(
-            str(m.get("content") or "") for m in _messages(event.messages)
+        prompt = (
+            event.prompt
+            if kind == "LLMCompletionEndEvent"
+            else "\n".join(str(m.get("content") or "") for m in _messages(event.messages))
         )
         inp = _estimate_tokens(prompt or "")
         out = _estimate_tokens(text or "") if isinstance(text, str) else None
@@ -411,7 +424,9 @@ def _on_llm_end(rec: _Open, event: Any, kind: str) -> None:
     ttft = None
     if rec.first_token is not None and rec.llm_start is not None:
         ttft = rec.first_token - rec.llm_start
-    record_usage(span, provider=rec.provider, model=rec.model, input_tokens=inp, output_tokens=out, source=source, ttft_s=ttft)
+    record_usage(
+        span, provider=rec.provider, model=rec.model, input_tokens=inp, output_tokens=out, source=source, ttft_s=ttft
+    )
     if rec.pending:
         with _STATE.lock:
             ids = [k for k, v in _STATE.open.items() if v is rec]
@@ -469,7 +484,12 @@ def _build_handlers() -> tuple[Any, Any]:
                 return None
 
         def prepare_to_drop_span(
-            self, id_: str, bound_args: Any, instance: Any | None = None, err: BaseException | None = None, **kwargs: Any
+            self,
+            id_: str,
+            bound_args: Any,
+            instance: Any | None = None,
+            err: BaseException | None = None,
+            **kwargs: Any,
         ) -> Any:
             try:
                 return _drop_span(id_, err)

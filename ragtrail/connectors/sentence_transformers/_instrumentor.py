@@ -61,7 +61,12 @@ def _failed(where: str) -> None:
     global _failures
     with _failures_lock:
         _failures += 1
-    warn_once(f"st:{where}", "ragtrail: the sentence-transformers connector could not record %s (logged once)", where, exc_info=True)
+    warn_once(
+        f"st:{where}",
+        "ragtrail: the sentence-transformers connector could not record %s (logged once)",
+        where,
+        exc_info=True,
+    )
 
 
 def model_name(model: Any) -> str | None:
@@ -143,7 +148,9 @@ def _adoptable_embedding_span(span: Span) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- wrappers
-def _preprocess_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _preprocess_wrapper(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     acc = _tokens.get()
     features = wrapped(*args, **kwargs)
     if acc is not None:
@@ -298,7 +305,9 @@ def _predict_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any
         return wrapped(*args, **kwargs)
     try:
         inputs = args[0] if args else kwargs.get("inputs", kwargs.get("sentences"))
-        single = isinstance(inputs, (tuple, dict)) or (isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs))
+        single = isinstance(inputs, (tuple, dict)) or (
+            isinstance(inputs, list) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs)
+        )
         n_pairs = 1 if single else _count_inputs(inputs)
         extra: dict[str, Any] = {semconv.RERANKER_PAIR_COUNT: n_pairs}
         bs = kwargs.get("batch_size")
