@@ -335,8 +335,10 @@ def test_sweep_cli_end_to_end_real_chroma_minilm(traced, tmp_path) -> None:  # t
 
     res = CliRunner().invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--dry-run"])
     assert res.exit_code == 0 and "4 grid point(s)" in res.output and "(upstream)" in res.output
-    res = CliRunner().invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--store", traced.store_path])
+    res = CliRunner().invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--store", traced.store_path,
+                                   "--report", str(tmp_path / "sweep.html")])  # fmt: skip
     assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "best vs runner-up" in (tmp_path / "sweep.html").read_text()
     mod = sys.modules["sweep_pipeline"]
     assert sorted(mod.BUILDS) == [300, 1500]  # one index per chunking config for 4 trials
     assert "best: scifact-rag:v" in res.output and "runner-up" in res.output and "paired bootstrap CI" in res.output

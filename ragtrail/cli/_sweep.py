@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
             False, "--dry-run", help="Validate the file and show the search space (grid: every config); run nothing."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        report: Optional[str] = typer.Option(
+            None, "--report", help="Also write an HTML report of the runner-up vs the best trial here."
+        ),
         store: Optional[str] = StoreOpt,
     ) -> None:
         """Run a hyper-parameter sweep over an evaluation and report the best config with its CI."""
@@ -60,5 +63,29 @@ def register(app: typer.Typer) -> None:
             }, indent=2, default=str))  # fmt: skip
         else:
             result.print(console)
+        if report and result.best is not None:
+            from ragtrail.evals._report import write_report
+            from ragtrail.store import open_store
+
+            runs = [r.run_id for r in (result.runner_up, result.best) if r is not None and r.run_id]
+            st = open_store(store) if store else _trial_store(result)
+            path = write_report(st, runs, report, title=f"sweep {result.sweep_id}: best vs runner-up")
+            console.print(f"wrote {path}")
         if result.best is None:
             raise typer.Exit(1)
+
+
+def _trial_store(result):  # type: ignore[no-untyped-def]
+    """The store the sweep's runs went to (the eval config's, else the default)."""
+    from ragtrail.evals._config import load_spec
+    from ragtrail.store import open_store
+
+    spec = result.spec
+    if spec.eval_path:
+        from pathlib import Path
+
+        path = Path(spec.eval_path)
+        if not path.is_absolute() and spec.base_dir:
+            path = Path(spec.base_dir) / path
+        return open_store(load_spec(path).store)
+    return open_store(None)

@@ -35,6 +35,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragtrail._exceptions import ConfigError, EvalError
+from ragtrail._exceptions import ConfigError, EvalError, RagtrailWarning
 from ragtrail.evals._compare import (
     OPERATIONAL,
     Comparison,
@@ -195,6 +196,8 @@ class GateReport:
         for n in self.notes:
             console.print(f"[yellow]note:[/yellow] {n}")
         console.print(self.table())
+        if self.comparison is not None and self.comparison.metrics:
+            console.print(self.comparison.table())
         console.print(
             "[green]all gates passed[/green]" if self.passed else f"[red]{len(self.failed)} gate(s) failed[/red]"
         )
@@ -514,10 +517,14 @@ def check_gates(
             report.notes.append(f"baseline {ref} not found: non-inferiority gates against it skipped")
             continue
         metrics = [g.metric for g in ni if _baseline_ref(info, g.against or spec.baseline or "") == ref]
-        comparisons[ref] = compare(
-            store, base, info, metrics=[m for m in dict.fromkeys(metrics) if m], confidence=spec.confidence,
-            seed=spec.seed, n_resamples=spec.n_resamples,
-        )  # fmt: skip
+        with warnings.catch_warnings():  # pairing warnings become notes of the report
+            warnings.simplefilter("ignore", RagtrailWarning)
+            cmp = compare(
+                store, base, info, metrics=[m for m in dict.fromkeys(metrics) if m], confidence=spec.confidence,
+                seed=spec.seed, n_resamples=spec.n_resamples,
+            )  # fmt: skip
+        comparisons[ref] = cmp
+        report.notes.extend(f"vs {ref}: {w}" for w in cmp.warnings)
         if report.baseline is None:
             report.baseline, report.baseline_ref, report.comparison = base, ref, comparisons[ref]
     for g in spec.gates:
