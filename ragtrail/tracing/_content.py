@@ -45,19 +45,27 @@ _SECRET_HINT = re.compile(r"sk-|AKIA|ASIA|gh[pousr]_|xox|AIza|hf_|(?i:bearer)|:/
 MaskHook = Callable[[str], str]
 
 
-# Substrings (of the lower-cased text) that every secret pattern above contains: a superset test of
-# _SECRET_HINT that runs as a few C-level substring scans (~0.5 µs per KiB each) instead of a regex
-# alternation tried at every position (~300 µs per KiB).
-_HINT_SUBSTRINGS = ("sk-", "akia", "asia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "aiza", "hf_",
-                    "bearer", "key", "secret", "passw", "token")  # fmt: skip
-
-
+# A superset test of _SECRET_HINT made of C-level substring scans: each secret pattern above needs a
+# rare character or a literal, checked first so that ordinary text costs a handful of scans
+# (~10 µs per KiB, against ~300 µs per KiB for the regex alternation tried at every position).
 def _maybe_secret(text: str) -> bool:
+    if "IA" in text and ("AKIA" in text or "ASIA" in text):  # AWS keys (case-sensitive patterns)
+        return True
+    if "AIz" in text:  # Google API keys
+        return True
     low = text.lower()
-    for h in _HINT_SUBSTRINGS:
-        if h in low:
-            return True
-    return "://" in low and "@" in low
+    if "-" in low and ("sk-" in low or "xox" in low):  # sk-…, xox?-…
+        return True
+    if "_" in low and ("gh" in low or "hf_" in low):  # gh?_…, hf_…
+        return True
+    if "@" in low and "://" in low:  # passwords in URLs
+        return True
+    if "bearer" in low:
+        return True
+    # key=value secrets need the keyword followed by ':' or '='
+    if ":" in low or "=" in low:
+        return "key" in low or "token" in low or "secret" in low or "passw" in low
+    return False
 
 
 def mask_secrets(text: str) -> tuple[str, int]:
