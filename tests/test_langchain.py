@@ -111,7 +111,12 @@ def _rag_chain(model: Any = None) -> Any:
     prompt = ChatPromptTemplate.from_messages([("system", "Answer from: {context}"), ("user", "{question}")])
     model = model or ScriptedChat(script=[AIMessage(content="topic one matters")])
     fmt = RunnableLambda(lambda docs: "\n".join(d.page_content for d in docs)).with_config(run_name="format_docs")
-    return {"context": retriever | fmt, "question": RunnableLambda(lambda q: q).with_config(run_name="passthrough")} | prompt | model | StrOutputParser()
+    return (
+        {"context": retriever | fmt, "question": RunnableLambda(lambda q: q).with_config(run_name="passthrough")}
+        | prompt
+        | model
+        | StrOutputParser()
+    )
 
 
 def _both() -> tuple[CallbackHandler, RunCollectorCallbackHandler]:
@@ -169,7 +174,11 @@ def test_parallel_nested_and_error_trees(traced):  # type: ignore[no-untyped-def
 
 
 def test_batch_stream_astream_trees(traced):  # type: ignore[no-untyped-def]
-    chain = ChatPromptTemplate.from_template("{q}") | GenericFakeChatModel(messages=iter(["x y z"] * 10)) | StrOutputParser()
+    chain = (
+        ChatPromptTemplate.from_template("{q}")
+        | GenericFakeChatModel(messages=iter(["x y z"] * 10))
+        | StrOutputParser()
+    )
     h, rc = _both()
     assert chain.batch([{"q": "1"}, {"q": "2"}, {"q": "3"}], config={"callbacks": [h, rc]}) == ["x y z"] * 3
     spans = traced.spans()
@@ -223,7 +232,11 @@ def test_tool_calling_agent_tree_and_tool_spans(traced):  # type: ignore[no-unty
     assert tool_span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] == "2.1 million"
     llms = [s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.LLM]
     assert len(llms) == 2
-    first_out = json.loads(llms[0].attributes[semconv.GEN_AI_OUTPUT_MESSAGES]) if llms[0].start_time < llms[1].start_time else json.loads(llms[1].attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+    first_out = (
+        json.loads(llms[0].attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+        if llms[0].start_time < llms[1].start_time
+        else json.loads(llms[1].attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+    )
     assert first_out[0]["tool_calls"][0]["name"] == "lookup_population"
     reasons = sorted(s.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS][0] for s in llms)
     assert reasons == ["stop", "tool_calls"]
@@ -337,9 +350,11 @@ def test_other_library_spans_nest_under_langchain_spans_and_one_llm_span(traced)
                 return super()._get_relevant_documents(query, run_manager=run_manager)
 
     model = ClientCallingChat(script=[AIMessage(content="ok")])
-    chain = {"context": DbRetriever(docs=corpus()), "question": lambda q: q} | ChatPromptTemplate.from_template(
-        "{context} {question}"
-    ) | model
+    chain = (
+        {"context": DbRetriever(docs=corpus()), "question": lambda q: q}
+        | ChatPromptTemplate.from_template("{context} {question}")
+        | model
+    )
     chain.invoke("topic", config={"callbacks": [CallbackHandler()]})
     spans = traced.spans()
     by = {s.name: s for s in spans}
@@ -620,3 +635,40 @@ def test_import_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     assert set(lc_connector.__all__) == {"CallbackHandler", "LangChainInstrumentor", "instrument", "uninstrument"}
+
+
+def test_streams_broken_off_early_leave_no_context_behind(instrumented):  # type: ignore[no-untyped-def]
+    """Streams abandoned mid-way (sync and async, concurrently) never leave a LangChain span current and
+    never log "Failed to detach context"; the next run is a trace of its own."""
+    from opentelemetry import trace as otel_trace
+
+    chain = (
+        ChatPromptTemplate.from_template("{q}")
+        | GenericFakeChatModel(messages=iter(["a b c d e f"] * 200))
+        | StrOutputParser()
+    )
+    for _ in range(5):
+        for _chunk in chain.stream({"q": "x"}):
+            break
+    assert not otel_trace.get_current_span().is_recording()
+
+    async def one(i: int) -> None:
+        gen = chain.astream({"q": str(i)})
+        async for _chunk in gen:
+            break
+        await gen.aclose()
+
+    async def main() -> None:
+        await asyncio.gather(*(one(i) for i in range(50)))
+        assert not otel_trace.get_current_span().is_recording()
+
+    asyncio.run(main())
+    closed = instrumented.spans()
+    assert closed and not any(s.attributes.get(semconv.ABANDONED) for s in closed)
+    instrumented.memory.clear()
+    chain.invoke({"q": "after"})
+    spans = instrumented.spans()
+    assert len({s.context.trace_id for s in spans}) == 1
+    assert len([s for s in spans if s.parent is None]) == 1
+    handler = lc_connector.LangChainInstrumentor().handler
+    assert handler is not None and handler.open_runs == 0

@@ -367,4 +367,3 @@ def to_text(value: Any) -> str:
     if isinstance(value, str):  # str subclasses (LangChain's TextAccessor)
         return str(value)
     return _dumps(plain(value))
-

@@ -208,8 +208,11 @@ class CallbackHandler(BaseCallbackHandler):
         """Put back the context that was current before ``run`` started, if ``run``'s is still current.
 
         Skips contexts of runs that ended meanwhile (interleaved ends), so a dead span is never current.
+        Also breaks the run ↔ context reference cycle so the run's state is freed by reference counting.
         """
-        if _get_current() is not run.ctx:
+        ctx = run.ctx
+        run.ctx = None
+        if _get_current() is not ctx:
             return
         prev = run.prev
         while prev is not None:
@@ -254,6 +257,7 @@ class CallbackHandler(BaseCallbackHandler):
             stale = [r for k, r in candidates if self._runs.pop(k, None) is r]
         for run in stale:
             run.ended = True
+            run.ctx = None
             try:
                 span = run.span
                 span.set_attribute(semconv.ABANDONED, True)
