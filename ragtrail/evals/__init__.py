@@ -9,6 +9,7 @@ from ragtrail.evals._datasets import Dataset, DatasetDiff, list_datasets, load_d
 from ragtrail.evals._harness import CostEstimate, Evaluation, evaluate_traces, rescore, score_items
 from ragtrail.evals._judge import Judge
 from ragtrail.evals._judge_cache import JudgeCache
+from ragtrail.evals._ray import RayBackend
 from ragtrail.evals._runs import Run, alias_history, list_runs, load_run, runs_df, set_alias
 from ragtrail.evals._types import Example, Score, Scorer
 
@@ -21,6 +22,7 @@ __all__ = [
     "Example",
     "Judge",
     "JudgeCache",
+    "RayBackend",
     "Run",
     "Score",
     "Scorer",

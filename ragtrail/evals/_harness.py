@@ -608,7 +608,7 @@ class Evaluation:
         *,
         resume: Any = None,
         force: bool = False,
-        backend: str = "local",
+        backend: Any = "local",
         max_cost: float | None = None,
         dry_run: bool = False,
     ) -> Run:
@@ -619,16 +619,19 @@ class Evaluation:
         changed unless ``force=True``. ``dry_run=True`` returns a :class:`CostEstimate` instead.
         Safe to call inside a running event loop (Jupyter): the work then runs in a worker thread.
         """
-        if backend not in ("local", "ray"):
-            raise ConfigError(f"backend must be 'local' or 'ray', not {backend!r}")
-        if backend == "ray":
+        if backend not in ("local", "ray") and getattr(backend, "name", None) != "ray":
+            raise ConfigError(f"backend must be 'local', 'ray' or a RayBackend(...), not {backend!r}")
+        if backend != "local":
             try:
                 import ray  # noqa: F401
             except ImportError as exc:
-                raise MissingDependencyError("backend='ray' needs Ray: pip install 'ray>=2.9'") from exc
-            raise EvalError("backend='ray' is not available in this version of ragtrail yet; use backend='local'")
+                raise MissingDependencyError("backend='ray' needs Ray: pip install 'ragtrail[ray]'") from exc
         if dry_run:
             return self.estimate(config, resume=resume)  # type: ignore[return-value]
+        if backend != "local":  # examples spread over Ray tasks (ragtrail/evals/_ray.py)
+            from ragtrail.evals._ray import run_on_ray
+
+            return run_on_ray(self, config, resume=resume, force=force, max_cost=max_cost, backend=backend)
         try:
             asyncio.get_running_loop()
         except RuntimeError:

@@ -1,0 +1,397 @@
+"""Ray backend for batch evaluations: ``Evaluation(...).run(backend="ray")``.
+
+The driver creates (or resumes) the run exactly as the local backend does, then hands the examples
+to Ray tasks in small chunks (``ray.wait`` over at most ``max_in_flight`` tasks: Ray schedules them,
+ragtrail only submits). Each task runs its chunk through the same harness engine as the local
+backend, inside a Ray worker process that calls ``ragtrail.init`` into the same store and project,
+and commits every example's results as it finishes. Before running anything a task looks at what the
+run has already committed for its examples, so a task that Ray retries after its worker died only
+runs the examples it had not finished.
+
+Constraints:
+
+* the pipeline and the scorers are sent to the workers with cloudpickle: functions defined in
+  ``__main__`` or a notebook travel by value; functions from modules travel by reference, so those
+  modules must be importable on the workers (the driver's ``sys.path`` entries that exist on a worker
+  are added there; on a multi-machine cluster ship them with ``runtime_env={"working_dir": ...}`` or
+  ``py_modules``). Objects holding open connections, locks or loaded GPU models must be created
+  lazily inside the pipeline/scorer (most LangChain runnables and ragtrail's scorers already are);
+* every worker writes into the store itself: use PostgreSQL (or a SQLite file when every worker
+  runs on the driver's machine; ragtrail refuses a SQLite store on a multi-node cluster). Spans can
+  go to an OTLP receiver (``ragtrail serve``) instead of the store with
+  ``RayBackend(otlp_endpoint=..., trace_to_store=False)``;
+* ``max_cost`` is checked by each task and by the driver between tasks: spending can overshoot by
+  at most the examples in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ragtrail._deps import require
+from ragtrail._exceptions import ConfigError, EvalError
+from ragtrail._log import logger
+
+if TYPE_CHECKING:
+    from ragtrail.evals._harness import Evaluation
+    from ragtrail.evals._runs import Run
+    from ragtrail.store import Store
+
+__all__ = ["RayBackend", "run_on_ray"]
+
+
+@dataclass(frozen=True)
+class RayBackend:
+    """Options of the Ray backend; ``backend="ray"`` is ``RayBackend()``.
+
+    Args:
+        address: the cluster to connect to (``ray://head:10001`` or ``auto``); default
+            ``$RAY_ADDRESS``, else a Ray already initialised in this process, else a local Ray
+            started for this process. Ignored when Ray is already initialised.
+        chunk_size: examples per Ray task (default: about four tasks per CPU, at most 64 each).
+        max_in_flight: tasks submitted at once (default: twice the cluster's CPUs).
+        max_retries: how often Ray re-runs a task whose worker died (only its unfinished
+            examples run again).
+        num_cpus: CPUs each task reserves (``num_gpus`` likewise, for GPU pipelines/scorers).
+        runtime_env: passed to ``ray.init`` when ragtrail starts or connects to Ray.
+        otlp_endpoint: workers also export their spans to this OTLP endpoint (``ragtrail serve``).
+        trace_to_store: workers write their spans into the store (False: OTLP only).
+        init_kwargs: more keyword arguments for ``ray.init``.
+    """
+
+    address: str | None = None
+    chunk_size: int | None = None
+    max_in_flight: int | None = None
+    max_retries: int = 3
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    runtime_env: Mapping[str, Any] | None = None
+    otlp_endpoint: str | None = None
+    trace_to_store: bool = True
+    init_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    name = "ray"
+
+
+def _coerce(backend: Any) -> RayBackend:
+    if isinstance(backend, RayBackend):
+        return backend
+    if backend == "ray":
+        return RayBackend()
+    raise ConfigError(f"backend must be 'local', 'ray' or a RayBackend(...), not {backend!r}")
+
+
+def _store_dsn(store: Store) -> str:
+    """The URL a worker opens: PostgreSQL keeps its unredacted DSN privately."""
+    return str(getattr(store, "_dsn", None) or store.url)
+
+
+def _is_sqlite(store: Store) -> bool:
+    return type(store).__name__ == "SQLiteStore"
+
+
+def _ray_module() -> Any:
+    return require("ray", extra="ray", package="Ray")
+
+
+def _connect(ray: Any, opts: RayBackend) -> None:
+    if ray.is_initialized():
+        return
+    kw: dict[str, Any] = dict(opts.init_kwargs)
+    if opts.address or os.environ.get("RAY_ADDRESS"):
+        kw.setdefault("address", opts.address or os.environ["RAY_ADDRESS"])
+    if opts.runtime_env:
+        kw.setdefault("runtime_env", dict(opts.runtime_env))
+    kw.setdefault("log_to_driver", True)
+    logger.info("ragtrail: connecting to Ray (%s)", kw.get("address") or "a new local instance")
+    try:
+        ray.init(**kw)
+    except Exception as exc:
+        raise EvalError(
+            f"could not start or reach Ray ({kw.get('address') or 'local'}): {exc}. Check RAY_ADDRESS / "
+            "RayBackend(address=...), or call ray.init(...) yourself before running the evaluation."
+        ) from exc
+
+
+# ------------------------------------------------------------------------------------- driver
+def run_on_ray(
+    ev: Evaluation,
+    config: Mapping[str, Any] | None = None,
+    *,
+    resume: Any = None,
+    force: bool = False,
+    max_cost: float | None = None,
+    backend: Any = "ray",
+) -> Run:
+    """Run ``ev`` with its examples spread over Ray tasks; returns the logged run (see the module doc)."""
+    from ragtrail.evals._runs import _json, create_run, finish_run, git_info, load_run
+
+    opts = _coerce(backend)
+    if ev._sync_fn is None and ev._async_fn is None:
+        raise ConfigError(f"Evaluation({ev.name!r}) has no pipeline; use evaluate_traces() to score recorded traces")
+    ray = _ray_module()
+    cloudpickle = require("cloudpickle", extra="ray")
+    cfg = dict(config or {})
+    store = ev._store()
+    ev.dataset.push(store)
+
+    # the work, in one blob that every task shares (the pipeline and scorers by cloudpickle)
+    try:
+        blob = cloudpickle.dumps({
+            "name": ev.name, "dataset": ev.dataset, "pipeline": ev.pipeline, "scorers": list(ev.scorers),
+            "max_concurrency": ev.max_concurrency, "timeout_s": ev.timeout_s, "batch_size": ev.batch_size,
+            "project": ev.project,
+        })  # fmt: skip
+    except Exception as exc:
+        raise ConfigError(
+            f"backend='ray': the pipeline or a scorer of Evaluation({ev.name!r}) cannot be pickled for the Ray "
+            f"workers ({type(exc).__name__}: {exc}). Create clients, locks and models lazily inside the "
+            "pipeline/scorer, or define the pipeline in an importable module."
+        ) from exc
+
+    _connect(ray, opts)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if _is_sqlite(store) and len(nodes) > 1:
+        raise ConfigError(
+            f"backend='ray' on a cluster of {len(nodes)} nodes cannot share the SQLite store {store.url}: use a "
+            "PostgreSQL store (store='postgresql://…') that every worker can reach"
+        )
+    from ragtrail.tracing import get_config
+
+    tcfg = get_config()
+    spec = {
+        "store": _store_dsn(store),
+        "project": (tcfg.project if tcfg is not None else None) or ev.project or ev.name,
+        "capture_content": bool(tcfg.capture_content) if tcfg is not None else True,
+        "max_attribute_bytes": tcfg.max_attribute_bytes if tcfg is not None else None,
+        "otlp_endpoint": opts.otlp_endpoint,
+        "trace_to_store": opts.trace_to_store,
+        "sys_path": [p for p in sys.path if p and os.path.isdir(p)],
+        "cwd": os.getcwd(),
+    }
+
+    # create or resume the run, as the local backend does
+    if resume is not None:
+        run = load_run(store, resume)
+        ev._check_resume(run, cfg, force)
+        todo, rerun, rescore = ev._resume_plan(store, run)
+        lineage = dict(run.lineage)
+        known = {d.get("name") for d in lineage.get("scorers", [])}
+        lineage["scorers"] = [
+            *lineage.get("scorers", []),
+            *(dict(s.describe()) for s in ev.scorers if s.name not in known),
+        ]
+        lineage.setdefault("resumes", []).append(
+            {"at": time.time(), "forced": bool(force), "git": git_info(), "backend": "ray"}
+        )
+        with store.transaction() as cur:
+            cur.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, lineage = ? WHERE run_id = ?",
+                (_json(lineage), run.run_id),
+            )
+            # examples that failed before run again from scratch: clear their old rows now, so that a
+            # task retried after a worker died can tell "committed in this execution" by presence alone
+            for ex_id in rerun:
+                cur.execute("DELETE FROM run_examples WHERE run_id = ? AND example_id = ?", (run.run_id, ex_id))
+                cur.execute("DELETE FROM run_results WHERE run_id = ? AND example_id = ?", (run.run_id, ex_id))
+        want = {e.id for e in todo} | set(rescore)
+    else:
+        lin = ev._lineage(cfg, {"backend": "ray"})
+        run = create_run(store, ev.name, dataset_name=ev.dataset.name, dataset_version=ev.dataset.version,
+                         config=cfg, lineage=lin)  # fmt: skip
+        want = {e.id for e in ev.dataset.examples}
+    ids = [e.id for e in ev.dataset.examples if e.id in want]
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    chunk = opts.chunk_size or max(1, min(64, math.ceil(len(ids) / (4 * cpus))))
+    chunks = [ids[i : i + chunk] for i in range(0, len(ids), chunk)]
+    in_flight_max = max(1, opts.max_in_flight or 2 * cpus)
+    max_cost = max_cost if max_cost is not None else ev.max_cost
+
+    task = ray.remote(_run_chunk).options(
+        max_retries=opts.max_retries, num_cpus=opts.num_cpus, num_gpus=opts.num_gpus or None,
+        name=f"ragtrail-eval:{run.ref}",
+    )  # fmt: skip
+    blob_ref = ray.put(blob)
+    bar = _bar(ev, run, len(ids))
+    pending: dict[Any, list[str]] = {}
+    totals = {"pipeline_calls": 0, "backoffs": 0}
+    spent = 0.0
+    stop_reason: str | None = None
+    failure: BaseException | None = None
+    status = "finished"
+    nxt = 0
+    try:
+        while nxt < len(chunks) or pending:
+            while nxt < len(chunks) and len(pending) < in_flight_max and stop_reason is None and failure is None:
+                left = None if max_cost is None else max(0.0, max_cost - spent)
+                ref = task.remote(blob_ref, spec, run.run_id, chunks[nxt], cfg, left)
+                pending[ref] = chunks[nxt]
+                nxt += 1
+            if not pending:
+                break
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                part = pending.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except Exception as exc:  # the task failed for good (retries exhausted, or a store error)
+                    logger.error("ragtrail: a Ray task of %s failed for examples %s…: %s", run.ref, part[:3], exc)
+                    failure = failure or exc
+                    continue
+                totals["pipeline_calls"] += int(res["pipeline_calls"])
+                totals["backoffs"] += int(res["backoffs"])
+                spent += float(res["spent"])
+                if res.get("stop_reason") and stop_reason is None:
+                    stop_reason = str(res["stop_reason"])
+                if max_cost is not None and spent >= max_cost and stop_reason is None:
+                    stop_reason = f"max_cost ${max_cost:g} reached (spent ${spent:.4f})"
+                if bar is not None:
+                    bar.update(len(part))
+            if failure is not None or stop_reason is not None:
+                nxt = len(chunks)  # submit nothing more; let the tasks in flight commit what they run
+        if failure is not None:
+            raise EvalError(
+                f"backend='ray': a task of {run.ref} failed: {failure}. The examples it committed are kept; "
+                f"continue with resume={run.ref!r}."
+            ) from failure
+        if stop_reason:
+            status = "stopped"
+            logger.warning("ragtrail: %s; stopped (resume to continue)", stop_reason)
+    except BaseException as exc:
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+        with contextlib.suppress(Exception):
+            reason = str(exc) if isinstance(exc, EvalError) else "interrupted"
+            finish_run(store, run.run_id, "interrupted", {"stopped_reason": reason, "backend": "ray"})
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    extra: dict[str, Any] = {"pipeline_calls": totals["pipeline_calls"], "backend": "ray", "ray_tasks": len(chunks)}
+    if stop_reason:
+        extra["stopped_reason"] = stop_reason
+    if totals["backoffs"]:
+        extra["backoffs"] = totals["backoffs"]
+    finish_run(store, run.run_id, status, extra)
+    return load_run(store, run.run_id)
+
+
+def _bar(ev: Evaluation, run: Run, total: int) -> Any:
+    if not ev.progress or not total:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=f"{run.ref} (ray)", unit="ex", leave=True)
+
+
+# ------------------------------------------------------------------------------------- worker side
+_worker: dict[str, Any] = {}
+
+
+def _worker_setup(spec: Mapping[str, Any]) -> Store:
+    """Once per worker process (and again if the store or project changes): trace into the run's store."""
+    import ragtrail
+    from ragtrail.store import open_store
+    from ragtrail.tracing import get_config
+
+    for p in reversed(spec.get("sys_path") or ()):
+        if p not in sys.path and os.path.isdir(p):
+            sys.path.insert(0, p)
+    key = (spec["store"], spec["project"], spec.get("otlp_endpoint"), spec.get("trace_to_store"))
+    if _worker.get("key") != key or get_config() is None:
+        store = open_store(spec["store"])
+        kw: dict[str, Any] = {}
+        if spec.get("max_attribute_bytes"):
+            kw["max_attribute_bytes"] = spec["max_attribute_bytes"]
+        if not spec.get("trace_to_store", True):
+            kw["store_exporter"] = False
+        if get_config() is not None:
+            ragtrail.shutdown()
+        ragtrail.init(project=spec["project"], store=store, capture_content=spec.get("capture_content", True),
+                      otlp_endpoint=spec.get("otlp_endpoint"), **kw)  # fmt: skip
+        _worker.update(key=key, store=store, blob_id=None, ev=None)
+    return _worker["store"]  # type: ignore[no-any-return]
+
+
+def _evaluation(blob: bytes, store: Store) -> Evaluation:
+    """The Evaluation a task runs, rebuilt once per worker process and blob (scorers keep their models)."""
+    import cloudpickle
+
+    from ragtrail.evals._harness import Evaluation
+
+    bid = hash(blob)
+    if _worker.get("blob_id") != bid or _worker.get("ev") is None:
+        d = cloudpickle.loads(blob)
+        _worker["ev"] = Evaluation(d["name"], d["dataset"], d["pipeline"], d["scorers"],
+                                   max_concurrency=d["max_concurrency"], store=store, timeout_s=d["timeout_s"],
+                                   batch_size=d["batch_size"], progress=False, project=d["project"])  # fmt: skip
+        _worker["blob_id"] = bid
+    return _worker["ev"]  # type: ignore[no-any-return]
+
+
+def _plan(ev: Evaluation, store: Store, run_id: str, ids: Sequence[str]) -> tuple[list[Any], dict[str, set[str]]]:
+    """What this task still has to do: examples without a committed row run; examples committed ok
+    but missing some scores (a worker died before its batched scorers ran) are scored from the
+    stored output. Examples committed as errors in this execution stay as they are."""
+    wanted = set(ids)
+    status = {
+        r[0]: r[1]
+        for r in store.query("SELECT example_id, status FROM run_examples WHERE run_id = ?", (run_id,))
+        if r[0] in wanted
+    }
+    have: dict[str, set[str]] = {}
+    for e, s, st in store.query("SELECT example_id, scorer, status FROM run_results WHERE run_id = ?", (run_id,)):
+        if e in wanted and st != "error":
+            have.setdefault(e, set()).add(s)
+    names = {s.name for s in ev.scorers}
+    todo = []
+    rescore: dict[str, set[str]] = {}
+    for ex_id in ids:
+        st = status.get(ex_id)
+        if st is None:
+            todo.append(ev.dataset[ex_id])
+        elif st == "ok":
+            missing = names - have.get(ex_id, set())
+            if missing:
+                rescore[ex_id] = missing
+    return todo, rescore
+
+
+def _run_chunk(blob: bytes, spec: Mapping[str, Any], run_id: str, ids: Sequence[str], config: Mapping[str, Any],
+               max_cost: float | None) -> dict[str, Any]:  # fmt: skip
+    """One Ray task: run the examples ``ids`` of run ``run_id`` that are not committed yet."""
+    from ragtrail.evals._harness import _Engine
+    from ragtrail.evals._runs import load_run
+    from ragtrail.tracing import flush
+
+    store = _worker_setup(spec)
+    ev = _evaluation(blob, store)
+    ev._ensure_tracing(store)
+    run = load_run(store, run_id)
+    todo, rescore = _plan(ev, store, run_id, ids)
+    engine = _Engine(ev, store, run, ev.scorers, max_cost, config)
+    if todo or rescore:
+        asyncio.run(ev._drive(engine, todo, set(), rescore))
+    flush(30.0)
+    return {
+        "pipeline_calls": engine.pipeline_calls,
+        "spent": engine.spent,
+        "stop_reason": engine.stop_reason,
+        "backoffs": engine.limiter.n_backoffs,
+        "skipped": len(ids) - len(todo) - len(rescore),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }

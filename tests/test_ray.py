@@ -1,0 +1,219 @@
+"""The Ray backend of the eval harness, on a real local Ray (2 CPUs, one Ray session for the module).
+
+The pipeline is plain Python that records a RETRIEVER span (read back by the retrieval scorers) and
+draws its answer from a seeded RNG, so the local and the Ray backend must agree score for score.
+Each pipeline call appends a line to a per-example file, so the tests count calls across worker
+processes. No LLM is involved.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+import ragtrail  # noqa: E402
+from ragtrail import semconv  # noqa: E402
+from ragtrail.evals import Dataset, Evaluation, RayBackend, load_run, scorers  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+N = 12
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session() -> Any:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def pipeline(question: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Deterministic for a given seed; counts calls in files; dies or fails on request."""
+    calls = Path(config["calls_dir"])
+    ex = question.split()[1]
+    with open(calls / f"q{ex}", "a") as f:
+        f.write(f"{os.getpid()}\n")
+    if config.get("die_on") == f"q{ex}" and not (calls / "died").exists():
+        (calls / "died").write_text("1")
+        os._exit(1)  # the Ray worker process dies mid-task, like an OOM kill
+    if (calls / "broken").exists() and f"q{ex}" in config.get("fail_on", ()):
+        raise RuntimeError(f"backend unavailable for q{ex}")
+    rng = random.Random(f"{config['seed']}:{ex}")
+    docs = [f"d{rng.randrange(20)}" for _ in range(4)]
+    with ragtrail.span("retrieve", kind=semconv.RETRIEVER) as s:
+        ragtrail.record_documents(s, [{"id": d, "score": 1.0 / (i + 1)} for i, d in enumerate(docs)])
+    words = ["alpha", "beta", "gamma", "delta", "answer", ex]
+    return {"answer": " ".join(rng.choice(words) for _ in range(4)), "contexts": docs}
+
+
+def dataset() -> Dataset:
+    rng = random.Random(3)
+    rel = [dict.fromkeys((f"d{rng.randrange(20)}", f"d{rng.randrange(20)}"), 1) for _ in range(N)]
+    return Dataset.from_records(
+        [{"id": f"q{i}", "input": f"question {i}", "reference": f"answer {i}", "relevant": rel[i]} for i in range(N)],
+        name="ray-qa",
+    )
+
+
+def n_chars(example: Any, output: Any, trace: Any) -> float:
+    return float(len(output["answer"]))
+
+
+def evaluation(store: str, name: str, **kw: Any) -> Evaluation:
+    return Evaluation(name, dataset(), pipeline,
+                      [scorers.recall_at_k(3), scorers.ndcg_at_k(4), scorers.token_f1(), n_chars],
+                      store=store, progress=False, **kw)  # fmt: skip
+
+
+def results(run: Any) -> dict[tuple[str, str], tuple[Any, str, Any]]:
+    return {(r["example_id"], r["scorer"]): (r["score"], r["status"], r["reason"]) for r in run.results()}
+
+
+def calls(d: Path) -> dict[str, int]:
+    return {p.name: len(p.read_text().split()) for p in d.iterdir() if p.name.startswith("q")}
+
+
+def worker_pids(d: Path) -> set[int]:
+    return {int(x) for p in d.iterdir() if p.name.startswith("q") for x in p.read_text().split()}
+
+
+@pytest.fixture
+def baseline(tmp_path: Path, traced: Any) -> dict[tuple[str, str], tuple[Any, str, Any]]:
+    d = tmp_path / "local_calls"
+    d.mkdir()
+    run = evaluation(traced.store_path, "local").run({"seed": 7, "calls_dir": str(d)})
+    assert run.status == "finished" and run.summary["n_examples"] == N
+    res = results(run)
+    assert len(res) == N * 4 and all(st == "ok" for _v, st, _r in res.values())
+    return res
+
+
+def test_ray_backend_equals_local_backend(tmp_path: Path, traced: Any, baseline: Any) -> None:
+    d = tmp_path / "ray_calls"
+    d.mkdir()
+    run = evaluation(traced.store_path, "remote").run(
+        {"seed": 7, "calls_dir": str(d)}, backend=RayBackend(chunk_size=2)
+    )
+    assert run.status == "finished"
+    assert run.summary["pipeline_calls"] == N and run.summary["ray_tasks"] == N // 2
+    assert run.lineage["backend"] == "ray"
+    assert results(run) == baseline
+    assert calls(d) == {f"q{i}": 1 for i in range(N)}
+    assert os.getpid() not in worker_pids(d)  # the pipeline ran in Ray worker processes
+    # the workers traced into the same store: every result's trace is there, with its retriever span
+    client = traced.client()
+    tids = {r["trace_id"] for r in run.results()}
+    assert len(tids) == N
+    spans = client.spans_df()
+    mine = spans[spans.trace_id.isin(tids)]
+    assert set(mine[mine.kind == semconv.RETRIEVER].trace_id) == tids
+    assert (mine[mine.parent_span_id.isna()].attributes.map(lambda a: a[semconv.EVAL_RUN_ID]) == run.run_id).all()
+
+
+def test_worker_killed_mid_task_reruns_only_its_unfinished_examples(tmp_path: Path, traced: Any, baseline: Any) -> None:
+    d = tmp_path / "kill_calls"
+    d.mkdir()
+    ev = evaluation(traced.store_path, "killed", max_concurrency=1)
+    run = ev.run({"seed": 7, "calls_dir": str(d), "die_on": "q4"}, backend=RayBackend(chunk_size=3))
+    assert (d / "died").exists()
+    assert run.status == "finished"
+    assert results(run) == baseline
+    # q4 died mid-task: its task [q3, q4, q5] was retried; q3 was committed before, so only q4 ran twice
+    assert calls(d) == {f"q{i}": 2 if i == 4 else 1 for i in range(N)}
+
+
+def test_resume_with_ray_reruns_only_missing_and_errored_examples(tmp_path: Path, traced: Any, baseline: Any) -> None:
+    from ragtrail.store import open_store
+
+    d = tmp_path / "resume_calls"
+    d.mkdir()
+    (d / "broken").write_text("1")
+    cfg = {"seed": 7, "calls_dir": str(d), "fail_on": ["q1", "q2"]}
+    first = evaluation(traced.store_path, "resumed").run(cfg, backend="ray")
+    assert first.summary["n_error"] == 2
+    # simulate an interrupted run: q7 never committed, q8 lost one score (its worker died before scoring)
+    st = open_store(traced.store_path)
+    with st.transaction() as cur:
+        cur.execute("DELETE FROM run_examples WHERE run_id = ? AND example_id = 'q7'", (first.run_id,))
+        cur.execute("DELETE FROM run_results WHERE run_id = ? AND example_id = 'q7'", (first.run_id,))
+        cur.execute("DELETE FROM run_results WHERE run_id = ? AND example_id = 'q8' AND scorer = 'token_f1'",
+                    (first.run_id,))  # fmt: skip
+    (d / "broken").unlink()
+    run = evaluation(traced.store_path, "resumed").run(cfg, resume=first.ref, backend="ray")
+    assert run.ref == first.ref and run.status == "finished"
+    assert results(run) == baseline
+    assert calls(d) == {f"q{i}": 2 if i in (1, 2, 7) else 1 for i in range(N)}
+    assert run.summary["pipeline_calls"] == 3
+    assert load_run(traced.store_path, first.ref).lineage["resumes"][-1]["backend"] == "ray"
+
+
+def test_unpicklable_pipeline_is_a_clear_error(traced: Any) -> None:
+    import threading
+
+    from ragtrail._exceptions import ConfigError
+
+    lock = threading.Lock()
+
+    def pipe(q: str) -> str:
+        with lock:
+            return q
+
+    ev = Evaluation("unpicklable", dataset(), pipe, [scorers.token_f1()], store=traced.store_path, progress=False)
+    with pytest.raises(ConfigError, match="cannot be pickled"):
+        ev.run(backend="ray")
+
+
+APP = """
+import os
+import ragtrail
+from ragtrail import semconv
+
+def answer(question, config):
+    with ragtrail.span("search", kind=semconv.RETRIEVER) as s:
+        ragtrail.record_documents(s, [{"id": "d1"}, {"id": "d9"}][: config["top_k"]])
+    with open(config["pids"], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    return "Paris"
+"""
+
+
+def test_cli_eval_run_backend_ray(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from ragtrail.cli import app
+    from ragtrail.tracing import get_config
+
+    (tmp_path / "my_ray_app.py").write_text(APP)
+    rows = [("a", "capital of France?", "Paris", "d1"), ("b", "capital of Peru?", "Lima", "d7")]
+    (tmp_path / "qa.jsonl").write_text(
+        "".join(json.dumps({"id": i, "question": q, "answer": a, "relevant": {d: 1}}) + "\n" for i, q, a, d in rows)
+    )
+    pids = tmp_path / "pids.txt"
+    (tmp_path / "eval.yaml").write_text(
+        "name: capitals\n"
+        "dataset: {path: qa.jsonl, fields: {input: question, reference: answer}}\n"
+        "pipeline: my_ray_app:answer\n"
+        "scorers: [{recall_at_k: {k: 1}}, exact_match]\n"
+        f"config: {{top_k: 2, pids: {json.dumps(str(pids))}}}\n"
+    )
+    store = str(tmp_path / "cli.db")
+    try:
+        r = CliRunner().invoke(
+            app, ["eval", "run", str(tmp_path / "eval.yaml"), "-s", store, "--backend", "ray", "--no-progress"]
+        )
+    finally:
+        if get_config() is not None:
+            ragtrail.shutdown()
+    assert r.exit_code == 0, r.output
+    run = load_run(store, "capitals:v1")
+    assert run.lineage["backend"] == "ray" and run.summary["pipeline_calls"] == 2
+    assert run.metrics == {"recall@1": 0.5, "exact_match": 0.5}
+    assert os.getpid() not in {int(x) for x in pids.read_text().split()}
