@@ -24,8 +24,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
         store: Optional[str] = StoreOpt,
     ) -> None:
-        """Write a self-contained HTML report: summary, comparison with CIs, per-example differences,
-        embedded trace trees and charts. It works offline and makes no network request."""
+        """Write one self-contained, offline HTML report: summary, comparison with CIs, per-example differences, traces, charts."""
         from ragtrail.cli._common import client
         from ragtrail.evals._report import write_report
 

@@ -327,7 +327,6 @@ def parse_gate(item: Any, where: str = "gate", baseline: str | None = None) -> G
             f"{where}: cannot tell what this gate checks ({item!r}); use min/max/op+value, non_inferior, "
             "max_error_rate, max_undefined_rate, max_cost_usd, max_cost_per_example_usd or max_p95_latency_ms"
         )
-    d.pop("op", None) if gate.kind == "non_inferiority" else None
     if d:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, d))} in {item!r}")
     return gate
