@@ -350,3 +350,31 @@ def test_sweep_cli_end_to_end_real_chroma_minilm(traced, tmp_path) -> None:  # t
     df = sweep_runs_df(st, rows[0][1])
     assert df["ndcg@10"].notna().all() and df["ndcg@10"].max() > 0.3  # MiniLM finds SciFact evidence
     sys.modules.pop("sweep_pipeline", None)
+
+
+def test_sweep_file_with_function_and_cli_json(store_path, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`function: module:evaluate` runs each trial through the user's callable; the CLI prints JSON."""
+    (tmp_path / "my_trials.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_compare_support import make_run\n"
+        "from ragtrail.store import open_store\n"
+        f"STORE = open_store({store_path!r})\n"
+        "def evaluate(config):\n"
+        "    q = 1.0 - abs(config['top_k'] - 4) / 10\n"
+        "    return make_run(STORE, 'fn-eval', {'f1': {f'q{i}': q - i / 100 for i in range(10)}}, config=config)\n"
+    )
+    (tmp_path / "sweep.yaml").write_text(
+        "function: my_trials:evaluate\nmethod: random\nseed: 1\ncount: 5\nmetric: {name: f1}\n"
+        "parameters:\n  top_k: {min: 1, max: 8}\n"
+    )
+    from ragtrail.cli import app
+
+    res = CliRunner().invoke(app, ["sweep", str(tmp_path / "sweep.yaml"), "--store", store_path, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert len(out["trials"]) == 5 and out["best"]["state"] == "complete"
+    assert out["best"]["value"] == max(t["value"] for t in out["trials"])
+    s = open_store(store_path)
+    assert {r[0] for r in s.query("SELECT sweep_id FROM runs WHERE name = 'fn-eval'")} == {out["sweep_id"]}
+    sys.modules.pop("my_trials", None)
