@@ -50,7 +50,12 @@ def _failed(where: str) -> None:
     global _failures
     with _failures_lock:
         _failures += 1
-    warn_once(f"transformers:{where}", "ragtrail: the transformers connector could not record %s (logged once)", where, exc_info=True)
+    warn_once(
+        f"transformers:{where}",
+        "ragtrail: the transformers connector could not record %s (logged once)",
+        where,
+        exc_info=True,
+    )
 
 
 _criterion_cls: Any = None
@@ -127,7 +132,9 @@ def _generate_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
         }
         attrs.update(ex.request_attributes(instance, kwargs))
         device = ex.device_of(instance)
-        attrs[semconv.DEVICE] = str(device) if not isinstance(device, dict) else ",".join(sorted({str(d) for d in device.values()}))
+        attrs[semconv.DEVICE] = (
+            str(device) if not isinstance(device, dict) else ",".join(sorted({str(d) for d in device.values()}))
+        )
         indices = _gpu.cuda_indices(device)
         cuda = _cuda_if_initialised() if indices else None
         criterion = _first_token_criterion()(cuda)
@@ -139,7 +146,9 @@ def _generate_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
     token = _in_generate.set(True)
     try:
         with span("transformers.generate", kind=semconv.LLM, attributes=attrs) as s:
-            window = _gpu.begin(indices, torch_memory=True, reset_peak=_options["reset_peak_memory"]) if indices else None
+            window = (
+                _gpu.begin(indices, torch_memory=True, reset_peak=_options["reset_peak_memory"]) if indices else None
+            )
             start_event = None
             if cuda is not None:
                 try:

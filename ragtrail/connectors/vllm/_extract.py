@@ -152,9 +152,7 @@ def timing_attributes(t: dict[str, float]) -> dict[str, Any]:
     return attrs
 
 
-def place(
-    t: dict[str, float], wall0_s: float, mono0_s: float, wall_end_s: float
-) -> tuple[float, float, bool]:
+def place(t: dict[str, float], wall0_s: float, mono0_s: float, wall_end_s: float) -> tuple[float, float, bool]:
     """Wall-clock (start, end) in seconds for one request span, and whether engine timings placed it.
 
     start: the front end's arrival time (wall clock). end: the engine's last-token stamp moved onto the

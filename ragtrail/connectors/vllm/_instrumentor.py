@@ -137,7 +137,9 @@ def _make_wrapper(method: str) -> Any:
             duration = time.perf_counter() - t0
             wall_end = time.time_ns()
             gpu_attrs = window.finish(batch) if window is not None else {}
-            _record_batch(cfg, batch, method, operation, facts, args, kwargs, outputs, wall0, mono0, wall_end, duration, gpu_attrs)
+            _record_batch(
+                cfg, batch, method, operation, facts, args, kwargs, outputs, wall0, mono0, wall_end, duration, gpu_attrs
+            )
             batch.end(end_time=wall_end)
         except Exception:
             _failed("the batch's requests")
@@ -220,7 +222,11 @@ def _record_batch(
                 attrs[semconv.LLM_PREEMPTIONS] = preempt
             attrs.update(gpu_attrs)
             s = cfg.tracer.start_span(
-                "vllm.request", context=parent_ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=_ns(start, w0, wall0, w_end, wall_end)
+                "vllm.request",
+                context=parent_ctx,
+                kind=SpanKind.INTERNAL,
+                attributes=attrs,
+                start_time=_ns(start, w0, wall0, w_end, wall_end),
             )
             share = processed[i] / total_processed if total_processed else 1 / len(outs)
             record_usage(
