@@ -13,9 +13,20 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast lint typecheck bench clean
+.PHONY: venv demo test test-fast lint typecheck bench clean system-deps
 
 venv: $(STAMP)
+
+# Test-only extras: Debian's Chromium (the HTML report is checked in a real headless browser) and a
+# separate venv with Arize Phoenix (its dependencies clash with ours). Best effort: without them those
+# tests skip with a reason (CI sets RAGTRAIL_REQUIRE_CHROMIUM=1 so that a missing browser fails there).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "note: could not install chromium; the report's browser test will skip"; }
+
+.venv-phoenix/.ok: benchmarks/requirements-phoenix.txt
+	bash benchmarks/make_phoenix_venv.sh && touch $@ || echo "note: could not build .venv-phoenix; the Phoenix interop test will skip"
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +41,7 @@ $(STAMP): pyproject.toml Makefile
 demo: venv
 	$(PY) -m ragtrail.demo
 
-test: venv
+test: venv system-deps .venv-phoenix/.ok
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: venv
