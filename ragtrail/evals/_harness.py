@@ -93,15 +93,17 @@ def score_items(
     objs = _scorer_list(scorers)
     norm = [(e, o, t if t is not None else _EMPTY_TRACE) for e, o, t in items]
     out: list[dict[str, Score]] = [{} for _ in norm]
+    plain = [s for s in objs if not s.batched]
+    for i, (e, o, t) in enumerate(norm):  # example-major: scorers of one example share cached work
+        d = out[i]
+        for s in plain:
+            d[s.name] = _safe_score(s, e, o, t)
     for s in objs:
         if s.batched:
             for start in range(0, len(norm), batch_size):
                 chunk = norm[start : start + batch_size]
                 for i, sc in enumerate(_safe_batch(s, chunk)):
                     out[start + i][s.name] = sc
-        else:
-            for i, (e, o, t) in enumerate(norm):
-                out[i][s.name] = _safe_score(s, e, o, t)
     return out
 
 

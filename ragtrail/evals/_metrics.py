@@ -170,11 +170,17 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
 
 
-def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = str(text).lower().translate(_PUNCT_TABLE)
+@functools.lru_cache(maxsize=65_536)
+def _normalize(text: str) -> str:
+    text = text.lower().translate(_PUNCT_TABLE)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces (memoised:
+    exact match and F1 normalise the same answer)."""
+    return _normalize(str(text))
 
 
 def exact_match(prediction: str, reference: str | Sequence[str]) -> float:

@@ -100,9 +100,25 @@ def _doc_id(doc: Any, rule: DocIdRule) -> str | None:
     return None if v is None else str(v)
 
 
+_last_ranked = threading.local()
+
+
 def ranked_ids(output: Any, trace: Trace | None, doc_id: DocIdRule = None, source: str = "auto") -> list[str] | None:
     """Retrieved document ids, best first, from the output's ``contexts`` or the trace; None when
-    neither recorded a retrieval. Chunk ids map to document ids through ``doc_id``."""
+    neither recorded a retrieval. Chunk ids map to document ids through ``doc_id``.
+
+    The last answer per thread is kept (by identity of output and trace), so the retrieval scorers
+    of one example extract the ids once."""
+    last = getattr(_last_ranked, "v", None)
+    if last is not None and last[0] is output and last[1] is trace and last[2] is doc_id and last[3] == source:
+        ids = last[4]
+    else:
+        ids = _ranked_ids(output, trace, doc_id, source)
+        _last_ranked.v = (output, trace, doc_id, source, ids)
+    return None if ids is None else list(ids)
+
+
+def _ranked_ids(output: Any, trace: Trace | None, doc_id: DocIdRule, source: str) -> list[str] | None:
     docs: list[Any] | None = None
     if source in ("auto", "output") and isinstance(output, Mapping) and isinstance(output.get("contexts"), list):
         docs = output["contexts"]
