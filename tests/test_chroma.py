@@ -413,3 +413,37 @@ def test_connector_import_does_not_import_chromadb():
     code = "import sys, ragtrail.connectors.chroma; print('chromadb' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_batched_query_records_the_first_query_and_the_count(inst, ef):
+    col = chromadb.EphemeralClient().create_collection("rt-batch", embedding_function=ef)
+    _fill(col)
+    _reset(inst)
+    res = col.query(query_texts=["German capital", "purring animals"], n_results=1, include=["distances"])
+    q = _one(inst.spans(), "chroma.query")
+    assert q.attributes[semconv.RETRIEVAL_QUERY_COUNT] == 2
+    assert list(q.attributes[semconv.RETRIEVAL_DOCUMENT_IDS]) == res["ids"][0] == ["berlin"]
+    docs = _docs(q)
+    assert "content" not in docs[0] and docs[0]["score"] == pytest.approx(1.0 / (1.0 + res["distances"][0][0]))
+    (e,) = [s for s in inst.spans() if s.name == "chroma.embed"]
+    assert e.attributes[semconv.EMBEDDING_COUNT] == 2
+
+
+def test_content_capture_off_keeps_ids_and_scores_only(traced, ef):
+    import ragtrail.tracing as rtt
+
+    rt_chroma.instrument()
+    cfg = rtt.get_config()
+    cfg.capture_content = False
+    try:
+        col = chromadb.EphemeralClient().create_collection("rt-nocontent", embedding_function=ef)
+        _fill(col)
+        _reset(traced)
+        col.query(query_texts=["secret question about France"], n_results=2, where={"country": "FR"})
+    finally:
+        cfg.capture_content = True
+        rt_chroma.uninstrument()
+    q = _one(traced.spans(), "chroma.query")
+    docs = _docs(q)
+    assert [set(d) for d in docs] == [{"id", "rank", "score"}] * 2
+    assert semconv.RETRIEVAL_QUERY not in q.attributes and semconv.DB_WHERE not in q.attributes

@@ -266,3 +266,24 @@ def test_import_is_light():
     code = "import sys, ragtrail.connectors.llama_index; print(any(m.startswith('llama_index') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_async_query_engine_keeps_the_tree(inst, index):
+    from llama_index.core.llms import MockLLM
+
+    engine = index.as_query_engine(similarity_top_k=1, llm=MockLLM(max_tokens=3))
+    response = await engine.aquery("Which animal purrs?")
+    spans = inst.spans()
+    parents = tree(spans)
+    assert parents["RetrieverQueryEngine.aquery"] is None
+    assert parents["VectorIndexRetriever.aretrieve"] == "RetrieverQueryEngine.aquery"
+    assert parents["MiniLMEmbedding.aget_query_embedding"] == "VectorIndexRetriever.aretrieve"
+    r = _one(spans, "VectorIndexRetriever.aretrieve")
+    assert r.attributes[semconv.SPAN_KIND] == semconv.RETRIEVER
+    assert json.loads(r.attributes[semconv.RETRIEVAL_DOCUMENTS])[0]["content"] == TEXTS["cats"]
+    llm = [s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.LLM]
+    # MockLLM.acomplete calls complete: one LLM call, one LLM span (tokens are not counted twice)
+    assert [s.name for s in llm] == ["MockLLM.acomplete"]
+    assert llm[0].attributes[semconv.OUTPUT_VALUE] == str(response)
+    assert llm[0].attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
+    assert len({s.context.trace_id for s in spans}) == 1

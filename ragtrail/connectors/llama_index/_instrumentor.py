@@ -250,6 +250,11 @@ def _new_span(id_: str, instance: Any, parent_span_id: str | None) -> _Open | No
         return None
     kind = _kind(instance, method)
     parent = _STATE.resolve(parent_span_id)
+    if kind == semconv.LLM and parent is not None and parent.kind == semconv.LLM:
+        # an LLM method implemented by another (acomplete → complete): one call, one LLM span
+        with _STATE.lock:
+            _STATE.skipped[id_] = parent_span_id
+        return None
     ctx = otel_trace.set_span_in_context(parent.span) if parent is not None else None
     attrs: dict[str, Any] = {semconv.SPAN_KIND: kind, semconv.LLAMA_INDEX_SPAN_ID: id_}
     if parent_span_id:
