@@ -89,7 +89,9 @@ def main() -> None:
     ap.add_argument("--base-url", help="use this running OpenAI-compatible server instead of starting one")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("-n", type=int, default=None, help="requests per round (default 48, --quick 16)")
-    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per level (median; default 5, --quick 3)")
+    ap.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds per level (median; default 5, --quick 3)"
+    )
     args = ap.parse_args()
     n = args.n or (16 if args.quick else 48)
     args.rounds = args.rounds or (3 if args.quick else 5)
@@ -107,10 +109,14 @@ def main() -> None:
         model = _chat(base_url, args.model)
         asyncio.run(judge_run(model, 8, 4, 10_000))  # warm-up (grammar compile, connections)
         asyncio.run(direct_run(base_url, args.model, 8, 4, 10_000))
-        print(f"\njudge throughput vs direct requests to the same vLLM server "
-              f"({n} requests per round, median of {args.rounds} interleaved rounds)")
-        print(f"{'concurrency':>11} {'direct req/s':>13} {'judge req/s':>12} {'ratio':>7} {'ok':>7} "
-              f"{'direct CPU ms/req':>9} {'judge CPU ms/req':>9}")
+        print(
+            f"\njudge throughput vs direct requests to the same vLLM server "
+            f"({n} requests per round, median of {args.rounds} interleaved rounds)"
+        )
+        print(
+            f"{'concurrency':>11} {'direct req/s':>13} {'judge req/s':>12} {'ratio':>7} {'ok':>7} "
+            f"{'direct CPU ms/req':>9} {'judge CPU ms/req':>9}"
+        )
         offset = 0
         for c in (1, 4, 16):
             directs, judges, oks, dcpu, jcpu = [], [], [], [], []
@@ -125,8 +131,11 @@ def main() -> None:
                 jcpu.append(jc)
             direct, jr = statistics.median(directs), statistics.median(judges)
             ratio = statistics.median(j / d for j, d in zip(judges, directs))  # per adjacent pair
-            print(f"{c:>11} {direct:>13.1f} {jr:>12.1f} {ratio:>7.2f} {min(oks):>3}/{n:<3} "
-                  f"{statistics.median(dcpu) * 1000:>9.1f} {statistics.median(jcpu) * 1000:>9.1f}", flush=True)
+            print(
+                f"{c:>11} {direct:>13.1f} {jr:>12.1f} {ratio:>7.2f} {min(oks):>3}/{n:<3} "
+                f"{statistics.median(dcpu) * 1000:>9.1f} {statistics.median(jcpu) * 1000:>9.1f}",
+                flush=True,
+            )
     finally:
         if server is not None:
             server.stop()

@@ -44,7 +44,9 @@ class ScriptedJudge(BaseChatModel):
     def _llm_type(self) -> str:
         return "scripted"
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         from ragtrail.tracing import is_suppressed
 
         self.calls.append(
@@ -113,7 +115,11 @@ def test_context_relevance_keeps_document_scores_and_means_them() -> None:
     model = scripted(reply)
     s = scorers.context_relevance(judge=J(model), explain=False).score(EX, OUT, None)
     assert s.value == pytest.approx(2 / 3)
-    assert [(d["rank"], d["id"], d["score"]) for d in s.details["documents"]] == [(0, "d1", 1.0), (1, None, 1.0), (2, "d3", 0.0)]
+    assert [(d["rank"], d["id"], d["score"]) for d in s.details["documents"]] == [
+        (0, "d1", 1.0),
+        (1, None, 1.0),
+        (2, "d3", 0.0),
+    ]
     assert len(model.calls) == 1
 
 
@@ -314,9 +320,16 @@ def test_capabilities_pick_the_best_method() -> None:
     from langchain_openai import ChatOpenAI
 
     oa = Judge(ChatOpenAI(model="m", base_url="http://127.0.0.1:9/v1", api_key="x"), cache=False)
-    assert oa.method == "json_schema" and oa.capabilities == {"structured_output": True, "tool_calling": True, "logprobs": True}
+    assert oa.method == "json_schema" and oa.capabilities == {
+        "structured_output": True,
+        "tool_calling": True,
+        "logprobs": True,
+    }
     assert J(scripted("{}")).method == "prompt"
-    assert Judge(ChatOpenAI(model="m", base_url="http://127.0.0.1:9/v1", api_key="x"), cache=False, method="guided").method == "guided"
+    assert (
+        Judge(ChatOpenAI(model="m", base_url="http://127.0.0.1:9/v1", api_key="x"), cache=False, method="guided").method
+        == "guided"
+    )
     with pytest.raises(JudgeError):
         J(scripted("{}"), method="json_schema")
 
@@ -360,7 +373,10 @@ def test_judge_scorers_in_an_evaluation_run_and_an_identical_rerun_makes_no_call
     assert run1.lineage["judge_models"] == ["scriptedjudge/scripted-judge"]  # provider from ls_params, then name
     assert run1.summary["judge_cost_usd"] == pytest.approx(8 * 120 / 1e6)  # 100 in + 20 out tokens per call at $1/M
     evaluator = [s for s in traced.spans() if s.attributes.get(semconv.SPAN_KIND) == semconv.EVALUATOR]
-    assert len(evaluator) == 8 and {s.attributes[semconv.EVAL_SCORER] for s in evaluator} == {"faithfulness", "context_relevance"}
+    assert len(evaluator) == 8 and {s.attributes[semconv.EVAL_SCORER] for s in evaluator} == {
+        "faithfulness",
+        "context_relevance",
+    }
     m2 = ScriptedJudge(script=reply)
     run2 = Evaluation("judged", dataset=ds, pipeline=pipeline, scorers=make(m2), store=traced.store_path).run()
     assert m2.calls == [] and list(run2.results_df()["score"]) == list(df["score"])
@@ -383,9 +399,13 @@ class ToolCallingScripted(ScriptedJudge):
         self.calls.append({"bound_tools": tools, "tool_choice": tool_choice})
         return self.bind(tools=tools, tool_choice=tool_choice)
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         text = self.script(messages)
-        msg = AIMessage(content="", tool_calls=[{"name": "AnswerRelevanceVerdict", "args": json.loads(text), "id": "c1"}])
+        msg = AIMessage(
+            content="", tool_calls=[{"name": "AnswerRelevanceVerdict", "args": json.loads(text), "id": "c1"}]
+        )
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 

@@ -502,7 +502,10 @@ class Judge:
         elif self.method == "guided":
             r = model.bind(extra_body={"structured_outputs": {"json": schema}, "guided_json": schema})
         elif self.method == "tool":
-            tool = {"type": "function", "function": {"name": schema_name, "description": "Record the verdict.", "parameters": schema}}
+            tool = {
+                "type": "function",
+                "function": {"name": schema_name, "description": "Record the verdict.", "parameters": schema},
+            }
             r = model.bind_tools([tool], tool_choice=schema_name)
         else:
             r = model

@@ -284,7 +284,9 @@ class JudgeScorer(Scorer):
         the harness's dry run sums this over the examples to run."""
         return self.estimate([(example, output)]).cost_usd
 
-    def estimate(self, items: Sequence[tuple[Example, Any] | tuple[Example, Any, Any]], *, assumed_answer: str = "x" * 400) -> Estimate:
+    def estimate(
+        self, items: Sequence[tuple[Example, Any] | tuple[Example, Any, Any]], *, assumed_answer: str = "x" * 400
+    ) -> Estimate:
         """Judge calls, cache hits, tokens and cost of scoring ``items`` ((example, output[, trace]);
         an output of None stands for an answer of ``len(assumed_answer)`` characters), making no call."""
         judge = self.judge
@@ -369,7 +371,10 @@ class Faithfulness(JudgeScorer):
     def schema(self, inputs: Mapping[str, Any]) -> type[BaseModel]:
         verdicts: Any = Literal["supported", "unsupported"]
         claim: Any = _model(
-            "Claim", verdict=(verdicts, ...), claim=(str, Field(max_length=self.claim_chars)), **self._explanation_field()
+            "Claim",
+            verdict=(verdicts, ...),
+            claim=(str, Field(max_length=self.claim_chars)),
+            **self._explanation_field(),
         )
         return _model("FaithfulnessVerdict", claims=(list[claim], Field(max_length=self.max_claims)))
 
@@ -488,7 +493,7 @@ class Correctness(JudgeScorer):
     name = "correctness"
     version = "1"
     system_template = (
-        "You grade an ANSWER against a REFERENCE answer to the same QUESTION. Verdict \"correct\": it states the "
+        'You grade an ANSWER against a REFERENCE answer to the same QUESTION. Verdict "correct": it states the '
         'facts of the REFERENCE (wording may differ); "partially_correct": some facts are missing or one detail '
         'is wrong; "incorrect": it contradicts the REFERENCE or misses its point.'
     )
@@ -501,7 +506,11 @@ class Correctness(JudgeScorer):
         answer = _answer(output, trace)
         if answer is None or not answer.strip():
             return Score.undefined("no answer to grade (the output has no answer text)")
-        return {"question": _question(example), "answer": answer, "reference": ref if isinstance(ref, str) else str(ref)}
+        return {
+            "question": _question(example),
+            "answer": answer,
+            "reference": ref if isinstance(ref, str) else str(ref),
+        }
 
     def schema(self, inputs: Mapping[str, Any]) -> type[BaseModel]:
         verdicts: Any = Literal["correct", "partially_correct", "incorrect"]
@@ -576,7 +585,11 @@ class Rubric(JudgeScorer):
             if not docs:
                 return Score.undefined(f"the rubric uses retrieved contexts, and there are none (source: {source})")
             extra += "CONTEXT:\n" + "\n\n".join(_clip(t, self.max_context_chars) for _, t in docs) + "\n\n"
-        steps = ("\nEvaluation steps:\n" + "\n".join(f"{i + 1}. {s}" for i, s in enumerate(self.steps))) if self.steps else ""
+        steps = (
+            ("\nEvaluation steps:\n" + "\n".join(f"{i + 1}. {s}" for i, s in enumerate(self.steps)))
+            if self.steps
+            else ""
+        )
         return {"question": _question(example), "answer": answer, "extra": extra, "criteria": self.criteria,
                 "steps": steps, "low": self.low, "high": self.high}  # fmt: skip
 
