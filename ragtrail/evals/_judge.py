@@ -397,7 +397,7 @@ class Judge:
                 "(any LangChain chat model, e.g. ChatOpenAI(base_url=…) for vLLM)"
             )
         if isinstance(judge, (str, Mapping)):
-            spec = {"model": judge} if isinstance(judge, str) else dict(judge)
+            spec: dict[str, Any] = {"model": judge} if isinstance(judge, str) else dict(judge)
             own = {k: spec.pop(k) for k in ("temperature", "seed", "max_tokens", "method", "max_cost", "prices",
                                               "model_id", "max_concurrency") if k in spec}  # fmt: skip
             try:
