@@ -263,14 +263,22 @@ def test_tool_error_is_recorded(traced):  # type: ignore[no-untyped-def]
 # ------------------------------------------------------------------------ parenting under concurrency
 
 
-def _check_rag_trace(spans: list[Any]) -> None:
+def _rag_shape() -> list[tuple[str, str]]:
+    """(name, parent name) of every run LangChain itself records for one call of ``_rag_chain()``."""
+    rc = RunCollectorCallbackHandler()
+    _rag_chain().invoke("shape", config={"callbacks": [rc]})
+    runs = _flatten(rc.traced_runs)
+    by_id = {r.id: r for r in runs}
+    return sorted((_expected_name(r), _expected_name(by_id[r.parent_run_id]) if r.parent_run_id else "") for r in runs)
+
+
+def _check_rag_trace(spans: list[Any], shape: list[tuple[str, str]]) -> None:
+    """One root, every parent inside the trace, and the same tree shape as LangChain's own run tree."""
     by_id = {s.context.span_id: s for s in spans}
     roots = [s for s in spans if s.parent is None]
     assert len(roots) == 1 and roots[0].name == "RunnableSequence"
-    for s in spans:
-        if s is not roots[0]:
-            parent = by_id[s.parent.span_id]
-            assert s.attributes[semconv.LANGCHAIN_PARENT_RUN_ID] == parent.attributes[semconv.LANGCHAIN_RUN_ID]
+    got = sorted((s.name, by_id[s.parent.span_id].name if s.parent is not None else "") for s in spans)
+    assert got == shape
 
 
 def test_100_concurrent_ainvoke_give_100_traces(instrumented):  # type: ignore[no-untyped-def]
@@ -287,8 +295,9 @@ def test_100_concurrent_ainvoke_give_100_traces(instrumented):  # type: ignore[n
     assert len(traces) == 100
     per_trace = {len(v) for v in traces.values()}
     assert per_trace == {len(spans) // 100}
+    shape = _rag_shape()
     for t in traces.values():
-        _check_rag_trace(t)
+        _check_rag_trace(t, shape)
     # each trace's input really is its own question
     inputs = sorted(next(s for s in t if s.parent is None).attributes[semconv.INPUT_VALUE] for t in traces.values())
     assert inputs == sorted(f"question {i}" for i in range(100))
@@ -325,8 +334,9 @@ def test_consecutive_runs_are_separate_traces_and_thread_pool_nests(instrumented
     for s in spans:
         traces.setdefault(s.context.trace_id, []).append(s)
     assert len(traces) == 8
+    shape = _rag_shape()
     for t in traces.values():
-        _check_rag_trace(t)
+        _check_rag_trace(t, shape)
 
 
 def test_other_library_spans_nest_under_langchain_spans_and_one_llm_span(traced):  # type: ignore[no-untyped-def]
@@ -373,7 +383,8 @@ def test_langchain_root_nests_under_user_span(traced):  # type: ignore[no-untype
     with ragtrail.span("request", kind=semconv.CHAIN) as outer:
         _rag_chain().invoke("q", config={"callbacks": [CallbackHandler()]})
     spans = traced.spans()
-    root = next(s for s in spans if semconv.LANGCHAIN_PARENT_RUN_ID not in s.attributes and s.name != "request")
+    lc_ids = {s.context.span_id for s in spans if semconv.LANGCHAIN_RUN_ID in s.attributes}
+    (root,) = [s for s in spans if s.context.span_id in lc_ids and s.parent.span_id not in lc_ids]
     assert root.name == "RunnableSequence"
     assert root.parent.span_id == outer.get_span_context().span_id
 
@@ -672,3 +683,48 @@ def test_streams_broken_off_early_leave_no_context_behind(instrumented):  # type
     assert len([s for s in spans if s.parent is None]) == 1
     handler = lc_connector.LangChainInstrumentor().handler
     assert handler is not None and handler.open_runs == 0
+
+
+def test_agent_executor_fallbacks_and_retries(traced):  # type: ignore[no-untyped-def]
+    """A classic AgentExecutor (tool-calling agent) is an AGENT span with agent-action events; retries and
+    fallbacks keep LangChain's tree, with the failed attempts marked as errors."""
+    agents = pytest.importorskip("langchain_classic.agents")
+    from langchain_core.prompts import MessagesPlaceholder
+
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "You answer."), ("user", "{input}"), MessagesPlaceholder("agent_scratchpad")]
+    )
+    agent = agents.create_tool_calling_agent(_agent_model(), [lookup_population], prompt)
+    executor = agents.AgentExecutor(agent=agent, tools=[lookup_population])
+    h, rc = _both()
+    out = executor.invoke({"input": "How many people live in Paris?"}, config={"callbacks": [h, rc]})
+    assert out["output"] == "Paris has 2.1 million people."
+    spans = traced.spans()
+    assert_same_tree(spans, rc)
+    root = next(s for s in spans if s.name == "AgentExecutor")
+    assert root.attributes[semconv.SPAN_KIND] == semconv.AGENT
+    actions = [e for e in root.events if e.name == semconv.LANGCHAIN_AGENT_ACTION_EVENT]
+    assert actions and actions[0].attributes[semconv.GEN_AI_TOOL_NAME] == "lookup_population"
+
+    traced.memory.clear()
+    attempts = {"n": 0}
+
+    def flaky(x: str) -> str:
+        attempts["n"] += 1
+        if attempts["n"] < 3:
+            raise ConnectionError("transient")
+        return x
+
+    def always_fails(x: str) -> str:
+        raise TimeoutError("primary down")
+
+    chain = RunnableLambda(flaky).with_retry(stop_after_attempt=3, wait_exponential_jitter=False) | RunnableLambda(
+        always_fails
+    ).with_fallbacks([RunnableLambda(lambda x: x + " (fallback)")])
+    h, rc = _both()
+    assert chain.invoke("q", config={"callbacks": [h, rc]}) == "q (fallback)"
+    spans = traced.spans()
+    assert_same_tree(spans, rc)
+    failed = sorted(s.name for s in spans if s.status.status_code == StatusCode.ERROR)
+    assert failed == ["always_fails", "flaky", "flaky"]
+    assert h.open_runs == 0

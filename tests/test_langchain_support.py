@@ -7,6 +7,7 @@ usage on the last chunk as providers do.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -88,7 +89,11 @@ class ScriptedChat(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         src = self._next()
-        words = str(src.content).split(" ")
+        if src.tool_calls:
+            calls = [{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
+                     for i, c in enumerate(src.tool_calls)]  # fmt: skip
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=calls))  # type: ignore[arg-type]
+        words = str(src.content).split(" ") if src.content else []
         for i, w in enumerate(words):
             yield ChatGenerationChunk(message=AIMessageChunk(content=w if i == 0 else " " + w))
         reason = "tool_calls" if src.tool_calls else "stop"

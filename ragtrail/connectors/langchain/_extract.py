@@ -289,25 +289,45 @@ def document(doc: Any) -> dict[str, Any]:
     """A LangChain ``Document`` as plain data (id, content, small metadata)."""
     meta = getattr(doc, "metadata", None) or {}
     return {"id": getattr(doc, "id", None) or meta.get("id"), "content": _cut(str(doc.page_content)),
-            "metadata": plain(meta, 2) if meta else None}  # fmt: skip
+            "metadata": _small_meta(meta) if meta else None}  # fmt: skip
 
 
-def documents_for_record(docs: Sequence[Any]) -> list[dict[str, Any]]:
-    """Retrieved documents as the dicts :func:`ragtrail.tracing.record_documents` takes."""
+def documents_for_record(docs: Sequence[Any], content: bool = True) -> list[dict[str, Any]]:
+    """Retrieved documents as the dicts :func:`ragtrail.tracing.record_documents` takes.
+
+    With ``content`` off only ids and scores are gathered (record_documents keeps no more).
+    """
     out = []
     for d in docs[:1000]:
         meta = getattr(d, "metadata", None) or {}
         score = None
-        for k in ("score", "relevance_score", "similarity_score", "_score", "distance"):
-            if k in meta:
-                score = meta[k]
-                break
-        doc_id = getattr(d, "id", None) or meta.get("id") or meta.get("doc_id") or meta.get("source")
-        item: dict[str, Any] = {"id": doc_id, "score": score, "content": getattr(d, "page_content", None)}
         if meta:
-            item["metadata"] = plain(meta, 3)
+            for k in _SCORE_KEYS:
+                if k in meta:
+                    score = meta[k]
+                    break
+        doc_id = getattr(d, "id", None) or meta.get("id") or meta.get("doc_id") or meta.get("source")
+        item: dict[str, Any] = {"id": doc_id, "score": score}
+        if content:
+            item["content"] = getattr(d, "page_content", None)
+            if meta:
+                item["metadata"] = _small_meta(meta)
         out.append(item)
     return out
+
+
+_SCORE_KEYS = ("score", "relevance_score", "similarity_score", "_score", "distance")
+_FLAT = (str, int, float, bool, type(None))
+
+
+def _small_meta(meta: Mapping[str, Any]) -> Any:
+    """Metadata as-is when it is a small flat dict of short values (the usual case), else bounded."""
+    if type(meta) is dict and len(meta) <= MAX_ITEMS:
+        for v in meta.values():
+            if not isinstance(v, _FLAT) or (type(v) is str and len(v) > 1024):
+                return plain(meta, 3)
+        return meta
+    return plain(meta, 3)
 
 
 def plain(value: Any, depth: int = 0) -> Any:

@@ -171,8 +171,9 @@ class CallbackHandler(BaseCallbackHandler):
         if parent_run_id is not None:
             p = self._runs.get(parent_run_id)
             if p is not None:
-                parent_ctx = p.ctx
-            attrs[semconv.LANGCHAIN_PARENT_RUN_ID] = str(parent_run_id)
+                parent_ctx = p.ctx  # the parent span carries that run id already
+            else:  # a parent this handler never saw: keep LangChain's link on the span
+                attrs[semconv.LANGCHAIN_PARENT_RUN_ID] = str(parent_run_id)
         if parent_ctx is None:
             parent_ctx = _strip_langchain(cur) if parent_run_id is None else cur
         attrs[semconv.SPAN_KIND] = kind
@@ -532,7 +533,7 @@ class CallbackHandler(BaseCallbackHandler):
             run = self._pop(run_id)
             if run is None:
                 return
-            record_documents(run.span, ex.documents_for_record(documents))
+            record_documents(run.span, ex.documents_for_record(documents, self._capture()))
             run.span.end()
             self._restore(run)
         except Exception:
