@@ -164,3 +164,22 @@ def test_default_cache_is_the_store_of_ragtrail_init(traced: Any) -> None:
     sc = scorers.answer_relevance(judge=Judge(model), explain=False)  # cache=True: the default
     sc.score(EX, OUT, None)
     assert open_store(traced.store_path).query("SELECT COUNT(*) FROM judge_cache")[0][0] == 1
+
+
+def test_judges_and_scorers_pickle_for_worker_processes(store_path: str) -> None:
+    """Ray workers and process pools receive scorers pickled: the judge's limiter, locks and store
+    connections are rebuilt on the other side, and the cache still hits there."""
+    import pickle
+
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    judge = Judge(FakeListChatModel(responses=[REPLY]), cache=store_path, max_concurrency=3)
+    sc = scorers.answer_relevance(judge=judge, explain=False)
+    first = sc.score(EX, OUT, None)
+    clone = pickle.loads(pickle.dumps(sc))
+    again = clone.score(EX, OUT, None)
+    assert again.value == first.value and again.details["judge"]["cached"] is True
+    assert clone.judge.limiter.max_concurrency == 3 and clone.judge is not judge
+    spec = scorers.faithfulness(judge={"model": "openai:tiny", "base_url": "http://127.0.0.1:9/v1", "api_key": "x"})
+    assert spec.params["judge"]["model"] == "openai/tiny"  # builds the judge (and its unpicklable client)
+    assert pickle.loads(pickle.dumps(spec)).judge.model_id == "openai/tiny"  # rebuilt from the spec

@@ -381,6 +381,22 @@ class Judge:
                 "enforced; pass prices={'input': USD_per_million_tokens, 'output': USD_per_million_tokens}"
             )
 
+    # -- pickling (Ray workers, process pools) ----------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for k in ("_lock", "_bound"):
+            state.pop(k, None)
+        lim = state.pop("limiter")
+        state["_limiter_args"] = (lim.max_concurrency, lim.max_retries)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        max_concurrency, max_retries = state.pop("_limiter_args")
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._bound = {}
+        self.limiter = JudgeLimiter(max_concurrency, max_retries=max_retries)
+
     # -- construction helpers ---------------------------------------------------------------
     @classmethod
     def coerce(cls, judge: Any) -> Judge:

@@ -101,6 +101,15 @@ class JudgeCache:
                     self._store = open_store(self._store_arg)  # type: ignore[arg-type]
         return self._store
 
+    def __getstate__(self) -> dict[str, Any]:
+        arg = self._store_arg
+        if isinstance(arg, Store):
+            arg = arg.url
+        return {"_store_arg": arg}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["_store_arg"])  # type: ignore[misc]
+
     def get(self, key: str) -> dict[str, Any] | None:
         """The cached value of ``key``, or None (a miss)."""
         try:

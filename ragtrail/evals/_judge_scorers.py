@@ -154,6 +154,13 @@ class JudgeScorer(Scorer):
         if user_template is not None:
             self.user_template = user_template
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_schemas", None)
+        if not isinstance(self._judge_arg, Judge):  # rebuilt from the model/spec where it is unpickled
+            state["_judge"] = None
+        return state
+
     # -- configuration -------------------------------------------------------------------------
     @property
     def judge(self) -> Judge:
