@@ -447,3 +447,39 @@ def test_content_capture_off_keeps_ids_and_scores_only(traced, ef):
     docs = _docs(q)
     assert [set(d) for d in docs] == [{"id", "rank", "score"}] * 2
     assert semconv.RETRIEVAL_QUERY not in q.attributes and semconv.DB_WHERE not in q.attributes
+
+
+@pytest.mark.slow
+def test_server_killed_while_a_query_is_in_flight(inst, tmp_path):
+    """The server is frozen (SIGSTOP) so the query is sent and waiting, then killed mid-request."""
+    import threading
+
+    proc, port = _start_server(tmp_path / "mid-query")
+    outcome: dict = {}
+    try:
+        col = chromadb.HttpClient(host="127.0.0.1", port=port).create_collection("rt-midq", embedding_function=None)
+        col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
+        _reset(inst)
+        os.killpg(proc.pid, signal.SIGSTOP)
+
+        def run_query() -> None:
+            try:
+                outcome["result"] = col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
+            except BaseException as exc:  # the test inspects it below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run_query, daemon=True)
+        worker.start()
+        worker.join(1.0)
+        assert worker.is_alive()  # the query is in flight, waiting on the frozen server
+    finally:
+        _stop(proc)  # SIGKILL works on a stopped process group
+    worker.join(60)
+    assert not worker.is_alive()
+    err = outcome.get("error")
+    assert err is not None and "result" not in outcome
+    q = _one(inst.spans(), "chroma.query")
+    assert q.status.status_code == StatusCode.ERROR
+    assert q.attributes[semconv.ERROR_TYPE] == type(err).__qualname__
+    (event,) = [e for e in q.events if e.name == "exception"]
+    assert event.attributes["exception.type"].endswith(type(err).__name__)
