@@ -380,10 +380,43 @@ def plain(value: Any, depth: int = 0) -> Any:
     return r if len(r) <= 512 else r[:512] + "…"
 
 
+def _encode_object(obj: Any) -> Any:
+    """``default`` hook of the fast encoder: LangChain objects become bounded plain data."""
+    if hasattr(obj, "page_content"):
+        return document(obj)
+    if hasattr(obj, "content") and hasattr(obj, "type"):
+        return message(obj)
+    return plain(obj, 1)
+
+
+_fast_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_encode_object).encode
+_FAST_MAX = 4 * STR_CAP
+
+
 def to_text(value: Any) -> str:
-    """Captured content as text: a string stays itself, anything else becomes bounded JSON."""
-    if type(value) is str:
+    """Captured content as text: a string stays itself, anything else becomes bounded JSON.
+
+    Usual values (a dict, list or LangChain object of modest size) go straight through the C JSON
+    encoder, which calls back only for LangChain objects; anything large, odd or cyclic takes the
+    bounded :func:`plain` walk.
+    """
+    t = type(value)
+    if t is str:
         return value
     if isinstance(value, str):  # str subclasses (LangChain's TextAccessor)
         return str(value)
-    return _dumps(plain(value))
+    if (t is dict or t is list or t is tuple) and len(value) > MAX_ITEMS:
+        return _dumps(plain(value))
+    to_messages = getattr(value, "to_messages", None)
+    if to_messages is not None and callable(to_messages) and t is not dict:  # a PromptValue
+        try:
+            value = to_messages()
+        except Exception:
+            return _dumps(plain(value))
+    try:
+        text = _fast_dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return _dumps(plain(value))
+    if len(text) > _FAST_MAX:
+        return _dumps(plain(value))
+    return text

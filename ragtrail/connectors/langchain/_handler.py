@@ -278,8 +278,12 @@ class CallbackHandler(BaseCallbackHandler):
         else:
             memo = self._memo
             hit = None
+            tup = type(memo_key) is tuple
             for e in memo:
-                if e is not None and _same(e[0], memo_key):
+                if e is None:
+                    continue
+                k = e[0]
+                if k is memo_key or (tup and type(k) is tuple and len(k) == len(memo_key) and _same(k, memo_key)):
                     hit = e[1]
                     break
             if hit is None:
