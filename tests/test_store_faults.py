@@ -349,3 +349,64 @@ def test_four_processes_write_one_store_exactly(store_url):
     if store.kind == "sqlite":
         assert store.query("PRAGMA integrity_check")[0][0] == "ok"
     store.close()
+
+
+# ------------------------------------------------------------------------------------------ fork
+_FORK_CHILD_COUNT = 300
+
+
+def test_forked_workers_get_their_own_connections(store_url):
+    """Batch workers forked after init() (multiprocessing's default on Linux) write through their own
+    connections; the parent keeps using its own, undisturbed."""
+    import multiprocessing as mp
+
+    ragtrail.init(project="fork", store=store_url, schedule_delay_ms=20)
+    try:
+        for i in range(50):
+            with ragtrail.span(f"parent-before-{i}"):
+                pass
+        assert ragtrail.flush()  # the parent's connections exist before the fork
+        parent_conn = _conn_identity()
+        ctx = mp.get_context("fork")
+        procs = [ctx.Process(target=_fork_worker, args=(w, parent_conn)) for w in range(2)]
+        for p in procs:
+            p.start()
+        for i in range(50):
+            with ragtrail.span(f"parent-during-{i}"):
+                pass
+        assert ragtrail.flush()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+        for i in range(50):
+            with ragtrail.span(f"parent-after-{i}"):
+                pass
+        assert ragtrail.flush()
+        assert ragtrail.stats()["failed"] == 0
+    finally:
+        ragtrail.shutdown()
+    store = open_store(store_url)
+    assert store.count_spans() == 150 + 2 * _FORK_CHILD_COUNT
+    if store.kind == "sqlite":
+        assert store.query("PRAGMA integrity_check")[0][0] == "ok"
+    store.close()
+
+
+def _conn_identity() -> object:
+    """Which connection this thread's store calls use: the server's backend pid on PostgreSQL (the
+    very session), the connection object's id on SQLite."""
+    store = ragtrail.tracing.get_config().store
+    if store.kind == "postgresql":
+        return store.query("SELECT pg_backend_pid()")[0][0]
+    return id(store._conn())
+
+
+def _fork_worker(w: int, parent_conn: object) -> None:
+    if _conn_identity() == parent_conn:
+        os._exit(3)  # the child would talk through the parent's connection
+    for i in range(_FORK_CHILD_COUNT):
+        with ragtrail.span(f"child{w}-{i}"):
+            pass
+    ok = ragtrail.flush(60)
+    st = ragtrail.stats()
+    os._exit(0 if ok and st["failed"] == 0 else 1)
