@@ -88,6 +88,24 @@ def _micro_costs(device: str) -> dict[str, float]:
     return out
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and its children (vLLM's engine core), all threads: on a shared, loaded
+    CPU machine this is far steadier than wall time, which mostly measures waiting for a core."""
+    try:
+        import psutil
+
+        me = psutil.Process()
+        total = sum(me.cpu_times()[:2])
+        for c in me.children(recursive=True):
+            try:
+                total += sum(c.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return total
+    except Exception:
+        return time.process_time()
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         import torch
@@ -128,6 +146,8 @@ def run_transformers(args: argparse.Namespace, mem) -> dict:  # type: ignore[no-
 
     gen_utils.GenerationMixin.generate = timed_generate
     wrapper_s: list[float] = []
+    cpu_plain: list[float] = []
+    cpu_traced: list[float] = []
 
     def one(traced: bool) -> float:
         if traced:
@@ -135,11 +155,13 @@ def run_transformers(args: argparse.Namespace, mem) -> dict:  # type: ignore[no-
         else:
             hf_conn.uninstrument()
         _sync(device)
+        c = _cpu_s()
         t = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
         _sync(device)
         dt = time.perf_counter() - t
+        (cpu_traced if traced else cpu_plain).append(_cpu_s() - c)
         if traced:
             wrapper_s.append(dt - inner[-1])
         assert out.shape == (args.batch, args.prompt_len + args.new_tokens), out.shape
@@ -159,6 +181,7 @@ def run_transformers(args: argparse.Namespace, mem) -> dict:  # type: ignore[no-
     ragtrail.flush(10)
     spans = [s for s in mem.get_finished_spans() if s.name == "transformers.generate"]
     res = _summarise("transformers.generate", device, plain, traced, spans, args.batch * args.new_tokens)
+    res.update(_cpu_summary(cpu_plain[1:], cpu_traced[1:]))  # [0]: warm-up
     res["accounting"] = _accounting(device, input_ids, wrapper_s, traced, args.new_tokens)
     return res
 
@@ -233,15 +256,19 @@ def run_vllm(args: argparse.Namespace, mem) -> dict | None:  # type: ignore[no-u
     rnd = random.Random(1)
     prompts = [{"prompt_token_ids": [rnd.randrange(3, 390) for _ in range(args.prompt_len)]} for _ in range(args.batch)]
     sp = SamplingParams(max_tokens=args.new_tokens, min_tokens=args.new_tokens, temperature=0.0)
+    cpu_plain: list[float] = []
+    cpu_traced: list[float] = []
 
     def one(traced: bool) -> float:
         if traced:
             vllm_conn.instrument()
         else:
             vllm_conn.uninstrument()
+        c = _cpu_s()
         t = time.perf_counter()
         outs = llm.generate(prompts, sp, use_tqdm=False)
         dt = time.perf_counter() - t
+        (cpu_traced if traced else cpu_plain).append(_cpu_s() - c)
         assert sum(len(o.outputs[0].token_ids) for o in outs) == args.batch * args.new_tokens
         return dt
 
@@ -257,7 +284,19 @@ def run_vllm(args: argparse.Namespace, mem) -> dict | None:  # type: ignore[no-u
     vllm_conn.uninstrument()
     ragtrail.flush(10)
     spans = [s for s in mem.get_finished_spans() if s.name == "vllm.request"]
-    return _summarise("vllm LLM.generate", "cpu", plain, traced, spans, args.batch * args.new_tokens)
+    res = _summarise("vllm LLM.generate", "cpu", plain, traced, spans, args.batch * args.new_tokens)
+    res.update(_cpu_summary(cpu_plain[1:], cpu_traced[1:]))
+    return res
+
+
+def _cpu_summary(plain: list[float], traced: list[float]) -> dict:
+    if not plain or not traced:
+        return {}
+    return {
+        "cpu_untraced_s": plain,
+        "cpu_traced_s": traced,
+        "cpu_overhead_pct_of_medians": 100 * (statistics.median(traced) / statistics.median(plain) - 1),
+    }
 
 
 def _summarise(what: str, device: str, plain: list[float], traced: list[float], spans, tokens_per_run: int) -> dict:  # type: ignore[no-untyped-def]
@@ -352,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
             f"${r['ragtrail_cost_usd_per_1k_output_tokens'] or float('nan'):.6f} per 1,000 output tokens "
             f"(check: ${r['check_rate_usd_per_gpu_hour']}/GPU-h / tokens/s -> ${r['check_cost_per_1k_from_tokens_per_s'] or float('nan'):.6f})"
         )
+        if "cpu_overhead_pct_of_medians" in r:
+            print(
+                f"  CPU time (process + children): untraced {statistics.median(r['cpu_untraced_s']):.3f} s, traced "
+                f"{statistics.median(r['cpu_traced_s']):.3f} s -> {r['cpu_overhead_pct_of_medians']:+.2f}% (medians)"
+            )
         acc = r.get("accounting")
         if acc:
             print(
