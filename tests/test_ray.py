@@ -217,3 +217,37 @@ def test_cli_eval_run_backend_ray(tmp_path: Path) -> None:
     assert run.lineage["backend"] == "ray" and run.summary["pipeline_calls"] == 2
     assert run.metrics == {"recall@1": 0.5, "exact_match": 0.5}
     assert os.getpid() not in {int(x) for x in pids.read_text().split()}
+
+
+def test_ray_backend_on_postgres_equals_local(tmp_path: Path, traced: Any, baseline: Any, pg_url: str) -> None:
+    """The workers write results and spans into a shared PostgreSQL store."""
+    d = tmp_path / "pg_calls"
+    d.mkdir()
+    run = evaluation(pg_url, "on-pg").run({"seed": 7, "calls_dir": str(d)}, backend="ray")
+    assert run.status == "finished" and results(run) == baseline
+    tids = {r["trace_id"] for r in run.results()}
+    spans = ragtrail.Client(pg_url).spans_df()
+    assert set(spans[spans.kind == semconv.RETRIEVER].trace_id) == tids
+
+
+def test_ray_workers_trace_to_an_otlp_receiver(tmp_path: Path, traced: Any, baseline: Any) -> None:
+    """Spans go over OTLP/HTTP to a `ragtrail serve` receiver (its own store); results to the store."""
+    from ragtrail.server import Receiver
+
+    d = tmp_path / "otlp_calls"
+    d.mkdir()
+    rec = Receiver(str(tmp_path / "received.db"), http_port=0, grpc_port=0, project="recv").start()
+    try:
+        backend = RayBackend(otlp_endpoint=f"http://127.0.0.1:{rec.http_port}", trace_to_store=False)
+        run = evaluation(traced.store_path, "via-otlp").run({"seed": 7, "calls_dir": str(d)}, backend=backend)
+        assert rec.queue.drain(30)
+        got = {
+            r[0] for r in rec.store.query("SELECT DISTINCT trace_id FROM spans WHERE kind = ?", (semconv.RETRIEVER,))
+        }
+    finally:
+        rec.stop()
+    assert run.status == "finished" and results(run) == baseline
+    tids = {r["trace_id"] for r in run.results()}
+    assert got == tids
+    local = traced.client().spans_df()
+    assert not set(local.trace_id) & tids  # not written into the results store
