@@ -251,3 +251,30 @@ def test_ray_workers_trace_to_an_otlp_receiver(tmp_path: Path, traced: Any, base
     assert got == tids
     local = traced.client().spans_df()
     assert not set(local.trace_id) & tids  # not written into the results store
+
+
+def judged(example: Any, output: Any, trace: Any) -> Any:
+    """A scorer that costs $0.01 per example (like an LLM judge), so that max_cost has something to count."""
+    from ragtrail.evals import Score
+
+    return Score.ok(float(len(output["contexts"])), cost_usd=0.01)
+
+
+def test_max_cost_stops_cleanly_on_ray_and_resume_finishes(tmp_path: Path, traced: Any) -> None:
+    d = tmp_path / "cost_calls"
+    d.mkdir()
+    cfg = {"seed": 7, "calls_dir": str(d)}
+
+    def ev() -> Evaluation:
+        return Evaluation("costly", dataset(), pipeline, [scorers.token_f1(), judged], store=traced.store_path,
+                          progress=False, max_concurrency=1)  # fmt: skip
+
+    backend = RayBackend(chunk_size=2, max_in_flight=1)
+    first = ev().run(cfg, backend=backend, max_cost=0.03)
+    assert first.status == "stopped" and "max_cost" in first.summary["stopped_reason"]
+    # task 1 spent $0.02; task 2 got the $0.01 left and stopped after one example; nothing more was sent
+    assert sum(calls(d).values()) == 3
+    run = ev().run(cfg, resume=first.ref, backend=backend)
+    assert run.status == "finished" and run.ref == first.ref
+    assert calls(d) == {f"q{i}": 1 for i in range(N)}
+    assert all(st == "ok" for _v, st, _r in results(run).values()) and len(results(run)) == 2 * N
