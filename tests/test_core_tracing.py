@@ -671,3 +671,36 @@ def test_failed_reinit_keeps_the_running_configuration(traced, tmp_path):
         pass
     assert [s.name for s in traced.spans()] == ["still-traced"]
     assert _setup.get_config().project == "test"
+
+
+def test_secrets_outside_set_content_are_masked_before_storage(traced):
+    """An attribute set directly and an exception quoting a connection URL: masked in the store, the
+    stored JSON stays valid."""
+    dsn = "postgresql://app:Sup3rSecretPw@db.internal:5432/prod"
+    with pytest.raises(ConnectionError):
+        with ragtrail.span("direct", attributes={"app.dsn": dsn, "app.keys": ("sk-" + "A" * 30, "plain")}) as s:
+            s.set_attribute("app.header", "Authorization: Bearer abcdefghijklmnop123")
+            raise ConnectionError(f"could not connect to {dsn}")
+    df = traced.client().spans_df(name="direct")
+    row = df.iloc[0]
+    stored = json.dumps(row.attributes)
+    assert "Sup3rSecretPw" not in stored and "A" * 30 not in stored and "abcdefghijklmnop123" not in stored
+    assert row.attributes["app.dsn"] == "postgresql://app:***@db.internal:5432/prod"
+    assert row.attributes["app.keys"] == ["sk-***", "plain"]
+    tr = traced.client().trace(row.trace_id)
+    span = tr.root
+    assert "Sup3rSecretPw" not in (span.status_message or "") and "***" in span.status_message
+    assert "Sup3rSecretPw" not in json.dumps(span.events)
+
+
+def test_mask_secrets_false_stores_values_verbatim(store_path):
+    ragtrail.init(project="raw", store=store_path, mask_secrets=False)
+    try:
+        with ragtrail.span("raw", attributes={"app.dsn": "postgresql://app:pw12345@db/prod"}, input="sk-" + "B" * 30):
+            pass
+        ragtrail.flush()
+        a = ragtrail.Client(store_path).spans_df().iloc[0].attributes
+        assert a["app.dsn"] == "postgresql://app:pw12345@db/prod"
+        assert a[semconv.INPUT_VALUE] == "sk-" + "B" * 30
+    finally:
+        ragtrail.shutdown()

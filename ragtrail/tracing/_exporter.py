@@ -7,6 +7,7 @@ batch is counted as failed and logged once per kind of failure.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from opentelemetry.trace import StatusCode
 from ragtrail import semconv
 from ragtrail._log import logger, warn_once
 from ragtrail.store import Store
+from ragtrail.tracing._content import mask_secrets
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _STATUS = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
@@ -74,8 +76,31 @@ def _resource_json(res: Any) -> str | None:
     return text
 
 
-def span_to_row(span: ReadableSpan, project: str) -> tuple[Any, ...]:
-    """One store row (SPAN_COLUMNS order) from an ended SDK span."""
+# The last line of defence before storage: secrets that reached a span without set_content() (an
+# attribute set directly, an exception message quoting a connection URL). One cheap search of the
+# serialised text; only on a hit are the values masked one by one (so the JSON stays valid).
+_GUARD = re.compile(
+    r"\bsk-[A-Za-z0-9]|\bA[KS]IA[A-Z0-9]{8}|\bgh[pousr]_|\bxox[abposr]-|\bAIza|\bhf_[A-Za-z0-9]"
+    r"|(?i:bearer)\s+[A-Za-z0-9_\-.=:/+]{8}|://[^\s/\"@:]*:[^\s/\"@]*@"
+)
+
+
+def _mask_value(v: Any) -> Any:
+    if isinstance(v, str):
+        return mask_secrets(v)[0]
+    if isinstance(v, (tuple, list)):
+        return [mask_secrets(x)[0] if isinstance(x, str) else x for x in v]
+    if isinstance(v, dict):
+        return {k: _mask_value(x) for k, x in v.items()}
+    return v
+
+
+def span_to_row(span: ReadableSpan, project: str, *, mask: bool = True) -> tuple[Any, ...]:
+    """One store row (SPAN_COLUMNS order) from an ended SDK span.
+
+    With ``mask`` (the default), secrets anywhere in the attributes, events and status message are
+    masked, whichever way they got onto the span.
+    """
     ctx = span.context
     attrs = _attr_dict(span)
     get = attrs.get
@@ -93,6 +118,18 @@ def span_to_row(span: ReadableSpan, project: str) -> tuple[Any, ...]:
     model = get(_RESPONSE_MODEL) or get(_REQUEST_MODEL) or get(_EMBEDDING_MODEL)
     status = span.status
     code = status.status_code
+    attrs_json = _attrs_json(attrs)
+    description = status.description
+    if mask:
+        if _GUARD.search(attrs_json):
+            attrs_json = _attrs_json({k: _mask_value(v) for k, v in attrs.items()})
+        if ev_json is not None and _GUARD.search(ev_json):
+            ev_json = _dumps(
+                [{"name": e.name, "time_ns": e.timestamp, "attributes": _mask_value(dict(e.attributes or {}))}
+                 for e in events]
+            )  # fmt: skip
+        if description and _GUARD.search(description):
+            description = mask_secrets(description)[0]
     return (
         format(ctx.trace_id, "032x"),
         format(ctx.span_id, "016x"),
@@ -103,13 +140,13 @@ def span_to_row(span: ReadableSpan, project: str) -> tuple[Any, ...]:
         end,
         (end - start) / 1e6,
         "ERROR" if code is _ERROR else ("OK" if code is _OK else "UNSET"),
-        status.description,
+        description,
         model,
         get(_IN_TOKENS),
         get(_OUT_TOKENS),
         get(_COST),
         get(_PROJECT) or project,
-        _attrs_json(attrs),
+        attrs_json,
         ev_json,
         _resource_json(span.resource),
     )
@@ -138,8 +175,10 @@ class StoreSpanExporter(SpanExporter):
         retries: int = 3,
         backoff_s: float = 0.05,
         cooldown_s: float = 5.0,
+        mask_secrets: bool = True,
     ) -> None:
         self.store = store
+        self.mask_secrets = mask_secrets
         self.cooldown_s = cooldown_s
         self._broken_until = 0.0
         self.project = project
@@ -157,7 +196,8 @@ class StoreSpanExporter(SpanExporter):
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))  # never trace ourselves
         try:
             try:
-                rows = [span_to_row(s, self.project) for s in spans]
+                mask = self.mask_secrets
+                rows = [span_to_row(s, self.project, mask=mask) for s in spans]
             except Exception:
                 warn_once("export-convert", "ragtrail: could not convert spans for the store", exc_info=True)
                 with self._lock:

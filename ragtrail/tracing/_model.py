@@ -102,9 +102,11 @@ class SpanRecord:
     @classmethod
     def from_readable(cls, span: Any, project: str | None = None) -> SpanRecord:
         """From an ended OpenTelemetry SDK ``ReadableSpan``."""
+        from ragtrail.tracing import _setup
         from ragtrail.tracing._exporter import span_to_row
 
-        return cls.from_row(span_to_row(span, project or ""))
+        cfg = _setup._config
+        return cls.from_row(span_to_row(span, project or "", mask=cfg.mask_secrets if cfg is not None else True))
 
 
 def _maybe_json(v: Any) -> Any:

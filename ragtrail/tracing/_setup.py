@@ -214,7 +214,9 @@ def init(
         processors: list[SpanProcessor] = []
         store_exporter: StoreSpanExporter | None = None
         if store_obj is not None:
-            store_exporter = StoreSpanExporter(store_obj, project=project)
+            store_exporter = StoreSpanExporter(
+                store_obj, project=project, mask_secrets=bool(options.get("mask_secrets", True))
+            )
             processors.append(BatchSpanProcessor(store_exporter, **bsp_kwargs))
         if otlp_endpoint:
             from ragtrail.tracing._otlp import make_otlp_exporter
