@@ -513,3 +513,24 @@ def test_ray_backend_needs_ray(traced) -> None:  # type: ignore[no-untyped-def]
             ev.run(backend="ray")
     with pytest.raises(ConfigError, match="backend"):
         ev.run(backend="dask")
+
+
+def test_evaluate_traces_matches_by_example_id_and_client_api(traced) -> None:  # type: ignore[no-untyped-def]
+    """Traces of an earlier run carry ragtrail.eval.example_id: they match by id even with equal inputs."""
+    recs = _records(3)
+    for r in recs:
+        r["input"] = "question 0"  # identical inputs: only the example id can tell them apart
+    ds = Dataset.from_records(recs, name="same-input")
+    first = Evaluation("ids", ds, sync_pipe, ["exact_match"], progress=False).run()
+    client = traced.client()
+    tids = [e["trace_id"] for e in first.examples()]
+    run = evaluate_traces(
+        ds, tids, ["exact_match", scorers.recall_at_k(1)], name="ids-offline", store=traced.store_path
+    )
+    assert run.summary["n_error"] == 0 and run.summary["metrics"]["recall@1"]["n_ok"] == 3
+    assert {r["trace_id"] for r in run.examples()} == set(tids)
+    assert client.run("ids-offline:latest").run_id == run.run_id
+    client.set_alias(run, "candidate", by="ci")
+    assert client.run("ids-offline:candidate").ref == "ids-offline:v1"
+    assert list(client.runs_df("ids-offline").ref) == ["ids-offline:v1"]
+    assert client.dataset(f"same-input:{ds.version}").ids == ["e0", "e1", "e2"]
