@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", type=int, default=8)
     ap.add_argument("--spans", type=int, default=None, help="spans per process (default 10,000; quick 2,000)")
     ap.add_argument("--results", type=int, default=None, help="eval examples per process (default 200; quick 50)")
+    ap.add_argument("--repeat", type=int, default=1, help="repeat everything N times; report medians")
     ap.add_argument("--batch", type=int, default=512, help="rows per write_spans call in the direct mode")
     ap.add_argument(
         "--pg-url", default=os.environ.get("RAGTRAIL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -255,24 +257,31 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"store_load: {a.procs} processes x {n_spans:,} spans (+ {n_results} eval examples x 2 scorers each in "
           f"the traced mode); {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")  # fmt: skip
-    rates: dict[tuple[str, str], float] = {}
+    rates: dict[tuple[str, str], list[float]] = {}
     bad: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("traced", "direct"):
-            for backend in ("sqlite", "postgresql"):
-                ctx = pg_schema(a.pg_url) if backend == "postgresql" else _nullctx(os.path.join(tmp, f"{mode}.db"))
-                with ctx as url:
-                    res = run_load(url, mode, a.procs, n_spans, n_results if mode == "traced" else 0, a.batch)
-                issues = problems(res, n_results if mode == "traced" else 0)
-                bad += [f"{mode}/{backend}: {p}" for p in issues]
-                rates[(mode, backend)] = res["spans_per_s"]
-                extra = ""
-                if mode == "traced" and n_results:
-                    extra = f"; {res['run_results']:,} eval results in runs v{res['run_versions'][0]}..v{res['run_versions'][-1]}"
-                print(f"  {mode:<7} {backend:<10} {a.procs * n_spans:>9,} spans in {res['elapsed_s']:6.2f} s = "
-                      f"{res['spans_per_s']:>9,.0f} spans/s; all stored: {'yes' if not issues else 'NO'}{extra}")  # fmt: skip
+        for rep in range(a.repeat):
+            for mode in ("traced", "direct"):
+                for backend in ("sqlite", "postgresql"):
+                    db = os.path.join(tmp, f"{mode}-{rep}.db")
+                    ctx = pg_schema(a.pg_url) if backend == "postgresql" else _nullctx(db)
+                    with ctx as url:
+                        res = run_load(url, mode, a.procs, n_spans, n_results if mode == "traced" else 0, a.batch)
+                    issues = problems(res, n_results if mode == "traced" else 0)
+                    bad += [f"{mode}/{backend}: {p}" for p in issues]
+                    rates.setdefault((mode, backend), []).append(res["spans_per_s"])
+                    extra = ""
+                    if mode == "traced" and n_results:
+                        v = res["run_versions"]
+                        extra = f"; {res['run_results']:,} eval results in runs v{v[0]}..v{v[-1]}"
+                    print(f"  {mode:<7} {backend:<10} {a.procs * n_spans:>9,} spans in {res['elapsed_s']:6.2f} s = "
+                          f"{res['spans_per_s']:>9,.0f} spans/s; all stored: {'yes' if not issues else 'NO'}{extra}")  # fmt: skip
     for mode in ("traced", "direct"):
-        print(f"  ratio PG/SQLite ({mode}): {rates[(mode, 'postgresql')] / rates[(mode, 'sqlite')]:.2f}")
+        pg, sq = statistics.median(rates[(mode, "postgresql")]), statistics.median(rates[(mode, "sqlite")])
+        what = f"median of {a.repeat}" if a.repeat > 1 else "one run"
+        print(
+            f"  {mode:<7} PostgreSQL {pg:,.0f} spans/s, SQLite {sq:,.0f} spans/s ({what}): ratio PG/SQLite {pg / sq:.2f}"
+        )
     for b in bad:
         print("PROBLEM:", b)
     return 1 if bad else 0
