@@ -704,3 +704,11 @@ def test_mask_secrets_false_stores_values_verbatim(store_path):
         assert a[semconv.INPUT_VALUE] == "sk-" + "B" * 30
     finally:
         ragtrail.shutdown()
+
+
+def test_masking_leaves_look_alikes_alone():
+    from ragtrail.tracing import mask_secrets
+
+    for text in ("task-abcdefghijklmnopqrstuvwxyz", "see https://example.com/a@b", "the key point", "MASIAFOOBARBAZQUXQUUX12"):
+        assert mask_secrets(text) == (text, 0), text
+    assert mask_secrets("x sk-abcdefghijklmnopqrstu and sk-zyxwvutsrqponmlkjihg") == ("x sk-*** and sk-***", 2)

@@ -22,61 +22,95 @@ _MAX_DEPTH = 12
 _TRUNC_MARK = "…[truncated]"
 
 # Secrets: provider API keys, bearer tokens, passwords embedded in URLs, generic key=value secrets.
-_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"\bsk-(?:proj-|ant-|or-)?[A-Za-z0-9_\-]{16,}"), "sk-***"),
-    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), "AKIA***"),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}\b"), "gh_***"),
-    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), "xox-***"),
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"), "AIza***"),
-    (re.compile(r"\bhf_[A-Za-z0-9]{20,}\b"), "hf_***"),
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9_\-\.=:/+]{8,}"), r"\1 ***"),
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^:/\s@]+):[^@\s/]+@"), r"\1:***@"),
+# Speed matters (this runs on every content value and on every stored span): each pattern starts
+# with a literal so the regex engine can jump to candidates, and runs only when a plain substring
+# test (C speed) says a candidate is present. Word boundaries are checked in the replacement
+# function instead of with a leading \b, which would make the engine try every position.
+
+
+def _bounded(repl: str) -> Callable[[re.Match[str]], str]:
+    def sub(m: re.Match[str]) -> str:
+        i = m.start()
+        if i > 0 and (m.string[i - 1].isalnum() or m.string[i - 1] == "_"):
+            return m.group(0)  # inside a longer word (task-…, MASIA…): not a key
+        return repl
+
+    return sub
+
+
+# (substrings any of which must occur, pattern, replacement)
+_CASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
+    (("sk-",), re.compile(r"sk-(?:proj-|ant-|or-)?[A-Za-z0-9_\-]{16,}"), _bounded("sk-***")),
+    (("AKIA", "ASIA"), re.compile(r"A[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])"), _bounded("AKIA***")),
+    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"), _bounded("gh_***")),
+    (("xox",), re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}"), _bounded("xox-***")),
+    (("AIza",), re.compile(r"AIza[0-9A-Za-z_\-]{30,}"), _bounded("AIza***")),
+    (("hf_",), re.compile(r"hf_[A-Za-z0-9]{20,}"), _bounded("hf_***")),
+    (("://",), re.compile(r"://([^:/\s@\"']+):[^@\s/\"']+@"), r"://\1:***@"),
+)
+# matched case-insensitively: (lower-case substrings, pattern, replacement)
+_UNCASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
+    (("bearer",), re.compile(r"(?i)(bearer)\s+[A-Za-z0-9_\-\.=:/+]{8,}"), r"\1 ***"),
     (
+        ("key", "secret", "passw", "token"),
         re.compile(
-            r"(?i)\b(api[_-]?key|apikey|secret|password|passwd|access[_-]?token)"
+            r"(?i)(api[_-]?key|apikey|secret|password|passwd|access[_-]?token)"
             r"(\"?\s*[:=]\s*\"?)([^\s\"',;&]{4,})"
         ),
         r"\1\2***",
     ),
 )
-# Cheap pre-check so that the common case (no secret-looking text) costs one scan.
-_SECRET_HINT = re.compile(r"sk-|AKIA|ASIA|gh[pousr]_|xox|AIza|hf_|(?i:bearer)|://[^\s/]*@|(?i:key|secret|passw|token)")
 
 MaskHook = Callable[[str], str]
 
 
-# A superset test of _SECRET_HINT made of C-level substring scans: each secret pattern above needs a
-# rare character or a literal, checked first so that ordinary text costs a handful of scans
-# (~10 µs per KiB, against ~300 µs per KiB for the regex alternation tried at every position).
-def _maybe_secret(text: str) -> bool:
-    if "IA" in text and ("AKIA" in text or "ASIA" in text):  # AWS keys (case-sensitive patterns)
-        return True
-    if "AIz" in text:  # Google API keys
-        return True
-    low = text.lower()
-    if "-" in low and ("sk-" in low or "xox" in low):  # sk-…, xox?-…
-        return True
-    if "_" in low and ("gh" in low or "hf_" in low):  # gh?_…, hf_…
-        return True
-    if "@" in low and "://" in low:  # passwords in URLs
-        return True
-    if "bearer" in low:
-        return True
-    # key=value secrets need the keyword followed by ':' or '='
-    if ":" in low or "=" in low:
-        return "key" in low or "token" in low or "secret" in low or "passw" in low
-    return False
-
-
 def mask_secrets(text: str) -> tuple[str, int]:
     """Replace secrets in ``text``; returns the masked text and how many were replaced."""
-    if not _maybe_secret(text):
-        return text, 0
     total = 0
-    for pattern, repl in _SECRET_PATTERNS:
-        text, n = pattern.subn(repl, text)
-        total += n
+    for needles, pattern, repl in _CASED:
+        for needle in needles:
+            if needle in text:
+                if callable(repl):
+                    before = text
+                    text = pattern.sub(repl, text)
+                    if text != before:
+                        total += _count_changes(pattern, before)
+                else:
+                    text, n = pattern.subn(repl, text)
+                    total += n
+                break
+    low: str | None = None
+    for needles, pattern, repl in _UNCASED:
+        if low is None:
+            low = text.lower()
+        for needle in needles:
+            if needle in low:
+                text, n = pattern.subn(repl, text)
+                total += n
+                if n:
+                    low = None
+                break
     return text, total
+
+
+def _count_changes(pattern: re.Pattern[str], text: str) -> int:
+    """How many matches of ``pattern`` in ``text`` are real secrets (start at a word boundary)."""
+    n = 0
+    for m in pattern.finditer(text):
+        i = m.start()
+        if i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_"):
+            n += 1
+    return n
+
+
+def _secret_hint(text: str) -> bool:
+    """Cheap test: could ``text`` hold a secret at all?"""
+    for needles, _p, _r in _CASED:
+        for needle in needles:
+            if needle in text:
+                return True
+    low = text.lower()
+    return any(n in low for needles, _p, _r in _UNCASED for n in needles)
 
 
 def _default(obj: Any, seen: set[int], depth: int) -> Any:

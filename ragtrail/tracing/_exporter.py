@@ -7,7 +7,6 @@ batch is counted as failed and logged once per kind of failure.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from opentelemetry.trace import StatusCode
 from ragtrail import semconv
 from ragtrail._log import logger, warn_once
 from ragtrail.store import Store
-from ragtrail.tracing._content import mask_secrets
+from ragtrail.tracing._content import _CASED, mask_secrets
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _STATUS = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
@@ -79,10 +78,15 @@ def _resource_json(res: Any) -> str | None:
 # The last line of defence before storage: secrets that reached a span without set_content() (an
 # attribute set directly, an exception message quoting a connection URL). One cheap search of the
 # serialised text; only on a hit are the values masked one by one (so the JSON stays valid).
-_GUARD = re.compile(
-    r"\bsk-[A-Za-z0-9]|\bA[KS]IA[A-Z0-9]{8}|\bgh[pousr]_|\bxox[abposr]-|\bAIza|\bhf_[A-Za-z0-9]"
-    r"|(?i:bearer)\s+[A-Za-z0-9_\-.=:/+]{8}|://[^\s/\"@:]*:[^\s/\"@]*@"
-)
+_GUARD_NEEDLES = (*(n for needles, _p, _r in _CASED for n in needles), "earer", "EARER")
+
+
+def _guard_hit(text: str) -> bool:
+    """Could ``text`` hold a key, token or URL password? (substring tests only: C speed)"""
+    for needle in _GUARD_NEEDLES:
+        if needle in text:
+            return True
+    return False
 
 
 def _mask_value(v: Any) -> Any:
@@ -121,14 +125,14 @@ def span_to_row(span: ReadableSpan, project: str, *, mask: bool = True) -> tuple
     attrs_json = _attrs_json(attrs)
     description = status.description
     if mask:
-        if _GUARD.search(attrs_json):
+        if _guard_hit(attrs_json):
             attrs_json = _attrs_json({k: _mask_value(v) for k, v in attrs.items()})
-        if ev_json is not None and _GUARD.search(ev_json):
+        if ev_json is not None and _guard_hit(ev_json):
             ev_json = _dumps(
                 [{"name": e.name, "time_ns": e.timestamp, "attributes": _mask_value(dict(e.attributes or {}))}
                  for e in events]
             )  # fmt: skip
-        if description and _GUARD.search(description):
+        if description and _guard_hit(description):
             description = mask_secrets(description)[0]
     return (
         format(ctx.trace_id, "032x"),
