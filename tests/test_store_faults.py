@@ -40,6 +40,7 @@ def _env() -> dict[str, str]:
 
 # ------------------------------------------------------------------------------- unusable stores
 def test_unusable_sqlite_paths_name_the_path(tmp_path):
+    ragtrail.shutdown()  # whatever an earlier test left running
     a_file = tmp_path / "plain.txt"
     a_file.write_text("not a directory")
     with pytest.raises(ragtrail.StoreError, match="plain.txt") as ei:
