@@ -712,3 +712,22 @@ def test_masking_leaves_look_alikes_alone():
     for text in ("task-abcdefghijklmnopqrstuvwxyz", "see https://example.com/a@b", "the key point", "MASIAFOOBARBAZQUXQUUX12"):
         assert mask_secrets(text) == (text, 0), text
     assert mask_secrets("x sk-abcdefghijklmnopqrstu and sk-zyxwvutsrqponmlkjihg") == ("x sk-*** and sk-***", 2)
+
+
+def test_fresh_providers_always_get_the_processor(tmp_path):
+    """Many short-lived providers (ids get reused after garbage collection): each one exports."""
+    import gc
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    for i in range(30):
+        mem = InMemorySpanExporter()
+        ragtrail.init(project="p", store_exporter=False, exporters=[mem], tracer_provider=TracerProvider())
+        try:
+            with ragtrail.span(f"s{i}"):
+                pass
+            assert ragtrail.flush()
+            assert [s.name for s in mem.get_finished_spans()] == [f"s{i}"], i
+        finally:
+            ragtrail.shutdown()
+        gc.collect()

@@ -53,7 +53,6 @@ class SpanCollector(SpanProcessor):
 
 
 _collector: SpanCollector | None = None
-_providers: set[int] = set()
 _lock = threading.Lock()
 
 
@@ -66,7 +65,8 @@ def collector(provider: Any = None) -> SpanCollector:
         if _collector is None:
             _collector = SpanCollector()
         prov = provider or (_setup._config.provider if _setup._config else None)
-        if prov is not None and id(prov) not in _providers:
+        # remembered on the provider itself (an id() of a collected provider can be reused)
+        if prov is not None and getattr(prov, "_ragtrail_collector", None) is not _collector:
             prov.add_span_processor(_collector)
-            _providers.add(id(prov))
+            setattr(prov, "_ragtrail_collector", _collector)  # noqa: B010
         return _collector

@@ -123,7 +123,13 @@ def _queue_full(p: BatchSpanProcessor) -> bool:
     return q is not None and len(q) >= q.maxlen
 
 
-_switches: dict[int, _Switch] = {}
+_SWITCH_ATTR = "_ragtrail_switch"
+
+
+def _switch_of(provider: Any) -> _Switch | None:
+    """The switch ragtrail added to ``provider`` (kept on the provider itself: an id() could be reused)."""
+    sw = getattr(provider, _SWITCH_ATTR, None) if provider is not None else None
+    return sw if isinstance(sw, _Switch) else None
 
 
 def _resolve_store_url(store: str | os.PathLike[str] | None) -> str:
@@ -239,10 +245,10 @@ def init(
                     provider = otel_trace.get_tracer_provider()
         if not isinstance(provider, TracerProvider):
             raise ConfigError("ragtrail needs an OpenTelemetry SDK TracerProvider (opentelemetry-sdk)")
-        switch = _switches.get(id(provider))
+        switch = _switch_of(provider)
         if switch is None:
             switch = _Switch()
-            _switches[id(provider)] = switch
+            setattr(provider, _SWITCH_ATTR, switch)
             provider.add_span_processor(switch)
         switch.targets = tuple(processors)
         switch.dropped = 0
@@ -293,7 +299,7 @@ def _shutdown_locked() -> None:
         return
     _config = None
     if cfg.provider is not None:
-        sw = _switches.get(id(cfg.provider))
+        sw = _switch_of(cfg.provider)
         if sw is not None:
             sw.targets = ()
     for p in cfg.processors:
@@ -352,7 +358,7 @@ def stats() -> dict[str, int]:
     cfg = _config
     if cfg is None:
         return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0}
-    sw = _switches.get(id(cfg.provider)) if cfg.provider else None
+    sw = _switch_of(cfg.provider)
     exp = cfg.store_exporter
     return {
         "exported": exp.exported if exp else 0,
