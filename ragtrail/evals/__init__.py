@@ -6,7 +6,11 @@
 from ragtrail.evals import metrics, scorers
 from ragtrail.evals._concurrency import AdaptiveLimiter
 from ragtrail.evals._datasets import Dataset, DatasetDiff, list_datasets, load_dataset
+from ragtrail.evals._compare import Comparison, compare
+from ragtrail.evals._gates import GateReport, check_gates, load_gates, promote
 from ragtrail.evals._harness import CostEstimate, Evaluation, evaluate_traces, rescore, score_items
+from ragtrail.evals._report import write_report
+from ragtrail.evals._sweep import current_trial, load_sweep, run_sweep, sweep_cache
 from ragtrail.evals._judge import Judge
 from ragtrail.evals._judge_cache import JudgeCache
 from ragtrail.evals._ray import RayBackend
@@ -15,11 +19,13 @@ from ragtrail.evals._types import Example, Score, Scorer
 
 __all__ = [
     "AdaptiveLimiter",
+    "Comparison",
     "CostEstimate",
     "Dataset",
     "DatasetDiff",
     "Evaluation",
     "Example",
+    "GateReport",
     "Judge",
     "JudgeCache",
     "RayBackend",
@@ -27,15 +33,24 @@ __all__ = [
     "Score",
     "Scorer",
     "alias_history",
+    "check_gates",
+    "compare",
+    "current_trial",
     "evaluate_traces",
     "list_datasets",
     "list_runs",
+    "load_gates",
+    "load_sweep",
     "load_dataset",
     "load_run",
     "metrics",
+    "promote",
     "rescore",
+    "run_sweep",
     "runs_df",
     "score_items",
     "scorers",
     "set_alias",
+    "sweep_cache",
+    "write_report",
 ]

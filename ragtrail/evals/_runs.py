@@ -502,29 +502,20 @@ def runs_df(store: Any, name: str | None = None) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------- aliases
 def set_alias(store: Any, run: Any, alias: str, *, by: str | None = None) -> Run:
     """Point ``alias`` of the run's evaluation at ``run`` in one transaction, with a history row
-    (who, when, the previous run). ``latest`` is reserved (always the newest run)."""
+    (who, when, the previous run). ``latest`` is reserved (always the newest run).
+
+    The move is atomic also between processes on PostgreSQL (an advisory lock per evaluation and
+    alias): it is :func:`ragtrail.evals._gates.move_alias` without a compare-and-swap condition.
+    """
+    from ragtrail.evals._gates import move_alias
+
     st = _store(store)
     if not alias or ":" in alias or _VERSION.match(alias) or alias in RESERVED_ALIASES:
         raise ConfigError(
             f"alias {alias!r} is not allowed: it must be non-empty, without ':', not 'vN' and not 'latest'"
         )
     target = load_run(st, run)
-    who = by or os.environ.get("RAGTRAIL_USER") or os.environ.get("USER") or os.environ.get("USERNAME")
-    now = time.time()
-    with st.transaction() as cur:
-        cur.execute("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (target.name, alias))
-        prev = cur.fetchone()
-        previous = prev[0] if prev else None
-        if previous is None:
-            cur.execute("INSERT INTO aliases (name, alias, run_id, set_at, set_by) VALUES (?, ?, ?, ?, ?)",
-                        (target.name, alias, target.run_id, now, who))  # fmt: skip
-        else:
-            cur.execute("UPDATE aliases SET run_id = ?, set_at = ?, set_by = ? WHERE name = ? AND alias = ?",
-                        (target.run_id, now, who, target.name, alias))  # fmt: skip
-        cur.execute(
-            "INSERT INTO alias_history (name, alias, run_id, previous_run_id, set_at, set_by) VALUES (?, ?, ?, ?, ?, ?)",
-            (target.name, alias, target.run_id, previous, now, who),
-        )
+    move_alias(st, target.run_id, alias, by=by)
     return target
 
 

@@ -122,6 +122,16 @@ def _ranked_ids(output: Any, trace: Trace | None, doc_id: DocIdRule, source: str
     docs: list[Any] | None = None
     if source in ("auto", "output") and isinstance(output, Mapping) and isinstance(output.get("contexts"), list):
         docs = output["contexts"]
+        # Plain-text contexts (the Ragas convention) are passages, not ids: in "auto" mode the
+        # trace's retriever spans, when they recorded documents, say which documents those were.
+        if (
+            source == "auto"
+            and docs
+            and all(isinstance(d, str) for d in docs)
+            and trace is not None
+            and trace.retrieved_documents()
+        ):
+            docs = None
     if docs is None and source in ("auto", "trace") and trace is not None and trace.retrievals():
         docs = trace.retrieved_documents()
     if docs is None:

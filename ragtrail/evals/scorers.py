@@ -91,3 +91,16 @@ __all__ += [
     "faithfulness",
     "rubric",
 ]
+
+# The judge scorers are built-ins too: YAML configs and scorers.get() can name them.
+from ragtrail.evals import _scorers as _registry_module  # noqa: E402
+
+_registry_module.BUILTINS.update(
+    {
+        "faithfulness": faithfulness,
+        "answer_relevance": answer_relevance,
+        "context_relevance": context_relevance,
+        "correctness": correctness,
+        "rubric": rubric,
+    }
+)
