@@ -278,3 +278,11 @@ def test_max_cost_stops_cleanly_on_ray_and_resume_finishes(tmp_path: Path, trace
     assert run.status == "finished" and run.ref == first.ref
     assert calls(d) == {f"q{i}": 1 for i in range(N)}
     assert all(st == "ok" for _v, st, _r in results(run).values()) and len(results(run)) == 2 * N
+
+
+@pytest.mark.parametrize("kw", [{"chunk_size": 0}, {"max_in_flight": -1}, {"max_retries": -2}, {"num_cpus": -1}])
+def test_bad_ray_backend_options_are_config_errors(kw: dict[str, Any]) -> None:
+    from ragtrail._exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="RayBackend"):
+        RayBackend(**kw)

@@ -81,6 +81,14 @@ class RayBackend:
 
     name = "ray"
 
+    def __post_init__(self) -> None:
+        for what, v, low in (("chunk_size", self.chunk_size, 1), ("max_in_flight", self.max_in_flight, 1),
+                             ("max_retries", self.max_retries, 0)):  # fmt: skip
+            if v is not None and (not isinstance(v, int) or v < low):
+                raise ConfigError(f"RayBackend({what}={v!r}): must be an integer >= {low}")
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ConfigError("RayBackend(num_cpus=..., num_gpus=...) must not be negative")
+
 
 def _coerce(backend: Any) -> RayBackend:
     if isinstance(backend, RayBackend):
