@@ -466,6 +466,9 @@ def test_retriever_documents_and_content_switch(store_path):  # type: ignore[no-
             assert r.attributes[semconv.RETRIEVAL_QUERY] == "topic 1 retrieval"
             assert "Answer from" in llm.attributes[semconv.GEN_AI_INPUT_MESSAGES]
             assert spans["StrOutputParser"].attributes[semconv.OUTPUT_VALUE] == "topic one matters"
+            # the retrieved list flowing on into the next step is recorded there as a reference
+            ref = json.loads(spans["format_docs"].attributes[semconv.INPUT_VALUE])
+            assert ref == {"retrieved_documents": [d["id"] for d in docs]}
         else:
             assert "content" not in docs[0]
             for s in spans.values():

@@ -288,15 +288,18 @@ class CallbackHandler(BaseCallbackHandler):
                     break
             if hit is None:
                 hit = content_value(ex.to_text(value))
-                i = self._memo_i
-                memo[i & 7] = (memo_key, hit)
-                self._memo_i = i + 1
+                self._remember(memo_key, hit)
             text, truncated, masked = hit
         attrs[key] = text
         if truncated:
             attrs.setdefault(semconv.TRUNCATED, []).append(key)
         if masked:
             attrs[semconv.MASKED] = attrs.get(semconv.MASKED, 0) + masked
+
+    def _remember(self, memo_key: Any, captured: tuple[str, bool, int]) -> None:
+        i = self._memo_i
+        self._memo[i & 7] = (memo_key, captured)
+        self._memo_i = i + 1
 
     @staticmethod
     def _capture() -> bool:
@@ -537,7 +540,14 @@ class CallbackHandler(BaseCallbackHandler):
             run = self._pop(run_id)
             if run is None:
                 return
-            record_documents(run.span, ex.documents_for_record(documents, self._capture()))
+            capture = self._capture()
+            docs = ex.documents_for_record(documents, capture)
+            record_documents(run.span, docs)
+            if capture and documents:
+                # The same list usually flows on into the next step (a prompt, a formatter): record it
+                # there as a reference to these documents instead of copying their contents again.
+                ref = ex._dumps({"retrieved_documents": [d["id"] for d in docs]})
+                self._remember(tuple(documents), (ref, False, 0))
             run.span.end()
             self._restore(run)
         except Exception:
