@@ -286,3 +286,64 @@ def test_bad_ray_backend_options_are_config_errors(kw: dict[str, Any]) -> None:
 
     with pytest.raises(ConfigError, match="RayBackend"):
         RayBackend(**kw)
+
+
+# ------------------------------------------------------------------------------------- LangChain
+_CHAIN: list[Any] = []
+
+
+def lc_chain() -> Any:
+    """A real LCEL chain: a BaseRetriever, a prompt, a chat model and a parser. Only the chat
+    model's answer is scripted (it repeats the question's number)."""
+    if _CHAIN:
+        return _CHAIN[0]
+    from langchain_core.documents import Document
+    from langchain_core.language_models.chat_models import SimpleChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.retrievers import BaseRetriever
+    from langchain_core.runnables import RunnablePassthrough
+
+    class Keyword(BaseRetriever):
+        def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+            i = int(query.split()[1])
+            return [
+                Document(page_content=f"text {j}", metadata={"doc_id": f"d{j}"}) for j in (i * 7 % 20, i * 3 % 20, i)
+            ]
+
+    class Echo(SimpleChatModel):
+        def _call(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> str:
+            return "answer " + str(messages[-1].content).split()[-1]
+
+        @property
+        def _llm_type(self) -> str:
+            return "echo"
+
+    prompt = ChatPromptTemplate.from_template("{context}\nquestion {question}")
+    fmt = Keyword() | (lambda docs: " ".join(d.page_content for d in docs))
+    chain = {"context": fmt, "question": RunnablePassthrough()} | prompt | Echo() | StrOutputParser()
+    _CHAIN.append(chain)
+    return chain
+
+
+def lc_pipeline(question: str) -> str:
+    return str(lc_chain().invoke(question))
+
+
+def test_langchain_pipeline_instrumented_in_the_driver_is_traced_on_the_workers(tmp_path: Path, traced: Any) -> None:
+    """The retrieval scorers read the RETRIEVER spans of the LangChain connector: on Ray they exist
+    only if the workers instrument LangChain like the driver did."""
+    from ragtrail.connectors import langchain as lc
+
+    sc = [scorers.recall_at_k(3), scorers.ndcg_at_k(3), scorers.token_f1()]
+    lc.instrument()
+    try:
+        local = Evaluation("lc-local", dataset(), lc_pipeline, sc, store=traced.store_path, progress=False).run()
+        remote = Evaluation("lc-ray", dataset(), lc_pipeline, sc, store=traced.store_path, progress=False).run(
+            backend=RayBackend(chunk_size=4)
+        )
+    finally:
+        lc.uninstrument()
+    assert results(remote) == results(local)
+    assert {st for _v, st, _r in results(remote).values()} <= {"ok"}
+    assert any(v for (_e, s), (v, _st, _r) in results(remote).items() if s.startswith("recall"))

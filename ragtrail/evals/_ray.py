@@ -20,6 +20,8 @@ Constraints:
   runs on the driver's machine; ragtrail refuses a SQLite store on a multi-node cluster). Spans can
   go to an OTLP receiver (``ragtrail serve``) instead of the store with
   ``RayBackend(otlp_endpoint=..., trace_to_store=False)``;
+* the ragtrail connectors instrumented in the driver (``ragtrail.connectors.langchain.instrument()``…)
+  are instrumented in every worker too (with default options);
 * ``max_cost`` is checked by each task and by the driver between tasks: spending can overshoot by
   at most the examples in flight.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import math
 import os
 import socket
@@ -184,6 +187,7 @@ def run_on_ray(
         "otlp_endpoint": opts.otlp_endpoint,
         "trace_to_store": opts.trace_to_store,
         "sys_path": [p for p in sys.path if p and os.path.isdir(p)],
+        "connectors": _instrumented_connectors(),
         "cwd": os.getcwd(),
     }
 
@@ -295,6 +299,23 @@ def run_on_ray(
     return load_run(store, run.run_id)
 
 
+def _instrumented_connectors() -> list[tuple[str, str]]:
+    """The ragtrail connectors instrumented in this process, so that the workers instrument them too."""
+    if "ragtrail.connectors._common" not in sys.modules:
+        return []
+    from ragtrail.connectors._common import RagtrailInstrumentor
+
+    out: list[tuple[str, str]] = []
+    todo: list[type] = list(RagtrailInstrumentor.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        inst = cls.__dict__.get("_instance")
+        if inst is not None and getattr(inst, "is_instrumented_by_opentelemetry", False):
+            out.append((cls.__module__, cls.__qualname__))
+    return sorted(out)
+
+
 def _bar(ev: Evaluation, run: Run, total: int) -> Any:
     if not ev.progress or not total:
         return None
@@ -331,6 +352,15 @@ def _worker_setup(spec: Mapping[str, Any]) -> Store:
         ragtrail.init(project=spec["project"], store=store, capture_content=spec.get("capture_content", True),
                       otlp_endpoint=spec.get("otlp_endpoint"), **kw)  # fmt: skip
         _worker.update(key=key, store=store, blob_id=None, ev=None)
+    for mod, qual in spec.get("connectors") or ():
+        try:
+            cls = getattr(importlib.import_module(mod), qual)
+            if not cls().is_instrumented_by_opentelemetry:
+                cls().instrument()
+        except Exception as exc:  # tracing never breaks the run; the worker says why once
+            if (mod, qual) not in _worker.setdefault("failed_connectors", set()):
+                _worker["failed_connectors"].add((mod, qual))
+                logger.warning("ragtrail: could not instrument %s.%s on this Ray worker: %s", mod, qual, exc)
     return _worker["store"]  # type: ignore[no-any-return]
 
 
