@@ -188,7 +188,6 @@ def run_on_ray(
         "trace_to_store": opts.trace_to_store,
         "sys_path": [p for p in sys.path if p and os.path.isdir(p)],
         "connectors": _instrumented_connectors(),
-        "cwd": os.getcwd(),
     }
 
     # create or resume the run, as the local backend does
@@ -336,9 +335,9 @@ def _worker_setup(spec: Mapping[str, Any]) -> Store:
     from ragtrail.store import open_store
     from ragtrail.tracing import get_config
 
-    for p in reversed(spec.get("sys_path") or ()):
+    for p in spec.get("sys_path") or ():  # appended: never shadows what the worker already imports from
         if p not in sys.path and os.path.isdir(p):
-            sys.path.insert(0, p)
+            sys.path.append(p)
     key = (spec["store"], spec["project"], spec.get("otlp_endpoint"), spec.get("trace_to_store"))
     if _worker.get("key") != key or get_config() is None:
         store = open_store(spec["store"])
