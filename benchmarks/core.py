@@ -167,7 +167,9 @@ def bench_ingest(n: int) -> dict[str, float]:
                     TimedExporter.cpu += time.thread_time() - t
 
         exp = TimedExporter(store, project="bench")
-        bsp = BatchSpanProcessor(exp, max_queue_size=n + 10, max_export_batch_size=2048, schedule_delay_millis=50)
+        bsp = BatchSpanProcessor(  # ragtrail.init()'s batch size
+            exp, max_queue_size=n + 10, max_export_batch_size=_setup.DEFAULT_EXPORT_BATCH, schedule_delay_millis=50
+        )
         gc.collect()
         t0 = time.perf_counter()
         for s in mem:  # what the traced thread does: hand the ended span to the processor
