@@ -205,6 +205,8 @@ def main() -> None:
         ("02_analyze_traces.ipynb", NB2),
         ("03_evaluate_and_compare.ipynb", NB3),
     ):
+        for i, cell in enumerate(cells):
+            cell["id"] = f"{name[:2]}-{i:02d}"  # stable ids: rebuilding gives identical files
         nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
         nbformat.write(nb, HERE / name)
 
