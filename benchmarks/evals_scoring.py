@@ -155,6 +155,19 @@ def text_mode(args: argparse.Namespace) -> None:
           f"recall@10 {eq_means['recall@10']:.6f} vs Ragas {rr:.6f}")  # fmt: skip
 
 
+def _env(model: Any) -> str:
+    """Versions and accelerator, for the figures' provenance."""
+    import sentence_transformers
+    import torch
+    import transformers
+
+    dev = str(model.device)
+    acc = torch.cuda.get_device_name(model.device) if dev.startswith("cuda") else f"{os.cpu_count()} CPUs"
+    dtype = next(model.parameters()).dtype
+    return (f"{acc}; torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"sentence-transformers {sentence_transformers.__version__}, python {sys.version.split()[0]}, weights {dtype}")  # fmt: skip
+
+
 def gpu_mode(args: argparse.Namespace) -> None:
     import numpy as np
 
@@ -168,11 +181,12 @@ def gpu_mode(args: argparse.Namespace) -> None:
     for r in rows:
         texts += [r["answer"], r["reference"]]
         items.append((Example(id=r["id"], input=r["input"], reference=r["reference"]), r["answer"], None))
-    model = load_sentence_model(None, args.device)
+    model = load_sentence_model(args.model, args.device)
     print(
         f"semantic_similarity over {n:,} pairs on {model.device} (batch {args.batch_size}, {args.chunk} examples per scorer call)"
     )
-    scorer = SemanticSimilarity(batch_size=args.batch_size, device=args.device)
+    print(_env(model))
+    scorer = SemanticSimilarity(args.model, batch_size=args.batch_size, device=args.device)
     model.encode(texts[:2048], batch_size=args.batch_size, normalize_embeddings=True)  # warm-up
 
     def direct() -> float:
@@ -197,6 +211,7 @@ def gpu_mode(args: argparse.Namespace) -> None:
     print(f"direct SentenceTransformer.encode: {d:10,.0f} pairs/s")
     print(f"ragtrail semantic_similarity:      {o:10,.0f} pairs/s")
     print(f"ratio ragtrail/direct: {o / d:.3f} (target >= 0.90)")
+    print(f"(all repeats, pairs/s: direct {[round(x) for x in d_rates]}, ragtrail {[round(x) for x in o_rates]})")
 
 
 def main() -> None:
@@ -208,6 +223,8 @@ def main() -> None:
     ap.add_argument("--harness", action="store_true", help="also time a whole Evaluation.run")
     ap.add_argument("--gpu", action="store_true", help="semantic_similarity vs direct encode")
     ap.add_argument("--device", default=None, help="--gpu: cuda, cpu… (default: sentence-transformers' choice)")
+    ap.add_argument("--model", default=None,
+                    help="--gpu: model name or local directory (default: the bundled all-MiniLM-L6-v2)")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=256, help="--gpu: encode batch size")
     ap.add_argument("--chunk", type=int, default=8192, help="--gpu: examples per score_batch call")
     args = ap.parse_args()
