@@ -271,7 +271,8 @@ def _conclusion(df: Any, a: str, b: str) -> str:
     moved_quality = [m for m in better + worse if m in quality]
     if not better and not worse:
         return f"Conclusion: no difference between {a} and {b} is distinguishable from noise."
-    text = f"Conclusion: {b} is better on {', '.join(better) or 'nothing'} and worse on {', '.join(worse) or 'nothing'}"
+    moves = ([f"better on {', '.join(better)}"] if better else []) + ([f"worse on {', '.join(worse)}"] if worse else [])
+    text = f"Conclusion: {b} is " + " and ".join(moves)
     if not moved_quality:
         text += "; no quality metric moved beyond noise"
     return text + "."

@@ -9,6 +9,7 @@ from __future__ import annotations
 from opentelemetry import trace as _otel_trace
 
 from ragtrail.tracing._collector import SpanCollector, collector
+from ragtrail.tracing._dedupe import active_llm_span, llm_span_active
 from ragtrail.tracing._content import mask_secrets, safe_json, to_json
 from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
 from ragtrail.tracing._model import SpanRecord, Trace
@@ -41,6 +42,8 @@ def suppress_instrumentation():  # type: ignore[no-untyped-def]
 
 
 __all__ = [
+    "active_llm_span",
+    "llm_span_active",
     "Config",
     "PriceTable",
     "SpanCollector",

@@ -229,7 +229,9 @@ class Trace:
         lines = []
         for depth, s in self.walk():
             parts = [f"{'  ' * depth}{s.name}", f"[{s.kind or '-'}]", f"{s.duration_ms:.1f} ms"]
-            if s.input_tokens is not None or s.output_tokens is not None:
+            if s.kind == semconv.EMBEDDING and not s.output_tokens and s.input_tokens is not None:
+                parts.append(f"tokens {s.input_tokens}")  # embeddings produce vectors, not tokens
+            elif s.input_tokens is not None or s.output_tokens is not None:
                 parts.append(f"tokens {s.input_tokens or 0}→{s.output_tokens or 0}")
             if s.cost_usd is not None:
                 parts.append(f"${s.cost_usd:.6f}")
