@@ -71,7 +71,9 @@ def latency_by_kind(spans: pd.DataFrame) -> pd.DataFrame:
     its share of all self time. Self time attributes each millisecond to exactly one span."""
     pd = _pd()
     if spans.empty:
-        return pd.DataFrame(columns=["kind", "spans", "total_ms", "mean_ms", "p50_ms", "p95_ms", "self_ms", "self_share"])
+        return pd.DataFrame(
+            columns=["kind", "spans", "total_ms", "mean_ms", "p50_ms", "p95_ms", "self_ms", "self_share"]
+        )
     df = spans.assign(self_ms=self_time(spans).to_numpy(), kind=spans["kind"].fillna("UNKNOWN"))
     g = df.groupby("kind")
     out = pd.DataFrame(
@@ -112,7 +114,9 @@ def cost_by_trace(spans: pd.DataFrame) -> pd.DataFrame:
     """Per trace: root span name, duration (ms), LLM calls, tokens and cost (USD)."""
     pd = _pd()
     if spans.empty:
-        return pd.DataFrame(columns=["trace_id", "root", "duration_ms", "llm_calls", "input_tokens", "output_tokens", "cost_usd"])
+        return pd.DataFrame(
+            columns=["trace_id", "root", "duration_ms", "llm_calls", "input_tokens", "output_tokens", "cost_usd"]
+        )
     g = spans.groupby("trace_id")
     roots = spans[spans["parent_span_id"].isna()].drop_duplicates("trace_id").set_index("trace_id")["name"]
     out = pd.DataFrame(
@@ -147,9 +151,7 @@ def error_traces(spans: pd.DataFrame) -> pd.DataFrame:
     if errs.empty:
         return pd.DataFrame(columns=["trace_id", "span", "kind", "error", "start_time"])
     first = errs.sort_values("start_time").drop_duplicates("trace_id")
-    msgs = [
-        (a or {}).get("error.type", "") if isinstance(a, dict) else "" for a in first["attributes"]
-    ]
+    msgs = [(a or {}).get("error.type", "") if isinstance(a, dict) else "" for a in first["attributes"]]
     return pd.DataFrame(
         {
             "trace_id": first["trace_id"].to_numpy(),
@@ -193,7 +195,7 @@ def plot_latency_by_kind(spans: pd.DataFrame, ax: Axes | None = None) -> Axes:
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(data))))
     ax.barh(data["kind"], data["self_ms"], color="#4C72B0")
-    for y, (v, share) in enumerate(zip(data["self_ms"], data["self_share"])):
+    for y, (v, share) in enumerate(zip(data["self_ms"], data["self_share"], strict=False)):
         ax.text(v, y, f" {v:,.0f} ms ({share:.0%})", va="center", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("self time (ms, summed over spans)")
@@ -227,8 +229,11 @@ def plot_run_vs_run(comparison: Any, ax: Axes | None = None) -> Axes:
     y = list(range(len(df)))
     err_lo = (df["delta"] - df["ci_low"]).clip(lower=0)
     err_hi = (df["ci_high"] - df["delta"]).clip(lower=0)
-    colors = ["#2a9d4b" if lo > 0 else "#c0392b" if hi < 0 else "#777777" for lo, hi in zip(df["ci_low"], df["ci_high"])]
-    ax.errorbar(df["delta"], y, xerr=[err_lo, err_hi], fmt="none", ecolor=colors, capsize=3)
+    colors = [
+        "#2a9d4b" if lo > 0 else "#c0392b" if hi < 0 else "#777777" for lo, hi in zip(df["ci_low"], df["ci_high"], strict=False)
+    ]
+    for yi, d, lo, hi, c in zip(y, df["delta"], err_lo, err_hi, colors, strict=False):
+        ax.errorbar([d], [yi], xerr=[[lo], [hi]], fmt="none", ecolor=c, capsize=3)
     ax.scatter(df["delta"], y, c=colors, zorder=3)
     ax.axvline(0, ls="--", color="black", lw=0.8)
     ax.set_yticks(y, [str(m) for m in df["metric"]])

@@ -91,7 +91,10 @@ def build_vectorstore(persist_dir: str | None = None) -> Any:
     )
     docs = load_corpus()
     store.add_documents(
-        [Document(page_content=f"{d['title']}. {d['text']}", metadata={"doc_id": d["id"], "title": d["title"]}) for d in docs],
+        [
+            Document(page_content=f"{d['title']}. {d['text']}", metadata={"doc_id": d["id"], "title": d["title"]})
+            for d in docs
+        ],
         ids=[d["id"] for d in docs],
     )
     return store
@@ -112,7 +115,11 @@ def _llm(base_url: str | None, model: str | None) -> Any:
         resp.raise_for_status()
         model = resp.json()["data"][0]["id"]
     return lco.ChatOpenAI(
-        base_url=base_url, model=model, api_key=os.environ.get("OPENAI_API_KEY", "not-needed"), temperature=0, max_tokens=128
+        base_url=base_url,
+        model=model,
+        api_key=os.environ.get("OPENAI_API_KEY", "not-needed"),
+        temperature=0,
+        max_tokens=128,
     )
 
 
@@ -129,7 +136,9 @@ def build_chain(vectorstore: Any, top_k: int, llm: Any) -> Any:
         return "\n".join(f"[{d.metadata.get('doc_id', d.id)}] {d.page_content}" for d in docs)
 
     answer = (
-        RunnableLambda(lambda x: {"context": fmt(x["docs"]), "question": x["question"]}).with_config(run_name="format_context")
+        RunnableLambda(lambda x: {"context": fmt(x["docs"]), "question": x["question"]}).with_config(
+            run_name="format_context"
+        )
         | prompt
         | llm
         | StrOutputParser()
@@ -151,8 +160,12 @@ def _pipeline(chain: Any, handler: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ragtrail.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", default=None, help="Store path or URL (default: $RAGTRAIL_STORE or ~/.ragtrail/ragtrail.db).")
-    parser.add_argument("--llm-base-url", default=os.environ.get("OPENAI_BASE_URL"), help="Use a real OpenAI-compatible server.")
+    parser.add_argument(
+        "--store", default=None, help="Store path or URL (default: $RAGTRAIL_STORE or ~/.ragtrail/ragtrail.db)."
+    )
+    parser.add_argument(
+        "--llm-base-url", default=os.environ.get("OPENAI_BASE_URL"), help="Use a real OpenAI-compatible server."
+    )
     parser.add_argument("--llm-model", default=os.environ.get("OPENAI_MODEL"), help="Model name on that server.")
     parser.add_argument("--report", default="ragtrail-demo-report.html", help="Where to write the HTML report.")
     parser.add_argument("--top-k", default="2,5", help="The two retriever depths to compare (default 2,5).")
@@ -222,11 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     runs = []
     for k in ks:
-        ev = Evaluation(EVAL_NAME, dataset=ds, pipeline=_pipeline(chains[k], handler), scorers=metrics, max_concurrency=4,
-                        store=cfg.store, progress=False)
+        ev = Evaluation(
+            EVAL_NAME,
+            dataset=ds,
+            pipeline=_pipeline(chains[k], handler),
+            scorers=metrics,
+            max_concurrency=4,
+            store=cfg.store,
+            progress=False,
+        )
         runs.append(ev.run(config={"top_k": k, "model": str(model_label)}))
     say(f"[3/5] Evaluated {len(ds)} questions with 2 configs (dataset {DATASET_NAME}@{ds.version[:12]}):")
-    for k, run in zip(ks, runs):
+    for k, run in zip(ks, runs, strict=False):
         say(f"      {run.ref:14} top_k={k}  " + _summary_line(run.summary))
 
     comp = client.compare(runs[0], runs[1])
@@ -262,7 +282,8 @@ def _conclusion(df: Any, a: str, b: str) -> str:
     """One sentence: which metrics really moved, in which direction."""
     from ragtrail.evals._compare import higher_is_better
 
-    better, worse = [], []
+    better: list[str] = []
+    worse: list[str] = []
     for r in df.itertuples():
         if r.ci_low > 0 or r.ci_high < 0:
             up = r.delta > 0

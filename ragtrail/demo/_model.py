@@ -74,7 +74,7 @@ def extract_answer(question: str, context: str) -> str:
     n = len(docs)
     q = set(_content_words(question))
     best, best_score = None, 0.0
-    for sent, words in zip(sentences, docs):
+    for sent, words in zip(sentences, docs, strict=False):
         score = sum(math.log(1 + n / df[w]) for w in q & words)
         score /= 1.0 + 0.02 * len(words)  # prefer focused sentences
         if score > best_score:
@@ -116,7 +116,11 @@ class ExtractiveChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         answer, usage = self._answer(messages)
-        msg = AIMessage(content=answer, usage_metadata=usage, response_metadata={"model_name": self.model_name, "finish_reason": "stop"})
+        msg = AIMessage(
+            content=answer,
+            usage_metadata=usage,
+            response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
+        )
         return ChatResult(generations=[ChatGeneration(message=msg, generation_info={"finish_reason": "stop"})])
 
     def _stream(

@@ -4,17 +4,17 @@
 """
 
 from ragtrail.evals import metrics, scorers
+from ragtrail.evals._compare import Comparison, compare
 from ragtrail.evals._concurrency import AdaptiveLimiter
 from ragtrail.evals._datasets import Dataset, DatasetDiff, list_datasets, load_dataset
-from ragtrail.evals._compare import Comparison, compare
 from ragtrail.evals._gates import GateReport, check_gates, load_gates, promote
 from ragtrail.evals._harness import CostEstimate, Evaluation, evaluate_traces, rescore, score_items
-from ragtrail.evals._report import write_report
-from ragtrail.evals._sweep import current_trial, load_sweep, run_sweep, sweep_cache
 from ragtrail.evals._judge import Judge
 from ragtrail.evals._judge_cache import JudgeCache
 from ragtrail.evals._ray import RayBackend
+from ragtrail.evals._report import write_report
 from ragtrail.evals._runs import Run, alias_history, list_runs, load_run, runs_df, set_alias
+from ragtrail.evals._sweep import current_trial, load_sweep, run_sweep, sweep_cache
 from ragtrail.evals._types import Example, Score, Scorer
 
 __all__ = [
@@ -39,10 +39,10 @@ __all__ = [
     "evaluate_traces",
     "list_datasets",
     "list_runs",
-    "load_gates",
-    "load_sweep",
     "load_dataset",
+    "load_gates",
     "load_run",
+    "load_sweep",
     "metrics",
     "promote",
     "rescore",

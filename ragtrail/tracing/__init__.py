@@ -9,8 +9,8 @@ from __future__ import annotations
 from opentelemetry import trace as _otel_trace
 
 from ragtrail.tracing._collector import SpanCollector, collector
-from ragtrail.tracing._dedupe import active_llm_span, llm_span_active
 from ragtrail.tracing._content import mask_secrets, safe_json, to_json
+from ragtrail.tracing._dedupe import active_llm_span, llm_span_active
 from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
 from ragtrail.tracing._model import SpanRecord, Trace
 from ragtrail.tracing._setup import Config, flush, get_config, init, shutdown, stats
@@ -42,14 +42,13 @@ def suppress_instrumentation():  # type: ignore[no-untyped-def]
 
 
 __all__ = [
-    "active_llm_span",
-    "llm_span_active",
     "Config",
     "PriceTable",
     "SpanCollector",
     "SpanRecord",
     "StoreSpanExporter",
     "Trace",
+    "active_llm_span",
     "capture_content",
     "collector",
     "compute_cost",
@@ -62,6 +61,7 @@ __all__ = [
     "init",
     "is_enabled",
     "is_suppressed",
+    "llm_span_active",
     "load_prices",
     "mask_secrets",
     "record_documents",

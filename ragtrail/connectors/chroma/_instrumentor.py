@@ -9,7 +9,6 @@ classes that all clients hand out.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -18,8 +17,8 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Span
 
 from ragtrail import semconv
-from ragtrail._log import logger, warn_once
-from ragtrail.connectors._common import RagtrailInstrumentor, module_functions
+from ragtrail._log import logger
+from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.connectors.chroma import _extract as ex
 from ragtrail.tracing import _setup
 from ragtrail.tracing._spans import is_enabled, record_exception, set_content
@@ -30,22 +29,9 @@ _ASYNC_COLLECTION_MODULE = "chromadb.api.models.AsyncCollection"
 _COMMON_MODULE = "chromadb.api.models.CollectionCommon"
 _METHODS = ("query", "add", "upsert", "delete", "get")
 
-_failures = 0
-_failures_lock = threading.Lock()
-
-
-def failures() -> int:
-    """How many times the connector's own attribute extraction failed (the user's call never does)."""
-    return _failures
-
-
-def _failed(where: str) -> None:
-    global _failures
-    with _failures_lock:
-        _failures += 1
-    warn_once(
-        f"chroma:{where}", "ragtrail: the Chroma connector could not record %s (logged once)", where, exc_info=True
-    )
+_counter = FailureCounter("chroma", "the Chroma connector")
+failures = _counter.count
+_failed = _counter.failed
 
 
 # Per-collection facts that never change for a collection id: distance space, server address, model.

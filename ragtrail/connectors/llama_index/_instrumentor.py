@@ -29,8 +29,8 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Span
 
 from ragtrail import semconv
-from ragtrail._log import logger, warn_once
-from ragtrail.connectors._common import RagtrailInstrumentor, module_functions
+from ragtrail._log import logger
+from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.tracing import _setup
 from ragtrail.tracing._spans import is_enabled, record_exception, set_content
 from ragtrail.tracing._usage import record_documents, record_usage
@@ -49,25 +49,9 @@ _LLM_METHODS = frozenset(
 )
 _MAX_SKIPPED = 100_000
 
-_failures = 0
-_failures_lock = threading.Lock()
-
-
-def failures() -> int:
-    """How many times the connector's own bookkeeping failed (LlamaIndex's calls never do)."""
-    return _failures
-
-
-def _failed(where: str) -> None:
-    global _failures
-    with _failures_lock:
-        _failures += 1
-    warn_once(
-        f"llama_index:{where}",
-        "ragtrail: the LlamaIndex connector could not record %s (logged once)",
-        where,
-        exc_info=True,
-    )
+_counter = FailureCounter("llama_index", "the LlamaIndex connector")
+failures = _counter.count
+_failed = _counter.failed
 
 
 @dataclass

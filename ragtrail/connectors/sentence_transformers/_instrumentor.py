@@ -19,7 +19,6 @@ span, so one embedding operation is one span.
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -30,8 +29,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Span
 
 from ragtrail import semconv
-from ragtrail._log import warn_once
-from ragtrail.connectors._common import RagtrailInstrumentor, module_functions
+from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.tracing import _setup
 from ragtrail.tracing._spans import is_enabled, record_exception, set_content
 from ragtrail.tracing._usage import record_documents
@@ -47,26 +45,10 @@ _tokens: ContextVar[list[int] | None] = ContextVar("ragtrail_st_tokens", default
 # True inside ``CrossEncoder.rank`` so that its inner ``predict`` is not a second span.
 _in_rank: ContextVar[bool] = ContextVar("ragtrail_st_in_rank", default=False)
 
-_failures = 0
-_failures_lock = threading.Lock()
+_counter = FailureCounter("st", "the sentence-transformers connector")
+failures = _counter.count
+_failed = _counter.failed
 _names: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
-
-
-def failures() -> int:
-    """How many times the connector's own attribute extraction failed (the user's call never does)."""
-    return _failures
-
-
-def _failed(where: str) -> None:
-    global _failures
-    with _failures_lock:
-        _failures += 1
-    warn_once(
-        f"st:{where}",
-        "ragtrail: the sentence-transformers connector could not record %s (logged once)",
-        where,
-        exc_info=True,
-    )
 
 
 def model_name(model: Any) -> str | None:

@@ -16,15 +16,14 @@ device-to-host transfer.
 from __future__ import annotations
 
 import contextvars
-import threading
 import time
 from typing import Any, ClassVar
 
 from opentelemetry.trace import Span
 
 from ragtrail import semconv
-from ragtrail._log import logger, warn_once
-from ragtrail.connectors._common import RagtrailInstrumentor, module_functions
+from ragtrail._log import logger
+from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.connectors.transformers import _extract as ex
 from ragtrail.tracing import _gpu
 from ragtrail.tracing._spans import capture_content, is_enabled, set_content, span
@@ -37,25 +36,9 @@ _in_generate: contextvars.ContextVar[bool] = contextvars.ContextVar("ragtrail_hf
 _pipeline_tokenizer: contextvars.ContextVar[Any] = contextvars.ContextVar("ragtrail_hf_pipe_tok", default=None)
 _options: dict[str, Any] = {"reset_peak_memory": True}
 
-_failures = 0
-_failures_lock = threading.Lock()
-
-
-def failures() -> int:
-    """How many times the connector's own recording failed (the user's call never does)."""
-    return _failures
-
-
-def _failed(where: str) -> None:
-    global _failures
-    with _failures_lock:
-        _failures += 1
-    warn_once(
-        f"transformers:{where}",
-        "ragtrail: the transformers connector could not record %s (logged once)",
-        where,
-        exc_info=True,
-    )
+_counter = FailureCounter("transformers", "the transformers connector")
+failures = _counter.count
+_failed = _counter.failed
 
 
 _criterion_cls: Any = None

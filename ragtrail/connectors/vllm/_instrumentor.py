@@ -18,7 +18,6 @@ trace totals count each token once; the batch span holds the batch totals under 
 from __future__ import annotations
 
 import contextvars
-import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from opentelemetry.trace import SpanKind
 
 from ragtrail import semconv
 from ragtrail._log import logger, warn_once
-from ragtrail.connectors._common import RagtrailInstrumentor, module_functions
+from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.connectors.vllm import _extract as ex
 from ragtrail.tracing import _gpu, _setup
 from ragtrail.tracing._spans import capture_content, is_enabled, record_exception, set_content
@@ -42,20 +41,9 @@ _METHODS = {"generate": "text_completion", "chat": "chat"}
 _in_call: contextvars.ContextVar[bool] = contextvars.ContextVar("ragtrail_vllm_in_call", default=False)
 _facts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
-_failures = 0
-_failures_lock = threading.Lock()
-
-
-def failures() -> int:
-    """How many times the connector's own recording failed (the user's call never does)."""
-    return _failures
-
-
-def _failed(where: str) -> None:
-    global _failures
-    with _failures_lock:
-        _failures += 1
-    warn_once(f"vllm:{where}", "ragtrail: the vLLM connector could not record %s (logged once)", where, exc_info=True)
+_counter = FailureCounter("vllm", "the vLLM connector")
+failures = _counter.count
+_failed = _counter.failed
 
 
 def _engine_facts(llm: Any) -> dict[str, Any]:
