@@ -230,7 +230,8 @@ def plot_run_vs_run(comparison: Any, ax: Axes | None = None) -> Axes:
     err_lo = (df["delta"] - df["ci_low"]).clip(lower=0)
     err_hi = (df["ci_high"] - df["delta"]).clip(lower=0)
     colors = [
-        "#2a9d4b" if lo > 0 else "#c0392b" if hi < 0 else "#777777" for lo, hi in zip(df["ci_low"], df["ci_high"], strict=False)
+        "#2a9d4b" if lo > 0 else "#c0392b" if hi < 0 else "#777777"
+        for lo, hi in zip(df["ci_low"], df["ci_high"], strict=False)
     ]
     for yi, d, lo, hi, c in zip(y, df["delta"], err_lo, err_hi, colors, strict=False):
         ax.errorbar([d], [yi], xerr=[[lo], [hi]], fmt="none", ecolor=c, capsize=3)
