@@ -197,3 +197,12 @@ def test_peak_gpu_memory_recorded_on_cuda(inst, model_path):
     (s,) = inst.by_name("SentenceTransformer.encode")
     assert s.attributes[semconv.DEVICE].startswith("cuda")
     assert s.attributes[semconv.GPU_PEAK_MEMORY_BYTES] > 0
+
+
+def test_no_gpu_figures_on_cpu(inst, model_path):
+    """On a CPU the GPU attributes are absent, never zero."""
+    from sentence_transformers import SentenceTransformer
+
+    SentenceTransformer(model_path, device="cpu").encode(TEXTS)
+    (s,) = inst.by_name("SentenceTransformer.encode")
+    assert not [k for k in s.attributes if k.startswith("ragtrail.gpu.")]

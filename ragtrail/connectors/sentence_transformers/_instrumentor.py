@@ -30,7 +30,7 @@ from opentelemetry.trace import Span
 
 from ragtrail import semconv
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
-from ragtrail.tracing import _setup
+from ragtrail.tracing import _gpu, _setup
 from ragtrail.tracing._spans import is_enabled, record_exception, set_content
 from ragtrail.tracing._usage import record_documents
 
@@ -187,10 +187,8 @@ def _encode_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
             token_ctx = otel_context.attach(otel_trace.set_span_in_context(span))
             set_content(span, semconv.INPUT_VALUE, inputs)
         cuda = _cuda_device(device)
-        if cuda is not None:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(cuda)
+        # GPU type, utilisation, memory (NVML, sampled off this thread) and torch's peak for this call
+        gpu = _gpu.begin(_gpu.cuda_indices(cuda), reset_peak=True) if cuda is not None else None
         acc = [0]
         tok = _tokens.set(acc)
     except Exception:
@@ -222,10 +220,8 @@ def _encode_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
                 )
                 if name and not (adopt and _attr(span, semconv.GEN_AI_REQUEST_MODEL)):
                     span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, name)
-            if cuda is not None:
-                import torch
-
-                span.set_attribute(semconv.GPU_PEAK_MEMORY_BYTES, int(torch.cuda.max_memory_allocated(cuda)))
+            if gpu is not None:
+                gpu.finish(span)
         except Exception:
             _failed("encode result")
         return result
