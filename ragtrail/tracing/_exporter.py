@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
 from ragtrail import semconv
-from ragtrail._log import logger, warn_once
+from ragtrail._log import warn_once
 from ragtrail.store import Store
 from ragtrail.tracing._content import _CASED, mask_secrets
 
@@ -246,7 +246,3 @@ class StoreSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
-
-
-def log_debug(msg: str) -> None:  # pragma: no cover - kept for connectors' debugging
-    logger.debug(msg)
