@@ -32,6 +32,7 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -922,6 +923,9 @@ def judge_loop() -> asyncio.AbstractEventLoop:
     with _loop_lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
+            # LangChain runs sync steps (parsers, sync callbacks) in the loop's default executor, whose
+            # default size (cores + 4) would cap the number of judge calls in flight
+            loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="ragtrail-judge"))
             t = threading.Thread(target=loop.run_forever, name="ragtrail-judge-loop", daemon=True)
             t.start()
             _loop = loop
