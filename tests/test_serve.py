@@ -131,6 +131,7 @@ def test_json_roundtrip_with_hex_ids(rec):
     }]}  # fmt: skip
     resp = httpx.post(url(rec), json=doc)
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+    assert rec.queue.drain(10)  # accepted spans are written by the receiver's writer thread
     tr = ragtrail.Client(rec.store).trace(trace_id)
     assert [s.name for s in tr.spans] == ["root", "retrieve"]
     child = tr.span(child_id)
