@@ -293,10 +293,7 @@ def _predict_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any
             extra[semconv.EMBEDDING_BATCH_SIZE] = bs
         span, token, cuda = _start_reranker("CrossEncoder.predict", instance, extra)
         set_content(span, semconv.INPUT_VALUE, inputs)
-        if cuda is not None:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(cuda)
+        gpu = _gpu.begin(_gpu.cuda_indices(cuda), reset_peak=True) if cuda is not None else None
         acc = [0]
         tok = _tokens.set(acc)
     except Exception:
@@ -314,10 +311,8 @@ def _predict_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any
                 span.set_attribute(semconv.RERANKER_TOP_SCORES, sorted(scores, reverse=True)[:_TOP_SCORES])
             set_content(span, semconv.OUTPUT_VALUE, scores)
             _record_tokens(span, acc[0], None)
-            if cuda is not None:
-                import torch
-
-                span.set_attribute(semconv.GPU_PEAK_MEMORY_BYTES, int(torch.cuda.max_memory_allocated(cuda)))
+            if gpu is not None:
+                gpu.finish(span)
         except Exception:
             _failed("predict result")
         return result
@@ -341,10 +336,7 @@ def _rank_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
             extra[semconv.RETRIEVAL_TOP_K] = top_k
         span, token, cuda = _start_reranker("CrossEncoder.rank", instance, extra)
         set_content(span, semconv.RETRIEVAL_QUERY, query)
-        if cuda is not None:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(cuda)
+        gpu = _gpu.begin(_gpu.cuda_indices(cuda), reset_peak=True) if cuda is not None else None
         acc = [0]
         tok = _tokens.set(acc)
         rtok = _in_rank.set(True)
@@ -371,10 +363,8 @@ def _rank_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
             record_documents(span, docs, score_kind="cross_encoder")
             span.set_attribute(semconv.RERANKER_TOP_SCORES, scores[:_TOP_SCORES])
             _record_tokens(span, acc[0], None)
-            if cuda is not None:
-                import torch
-
-                span.set_attribute(semconv.GPU_PEAK_MEMORY_BYTES, int(torch.cuda.max_memory_allocated(cuda)))
+            if gpu is not None:
+                gpu.finish(span)
         except Exception:
             _failed("rank result")
         return result
