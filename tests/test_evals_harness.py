@@ -280,6 +280,41 @@ def test_adaptive_limiter_reads_retry_after_forms() -> None:
     assert classify_error(ValueError("x")) is None
 
 
+def test_dropped_connections_are_retried_briefly_without_pausing_others() -> None:
+    from ragtrail.evals import AdaptiveLimiter
+    from ragtrail.evals._concurrency import CONNECTION_RETRIES, Backoff, classify_error
+
+    class APIConnectionError(Exception):  # how the SDKs wrap httpx's ConnectError
+        pass
+
+    wrapped = APIConnectionError("Connection error.")
+    wrapped.__cause__ = ConnectionResetError(104, "Connection reset by peer")
+    assert classify_error(wrapped) == "connection"
+    assert classify_error(ConnectionRefusedError()) == "connection"
+    assert classify_error(RuntimeError("boom")) is None
+
+    limiter = AdaptiveLimiter(4, backoff=Backoff(base_s=0.01))
+    tries = {"n": 0}
+
+    def reset_twice() -> str:
+        tries["n"] += 1
+        if tries["n"] <= 2:
+            raise wrapped
+        return "ok"
+
+    assert limiter.call(reset_twice) == "ok" and tries["n"] == 3
+    assert limiter.n_retries == 2 and limiter.n_backoffs == 0 and limiter.limit == 4  # no global pause
+
+    async def down() -> str:
+        tries["n"] += 1
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    tries["n"] = 0
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(limiter.acall(down))
+    assert tries["n"] == CONNECTION_RETRIES + 1  # a server that is down still fails fast
+
+
 # --------------------------------------------------------------------------- cost: dry run, max_cost, resume
 def _costly(q: str) -> str:
     with ragtrail.span("llm", kind=semconv.LLM) as s:
@@ -321,7 +356,7 @@ def test_resume_reruns_only_errored_and_refuses_changed_inputs(traced) -> None: 
     def pipe(q: str) -> str:
         calls.append(q)
         if broken["on"] and q.endswith("4"):
-            raise ConnectionError("flaky")
+            raise RuntimeError("flaky")
         return sync_pipe(q)
 
     ds = Dataset.from_records(_records(6))

@@ -9,6 +9,10 @@ It works from threads (``with limiter.slot(): ...`` / ``limiter.call(fn)``) and 
   backoff with jitter); the call is retried up to ``max_retries`` times.
 * A timeout (``TimeoutError``, an exception class named like ``…Timeout…``) or an overloaded server
   (HTTP 503/529) backs off the same way.
+* A dropped connection (``ConnectionError``, httpx's ``ConnectError``/``RemoteProtocolError``, the
+  SDKs' ``APIConnectionError``, anywhere in the exception's cause chain) is retried after a short
+  jittered delay, at most ``CONNECTION_RETRIES`` times, without pausing other calls: a busy server
+  that resets a few connections should not fail examples, while a server that is down still fails fast.
 * After ``increase_after`` consecutive successes the limit grows by one, up to ``max_concurrency``.
 """
 
@@ -29,7 +33,10 @@ from ragtrail._log import logger
 
 T = TypeVar("T")
 
-__all__ = ["AdaptiveLimiter", "Backoff", "classify_error", "retry_after_seconds"]
+__all__ = ["CONNECTION_RETRIES", "AdaptiveLimiter", "Backoff", "classify_error", "retry_after_seconds"]
+
+CONNECTION_RETRIES = 3
+_CONNECTION_NAMES = ("connecterror", "connectionerror", "remoteprotocolerror", "serverdisconnected", "readerror")
 
 _RATE_LIMIT_CODES = {429}
 _OVERLOADED_CODES = {408, 502, 503, 504, 529}
@@ -87,8 +94,23 @@ def retry_after_seconds(exc: BaseException) -> float | None:
         return None
 
 
+def _is_connection_error(exc: BaseException) -> bool:
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 8:
+        if isinstance(e, ConnectionError):
+            return True
+        name = type(e).__name__.lower()
+        if any(n in name for n in _CONNECTION_NAMES):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
+
+
 def classify_error(exc: BaseException) -> str | None:
-    """``"rate_limit"``, ``"timeout"``, ``"overloaded"`` for errors worth backing off on, else None."""
+    """``"rate_limit"``, ``"timeout"``, ``"overloaded"`` for errors worth backing off on,
+    ``"connection"`` for a dropped/refused connection worth a quick retry, else None."""
     code = _status_code(exc)
     name = type(exc).__name__.lower()
     if code in _RATE_LIMIT_CODES or "ratelimit" in name or "rate_limit" in name or "toomanyrequests" in name:
@@ -97,6 +119,8 @@ def classify_error(exc: BaseException) -> str | None:
         return "timeout"
     if code in _OVERLOADED_CODES or "overloaded" in name or "serviceunavailable" in name:
         return "overloaded"
+    if code is None and _is_connection_error(exc):
+        return "connection"
     return None
 
 
@@ -238,6 +262,16 @@ class AdaptiveLimiter:
             self.release()
 
     # ------------------------------------------------------------------------------ calls
+    def _retries_for(self, kind: str) -> int:
+        return min(self.max_retries, CONNECTION_RETRIES) if kind == "connection" else self.max_retries
+
+    def _wait_for(self, kind: str, exc: BaseException, attempt: int) -> float:
+        if kind == "connection":  # this call only: no global pause, no limit change
+            with self._cond:
+                self._successes = 0
+            return self.backoff.delay(attempt) / 2
+        return self.on_backoff(kind, retry_after_seconds(exc), attempt)
+
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call ``fn`` in a slot, retrying rate limits/timeouts with backoff; other errors propagate."""
         attempt = 0
@@ -247,9 +281,9 @@ class AdaptiveLimiter:
                     result = fn(*args, **kwargs)
                 except Exception as exc:
                     kind = classify_error(exc)
-                    if kind is None or attempt >= self.max_retries:
+                    if kind is None or attempt >= self._retries_for(kind):
                         raise
-                    wait = self.on_backoff(kind, retry_after_seconds(exc), attempt)
+                    wait = self._wait_for(kind, exc, attempt)
                 else:
                     self.on_success()
                     return result
@@ -266,9 +300,9 @@ class AdaptiveLimiter:
                     result = await fn(*args, **kwargs)
                 except Exception as exc:
                     kind = classify_error(exc)
-                    if kind is None or attempt >= self.max_retries:
+                    if kind is None or attempt >= self._retries_for(kind):
                         raise
-                    wait = self.on_backoff(kind, retry_after_seconds(exc), attempt)
+                    wait = self._wait_for(kind, exc, attempt)
                 else:
                     self.on_success()
                     return result
