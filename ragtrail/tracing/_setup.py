@@ -106,6 +106,9 @@ class _Switch(SpanProcessor):
             p.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        from ragtrail.tracing import _background
+
+        _background.drain_all()  # spans still being built off-thread belong to this flush
         ok = True
         for p in self._targets:
             ok = p.force_flush(timeout_millis) and ok
@@ -301,6 +304,9 @@ def _shutdown_locked() -> None:
     if cfg is None:
         return
     _config = None
+    from ragtrail.tracing import _background
+
+    _background.stop_for(cfg.tracer)  # queued background spans go out before the processors stop
     if cfg.provider is not None:
         sw = _switch_of(cfg.provider)
         if sw is not None:
@@ -336,6 +342,9 @@ def flush(timeout_s: float = 10.0) -> bool:
     ok = True
     deadline = time.monotonic() + max(0.0, timeout_s)
     try:
+        from ragtrail.tracing import _background
+
+        _background.drain_all()
         for p in cfg.processors:
             left_ms = max(1, int((deadline - time.monotonic()) * 1000))
             try:
@@ -357,16 +366,19 @@ def flush(timeout_s: float = 10.0) -> bool:
 
 def stats() -> dict[str, int]:
     """Counts since :func:`init`: spans ``exported`` to the store, ``dropped`` (queue full),
-    ``failed`` (store errors after retries), ``export_errors`` (failed export batches)."""
+    ``failed`` (store errors after retries, or connector spans that could not be built off-thread),
+    ``export_errors`` (failed export batches)."""
     cfg = _config
     if cfg is None:
         return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0}
+    from ragtrail.tracing import _background
+
     sw = _switch_of(cfg.provider)
     exp = cfg.store_exporter
     return {
         "exported": exp.exported if exp else 0,
         "dropped": sw.dropped if sw else 0,
-        "failed": exp.failed if exp else 0,
+        "failed": (exp.failed if exp else 0) + _background.failures_for(cfg.tracer),
         "export_errors": exp.errors if exp else 0,
     }
 

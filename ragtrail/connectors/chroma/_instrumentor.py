@@ -12,15 +12,14 @@ import json
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Span
 
 from ragtrail import semconv
 from ragtrail._log import logger
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.connectors.chroma import _extract as ex
-from ragtrail.tracing import _setup
+from ragtrail.tracing import _background, _setup
+from ragtrail.tracing._background import Recorder, defer_attributes
 from ragtrail.tracing._spans import is_enabled, record_exception, set_content
 from ragtrail.tracing._usage import record_documents
 
@@ -75,20 +74,15 @@ def _static_attributes(collection: Any) -> dict[str, Any]:
     return attrs
 
 
-def _start(name: str, kind: str, attrs: dict[str, Any]) -> tuple[Span, object]:
+def _start(name: str, kind: str, attrs: dict[str, Any]) -> tuple[Any, object]:
     cfg = _setup._config
     assert cfg is not None
     attrs[semconv.SPAN_KIND] = kind
-    span = cfg.tracer.start_span(name, attributes=attrs)
-    token = otel_context.attach(otel_trace.set_span_in_context(span))
-    return span, token
+    return _background.start(cfg.tracer, name, attrs)
 
 
-def _finish(span: Span, token: object) -> None:
-    try:
-        span.end()
-    finally:
-        otel_context.detach(token)  # type: ignore[arg-type]
+def _finish(span: Any, token: object) -> None:
+    _background.finish(span, token)
 
 
 def _before(
@@ -123,7 +117,8 @@ def _record_result(span: Span, method: str, attrs: dict[str, Any], result: Any) 
         ids = result.get("ids") if result is not None else None
         if ids is not None:
             span.set_attribute(semconv.DB_RECORD_COUNT, len(ids))
-            span.set_attribute(semconv.RETRIEVAL_DOCUMENT_IDS, [str(i) for i in ids[:1000]])
+            snap = list(ids[:1000])
+            defer_attributes(span, lambda: {semconv.RETRIEVAL_DOCUMENT_IDS: [str(i) for i in snap]}, on_error=_failed)
 
 
 _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False, allow_nan=False)
@@ -135,23 +130,45 @@ def _first(result: Any, key: str) -> Any:
 
 
 def _record_query_result(span: Span, space: str, result: Any) -> None:
-    """Ids, distances, scores and documents of the first query of a QueryResult, in one pass.
+    """Ids, distances, scores and documents of the first query of a QueryResult.
 
-    A query is the hot path of a RAG app, so the common case (string documents that fit their share of
-    the attribute cap, JSON-encodable metadata) is serialised here once and recorded through the same
-    ``set_content`` path as everything else (content switch, secret masking, the user's mask hook), with
-    exactly what :func:`ragtrail.tracing.record_documents` would record. Anything unusual (a huge
-    document to cap, a value JSON cannot encode) goes to ``record_documents`` itself.
+    A query is the hot path of a RAG app, so the caller's thread only copies what the result holds
+    (the application may change the lists and metadata dicts afterwards); turning that into attributes
+    (JSON, caps, secret masking, the user's mask hook) is deferred to the first reader of the span,
+    normally the exporter's thread (see :mod:`ragtrail.tracing._deferred`).
     """
     cfg = _setup._config
     if cfg is None or not span.is_recording():
         return
     ids = _first(result, "ids") or []
     dists = _first(result, "distances")
-    texts = _first(result, "documents")
-    metas = _first(result, "metadatas")
     content_on = cfg.capture_content
-    budget = max(cfg.max_attribute_bytes // max(1, len(ids)) - 200, 200)
+    texts = _first(result, "documents") if content_on else None
+    metas = _first(result, "metadatas") if content_on else None
+    snap = (
+        list(ids),
+        list(dists) if dists is not None else None,
+        list(texts) if texts is not None else None,
+        [dict(m) if isinstance(m, dict) else m for m in metas] if metas is not None else None,
+    )
+    defer_attributes(span, lambda: _query_attributes(space, cfg.max_attribute_bytes, *snap), on_error=_failed)
+
+
+def _query_attributes(
+    space: str,
+    max_bytes: int,
+    ids: list[Any],
+    dists: list[Any] | None,
+    texts: list[Any] | None,
+    metas: list[Any] | None,
+) -> dict[str, Any]:
+    """The attributes of a query's first result list, in one pass; the common case (string documents
+    that fit their share of the attribute cap, JSON-encodable metadata) is serialised here once and
+    goes through the same ``set_content`` path as everything else, with exactly what
+    :func:`ragtrail.tracing.record_documents` would record. Anything unusual (a huge document to cap,
+    a value JSON cannot encode) goes to ``record_documents`` itself."""
+    rec = Recorder()
+    budget = max(max_bytes // max(1, len(ids)) - 200, 200)
     l2 = space == "l2"
     id_strs: list[str] = []
     distances: list[float] = []
@@ -161,23 +178,22 @@ def _record_query_result(span: Span, space: str, result: Any) -> None:
         doc_id = str(raw_id)
         id_strs.append(doc_id)
         item: dict[str, Any] = {"id": doc_id, "rank": i}
-        if dists is not None:
+        if dists is not None and i < len(dists):
             d = dists[i]
             if d is not None:
                 d = float(d)
                 distances.append(d)
                 item["score"] = 1.0 / (1.0 + d) if l2 else 1.0 - d
-        if content_on:
-            if texts is not None:
-                c = texts[i]
-                if c is not None:
-                    if not isinstance(c, str) or len(c) * 4 > budget:
-                        slow = True
-                    item["content"] = c
-            if metas is not None:
-                m = metas[i]
-                if m:
-                    item["metadata"] = m
+        if texts is not None and i < len(texts):
+            c = texts[i]
+            if c is not None:
+                if not isinstance(c, str) or len(c) * 4 > budget:
+                    slow = True
+                item["content"] = c
+        if metas is not None and i < len(metas):
+            m = metas[i]
+            if m:
+                item["metadata"] = m
         docs.append(item)
     score_kind = ex.SPACE_TO_SCORE_KIND.get(space, space)
     text = None
@@ -186,25 +202,17 @@ def _record_query_result(span: Span, space: str, result: Any) -> None:
             text = _json_encoder.encode(docs)
         except (TypeError, ValueError):
             text = None
-        if (
-            text is not None
-            and len(text) * 4 > cfg.max_attribute_bytes
-            and len(text.encode("utf-8")) > cfg.max_attribute_bytes
-        ):
+        if text is not None and len(text) * 4 > max_bytes and len(text.encode("utf-8")) > max_bytes:
             text = None
+    if distances:
+        rec.set_attribute(semconv.RETRIEVAL_DISTANCES, distances)
     if text is None:
-        if distances:
-            span.set_attribute(semconv.RETRIEVAL_DISTANCES, distances)
-        record_documents(span, docs, score_kind=score_kind)
-        return
-    span.set_attributes(
-        {
-            semconv.RETRIEVAL_DISTANCES: distances,
-            semconv.RETRIEVAL_DOCUMENT_IDS: id_strs,
-            semconv.RETRIEVAL_SCORE_KIND: score_kind,
-        }
-    )
-    set_content(span, semconv.RETRIEVAL_DOCUMENTS, text, force=True)
+        record_documents(rec, docs, score_kind=score_kind)  # type: ignore[arg-type]
+    else:
+        rec.set_attribute(semconv.RETRIEVAL_DOCUMENT_IDS, id_strs)
+        rec.set_attribute(semconv.RETRIEVAL_SCORE_KIND, score_kind)
+        set_content(rec, semconv.RETRIEVAL_DOCUMENTS, text, force=True)  # type: ignore[arg-type]
+    return rec.attributes
 
 
 def _make_sync(method: str) -> Callable[..., Any]:
