@@ -171,6 +171,72 @@ def off_thread_cost(
     return {"off_thread_s": per, "off_thread_fraction": per / real_cpu_s}
 
 
+def bare_otel_span_patch(collection: object) -> tuple[Callable[[], None], Callable[[], None]]:
+    """instrument/uninstrument functions that wrap ``Collection.query`` in a bare SDK span."""
+    import wrapt
+    from opentelemetry.instrumentation.utils import unwrap
+
+    import ragtrail
+    from ragtrail.connectors.chroma import _instrumentor as chroma_impl
+
+    def wrapper(wrapped, instance, args, kwargs):  # type: ignore[no-untyped-def]
+        cfg = ragtrail.tracing.get_config()
+        attrs = dict(chroma_impl._static_attributes(instance))
+        with cfg.tracer.start_as_current_span("chroma.query", attributes=attrs):
+            return wrapped(*args, **kwargs)
+
+    def on() -> None:
+        wrapt.wrap_function_wrapper("chromadb.api.models.Collection", "Collection.query", wrapper)
+
+    def off() -> None:
+        import chromadb.api.models.Collection as mod
+
+        unwrap(mod.Collection, "query")
+
+    return on, off
+
+
+def chroma_text_case(model: object, n_vectors: int, k: int):  # type: ignore[no-untyped-def]
+    """``query(query_texts=...)``: the collection embeds the question with the real MiniLM (what
+    ``collection.query`` costs when the collection has an embedding function)."""
+    import chromadb
+    import numpy as np
+    from chromadb import Documents, EmbeddingFunction, Embeddings
+
+    class MiniLM(EmbeddingFunction[Documents]):
+        def __init__(self) -> None:
+            self.model_name = "all-MiniLM-L6-v2"
+
+        def __call__(self, input: Documents) -> Embeddings:  # noqa: A002 - Chroma's parameter name
+            return list(model.encode(list(input), normalize_embeddings=True))  # type: ignore[attr-defined]
+
+        @staticmethod
+        def name() -> str:
+            return "bench-minilm"
+
+    rng = np.random.default_rng(1)
+    vecs = rng.standard_normal((n_vectors, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    col = chromadb.EphemeralClient().create_collection(
+        "bench-overhead-texts", configuration={"hnsw": {"space": "cosine"}}, embedding_function=MiniLM()
+    )
+    for i in range(0, n_vectors, 2000):
+        ids = [f"doc-{j}" for j in range(i, min(i + 2000, n_vectors))]
+        col.add(
+            ids=ids,
+            embeddings=vecs[i : i + 2000],
+            documents=[f"Document {j}: a short passage about topic {j % 97}." for j in range(i, i + len(ids))],
+        )
+    questions = [f"What does passage {i} say about topic {i % 97}?" for i in range(64)]
+    state = {"i": 0}
+
+    def call() -> object:
+        state["i"] += 1
+        return col.query(query_texts=[questions[state["i"] % len(questions)]], n_results=k)
+
+    return call
+
+
 def chroma_case(n_vectors: int, dim: int, k: int):  # type: ignore[no-untyped-def]
     import chromadb
     import numpy as np
@@ -284,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 ragtrail.shutdown()
                 ragtrail.init(project="bench-retrieval", store=os.path.join(tmp, "bench.db"))
+            # the floor: a bare OpenTelemetry SDK span around the query (same provider, batch processor
+            # and store, the connector's static attributes, no ids/scores/documents)
+            floor_on, floor_off = bare_otel_span_patch(chroma_call.collection)
+            results["chroma_query_otel_floor"] = measure(
+                "Chroma query, bare OTel SDK span (floor)", chroma_call, floor_on, floor_off, q_rounds, q_block
+            )
             from ragtrail.connectors.chroma import _instrumentor as chroma_impl
 
             col, q = chroma_call.collection, chroma_call.query
@@ -308,6 +380,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.only in (None, "encode"):
             encode_call = encode_case(32)
+            if args.only is None:
+                results["chroma_query_texts"] = measure(
+                    "Chroma query_texts (MiniLM embeds the question)",
+                    chroma_text_case(encode_call.model, args.vectors, 10),
+                    rt_chroma.instrument,
+                    rt_chroma.uninstrument,
+                    max(5, q_rounds // 3),
+                    max(10, q_block // 4),
+                )
             results["st_encode"] = measure(
                 "SentenceTransformer.encode, 32 short texts",
                 encode_call,
@@ -347,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spans exported {st['exported']}, dropped {st['dropped']}")
     finally:
         ragtrail.shutdown()
-    ok = all(r["fraction"] < GOAL for r in results.values())
+    # the goal is stated for the two calls of the issue; the other rows explain them
+    ok = all(results[k]["fraction"] < GOAL for k in ("chroma_query", "st_encode") if k in results)
     print("all goals met" if ok else "a goal was missed (see above; re-run on a quieter machine to confirm)")
     return 0
 
