@@ -179,3 +179,22 @@ def test_an_unsampled_parent_gets_no_child_span(inst) -> None:
     with otel_trace.use_span(parent):
         col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
     assert _query_spans(inst) == []
+
+
+def test_the_eval_harness_scores_from_chroma_spans_built_off_thread(inst) -> None:
+    """An example is scored from its trace as soon as the pipeline returns: the harness builds any
+    queued background span of that trace first (a regression guard: retrieval metrics were undefined)."""
+    from ragtrail.evals import Dataset, Evaluation, scorers
+
+    col = _collection("bg-eval")
+    vectors = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.7, 0.7]}
+    records = [{"id": f"e{i}", "input": k, "relevant": {k: 1}} for i, k in enumerate(["a", "b", "c"] * 4)]
+
+    def pipeline(q: str) -> str:
+        res = col.query(query_embeddings=[vectors[q]], n_results=2)
+        return " ".join(res["documents"][0])
+
+    run = Evaluation("bg-eval", Dataset.from_records(records), pipeline, [scorers.hit_rate(1)],
+                     max_concurrency=4, progress=False).run()  # fmt: skip
+    m = run.summary["metrics"]["hit_rate@1"]
+    assert m["n_ok"] == 12 and m["n_undefined"] == 0 and m["mean"] == 1.0

@@ -36,6 +36,11 @@ class SpanCollector(SpanProcessor):
                 lst.append(span)
 
     def take(self, trace_id: int, project: str | None = None) -> Trace:
+        from ragtrail.tracing import _background
+
+        # spans of this trace may still be queued for the background builder (a Chroma query the
+        # pipeline made): build them now, so the example is scored from its whole trace
+        _background.drain_all()
         with self._lock:
             spans = self._spans.pop(trace_id, [])
         return Trace([SpanRecord.from_readable(s, project) for s in spans])
