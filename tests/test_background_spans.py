@@ -9,6 +9,8 @@ Real Chroma (in-process), real SQLite store; no model or LLM is involved (vector
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import uuid
 
@@ -16,6 +18,7 @@ import pytest
 
 chromadb = pytest.importorskip("chromadb")
 
+from opentelemetry import context as otel_context  # noqa: E402
 from opentelemetry import trace as otel_trace  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
@@ -198,3 +201,35 @@ def test_the_eval_harness_scores_from_chroma_spans_built_off_thread(inst) -> Non
                      max_concurrency=4, progress=False).run()  # fmt: skip
     m = run.summary["metrics"]["hit_rate@1"]
     assert m["n_ok"] == 12 and m["n_undefined"] == 0 and m["mean"] == 1.0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_builds_its_own_spans_and_not_the_parents(inst) -> None:
+    tracer = inst.config.tracer
+    w = _background._worker_for(tracer)
+    assert w is not None
+    queued, token = _background.start(tracer, "parent-queued", {})
+    otel_context.detach(token)
+    queued.end_ns = queued.start_ns + 1
+    w.queue.append(queued)  # a parent span still queued at the fork...
+    w._lock.acquire()  # ...and the worker's lock held while forking
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: must not deadlock on the inherited lock, nor emit the parent's span
+            code = 3
+            signal.alarm(20)  # a deadlocked child dies (SIGALRM) instead of hanging the test
+            try:
+                before = _background.stats()["emitted"]
+                span, tok = _background.start(tracer, "child", {"k": 1})
+                _background.finish(span, tok)
+                _background.drain_all()
+                st = _background.stats()
+                code = 0 if st["emitted"] - before == 1 and st["queued"] == 0 else 1
+            finally:
+                os._exit(code)
+    finally:
+        w._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    names = [s.name for s in inst.spans()]
+    assert "parent-queued" in names and "child" not in names

@@ -225,22 +225,27 @@ class _Worker:
             self.emit(bs)  # backpressure: the caller pays, nothing is dropped
             return
         self.queue.append(bs)
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None:
             self._start_thread()
         elif len(self.queue) >= _WAKE_AT:
             self._wake.set()
 
     def _start_thread(self) -> None:
-        with self._lock:
-            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+        with _workers_lock:
+            if self._thread is not None:
                 return
-            if self._pid != os.getpid():  # a forked child: the parent emits what it had queued
-                self._pid = os.getpid()
-                self.queue.clear()
-                self._lock = threading.Lock()
             t = threading.Thread(target=self._run, name="ragtrail-background-spans", daemon=True)
             self._thread = t
             t.start()
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child has no worker thread and may have inherited a held lock: start afresh.
+        What the parent had queued is the parent's to emit."""
+        self.queue = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
+        self._pid = os.getpid()
 
     def _run(self) -> None:
         while not self._stopped:
@@ -323,6 +328,17 @@ class _Worker:
 
 _workers: dict[int, _Worker] = {}
 _workers_lock = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    global _workers_lock
+    _workers_lock = threading.Lock()
+    for w in list(_workers.values()):
+        w._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _worker_for(tracer: Any) -> _Worker | None:
