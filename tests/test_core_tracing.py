@@ -714,6 +714,35 @@ def test_masking_leaves_look_alikes_alone():
     assert mask_secrets("x sk-abcdefghijklmnopqrstu and sk-zyxwvutsrqponmlkjihg") == ("x sk-*** and sk-***", 2)
 
 
+def test_every_kind_of_secret_is_masked_and_caught_by_the_storage_guard():
+    """One example per pattern: ``mask_secrets`` replaces it, and the exporter's substring guard (which
+    decides whether attributes are re-masked before storage) sees it in a longer text."""
+    from ragtrail.tracing import mask_secrets
+    from ragtrail.tracing._content import _CASED, _UNCASED
+    from ragtrail.tracing._exporter import _guard_hit
+
+    examples = {
+        "sk-proj-abcdefghijklmnopqrstuvwx": "sk-***",
+        "AKIAABCDEFGHIJKLMNOP": "AKIA***",
+        "ASIAABCDEFGHIJKLMNOP": "AKIA***",
+        "ghp_abcdefghijklmnopqrstuvwxyz": "gh_***",
+        "ghs_abcdefghijklmnopqrstuvwxyz": "gh_***",
+        "xoxb-1234567890-abcdef": "xox-***",
+        "AIza" + "b" * 35: "AIza***",
+        "hf_abcdefghijklmnopqrstuvwxyz": "hf_***",
+        "https://user:pa55word@host/db": "https://user:***@host/db",
+        "Authorization: Bearer abcdefghijklmnop123": "Authorization: Bearer ***",
+        "api_key=abcd1234efgh": "api_key=***",
+    }
+    assert len(examples) >= len(_CASED) + len(_UNCASED)
+    for secret, masked in examples.items():
+        text = f"some words, then {secret} and more words"
+        assert mask_secrets(text) == (f"some words, then {masked} and more words", 1), secret
+        if "api_key" not in secret:  # key=value secrets are masked at set time by set_content
+            assert _guard_hit(text), secret
+    assert not _guard_hit("a right, high and thorough passage about Asia and IATA codes")
+
+
 def test_fresh_providers_always_get_the_processor(tmp_path):
     """Many short-lived providers (ids get reused after garbage collection): each one exports."""
     import gc

@@ -41,8 +41,10 @@ def _bounded(repl: str) -> Callable[[re.Match[str]], str]:
 # (substrings any of which must occur, pattern, replacement)
 _CASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
     (("sk-",), re.compile(r"sk-(?:proj-|ant-|or-)?[A-Za-z0-9_\-]{16,}"), _bounded("sk-***")),
-    (("AKIA", "ASIA"), re.compile(r"A[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])"), _bounded("AKIA***")),
-    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"), _bounded("gh_***")),
+    # one short needle per pattern where it can be ("IA" for AKIA/ASIA, "gh" for ghp_/gho_/…): each
+    # needle is a full scan of the text, and a false hit only costs one regex pass
+    (("IA",), re.compile(r"A[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])"), _bounded("AKIA***")),
+    (("gh",), re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"), _bounded("gh_***")),
     (("xox",), re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}"), _bounded("xox-***")),
     (("AIza",), re.compile(r"AIza[0-9A-Za-z_\-]{30,}"), _bounded("AIza***")),
     (("hf_",), re.compile(r"hf_[A-Za-z0-9]{20,}"), _bounded("hf_***")),
