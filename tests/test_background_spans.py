@@ -233,3 +233,23 @@ def test_a_forked_child_builds_its_own_spans_and_not_the_parents(inst) -> None:
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     names = [s.name for s in inst.spans()]
     assert "parent-queued" in names and "child" not in names
+
+
+def test_an_app_shutting_its_provider_down_gets_the_queued_spans(tmp_path) -> None:
+    mem = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(mem))
+    ragtrail.init(project="sd", store=str(tmp_path / "sd.db"), tracer_provider=provider)
+    rt_chroma.instrument()
+    try:
+        col = _collection("bg-provider-shutdown")
+        w = _background._worker_for(ragtrail.tracing.get_config().tracer)
+        assert w is not None
+        with w._lock:  # keep the worker from building the span before the app shuts down
+            col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
+            assert len(w.queue) >= 1
+        provider.shutdown()
+        assert "chroma.query" in [s.name for s in mem.get_finished_spans()]
+    finally:
+        rt_chroma.uninstrument()
+        ragtrail.shutdown()

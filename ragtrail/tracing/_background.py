@@ -212,7 +212,18 @@ class _Worker:
                          "_instrumentation_scope", "instrumentation_info"):  # fmt: skip
                 if not hasattr(tracer, attr):
                     return False
-            return bool(tracer.sampler.get_description() == _DEFAULT_SAMPLER)
+            sampler = tracer.sampler
+            if sampler.get_description() == _DEFAULT_SAMPLER:
+                return True
+            from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+            # the default by structure, should a future SDK describe it differently
+            return (
+                type(sampler) is ParentBased
+                and getattr(sampler, "_root", None) is ALWAYS_ON
+                and getattr(sampler, "_remote_parent_sampled", ALWAYS_ON) is ALWAYS_ON
+                and getattr(sampler, "_local_parent_sampled", ALWAYS_ON) is ALWAYS_ON
+            )
         except Exception:
             return False
 

@@ -102,6 +102,9 @@ class _Switch(SpanProcessor):
                 logger.debug("ragtrail: a span processor failed in on_end", exc_info=True)
 
     def shutdown(self) -> None:
+        from ragtrail.tracing import _background
+
+        _background.drain_all()  # the app shut its provider down: queued spans go out first
         for p in self._targets:
             p.shutdown()
 
@@ -136,6 +139,21 @@ def _switch_of(provider: Any) -> _Switch | None:
     """The switch ragtrail added to ``provider`` (kept on the provider itself: an id() could be reused)."""
     sw = getattr(provider, _SWITCH_ATTR, None) if provider is not None else None
     return sw if isinstance(sw, _Switch) else None
+
+
+def _move_to_front(provider: Any, switch: _Switch) -> None:
+    """Put ragtrail's processor first on a provider the app already had: its ``force_flush`` and
+    ``shutdown`` then build queued background spans before the app's own processors flush or stop."""
+    try:
+        multi = getattr(provider, "_active_span_processor", None)
+        lock = getattr(multi, "_lock", None)
+        procs = getattr(multi, "_span_processors", None)
+        if lock is None or not isinstance(procs, tuple) or procs[:1] == (switch,):
+            return
+        with lock:
+            multi._span_processors = (switch, *(p for p in multi._span_processors if p is not switch))  # type: ignore[union-attr]
+    except Exception:  # pragma: no cover - another SDK layout: stay last, flush still drains
+        logger.debug("ragtrail: could not move the processor first", exc_info=True)
 
 
 def _resolve_store_url(store: str | os.PathLike[str] | None) -> str:
@@ -256,6 +274,7 @@ def init(
             switch = _Switch()
             setattr(provider, _SWITCH_ATTR, switch)
             provider.add_span_processor(switch)
+            _move_to_front(provider, switch)
         switch.targets = tuple(processors)
         switch.dropped = 0
 
