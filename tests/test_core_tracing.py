@@ -743,6 +743,21 @@ def test_every_kind_of_secret_is_masked_and_caught_by_the_storage_guard():
     assert not _guard_hit("a right, high and thorough passage about Asia and IATA codes")
 
 
+def test_content_masked_when_recorded_is_not_scanned_again_but_other_values_are(traced, monkeypatch):
+    from ragtrail.tracing import _exporter
+
+    scanned: list[str] = []
+    real = _exporter._guard_hit
+    monkeypatch.setattr(_exporter, "_guard_hit", lambda text: scanned.append(text) or real(text))
+    long_input = "a long question about the weather " * 20 + " token sk-" + "C" * 30
+    with ragtrail.span("both", input=long_input) as s:
+        s.set_attribute("app.conn", "postgresql://app:Hunter22pw@db/prod")  # set directly: not pre-masked
+    row = traced.client().spans_df(name="both").iloc[0]
+    assert "C" * 30 not in row.attributes[semconv.INPUT_VALUE] and "sk-***" in row.attributes[semconv.INPUT_VALUE]
+    assert row.attributes["app.conn"] == "postgresql://app:***@db/prod"  # the guard still caught this one
+    assert scanned and not any("a long question about the weather" in t for t in scanned)
+
+
 def test_fresh_providers_always_get_the_processor(tmp_path):
     """Many short-lived providers (ids get reused after garbage collection): each one exports."""
     import gc

@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -93,6 +94,45 @@ def mask_secrets(text: str) -> tuple[str, int]:
                     low = None
                 break
     return text, total
+
+
+# Content values masked when they were recorded (``content_value``), so the store exporter's last
+# line of defence need not scan them again. Keyed by id() and checked by identity (the entry holds the
+# string itself, so its id cannot be reused while listed); bounded in count and characters.
+_PREMASKED: dict[int, str] = {}
+_premasked_chars = 0
+_PREMASKED_MIN = 256  # shorter values are cheaper to rescan than to track
+_PREMASKED_MAX_CHARS = 8_000_000
+_PREMASKED_MAX_ITEMS = 32_768
+_premasked_lock = threading.Lock()
+
+
+def note_masked(text: str) -> None:
+    """Remember that ``text`` (this very object) has been through :func:`mask_secrets`."""
+    global _premasked_chars
+    if len(text) < _PREMASKED_MIN:
+        return
+    with _premasked_lock:
+        key = id(text)
+        if key in _PREMASKED:
+            return
+        _PREMASKED[key] = text
+        _premasked_chars += len(text)
+        while _premasked_chars > _PREMASKED_MAX_CHARS or len(_PREMASKED) > _PREMASKED_MAX_ITEMS:
+            old = _PREMASKED.pop(next(iter(_PREMASKED)))
+            _premasked_chars -= len(old)
+
+
+def take_masked(text: str) -> bool:
+    """True (and forget it) when ``text`` is a value :func:`note_masked` saw."""
+    global _premasked_chars
+    if len(text) < _PREMASKED_MIN or _PREMASKED.get(id(text)) is not text:
+        return False
+    with _premasked_lock:
+        if _PREMASKED.get(id(text)) is text:
+            del _PREMASKED[id(text)]
+            _premasked_chars -= len(text)
+    return True
 
 
 def _count_changes(pattern: re.Pattern[str], text: str) -> int:

@@ -20,7 +20,7 @@ from opentelemetry.trace import StatusCode
 from ragtrail import semconv
 from ragtrail._log import warn_once
 from ragtrail.store import Store
-from ragtrail.tracing._content import mask_secrets
+from ragtrail.tracing._content import mask_secrets, take_masked
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _STATUS = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
@@ -91,6 +91,24 @@ def _guard_hit(text: str) -> bool:
     return False
 
 
+def _attrs_need_masking(attrs: Any, attrs_json: str) -> bool:
+    """The guard over a span's attributes. Long content values that were masked when recorded
+    (``set_content``) are not searched again: only the keys and the other values are."""
+    pre = {id(v) for v in attrs.values() if type(v) is str and take_masked(v)}
+    if not pre:
+        return _guard_hit(attrs_json)
+    parts: list[str] = list(attrs)
+    for v in attrs.values():
+        if type(v) is str:
+            if id(v) not in pre:
+                parts.append(v)
+        elif isinstance(v, (tuple, list)):
+            parts.extend(x for x in v if isinstance(x, str))
+        elif not isinstance(v, (int, float, bool)) and v is not None:
+            parts.append(str(v))
+    return _guard_hit("\x00".join(parts))
+
+
 def _mask_value(v: Any) -> Any:
     if isinstance(v, str):
         return mask_secrets(v)[0]
@@ -127,7 +145,7 @@ def span_to_row(span: ReadableSpan, project: str, *, mask: bool = True) -> tuple
     attrs_json = _attrs_json(attrs)
     description = status.description
     if mask:
-        if _guard_hit(attrs_json):
+        if _attrs_need_masking(attrs, attrs_json):
             attrs_json = _attrs_json({k: _mask_value(v) for k, v in attrs.items()})
         if ev_json is not None and _guard_hit(ev_json):
             ev_json = _dumps(

@@ -19,7 +19,7 @@ from ragtrail import semconv
 from ragtrail._exceptions import ConfigError
 from ragtrail._log import logger
 from ragtrail.tracing import _setup
-from ragtrail.tracing._content import mask_secrets, to_json
+from ragtrail.tracing._content import mask_secrets, note_masked, to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
@@ -48,7 +48,8 @@ def content_value(value: Any) -> tuple[str, bool, int]:
     max_bytes = cfg.max_attribute_bytes if cfg else 32_768
     text, truncated = to_json(value, max_bytes)
     n = 0
-    if cfg is None or cfg.mask_secrets:
+    masked = cfg is None or cfg.mask_secrets
+    if masked:
         text, n = mask_secrets(text)
     if cfg is not None and cfg.mask is not None:
         try:
@@ -56,6 +57,8 @@ def content_value(value: Any) -> tuple[str, bool, int]:
         except Exception:
             logger.warning("ragtrail: the user mask hook raised; the value was dropped", exc_info=True)
             text = "<masked: mask hook failed>"
+    if masked:
+        note_masked(text)  # the store exporter need not scan it again
     return text, truncated, n
 
 
