@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import threading
 from pathlib import Path
@@ -130,6 +131,123 @@ def test_failed_trial_recorded_and_sweep_goes_on(store) -> None:  # type: ignore
     failed = [t for t in res.trials if t.state == "failed"]
     assert len(failed) == 1 and "pipeline exploded" in failed[0].error
     assert res.best is not None and res.best.params["top_k"] in (3, 9)
+
+
+def test_an_interrupted_grid_sweep_resumes_without_rerunning_finished_trials(store) -> None:  # type: ignore[no-untyped-def]
+    ev = _evaluate_into(store)
+    first: list[dict] = []
+
+    def dies_on_the_fifth(config: dict) -> str:
+        if len(first) == 4:
+            raise KeyboardInterrupt  # the sweep process is stopped mid-way
+        first.append(config)
+        return ev(config)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(dict(SWEEP), dies_on_the_fifth, store=store, sweep_id="sweep_cut")
+    second: list[dict] = []
+
+    def counting(config: dict) -> str:
+        second.append(config)
+        return ev(config)
+
+    res = run_sweep(dict(SWEEP), counting, store=store, resume="sweep_cut")
+    key = lambda c: json.dumps(c, sort_keys=True)  # noqa: E731
+    assert len(first) == 4 and len(second) == 8  # only the 8 grid points not yet run
+    assert {key(c) for c in first}.isdisjoint(key(c) for c in second)
+    assert res.sweep_id == "sweep_cut" and len(res.trials) == 12 and all(t.state == "complete" for t in res.trials)
+    assert res.best.params == {"top_k": 6, "chunk_size": 512, "embedding_model": "all-MiniLM-L6-v2",
+                               "retriever.rerank": True}  # fmt: skip
+    assert res.comparison is not None and len(sweep_runs_df(store, "sweep_cut")) == 12
+
+
+@pytest.mark.parametrize("method", ["random", "bayes"])
+def test_a_resumed_random_or_bayes_sweep_counts_finished_trials(store, method) -> None:  # type: ignore[no-untyped-def]
+    spec = {"method": method, "metric": {"name": "ndcg@10", "goal": "maximize"}, "run_cap": 7, "seed": 5,
+            "parameters": {"top_k": {"min": 1, "max": 12}, "chunk_size": {"values": [256, 512, 1024]}}}  # fmt: skip
+    ev = _evaluate_into(store)
+    calls = {"n": 0}
+
+    def dies_after_three(config: dict) -> str:
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return ev(config)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, dies_after_three, store=store, sweep_id="sweep_rb")
+    calls["n"] = 0
+    res = run_sweep(spec, lambda c: (calls.__setitem__("n", calls["n"] + 1), ev(c))[1], store=store, resume="sweep_rb")
+    assert calls["n"] == 4 and len(res.trials) == 7 and all(t.state == "complete" for t in res.trials)
+    assert res.best.value == max(t.value for t in res.trials)
+
+
+def test_resume_errors_name_the_sweep_and_the_parameter(store) -> None:  # type: ignore[no-untyped-def]
+    from ragtrail._exceptions import EvalError
+
+    with pytest.raises(EvalError, match="cannot resume sweep 'sweep_nope'.*no runs"):
+        run_sweep(dict(SWEEP), _evaluate_into(store), store=store, resume="sweep_nope")
+    run_sweep(dict(SWEEP), _evaluate_into(store), store=store, sweep_id="sweep_old", count=2)
+    changed = json.loads(json.dumps(SWEEP))
+    changed["parameters"]["top_k"] = {"values": [4, 5]}
+    with pytest.raises(ConfigError, match=r"top_k=3, which parameters.top_k no longer allows"):
+        run_sweep(changed, _evaluate_into(store), store=store, resume="sweep_old")
+
+
+def test_cli_resume_continues_the_cut_short_trial_run_of_an_eval_file_sweep(traced, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An eval-file sweep stopped in the middle of a trial: `--resume` finishes that trial's run with
+    the harness's own resume (only its missing examples run) and runs the trials never started."""
+    (tmp_path / "qa.jsonl").write_text(
+        "".join(json.dumps({"id": f"q{i}", "input": f"question {i}", "reference": f"answer {i}"}) + "\n"
+                for i in range(6))
+    )  # fmt: skip
+    (tmp_path / "sw_pipe.py").write_text(
+        "import os\n"
+        "def answer(question, config=None):\n"
+        f"    with open({str(tmp_path / 'calls.log')!r}, 'a') as f:\n"
+        "        f.write(f\"{config['top_k']} {question}\\n\")\n"
+        f"    if os.path.exists({str(tmp_path / 'stop')!r}) and config['top_k'] == 2 and question == 'question 3':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return 'answer ' + question.split()[-1] if config['top_k'] >= 2 else 'no idea'\n"
+    )
+    (tmp_path / "eval.yaml").write_text(
+        "name: sw-eval\ndataset: {path: qa.jsonl, name: sw-qa}\npipeline: sw_pipe:answer\n"
+        "scorers: [exact_match]\nconfig: {top_k: 1}\nmax_concurrency: 1\n"
+    )
+    (tmp_path / "sweep.yaml").write_text(
+        "eval: eval.yaml\nmethod: grid\nmetric: {name: exact_match}\nparameters:\n  top_k: {values: [1, 2, 3]}\n"
+    )
+    (tmp_path / "stop").write_text("")
+    from ragtrail.cli import app
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        args = ["sweep", str(tmp_path / "sweep.yaml"), "--store", traced.store_path]
+        first = CliRunner().invoke(app, args)
+        assert first.exit_code != 0, first.output  # stopped by the KeyboardInterrupt inside trial top_k=2
+        sweep_id = re.search(r"--resume (sweep_[0-9a-f]+)", first.output).group(1)
+        before = (tmp_path / "calls.log").read_text().split("\n")[:-1]
+        finished_first = {k for k in ("1", "3") if sum(c.startswith(k + " ") for c in before) == 6}
+        (tmp_path / "stop").unlink()
+        (tmp_path / "calls.log").write_text("")
+        second = CliRunner().invoke(app, [*args, "--resume", sweep_id, "--json"])
+        assert second.exit_code == 0, second.output
+        out = json.loads(second.output)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("sw_pipe", None)
+    calls = (tmp_path / "calls.log").read_text().split("\n")[:-1]
+    redone = sorted(c for c in calls if c.startswith("2 "))
+    assert redone == ["2 question 3", "2 question 4", "2 question 5"]  # the cut-short run's missing examples
+    for k in ("1", "3"):  # trials finished before the stop are not run again; the others run whole
+        want = [] if k in finished_first else [f"{k} question {i}" for i in range(6)]
+        assert sorted(c for c in calls if c.startswith(k + " ")) == want
+    assert out["sweep_id"] == sweep_id and len(out["trials"]) == 3
+    by_k = {t["params"]["top_k"]: t for t in out["trials"]}
+    assert by_k[1]["value"] == 0.0 and by_k[2]["value"] == 1.0 and by_k[3]["value"] == 1.0
+    s = open_store(traced.store_path)
+    rows = s.query("SELECT version, status FROM runs WHERE sweep_id = ? ORDER BY version", (sweep_id,))
+    assert [r[1] for r in rows] == ["finished"] * 3  # the cut-short run was finished in place, not duplicated
 
 
 def test_unknown_metric_is_a_config_error(store) -> None:  # type: ignore[no-untyped-def]

@@ -24,12 +24,15 @@ def register(app: typer.Typer) -> None:
         report: Optional[str] = typer.Option(
             None, "--report", help="Also write an HTML report of the runner-up vs the best trial here."
         ),
+        resume: Optional[str] = typer.Option(
+            None, "--resume", help="Continue this sweep (its id, sweep_…): finished trials are not run again."
+        ),
         store: Optional[str] = StoreOpt,
     ) -> None:
         """Run a hyper-parameter sweep over an evaluation and report the best config with its CI."""
         from rich.console import Console
 
-        from ragtrail.evals._sweep import iter_grid, load_sweep, run_sweep
+        from ragtrail.evals._sweep import iter_grid, load_sweep, new_sweep_id, run_sweep
 
         spec = load_sweep(sweep_file, count=count)
         console = Console(width=160)
@@ -52,7 +55,13 @@ def register(app: typer.Typer) -> None:
             val = "failed: " + (t.error or "") if t.value is None else f"{spec.metric} = {t.value:.4f}"
             console.print(f"trial {t.number}: {json.dumps(t.params, default=str)} -> {t.run_ref or '—'}  {val}")
 
-        result = run_sweep(spec, store=store, on_trial=None if as_json else progress)
+        sweep_id = resume or new_sweep_id()
+        if not as_json:
+            console.print(f"{'resuming' if resume else 'starting'} sweep {sweep_id} "
+                          f"(if it is cut short: ragtrail sweep {sweep_file} --resume {sweep_id})",
+                          soft_wrap=True)  # fmt: skip
+        result = run_sweep(spec, store=store, on_trial=None if as_json else progress, resume=resume,
+                           sweep_id=sweep_id)  # fmt: skip
         if as_json:
             typer.echo(json.dumps({
                 "sweep_id": result.sweep_id,

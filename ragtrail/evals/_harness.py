@@ -690,8 +690,12 @@ class Evaluation:
                 )
             run.status = "running"
         else:
+            from ragtrail.evals._sweep import current_trial
+
+            trial = current_trial()  # a sweep's trial is linked from the start, so a cut-short one can resume
             run = create_run(store, self.name, dataset_name=self.dataset.name, dataset_version=self.dataset.version,
-                             config=cfg, lineage=self._lineage(cfg))  # fmt: skip
+                             config=cfg, lineage=self._lineage(cfg),
+                             sweep_id=trial.sweep_id if trial is not None else None)  # fmt: skip
             todo = list(self.dataset.examples)
         engine = _Engine(self, store, run, self.scorers, max_cost if max_cost is not None else self.max_cost, cfg)
         status = "finished"

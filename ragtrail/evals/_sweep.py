@@ -600,6 +600,11 @@ def _metric_value(store: Store, run_id: str, metric: str, source: str) -> tuple[
     return None, (reasons[0] if reasons else None)
 
 
+def new_sweep_id() -> str:
+    """A fresh sweep id (``sweep_`` and 16 hex digits)."""
+    return "sweep_" + uuid.uuid4().hex[:16]
+
+
 def run_sweep(
     spec: SweepSpec | str | os.PathLike[str] | Mapping[str, Any],
     evaluate: Callable[[dict[str, Any]], Any] | None = None,
@@ -607,12 +612,21 @@ def run_sweep(
     store: Any = None,
     count: int | None = None,
     on_trial: Callable[[Trial], None] | None = None,
+    resume: str | None = None,
+    sweep_id: str | None = None,
 ) -> SweepResult:
     """Run a sweep. ``evaluate(config) -> Run`` runs one trial (default: the sweep's ``eval`` file
     or ``function``); each trial's run gets ``runs.sweep_id``.
 
-    Raises ConfigError for an invalid sweep, or when the metric is not produced by the runs.
-    A trial whose evaluation raises is recorded as failed and the sweep goes on.
+    ``resume="sweep_…"`` continues an interrupted sweep: its finished trials are replayed into the
+    optimiser from the store (not run again) and count towards ``count``; a trial whose run was cut
+    short is continued with the harness's own resume when the sweep runs an ``eval`` file (only its
+    missing examples run), else run again; the remaining trials run as usual. ``sweep_id`` names a
+    new sweep (default: a fresh id).
+
+    Raises ConfigError for an invalid sweep, when the metric is not produced by the runs, or when a
+    resumed sweep's trials no longer fit the sweep file. A trial whose evaluation raises is recorded
+    as failed and the sweep goes on.
     """
     import optuna
 
@@ -621,7 +635,7 @@ def run_sweep(
     elif count is not None:
         spec.count = count
     st, evaluate = _evaluator(spec, evaluate, store)
-    sweep_id = "sweep_" + uuid.uuid4().hex[:16]
+    sweep_id = resume or sweep_id or new_sweep_id()
     dists, decode = _distributions(spec)
     constants = {p.name: p.values[0] for p in spec.params if p.distribution == "constant"}
     n_trials = len(spec.grid()) if spec.method == "grid" else int(spec.count or 0)
@@ -631,6 +645,10 @@ def run_sweep(
     direction: Literal["maximize", "minimize"] = "maximize" if spec.goal == "maximize" else "minimize"
     study = optuna.create_study(direction=direction, sampler=_sampler(spec, dists), study_name=sweep_id)
     trials: list[Trial] = []
+    unfinished: dict[str, str] = {}  # config key -> ref of a run that was cut short
+    if resume:
+        n_done = _replay(st, spec, resume, dists, decode, study, trials, unfinished)
+        n_trials = max(0, n_trials - n_done)
 
     def objective(ot: Any) -> float:
         raw = {k: _suggest(ot, k, d) for k, d in dists.items()}
@@ -645,7 +663,11 @@ def run_sweep(
         trial = Trial(ot.number, params, config, "failed")
         trials.append(trial)
         try:
-            result = evaluate(config)
+            again = unfinished.pop(_config_key(config), None)
+            if again is not None and getattr(evaluate, "resumable", False):
+                result = evaluate(config, resume=again)  # type: ignore[call-arg]
+            else:
+                result = evaluate(config)
             run = resolve_run(st, result)
             st.execute("UPDATE runs SET sweep_id = ? WHERE run_id = ? AND sweep_id IS NULL", (sweep_id, run.run_id))
             trial.run_id, trial.run_ref = run.run_id, run.ref
@@ -674,7 +696,9 @@ def run_sweep(
             ot.study.stop()
         return trial.value
 
-    study.optimize(objective, n_trials=n_trials, catch=(_TrialFailed,), gc_after_trial=False, show_progress_bar=False)
+    if n_trials:
+        study.optimize(objective, n_trials=n_trials, catch=(_TrialFailed,), gc_after_trial=False,
+                       show_progress_bar=False)  # fmt: skip
     done = sorted(
         (t for t in trials if t.state == "complete"), key=lambda t: t.value or 0.0, reverse=spec.goal == "maximize"
     )
@@ -727,10 +751,95 @@ def _evaluator(
     spec.config = _deep_merge(base_config, spec.config)
     st = ev._store()
 
-    def run_trial(config: dict[str, Any]) -> Any:
-        return ev.run(config=config)
+    def run_trial(config: dict[str, Any], resume: str | None = None) -> Any:
+        return ev.run(config=config, resume=resume)
 
+    run_trial.resumable = True  # type: ignore[attr-defined]
     return st, run_trial
+
+
+def _config_key(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _replay(
+    st: Store,
+    spec: SweepSpec,
+    sweep_id: str,
+    dists: Mapping[str, Any],
+    decode: Mapping[str, Callable[[Any], Any]],
+    study: Any,
+    trials: list[Trial],
+    unfinished: dict[str, str],
+) -> int:
+    """Put the finished trials of ``sweep_id`` back into ``study`` and ``trials``; note the runs that
+    were cut short in ``unfinished``. Returns how many trials count as done."""
+    import optuna
+
+    rows = st.query(
+        "SELECT run_id, name, version, config, status FROM runs WHERE sweep_id = ? ORDER BY version", (sweep_id,)
+    )
+    if not rows:
+        raise EvalError(
+            f"cannot resume sweep {sweep_id!r}: the store {st.url} has no runs of it (the id is printed when a "
+            "sweep starts, and `ragtrail runs list` shows it)"
+        )
+    done = 0
+    for run_id, name, version, cfg_json, status in rows:
+        ref = f"{name}:v{version}"
+        config = json.loads(cfg_json or "{}")
+        params: dict[str, Any] = {}
+        raw: dict[str, Any] = {}
+        for p in spec.params:
+            try:
+                value = _dig(config, p.name)
+            except KeyError:
+                raise ConfigError(
+                    f"{spec.source}: cannot resume {sweep_id}: its trial run {ref} has no parameter {p.name!r}; "
+                    "the sweep file changed since, so start a new sweep"
+                ) from None
+            params[p.name] = value
+            if p.name in dists:
+                raw[p.name] = _encode(dists[p.name], decode[p.name], value)
+                if raw[p.name] is _NOT_IN:
+                    raise ConfigError(
+                        f"{spec.source}: cannot resume {sweep_id}: its trial run {ref} has {p.name}={value!r}, "
+                        "which parameters." + p.name + " no longer allows; start a new sweep"
+                    )
+        if status != "finished":  # running (killed), interrupted, stopped: continue that run
+            unfinished[_config_key(config)] = ref
+            continue
+        value, why = _metric_value(st, run_id, spec.metric, spec.source)
+        trial = Trial(len(trials), params, config, "failed", run_id=run_id, run_ref=ref)
+        if value is None:
+            trial.error = f"no ok {spec.metric} score in {ref}" + (f" (e.g. {why})" if why else "")
+            trials.append(trial)
+            continue  # not replayed: the optimiser may try it again
+        trial.value, trial.state = value, "complete"
+        trials.append(trial)
+        study.add_trial(optuna.trial.create_trial(params=raw, distributions={k: dists[k] for k in raw}, value=value))
+        done += 1
+    return done
+
+
+_NOT_IN = object()
+
+
+def _encode(dist: Any, decode: Callable[[Any], Any], value: Any) -> Any:
+    """A parameter's value in Optuna's terms for ``dist`` (the inverse of ``decode``), or _NOT_IN."""
+    import optuna.distributions as od
+
+    if isinstance(dist, od.CategoricalDistribution):
+        want = json.dumps(value, sort_keys=True, default=str)
+        for choice in dist.choices:
+            if json.dumps(decode(choice), sort_keys=True, default=str) == want:
+                return choice
+        return _NOT_IN
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _NOT_IN
+    if not (dist.low - 1e-12 <= value <= dist.high + 1e-12):
+        return _NOT_IN
+    return int(value) if isinstance(dist, od.IntDistribution) else float(value)
 
 
 def _deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -774,6 +883,7 @@ __all__ = [
     "current_trial",
     "iter_grid",
     "load_sweep",
+    "new_sweep_id",
     "run_sweep",
     "sweep_cache",
     "sweep_runs_df",
