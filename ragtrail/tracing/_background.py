@@ -236,6 +236,9 @@ class _Worker:
             self.emit(bs)  # backpressure: the caller pays, nothing is dropped
             return
         self.queue.append(bs)
+        if self._stopped:  # raced with stop(): its drain may have run before this append
+            self.drain()
+            return
         if self._thread is None:
             self._start_thread()
         elif len(self.queue) >= _WAKE_AT:
@@ -283,9 +286,9 @@ class _Worker:
                     time.sleep(0)
 
     def stop(self) -> None:
-        self.drain()
-        self._stopped = True
+        self._stopped = True  # first: a submit that misses the drain below sees it and drains itself
         self._wake.set()
+        self.drain()
 
     def emit(self, bs: BackgroundSpan) -> None:
         """Build, fill and end the SDK span for ``bs``. Never raises."""
