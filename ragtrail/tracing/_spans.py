@@ -57,7 +57,7 @@ def content_value(value: Any) -> tuple[str, bool, int]:
         except Exception:
             logger.warning("ragtrail: the user mask hook raised; the value was dropped", exc_info=True)
             text = "<masked: mask hook failed>"
-    if masked:
+    if masked and cfg is not None and cfg.store_exporter is not None:
         note_masked(text)  # the store exporter need not scan it again
     return text, truncated, n
 
