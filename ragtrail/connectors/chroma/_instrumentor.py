@@ -134,8 +134,8 @@ def _record_query_result(span: Span, space: str, result: Any) -> None:
 
     A query is the hot path of a RAG app, so the caller's thread only copies what the result holds
     (the application may change the lists and metadata dicts afterwards); turning that into attributes
-    (JSON, caps, secret masking, the user's mask hook) is deferred to the first reader of the span,
-    normally the exporter's thread (see :mod:`ragtrail.tracing._deferred`).
+    (JSON, caps, secret masking, the user's mask hook) happens when the span is built on the
+    background thread (see :mod:`ragtrail.tracing._background`), or at once for an ordinary SDK span.
     """
     cfg = _setup._config
     if cfg is None or not span.is_recording():
