@@ -262,14 +262,22 @@ class AdaptiveLimiter:
             self.release()
 
     # ------------------------------------------------------------------------------ calls
-    def _retries_for(self, kind: str) -> int:
-        return min(self.max_retries, CONNECTION_RETRIES) if kind == "connection" else self.max_retries
+    def _retry_wait(self, exc: BaseException, attempt: int) -> float | None:
+        """How long to wait before retrying after ``exc`` on attempt ``attempt``; None: do not retry.
 
-    def _wait_for(self, kind: str, exc: BaseException, attempt: int) -> float:
-        if kind == "connection":  # this call only: no global pause, no limit change
+        A dropped connection waits briefly for this call only (no global pause, no limit change) and
+        is retried at most ``CONNECTION_RETRIES`` times; other retryable errors back off for everyone."""
+        kind = classify_error(exc)
+        if kind is None:
+            return None
+        if kind == "connection":
+            if attempt >= min(self.max_retries, CONNECTION_RETRIES):
+                return None
             with self._cond:
                 self._successes = 0
             return self.backoff.delay(attempt) / 2
+        if attempt >= self.max_retries:
+            return None
         return self.on_backoff(kind, retry_after_seconds(exc), attempt)
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -280,10 +288,9 @@ class AdaptiveLimiter:
                 try:
                     result = fn(*args, **kwargs)
                 except Exception as exc:
-                    kind = classify_error(exc)
-                    if kind is None or attempt >= self._retries_for(kind):
+                    wait = self._retry_wait(exc, attempt)
+                    if wait is None:
                         raise
-                    wait = self._wait_for(kind, exc, attempt)
                 else:
                     self.on_success()
                     return result
@@ -299,10 +306,9 @@ class AdaptiveLimiter:
                 try:
                     result = await fn(*args, **kwargs)
                 except Exception as exc:
-                    kind = classify_error(exc)
-                    if kind is None or attempt >= self._retries_for(kind):
+                    wait = self._retry_wait(exc, attempt)
+                    if wait is None:
                         raise
-                    wait = self._wait_for(kind, exc, attempt)
                 else:
                     self.on_success()
                     return result

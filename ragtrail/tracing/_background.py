@@ -193,7 +193,6 @@ class _Worker:
         self._wake = threading.Event()
         self._lock = threading.Lock()  # held while spans are being emitted (worker or a flush)
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._stopped = False
         self.emitted = 0
         self.failures = 0
@@ -259,7 +258,6 @@ class _Worker:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None
-        self._pid = os.getpid()
 
     def _run(self) -> None:
         while not self._stopped:
@@ -410,15 +408,16 @@ def start(tracer: Any, name: str, attributes: dict[str, Any]) -> tuple[Any, obje
         ctx = otel_context.get_current()
         parent = otel_trace.get_current_span(ctx).get_span_context()
         gen = tracer.id_generator
-        if parent.is_valid:
-            if parent.trace_flags.sampled:
-                sc = SpanContext(parent.trace_id, gen.generate_span_id(), False, parent.trace_flags,
-                                 parent.trace_state)  # fmt: skip
-                bs = BackgroundSpan(name, attributes, sc, parent, ctx, w)
-                return bs, otel_context.attach(otel_trace.set_span_in_context(bs, ctx))
-        else:
+        parent_sc: SpanContext | None = None
+        if not parent.is_valid:  # a root span
             sc = SpanContext(gen.generate_trace_id(), gen.generate_span_id(), False, w.root_flags)
-            bs = BackgroundSpan(name, attributes, sc, None, ctx, w)
+        elif parent.trace_flags.sampled:
+            sc = SpanContext(parent.trace_id, gen.generate_span_id(), False, parent.trace_flags, parent.trace_state)
+            parent_sc = parent
+        else:  # an unsampled parent: the SDK's path records nothing, as it should
+            sc = None
+        if sc is not None:
+            bs = BackgroundSpan(name, attributes, sc, parent_sc, ctx, w)
             return bs, otel_context.attach(otel_trace.set_span_in_context(bs, ctx))
     span = tracer.start_span(name, attributes=attributes)
     return span, otel_context.attach(otel_trace.set_span_in_context(span))

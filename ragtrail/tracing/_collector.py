@@ -12,6 +12,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from ragtrail.tracing import _background
 from ragtrail.tracing._model import SpanRecord, Trace
 
 
@@ -36,8 +37,6 @@ class SpanCollector(SpanProcessor):
                 lst.append(span)
 
     def take(self, trace_id: int, project: str | None = None) -> Trace:
-        from ragtrail.tracing import _background
-
         # spans of this trace may still be queued for the background builder (a Chroma query the
         # pipeline made): build them now, so the example is scored from its whole trace
         _background.drain_all()

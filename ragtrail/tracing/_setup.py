@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from ragtrail._exceptions import ConfigError, RagtrailWarning
 from ragtrail._log import logger
+from ragtrail.tracing import _background
 from ragtrail.tracing._content import DEFAULT_MAX_BYTES, MaskHook
 
 if TYPE_CHECKING:
@@ -102,15 +103,11 @@ class _Switch(SpanProcessor):
                 logger.debug("ragtrail: a span processor failed in on_end", exc_info=True)
 
     def shutdown(self) -> None:
-        from ragtrail.tracing import _background
-
         _background.drain_all()  # the app shut its provider down: queued spans go out first
         for p in self._targets:
             p.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        from ragtrail.tracing import _background
-
         _background.drain_all()  # spans still being built off-thread belong to this flush
         ok = True
         for p in self._targets:
@@ -323,8 +320,6 @@ def _shutdown_locked() -> None:
     if cfg is None:
         return
     _config = None
-    from ragtrail.tracing import _background
-
     _background.stop_for(cfg.tracer)  # queued background spans go out before the processors stop
     if cfg.provider is not None:
         sw = _switch_of(cfg.provider)
@@ -361,8 +356,6 @@ def flush(timeout_s: float = 10.0) -> bool:
     ok = True
     deadline = time.monotonic() + max(0.0, timeout_s)
     try:
-        from ragtrail.tracing import _background
-
         _background.drain_all()
         for p in cfg.processors:
             left_ms = max(1, int((deadline - time.monotonic()) * 1000))
@@ -390,8 +383,6 @@ def stats() -> dict[str, int]:
     cfg = _config
     if cfg is None:
         return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0}
-    from ragtrail.tracing import _background
-
     sw = _switch_of(cfg.provider)
     exp = cfg.store_exporter
     return {

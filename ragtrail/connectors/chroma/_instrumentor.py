@@ -215,6 +215,14 @@ def _query_attributes(
     return rec.attributes
 
 
+def _guarded(fn: Callable[..., None], what: str, *args: Any) -> None:
+    """Record something on a span; a failure is counted, never raised into the app."""
+    try:
+        fn(*args)
+    except Exception:
+        _failed(what)
+
+
 def _make_sync(method: str) -> Callable[..., Any]:
     name = f"chroma.{method}"
     kind = semconv.RETRIEVER if method == "query" else semconv.TOOL
@@ -229,19 +237,13 @@ def _make_sync(method: str) -> Callable[..., Any]:
             _failed(f"{method} start")
             return wrapped(*args, **kwargs)
         try:
-            try:
-                _record_request(span, method, bound)
-            except Exception:
-                _failed(f"{method} request")
+            _guarded(_record_request, f"{method} request", span, method, bound)
             try:
                 result = wrapped(*args, **kwargs)
             except BaseException as exc:
                 record_exception(span, exc)
                 raise
-            try:
-                _record_result(span, method, attrs, result)
-            except Exception:
-                _failed(f"{method} result")
+            _guarded(_record_result, f"{method} result", span, method, attrs, result)
             return result
         finally:
             _finish(span, token)
@@ -263,19 +265,13 @@ def _make_async(method: str) -> Callable[..., Any]:
             _failed(f"{method} start")
             return await wrapped(*args, **kwargs)
         try:
-            try:
-                _record_request(span, method, bound)
-            except Exception:
-                _failed(f"{method} request")
+            _guarded(_record_request, f"{method} request", span, method, bound)
             try:
                 result = await wrapped(*args, **kwargs)
             except BaseException as exc:
                 record_exception(span, exc)
                 raise
-            try:
-                _record_result(span, method, attrs, result)
-            except Exception:
-                _failed(f"{method} result")
+            _guarded(_record_result, f"{method} result", span, method, attrs, result)
             return result
         finally:
             _finish(span, token)

@@ -392,23 +392,29 @@ def _sync_wrapper(op: str) -> Any:
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            _detach(token)
-            if call.own:
-                record_exception(call.span, exc)
-                call.span.end()
+            _fail(call, token, exc)
             raise
         _detach(token)
-        return _finish_sync(call, result)
+        return _finish(call, result, asynchronous=False)
 
     return wrapper
 
 
-def _finish_sync(call: _Call, result: Any) -> Any:
-    try:
-        from openai import Stream
+def _fail(call: _Call, token: object, exc: BaseException) -> None:
+    """The call raised: restore the context and, for a span of our own, record the error and end it."""
+    _detach(token)
+    if call.own:
+        record_exception(call.span, exc)
+        call.span.end()
 
-        if isinstance(result, Stream):
-            return _TracedStream(result, call)
+
+def _finish(call: _Call, result: Any, *, asynchronous: bool) -> Any:
+    """Record the response (or wrap a stream, which records as it is consumed) and end our span."""
+    try:
+        from openai import AsyncStream, Stream
+
+        if isinstance(result, AsyncStream if asynchronous else Stream):
+            return (_TracedAsyncStream if asynchronous else _TracedStream)(result, call)
         parsed = _parsed(result)
         if parsed is not None:
             call.on_response(parsed)
@@ -431,25 +437,10 @@ def _async_wrapper(op: str) -> Any:
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
-            _detach(token)
-            if call.own:
-                record_exception(call.span, exc)
-                call.span.end()
+            _fail(call, token, exc)
             raise
         _detach(token)
-        try:
-            from openai import AsyncStream
-
-            if isinstance(result, AsyncStream):
-                return _TracedAsyncStream(result, call)
-            parsed = _parsed(result)
-            if parsed is not None:
-                call.on_response(parsed)
-        except Exception:
-            logger.debug("ragtrail openai: could not record the response", exc_info=True)
-        if call.own:
-            call.span.end()
-        return result
+        return _finish(call, result, asynchronous=True)
 
     return wrapper
 
