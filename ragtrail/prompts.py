@@ -41,7 +41,7 @@ from ragtrail.store import _artifacts as db
 FORMATS = ("f-string", "mustache", "chat")
 _VERSION = re.compile(r"^v(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-/]+$")
-_ANY: Any = object()
+_ANY: Any = db._ANY  # the store's "no expectation" marker
 _ROLES = {"system": "system", "user": "human", "human": "human", "assistant": "ai", "ai": "ai",
           "placeholder": "placeholder"}  # fmt: skip
 

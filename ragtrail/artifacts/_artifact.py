@@ -20,13 +20,12 @@ from ragtrail.artifacts._blobs import Blobs, hash_file, open_blobs
 from ragtrail.store import _artifacts as db
 
 if TYPE_CHECKING:
-    from ragtrail.evals._gates import GateReport
     from ragtrail.store import Store
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 _VERSION = re.compile(r"^v(\d+)$")
 _RESERVED = ("latest",)
-_ANY: Any = object()
+_ANY: Any = db._ANY  # the store's "no expectation" marker
 
 
 def _store(store: Any) -> Store:
@@ -461,7 +460,7 @@ def set_alias(ref: Any, alias: str, *, store: Any = None, by: str | None = None,
     except db.AliasMovedError as exc:
         now = _digest_ref(st, name, exc.current)
         raise ArtifactError(
-            f"{name}:{alias} moved to {now} meanwhile (expected {expected}); read it again and retry"
+            f"{name}:{alias} points at {now}, not {expected} as expected (it moved meanwhile); read it again and retry"
         ) from exc
     return _digest_ref(st, name, prev)
 
@@ -485,43 +484,37 @@ def alias_history(name: str, alias: str | None = None, *, store: Any = None) -> 
 
 @dataclass
 class ArtifactPromotion:
-    """What :func:`promote` did: ``moved``, the gate ``report`` of the run and the previous version."""
+    """What :func:`promote` did: ``moved``, the gate ``report`` it relied on and the previous version."""
 
     version: ArtifactVersion
     alias: str
     moved: bool
-    report: GateReport | None
+    report: Any
     previous: str | None
 
 
 def promote(
-    ref: Any,
-    alias: str = "production",
-    *,
-    run: Any,
-    gates: Any = None,
-    extra: Iterable[Any] = (),
-    baseline: str | None = None,
-    store: Any = None,
-    by: str | None = None,
-    **options: Any,
+    ref: Any, alias: str = "production", *, report: Any, store: Any = None, by: str | None = None
 ) -> ArtifactPromotion:
-    """Move ``alias`` to artifact version ``ref`` only if ``run`` (the run that evaluated it) passes
-    ``gates`` — the same gates (file, mapping, list or strings) as ``ragtrail gate`` / run promotion."""
-    from ragtrail.evals._gates import check_gates
-
+    """Move ``alias`` to artifact version ``ref`` only if ``report`` — the gate report of the run that
+    evaluated it, from ``ragtrail.evals.check_gates`` (the gates of ``ragtrail gate`` and of run
+    promotion) — passed. The run is recorded as having used this version, and the alias history says
+    which run's gates allowed the move."""
     check_alias(alias)
     st = _store(store)
     version = get_artifact(ref, store=st)
-    report = check_gates(st, run, gates, extra=extra, baseline=baseline, **options)
-    if not report.passed:
+    passed = getattr(report, "passed", None)
+    run_info = getattr(report, "run", None)
+    if not isinstance(passed, bool) or run_info is None:
+        raise ConfigError("promote(report=...) takes the GateReport of check_gates(store, run, gates)")
+    if not passed:
         return ArtifactPromotion(version, alias, False, report, None)
+    db.record_usage(st, run_info.run_id, version.name, version.version, "input")
     holder = db.current_alias(st, db.ARTIFACT_NS + version.name, alias)
     if holder == version.digest:
         return ArtifactPromotion(version, alias, False, report, version.ref)
-    who = f"{_who(by) or 'unknown'} (gates passed by {report.run.ref})"
+    who = f"{_who(by) or 'unknown'} (gates passed by {run_info.ref})"
     prev = db.move_alias(st, db.ARTIFACT_NS + version.name, alias, version.digest, by=who)
-    db.record_usage(st, report.run.run_id, version.name, version.version, "input")
     return ArtifactPromotion(version, alias, True, report, _digest_ref(st, version.name, prev))
 
 
@@ -591,9 +584,10 @@ def _run_id(store: Store, run: Any) -> str:
     rid = getattr(run, "run_id", None)
     if rid is not None:
         return str(rid)
-    from ragtrail.evals._runs import resolve_run_id
-
-    return resolve_run_id(store, run)
+    found = db.run_id_for(store, str(run).strip()) if isinstance(run, str) and run.strip() else None
+    if found is None:
+        raise ArtifactError(f"no run {run!r} in the store {store.url}; give 'name:vN', 'name:alias' or a run id")
+    return found
 
 
 def artifacts_of_run(run: Any, *, store: Any = None) -> dict[str, list[str]]:

@@ -182,6 +182,21 @@ def usage_of_run(store: Store, run_id: str) -> list[tuple[str, int, str]]:
     return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
 
 
+def run_id_for(store: Store, ref: str) -> str | None:
+    """The run id of a run reference: a run id, ``name:vN``, ``name:latest``, ``name:<alias>`` or a bare
+    evaluation name (its newest run); None when nothing matches."""
+    rows = store.query("SELECT run_id FROM runs WHERE run_id = ?", (ref,))
+    if not rows:
+        name, _, tag = ref.partition(":")
+        if tag.startswith("v") and tag[1:].isdigit():
+            rows = store.query("SELECT run_id FROM runs WHERE name = ? AND version = ?", (name, int(tag[1:])))
+        elif tag in ("", "latest"):
+            rows = store.query("SELECT run_id FROM runs WHERE name = ? ORDER BY version DESC LIMIT 1", (name,))
+        else:
+            rows = store.query("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (name, tag))
+    return str(rows[0][0]) if rows else None
+
+
 def run_identity(store: Store, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{run_id: {"ref", "dataset_name", "dataset_version"}}`` for the runs that exist."""
     out: dict[str, dict[str, Any]] = {}
@@ -339,6 +354,7 @@ __all__ = [
     "prompt_version",
     "prompt_versions",
     "record_usage",
+    "run_id_for",
     "run_identity",
     "usage_of_artifact",
     "usage_of_run",
