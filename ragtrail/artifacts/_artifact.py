@@ -366,7 +366,7 @@ def log_artifact(
         )
     run_id = _run_id(st, run) if run is not None else None
     bl = open_blobs(blobs, st)
-    manifest = []
+    manifest: list[dict[str, Any]] = []
     hashed: list[tuple[str, tuple[str, Any], str]] = []
     for path in sorted(artifact._entries):
         kind, src = artifact._entries[path]
@@ -564,13 +564,14 @@ def lineage(ref: Any, *, store: Any = None) -> dict[str, Any]:
     producers = [run_info(r) for r, d in edges if d == "output"]
     consumers = [run_info(r) for r, d in edges if d == "input"]
     paths = []
-    for p in producers or [None]:
+    none: list[dict[str, Any] | None] = [None]
+    for p in producers or none:
         head = ""
         if p is not None:
             sources = [f"dataset {p['dataset']}"] if p["dataset"] else []
             sources += [f"artifact {x}" for x in p["inputs"]]
             head = (f"{' + '.join(sources)} → " if sources else "") + f"run {p['run']} → "
-        for c in consumers or [None]:
+        for c in consumers or none:
             tail = (
                 ""
                 if c is None
