@@ -237,10 +237,15 @@ def test_promotion_is_gated_on_the_runs_gates(traced, store_path) -> None:  # ty
     assert good.artifacts()["inputs"] == ["prompt-pack:v1", "prompt-pack:v2"]
 
 
-def test_cli_list_show_download(store, store_path, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_log_list_show_download(store, store_path, tmp_path) -> None:  # type: ignore[no-untyped-def]
     src = _tree(tmp_path / "src", {"[red]odd[/red].txt": b"markup in a name\n", "b.txt": b"b\n"})
-    log_artifact(Artifact("cfg", "config").add_dir(src), store=store, aliases=["production"])
     runner = CliRunner()
+    res = runner.invoke(
+        cli_app, ["artifacts", "log", "cfg", "config", str(src), "-a", "production", "--store", store_path]
+    )
+    assert res.exit_code == 0 and "cfg:v1 (new): 2 file(s)" in res.output and "aliases production" in res.output
+    res = runner.invoke(cli_app, ["artifacts", "log", "cfg", "config", str(src), "--store", store_path])
+    assert res.exit_code == 0 and "cfg:v1 (unchanged)" in res.output
     res = runner.invoke(cli_app, ["artifacts", "list", "--store", store_path])
     assert res.exit_code == 0 and "cfg" in res.output and "production→v1" in res.output
     res = runner.invoke(cli_app, ["artifacts", "show", "cfg:production", "--store", store_path])

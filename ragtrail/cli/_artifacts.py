@@ -1,4 +1,4 @@
-"""``ragtrail artifacts list|show|diff|download|alias|history|lineage`` and ``ragtrail prompts
+"""``ragtrail artifacts log|list|show|diff|download|alias|history|lineage`` and ``ragtrail prompts
 list|show|push|alias``: thin commands over :mod:`ragtrail.artifacts` and :mod:`ragtrail.prompts`."""
 
 from __future__ import annotations
@@ -80,6 +80,33 @@ def list_(
         table.add_row(_esc(r["name"]), _esc(r["type"]), str(r["n_versions"]), f"v{r['latest']}", _esc(aliases),
                       _when(r["updated_at"]))  # fmt: skip
     _console().print(table)
+
+
+@app.command("log")
+def log(
+    name: str = typer.Argument(..., help="Artifact name."),
+    type_: str = typer.Argument(..., metavar="TYPE", help="Artifact type (config, index, model, dataset…)."),
+    paths: list[str] = typer.Argument(..., help="Files and directories to include (directories recursively)."),
+    alias_: Optional[list[str]] = typer.Option(None, "--alias", "-a", help="Alias to move to it (repeatable)."),
+    run: Optional[str] = typer.Option(None, "--run", "-r", help="The run that produced it (name:vN or run id)."),
+    description: Optional[str] = typer.Option(None, "--description", "-d", help="A description of the artifact."),
+    store: Optional[str] = StoreOpt,
+    blobs: Optional[str] = BlobsOpt,
+) -> None:
+    """Log files and directories as a version (the same content gives the same version)."""
+    import os
+
+    from ragtrail.artifacts import Artifact, log_artifact
+
+    art = Artifact(name, type_, description=description)
+    for p in paths:
+        if os.path.isdir(p):
+            art.add_dir(p, prefix=os.path.basename(os.path.normpath(p)) if len(paths) > 1 else "")
+        else:
+            art.add_file(p)
+    v = log_artifact(art, aliases=alias_ or (), run=run, store=_store(store), blobs=blobs)
+    typer.echo(f"{v.ref} ({'new' if v.created else 'unchanged'}): {len(v.manifest)} file(s), {_size(v.size_bytes)}, "
+               f"sha256 {v.digest[:16]}" + (f"; aliases {', '.join(v.aliases)}" if v.aliases else ""))  # fmt: skip
 
 
 @app.command("show")
