@@ -325,7 +325,9 @@ class CallbackHandler(BaseCallbackHandler):
         its parent saw. A prompt run tells its parent, so the LLM runs after it under that parent, or
         nested deeper, carry the prompt version too."""
         parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-        found = {k: metadata[k] for k in _PROMPT_KEYS if k in metadata} if metadata else None
+        found = None
+        if metadata and semconv.PROMPT_NAME in metadata:
+            found = {k: metadata[k] for k in _PROMPT_KEYS if k in metadata}
         if found and is_prompt and parent is not None:
             parent.prompt = found
         return found or (parent.prompt if parent is not None else None)
