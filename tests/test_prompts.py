@@ -198,3 +198,13 @@ def test_two_runs_with_two_prompt_versions_show_them_in_the_comparison(traced) -
             by_trace[format(s.context.trace_id, "032x")] = s.attributes[semconv.PROMPT_VERSION]
     assert {by_trace[r["trace_id"]] for r in a.examples()} == {1}
     assert {by_trace[r["trace_id"]] for r in b.examples()} == {2}
+
+
+def test_a_team_shares_prompts_through_postgresql(pg_url) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = open_store(pg_url), open_store(pg_url)  # two clients of one server
+    push("qa", QA, store=alice, aliases=["production"], by="alice")
+    assert get("qa:production", store=bob).render(context="c", question="q").endswith("Question: q")
+    push("qa", QA + "\nBe brief.", store=bob)
+    set_alias("qa:v2", "production", store=bob, expected="v1", by="bob")
+    assert get("qa:production", store=alice).ref == "qa:v2"
+    assert [h["set_by"] for h in alias_history("qa", store=alice)] == ["alice", "bob"]
