@@ -92,6 +92,8 @@ def _mustache_tokens(template: str, where: str) -> list[tuple[str, str]]:
         kind = {"#": "section", "^": "inverted", "/": "end", "&": "raw"}.get(sigil, "raw" if triple else "var")
         if not name:
             raise ConfigError(f"{where}: an empty mustache tag at offset {m.start()}")
+        if name[0] in ">=<":
+            raise ConfigError(f"{where}: mustache partials and delimiter changes are not supported ({m.group(0)})")
         out.append((kind, name))
     if pos < len(template):
         out.append(("text", template[pos:]))

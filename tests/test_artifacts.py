@@ -346,3 +346,12 @@ def test_import_ragtrail_stays_light() -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert ragtrail.Artifact is Artifact
+
+
+def test_public_names_are_honest() -> None:
+    import ragtrail.artifacts
+    import ragtrail.prompts
+
+    for mod in (ragtrail.artifacts, ragtrail.prompts):
+        assert all(hasattr(mod, n) for n in mod.__all__), mod.__name__
+    assert {"Artifact", "ArtifactError"} <= set(ragtrail.__all__)

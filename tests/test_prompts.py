@@ -88,10 +88,14 @@ def test_render_matches_langchain_for_each_format(store) -> None:  # type: ignor
 def test_bad_templates_are_refused(store) -> None:  # type: ignore[no-untyped-def]
     from ragtrail import ConfigError
 
+    with pytest.raises(ConfigError, match=r"the placeholder \{0\} is not a plain variable name"):
+        push("x", "a {0}", store=store)
     with pytest.raises(ConfigError, match=r"not a valid f-string"):
         push("x", "a {unclosed", store=store)
     with pytest.raises(ConfigError, match=r"never closed"):
         push("x", "{{#a}} open", format="mustache", store=store)
+    with pytest.raises(ConfigError, match=r"partials and delimiter changes are not supported"):
+        push("x", "{{> header}} hi", format="mustache", store=store)
     with pytest.raises(ConfigError, match=r"format must be one of"):
         push("x", "a", format="jinja2", store=store)
     with pytest.raises(ConfigError, match=r"message 0 needs a role"):
