@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ragtrail._exceptions import (
+    ArtifactError,
     ConfigError,
     ConnectorError,
     DatasetError,
@@ -32,6 +33,7 @@ from ragtrail.tracing._usage import record_documents, record_usage
 
 if TYPE_CHECKING:
     from ragtrail._client import Client
+    from ragtrail.artifacts import Artifact
 
 
 def __getattr__(name: str) -> Any:
@@ -39,10 +41,20 @@ def __getattr__(name: str) -> Any:
         from ragtrail._client import Client
 
         return Client
+    if name == "Artifact":
+        from ragtrail.artifacts import Artifact
+
+        return Artifact
+    if name in ("artifacts", "prompts"):
+        import importlib
+
+        return importlib.import_module(f"ragtrail.{name}")
     raise AttributeError(f"module 'ragtrail' has no attribute {name!r}")
 
 
 __all__ = [
+    "Artifact",
+    "ArtifactError",
     "Client",
     "ConfigError",
     "ConnectorError",

@@ -387,6 +387,18 @@ class Client:
 
         return compare(self.store, a, b, **kwargs)
 
+    def log_artifact(self, artifact: Any, *, aliases: Any = (), run: Any = None, blobs: Any = None) -> Any:
+        """Log a ``ragtrail.Artifact`` into this client's store (see ``ragtrail.artifacts.log_artifact``)."""
+        from ragtrail.artifacts import log_artifact
+
+        return log_artifact(artifact, aliases=aliases, run=run, store=self.store, blobs=blobs)
+
+    def artifact(self, ref: str, *, blobs: Any = None) -> Any:
+        """A stored artifact version: ``name:vN``, ``name:<alias>`` or ``name`` (its newest)."""
+        from ragtrail.artifacts import get_artifact
+
+        return get_artifact(ref, store=self.store, blobs=blobs)
+
     def dataset(self, ref: str) -> Any:
         """A stored dataset: ``name`` (latest version) or ``name:version``."""
         from ragtrail.evals._datasets import load_dataset

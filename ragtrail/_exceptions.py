@@ -5,7 +5,8 @@
     RagtrailError
     ├── ConfigError            bad arguments or configuration (store path, YAML, options)
     ├── StoreError             the store cannot be opened, migrated, read or written
-    │   └── SchemaVersionError the store was written by a newer ragtrail
+    │   ├── SchemaVersionError the store was written by a newer ragtrail
+    │   └── ArtifactError      an artifact version or its files cannot be stored, found or verified
     ├── DatasetError           a dataset cannot be loaded or validated (names file:line and field)
     ├── EvalError              an evaluation cannot run or resume
     │   └── JudgeError         an LLM judge cannot be used
@@ -37,6 +38,10 @@ class SchemaVersionError(StoreError):
     """The store was written by a newer version of ragtrail than this one."""
 
 
+class ArtifactError(StoreError):
+    """An artifact version or one of its files cannot be stored, found or verified."""
+
+
 class DatasetError(RagtrailError, ValueError):
     """A dataset cannot be loaded or validated."""
 
@@ -62,6 +67,7 @@ class RagtrailWarning(UserWarning):
 
 
 __all__ = [
+    "ArtifactError",
     "ConfigError",
     "ConnectorError",
     "DatasetError",

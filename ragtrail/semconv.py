@@ -349,3 +349,11 @@ EVAL_JUDGE_TRIAL = "ragtrail.eval.judge.trial"
 """Trial index of a repeated judge call (trials=n)."""
 EVAL_JUDGE_ATTEMPTS = "ragtrail.eval.judge.attempts"
 """Requests a judge call took, repairs of invalid replies included."""
+
+# --- issue 20 ---
+PROMPT_NAME = "ragtrail.prompt.name"
+"""Name of the registry prompt (``ragtrail.prompts``) a span rendered or was called with."""
+PROMPT_VERSION = "ragtrail.prompt.version"
+"""Version number (N of ``name:vN``) of that registry prompt."""
+PROMPT_DIGEST = "ragtrail.prompt.digest"
+"""Content digest (sha256 hex) of that registry prompt version."""

@@ -318,6 +318,24 @@ class Run:
         rows = self._st().query("SELECT alias FROM aliases WHERE run_id = ? ORDER BY alias", (self.run_id,))
         return [r[0] for r in rows]
 
+    def log_artifact(self, artifact: Any, *, aliases: Iterable[str] = (), blobs: Any = None) -> Any:
+        """Log a ``ragtrail.Artifact`` as produced by this run (see ``ragtrail.artifacts.log_artifact``)."""
+        from ragtrail.artifacts import log_artifact
+
+        return log_artifact(artifact, aliases=aliases, run=self, store=self._st(), blobs=blobs)
+
+    def use_artifact(self, ref: str) -> Any:
+        """The artifact version ``ref`` (``name:alias``, ``name:vN``) names now, recorded as used by this run."""
+        from ragtrail.artifacts import use_artifact
+
+        return use_artifact(ref, run=self, store=self._st())
+
+    def artifacts(self) -> dict[str, list[str]]:
+        """``{"inputs": [...], "outputs": [...]}``: the artifact versions this run used and produced."""
+        from ragtrail.artifacts import artifacts_of_run
+
+        return artifacts_of_run(self, store=self._st())
+
     def _repr_html_(self) -> str:
         import html
 

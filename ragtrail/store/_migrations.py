@@ -117,9 +117,56 @@ CREATE TABLE IF NOT EXISTS judge_cache (
 );
 """
 
+_ARTIFACTS = """
+CREATE TABLE IF NOT EXISTS artifacts (
+    name TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    description TEXT
+);
+CREATE TABLE IF NOT EXISTS artifact_versions (
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    digest TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    n_files BIGINT NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    created_by TEXT,
+    run_id TEXT,
+    description TEXT,
+    metadata TEXT,
+    PRIMARY KEY (name, version),
+    UNIQUE (name, digest)
+);
+CREATE TABLE IF NOT EXISTS artifact_usage (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    direction TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, name, version, direction)
+);
+CREATE INDEX IF NOT EXISTS artifact_usage_artifact ON artifact_usage (name, version);
+CREATE TABLE IF NOT EXISTS prompts (
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    digest TEXT NOT NULL,
+    format TEXT NOT NULL,
+    template TEXT NOT NULL,
+    model TEXT,
+    params TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    created_by TEXT,
+    PRIMARY KEY (name, version),
+    UNIQUE (name, digest)
+)
+"""
+
 MIGRATIONS: list[tuple[int, str, str, str]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
+    (7, "artifacts_prompts", _ARTIFACTS, _ARTIFACTS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -58,7 +58,7 @@ _SWEEP_EVERY = 512
 class _Run:
     """What the handler keeps for an open run (released when the run ends)."""
 
-    __slots__ = ("ctx", "ended", "model", "prev", "provider", "run_type", "span", "t0", "ttft_ns")
+    __slots__ = ("ctx", "ended", "model", "prev", "prompt", "provider", "run_type", "span", "t0", "ttft_ns")
 
     def __init__(self, span: Span, run_type: str, t0: int) -> None:
         self.span = span
@@ -70,6 +70,7 @@ class _Run:
         self.ended = False
         self.model: str | None = None
         self.provider: str | None = None
+        self.prompt: dict[str, Any] | None = None  # registry prompt seen under this run (see _prompt)
 
 
 def _strip_langchain(ctx: Context) -> Context:
@@ -99,6 +100,9 @@ def _same(a: Any, b: Any) -> bool:
     if type(a) is tuple:
         return type(b) is tuple and len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
     return a is b
+
+
+_PROMPT_KEYS = (semconv.PROMPT_NAME, semconv.PROMPT_VERSION, semconv.PROMPT_DIGEST)
 
 
 def _is_control_flow(error: BaseException) -> bool:
@@ -315,6 +319,19 @@ class CallbackHandler(BaseCallbackHandler):
             if user:
                 attrs[semconv.METADATA] = ex._dumps(ex.plain(user, 3))
 
+    def _prompt(self, parent_run_id: UUID | None, metadata: Mapping[str, Any] | None, is_prompt: bool) -> Any:
+        """The registry prompt (``ragtrail.prompts``) a run works with: named in its metadata (a prompt
+        template from ``PromptVersion.to_langchain()``, or metadata set on the whole chain), else the one
+        its parent saw. A prompt run tells its parent, so the LLM runs after it under that parent, or
+        nested deeper, carry the prompt version too."""
+        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+        found = None
+        if metadata and semconv.PROMPT_NAME in metadata:
+            found = {k: metadata[k] for k in _PROMPT_KEYS if k in metadata}
+        if found and is_prompt and parent is not None:
+            parent.prompt = found
+        return found or (parent.prompt if parent is not None else None)
+
     # -------------------------------------------------------------------------------------- chains
 
     def on_chain_start(
@@ -349,7 +366,12 @@ class CallbackHandler(BaseCallbackHandler):
                 self._root_extras(attrs, tags, metadata)
             if self._capture():
                 self._content(attrs, semconv.INPUT_VALUE, inputs)
-            self._start(run_id, parent_run_id, name, kind, run_type, attrs)
+            prompt = self._prompt(parent_run_id, metadata, run_type == "prompt")
+            if prompt and run_type == "prompt":
+                attrs.update(prompt)
+            run = self._start(run_id, parent_run_id, name, kind, run_type, attrs)
+            if run is not None:
+                run.prompt = prompt
         except Exception:
             self._fail("on_chain_start")
 
@@ -419,6 +441,9 @@ class CallbackHandler(BaseCallbackHandler):
         if provider:
             attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
         ex.request_params(params, metadata, attrs)
+        prompt = self._prompt(parent_run_id, metadata, False)
+        if prompt:
+            attrs.update(prompt)
         if parent_run_id is None:
             self._root_extras(attrs, tags, metadata)
         if self._capture():
