@@ -189,6 +189,7 @@ class _Engine:
     def __init__(self, ev: Evaluation, store: Store, run: Run, scorers: list[Scorer], max_cost: float | None,
                  config: Mapping[str, Any], on_example_scored: Callable[..., str | None] | None = None) -> None:  # fmt: skip
         self.on_example_scored = on_example_scored
+        self.unstarted = 0  # examples not started yet (a stop after the last one started changes nothing)
         self.ev = ev
         self.store = store
         self.run = run
@@ -218,7 +219,8 @@ class _Engine:
     # ---------------------------------------------------------------------- per-example hook (sweeps, #22)
     def _scored(self, ex_id: str, results: Sequence[tuple[str, Score]]) -> None:
         """Tell ``on_example_scored(example_id, {scorer: Score})`` (a sweep trial's running metric);
-        a non-empty string it returns stops the run like max_cost does (a pruned trial)."""
+        a non-empty string it returns stops the run like max_cost does (a pruned trial), unless every
+        example has started already."""
         if self.on_example_scored is None:
             return
         try:
@@ -226,7 +228,7 @@ class _Engine:
         except Exception:
             logger.warning("ragtrail: on_example_scored failed on %s", ex_id, exc_info=True)
             return
-        if why:
+        if why and self.unstarted > 0:
             with self._lock:
                 if self.stop_reason is None:
                     self.stop_reason = str(why)
@@ -848,11 +850,13 @@ class Evaluation:
                     if bar is not None:
                         bar.update(1)
 
+            engine.unstarted = len(todo)
             for ex in todo:
                 await sem.acquire()
                 if engine.stop_reason:
                     sem.release()
                     break
+                engine.unstarted -= 1
                 t = asyncio.ensure_future(one(ex))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)

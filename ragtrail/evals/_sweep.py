@@ -398,7 +398,7 @@ def run_sweep(
                 result = evaluate(config)
             run = resolve_run(st, result)
             trial.run_id, trial.run_ref = run.run_id, run.ref
-            if reporter.pruned_at is not None:
+            if reporter.pruned_at is not None and run.status in ("stopped", "pruned"):
                 trial.state, trial.value = "pruned", reporter.intermediate[reporter.pruned_at]
                 trial.examples = _n_examples(st, run.run_id)
                 trial.error = f"pruned by hyperband at {reporter.pruned_at} examples"
