@@ -70,7 +70,7 @@ def main() -> None:
 
     st = open_store(store_path)
     client = ragtrail.Client(st)
-    sweeps = [("grid", {"method": "grid"})]
+    sweeps: list[tuple[str, dict[str, Any]]] = [("grid", {"method": "grid"})]
     if not args.quick:
         sweeps.append(("random (seed 0, 8 trials)", {"method": "random", "seed": 0, "run_cap": 8,
                                                      "parameters": {"top_k": {"min": 1, "max": 10},
