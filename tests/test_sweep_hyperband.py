@@ -59,7 +59,7 @@ def test_hyperband_prunes_hopeless_trials_and_keeps_the_best(traced) -> None:  #
     states = {t.params["quality"]: (t.state, t.examples) for t in res.trials}
     # at band 3 a trial goes on only when it is in the top 1/3 of those that reached it: here only the
     # first trial and the best (0.9) do; the later ones, all worse than 0.9 at band 3, stop there
-    assert states == {0.5: ("complete", None), 0.9: ("complete", None),
+    assert states == {0.5: ("complete", N), 0.9: ("complete", N),
                       **dict.fromkeys(QUALITIES[2:], ("pruned", 3))}  # fmt: skip
     assert res.best.params == full.best.params == {"quality": 0.9}
     assert res.best.value == pytest.approx(full.best.value)

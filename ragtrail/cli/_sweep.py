@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
         sweep_id = resume or new_sweep_id()
         if not as_json:
-            console.print(f"{'resuming' if resume else 'starting'} sweep {sweep_id} "
+            console.print(f"{'resuming' if resume else 'starting'} sweep {sweep_id}, {spec.goal} {spec.metric} "
                           f"(if it is cut short: ragtrail sweep {sweep_file} --resume {sweep_id})",
                           soft_wrap=True)  # fmt: skip
         result = run_sweep(spec, store=store, on_trial=None if as_json else progress, resume=resume,

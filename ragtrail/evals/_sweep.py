@@ -89,7 +89,8 @@ class SweepResult:
         rows = []
         for t in self.trials:
             rows.append({"number": t.number, "state": t.state, self.spec.metric: t.value, "run": t.run_ref,
-                         "run_id": t.run_id, "seconds": t.seconds, "error": t.error, **t.params})  # fmt: skip
+                         "run_id": t.run_id, "examples": t.examples, "seconds": t.seconds, "error": t.error,
+                         **t.params})  # fmt: skip
         return pd.DataFrame(rows)
 
     def summary(self) -> str:
@@ -256,13 +257,13 @@ def run_sweep(
                     result = evaluate(config, resume=prev[1])  # type: ignore[call-arg]
             else:
                 if prev is not None:
-                    _mark(st, prev[0], "failed", f"cut short; trial {ot.number} ran again as a new run", sweep_id)
+                    _mark(st, prev[0], f"cut short; trial {ot.number} ran again as a new run", sweep_id, "superseded")
                 result = evaluate(config)
             run = resolve_run(st, result)
             trial.run_id, trial.run_ref = run.run_id, run.ref
+            trial.examples = _n_examples(st, run.run_id)
             if reporter.pruned_at is not None and run.status in ("stopped", "pruned"):
                 trial.state, trial.value = "pruned", reporter.intermediate[reporter.pruned_at]
-                trial.examples = _n_examples(st, run.run_id)
                 trial.error = f"pruned by hyperband at {reporter.pruned_at} examples"
             else:
                 value, why = _metric_value(st, run.run_id, spec.metric, spec.source)
@@ -385,11 +386,12 @@ def _write_record(st: Store, run_id: str, sweep_id: str, record: Mapping[str, An
             cur.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))
 
 
-def _mark(st: Store, run_id: str, status: str, reason: str, sweep_id: str) -> None:
-    """Set a run's status (a superseded or failed trial run: never left ``running``)."""
+def _mark(st: Store, run_id: str, reason: str, sweep_id: str, state: str) -> None:
+    """Mark a trial's run ``failed`` (a failed trial, or one ``superseded`` by a new run of the same
+    trial), so that no run of a sweep is left ``running``."""
     rec = dict(_lineage_of(st, run_id).get("sweep") or {})
-    rec["state"] = "superseded" if status == "failed" and "ran again" in reason else status
-    _write_record(st, run_id, sweep_id, rec, status)
+    rec["state"] = state
+    _write_record(st, run_id, sweep_id, rec, "failed")
     rows = st.query("SELECT summary FROM runs WHERE run_id = ?", (run_id,))
     summary = json.loads(rows[0][0] or "{}") if rows else {}
     summary = summary if isinstance(summary, dict) else {}
@@ -412,7 +414,7 @@ def _finish_trial(st: Store, sweep_id: str, trial: Trial, record: dict[str, Any]
         if rec.get("trial") == trial.number:
             trial.run_id = run_id
             _write_record(st, run_id, sweep_id, record)
-            _mark(st, run_id, "failed", trial.error or "failed", sweep_id)
+            _mark(st, run_id, trial.error or "failed", sweep_id, "failed")
 
 
 def _n_examples(st: Store, run_id: str) -> int:
@@ -504,7 +506,7 @@ def _replay(st: Store, spec: SweepSpec, sweep_id: str, space: Any, study: Any, t
     cut: dict[int, tuple[str, str]] = {}
     for n in range(last + 1):
         if n not in by_number:  # a trial that failed before its run existed
-            so.replay(study, space, None, "failed", None)
+            so.replay(study, space, {"__grid__": n} if spec.method == "grid" else None, "failed", None)
             trials.append(Trial(n, {}, {}, "failed", error="failed before its run was created"))
             continue
         run_id, ref, status, rec, raw, params, config = by_number[n]
@@ -514,7 +516,7 @@ def _replay(st: Store, spec: SweepSpec, sweep_id: str, space: Any, study: Any, t
                 cut[n] = (run_id, ref)  # finished in place (or run again) by the resumed sweep
                 continue
             state = {"pruned": "pruned", "failed": "failed"}.get(status, "complete")
-        trial = Trial(n, params, config, "failed", run_id=run_id, run_ref=ref)
+        trial = Trial(n, params, config, "failed", run_id=run_id, run_ref=ref, examples=_n_examples(st, run_id))
         inter = {int(k): float(v) for k, v in (rec.get("intermediate") or {}).items()}
         value = None
         if state == "complete":
@@ -523,7 +525,6 @@ def _replay(st: Store, spec: SweepSpec, sweep_id: str, space: Any, study: Any, t
                 state, trial.error = "failed", f"no ok {spec.metric} score in {ref}" + (f" (e.g. {why})" if why else "")
         elif state == "pruned":
             trial.value = inter[max(inter)] if inter else None
-            trial.examples = _n_examples(st, run_id)
         if state == "complete":
             trial.value, trial.state = value, "complete"
         elif state == "pruned":

@@ -152,8 +152,9 @@ class SweepSampler(BaseSampler):
         return self._for(trial.number).sample_relative(study, trial, dict(search_space))
 
     def sample_independent(self, study: optuna.Study, trial: Any, name: str, dist: od.BaseDistribution) -> Any:
-        if name == "__grid__":
-            return trial.number  # the grid's n-th point, in W&B's order
+        if name == "__grid__":  # the first point not run yet: trial n's is the n-th, in W&B's order
+            used = {t.params.get(name) for t in study.get_trials(deepcopy=False) if t.number != trial.number}
+            return next(i for i in range(dist.high + 1) if i not in used)  # type: ignore[attr-defined]
         return self._for(trial.number).sample_independent(study, trial, name, dist)
 
     def before_trial(self, study: optuna.Study, trial: Any) -> None:
