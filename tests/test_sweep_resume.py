@@ -128,3 +128,45 @@ def test_sigkill_at_a_random_trial_and_example_then_resume_runs_the_same_sequenc
     assert trials_rerun == list(range(k, 6)), where  # finished trials never ran again
     assert sum(line.startswith(f"{k} ") for line in resumed) == N_EXAMPLES - j, where  # only the missing examples
     assert json.loads(again.stdout.strip().splitlines()[-1]) == json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_function_sweep_cut_short_marks_the_old_run_failed_and_runs_the_trial_again(traced, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A ``function:`` trial cannot be continued in place: its cut-short run is marked failed (never
+    left running) and the trial runs again; a trial whose evaluation raises after its run started is
+    recorded failed, and a resume does not take it for a cut-short one."""
+    from ragtrail.evals import Dataset, Evaluation
+    from ragtrail.evals._sweep import run_sweep
+
+    ds = Dataset.from_records([{"id": f"e{i}", "input": str(i), "reference": "yes"} for i in range(4)], name="fn-qa")
+    state = {"stop": True}
+
+    def pipeline(question: str, config: dict) -> str:
+        if state["stop"] and config["k"] == 3 and question == "2":
+            raise KeyboardInterrupt  # the sweep process is stopped here
+        return "yes" if config["k"] >= 2 else "no"
+
+    ev = Evaluation("fn-eval", dataset=ds, pipeline=pipeline, scorers=["exact_match"], max_concurrency=1,
+                    progress=False, store=traced.store_path)  # fmt: skip
+
+    def evaluate(config: dict):  # type: ignore[no-untyped-def]
+        run = ev.run(config=config)
+        if config["k"] == 1:
+            raise RuntimeError("post-processing failed")  # after its run was created and finished
+        return run
+
+    spec = {"method": "random", "seed": 0, "run_cap": 5, "metric": {"name": "exact_match", "goal": "maximize"},
+            "parameters": {"k": {"values": [1, 2, 3]}}}  # fmt: skip  # draws k = 2, 1, 3, 2, 1
+    state["stop"] = False
+    ref = run_sweep(spec, evaluate, store=traced.store_path, sweep_id="sweep_fn_ref")
+    state["stop"] = True
+    with pytest.raises(KeyboardInterrupt):  # inside trial 2 (k = 3), at its third example
+        run_sweep(spec, evaluate, store=traced.store_path, sweep_id="sweep_fn_cut")
+    state["stop"] = False
+    res = run_sweep(spec, evaluate, store=traced.store_path, resume="sweep_fn_cut")
+    draws = [(t.params["k"], t.state) for t in ref.trials]
+    assert draws == [(2, "complete"), (1, "failed"), (3, "complete"), (2, "complete"), (1, "failed")]
+    assert [(t.params["k"], t.state) for t in res.trials] == draws
+    s = open_store(traced.store_path)
+    rows = s.query("SELECT status, summary FROM runs WHERE sweep_id = 'sweep_fn_cut' ORDER BY version")
+    assert [r[0] for r in rows] == ["finished", "finished", "failed", "finished", "finished", "finished"]
+    assert "trial 2 ran again as a new run" in json.loads(rows[2][1])["stopped_reason"]  # the cut-short run

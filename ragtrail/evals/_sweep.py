@@ -402,19 +402,19 @@ def _mark(st: Store, run_id: str, reason: str, sweep_id: str, state: str) -> Non
 
 
 def _finish_trial(st: Store, sweep_id: str, trial: Trial, record: dict[str, Any]) -> None:
-    """Store the trial's final record with its run (pruned: status ``pruned``; a failed trial's run
-    that the harness left unfinished: ``failed``)."""
+    """Store the trial's final record with its run (pruned: status ``pruned``). A failed trial's run
+    (found by its trial number when the evaluation raised) keeps its status if it finished, and is
+    marked ``failed`` if the harness left it unfinished."""
     if trial.run_id is not None:
         _write_record(st, trial.run_id, sweep_id, record, "pruned" if trial.state == "pruned" else None)
         return
-    rows = st.query("SELECT run_id, lineage FROM runs WHERE sweep_id = ? AND status IN ('running', 'interrupted')",
-                    (sweep_id,))  # fmt: skip
-    for run_id, lin in rows:
+    for run_id, lin, status in st.query("SELECT run_id, lineage, status FROM runs WHERE sweep_id = ?", (sweep_id,)):
         rec = (json.loads(lin or "{}") or {}).get("sweep") or {}
-        if rec.get("trial") == trial.number:
+        if rec.get("trial") == trial.number and rec.get("state") is None:
             trial.run_id = run_id
             _write_record(st, run_id, sweep_id, record)
-            _mark(st, run_id, trial.error or "failed", sweep_id, "failed")
+            if status in ("running", "interrupted"):
+                _mark(st, run_id, trial.error or "failed", sweep_id, "failed")
 
 
 def _n_examples(st: Store, run_id: str) -> int:
