@@ -94,3 +94,24 @@ def test_a_resumed_hyperband_sweep_prunes_as_the_uninterrupted_one(traced) -> No
         (t.params, t.state, t.examples) for t in ref.trials
     ]
     assert len(calls) == (N - 4) + 6 * 3  # the cut-short trial's missing examples, then the pruned ones
+
+
+def test_the_harness_hook_sees_every_scored_example_and_can_stop_the_run(traced) -> None:  # type: ignore[no-untyped-def]
+    """``Evaluation.run(on_example_scored=f)``: f gets each example's scores as they are stored; a
+    reason it returns stops the run (the examples in flight finish); a stop asked after the last
+    example started changes nothing."""
+    ds = Dataset.from_records([{"id": f"x{i}", "input": str(i), "reference": str(i)} for i in range(6)], name="hook")
+    ev = Evaluation("hook", dataset=ds, pipeline=lambda q: q, scorers=["exact_match"], max_concurrency=1,
+                    store=traced.store_path, progress=False)  # fmt: skip
+    seen: list = []
+
+    def hook(example_id, scores):  # type: ignore[no-untyped-def]
+        seen.append((example_id, scores["exact_match"].value))
+        return "enough" if len(seen) == 2 else None
+
+    run = ev.run(on_example_scored=hook)
+    assert seen == [("x0", 1.0), ("x1", 1.0)] and run.status == "stopped"
+    assert run.summary["stopped_reason"] == "enough" and run.summary["n_examples"] == 2
+    seen.clear()
+    run = ev.run(on_example_scored=lambda e, s: seen.append(e) or ("too late" if e == "x5" else None))
+    assert len(seen) == 6 and run.status == "finished"
