@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
         sweep_file: str = typer.Argument(
             ..., help="Sweep file (W&B format: method, metric, parameters; plus eval: eval.yaml)."
         ),
-        count: Optional[int] = typer.Option(None, "--count", "-n", help="Number of trials (overrides count/run_cap)."),
+        count: Optional[int] = typer.Option(
+            None, "--count", "-n", help="Number of trials (overrides count; run_cap still caps it)."
+        ),
         dry_run: bool = typer.Option(
             False, "--dry-run", help="Validate the file and show the search space (grid: every config); run nothing."
         ),

@@ -383,7 +383,7 @@ def _write_record(st: Store, run_id: str, sweep_id: str, record: Mapping[str, An
         cur.execute("UPDATE runs SET sweep_id = ?, lineage = ? WHERE run_id = ? AND (sweep_id IS NULL OR sweep_id = ?)",
                     (sweep_id, json.dumps(lin, default=str), run_id, sweep_id))  # fmt: skip
         if status is not None:
-            cur.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))
+            cur.execute("UPDATE runs SET status = ? WHERE run_id = ? AND sweep_id = ?", (status, run_id, sweep_id))
 
 
 def _mark(st: Store, run_id: str, reason: str, sweep_id: str, state: str) -> None:
