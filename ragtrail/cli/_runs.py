@@ -30,19 +30,23 @@ def list_(
     from rich.console import Console
     from rich.table import Table
 
-    df = client(store).runs_df(name).head(limit)
+    cl = client(store)
+    df = cl.runs_df(name).head(limit)
+    sweeps = {rid: cl.run(rid).sweep_id for rid in df["run_id"]}  # the id `ragtrail sweep --resume` takes
     base = ["ref", "status", "created_at", "dataset", "dataset_version", "n_examples", "n_errors", "aliases"]
     metrics = [c for c in df.columns if c not in {
         "run_id", "name", "version", "ref", "status", "created_at", "finished_at", "dataset", "dataset_version",
-        "config_hash", "n_examples", "n_errors", "latency_p50_ms", "latency_p95_ms", "cost_usd", "aliases"}]  # fmt: skip
+        "config_hash", "n_examples", "n_errors", "latency_p50_ms", "latency_p95_ms", "cost_usd", "aliases",
+        "sweep_id"}]  # fmt: skip
     table = Table(title=f"{len(df)} run(s)")
-    for col in (*base, "p50 ms", "cost", *metrics):
-        table.add_column(col)
+    for col in (*base, "p50 ms", "cost", *(["sweep"] if any(sweeps.values()) else []), *metrics):
+        table.add_column(col, no_wrap=col == "sweep")
     for _, r in df.iterrows():
         table.add_row(
             r["ref"], r["status"], r["created_at"].strftime("%Y-%m-%d %H:%M:%S"), _fmt(r["dataset"]),
             _fmt(r["dataset_version"]), _fmt(r["n_examples"]), _fmt(r["n_errors"]), ",".join(r["aliases"]),
-            _fmt(r["latency_p50_ms"]), _fmt(r["cost_usd"]), *[_fmt(r[m]) for m in metrics],
+            _fmt(r["latency_p50_ms"]), _fmt(r["cost_usd"]),
+            *([_fmt(sweeps[r["run_id"]])] if any(sweeps.values()) else []), *[_fmt(r[m]) for m in metrics],
         )  # fmt: skip
     Console(width=240).print(table)
 
@@ -61,7 +65,7 @@ def show(
             "run_id": run.run_id, "ref": run.ref, "status": run.status, "created_at": run.created_at,
             "finished_at": run.finished_at, "dataset": run.dataset_name, "dataset_version": run.dataset_version,
             "config": run.config, "config_hash": run.config_hash, "lineage": run.lineage, "summary": run.summary,
-            "source_run_id": run.source_run_id, "aliases": run.aliases(),
+            "source_run_id": run.source_run_id, "aliases": run.aliases(), "sweep_id": run.sweep_id,
         }, indent=2, default=str))  # fmt: skip
         return
     s = run.summary
@@ -76,6 +80,8 @@ def show(
     )
     if run.source_run_id:
         typer.echo(f"source   {run.source_run_id}")
+    if run.sweep_id:
+        typer.echo(f"sweep    {run.sweep_id}")
     if s.get("stopped_reason"):
         typer.echo(f"stopped  {s['stopped_reason']}")
     lat = s.get("latency_ms") or {}

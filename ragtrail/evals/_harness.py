@@ -187,7 +187,9 @@ class _Engine:
     """One execution of an evaluation: feeds examples through the pipeline and scorers, commits."""
 
     def __init__(self, ev: Evaluation, store: Store, run: Run, scorers: list[Scorer], max_cost: float | None,
-                 config: Mapping[str, Any]) -> None:  # fmt: skip
+                 config: Mapping[str, Any], on_example_scored: Callable[..., str | None] | None = None) -> None:  # fmt: skip
+        self.on_example_scored = on_example_scored
+        self.unstarted = 0  # examples not started yet (a stop after the last one started changes nothing)
         self.ev = ev
         self.store = store
         self.run = run
@@ -213,6 +215,23 @@ class _Engine:
                 logger.warning(
                     "ragtrail: %s; stopping after the examples in flight (resume to continue)", self.stop_reason
                 )
+
+    # ---------------------------------------------------------------------- per-example hook (sweeps, #22)
+    def _scored(self, ex_id: str, results: Sequence[tuple[str, Score]]) -> None:
+        """Tell ``on_example_scored(example_id, {scorer: Score})`` (a sweep trial's running metric);
+        a non-empty string it returns stops the run like max_cost does (a pruned trial), unless every
+        example has started already."""
+        if self.on_example_scored is None:
+            return
+        try:
+            why = self.on_example_scored(ex_id, dict(results))
+        except Exception:
+            logger.warning("ragtrail: on_example_scored failed on %s", ex_id, exc_info=True)
+            return
+        if why and self.unstarted > 0:
+            with self._lock:
+                if self.stop_reason is None:
+                    self.stop_reason = str(why)
 
     # ---------------------------------------------------------------------- commits
     def _commit(self, ex_id: str, row: tuple[Any, ...] | None, results: Sequence[tuple[str, Score]], trace_id: str | None,
@@ -403,6 +422,7 @@ class _Engine:
             results = [(s.name, Score.error(f"pipeline failed: {err}")) for s in self.scorers]
             self._commit(ex.id, row, results, tid, replace_example=replace)
             self._add_cost(float(row[-1] or 0.0))
+            self._scored(ex.id, results)
             return _Done(ex, None, trace, False)
         results = []
         for s in self.plain:
@@ -411,6 +431,7 @@ class _Engine:
         row = self._row(True, output, None, trace, tid, latency)
         self._commit(ex.id, row, results, tid, replace_example=replace)
         self._add_cost(float(row[-1] or 0.0) + sum(_details_cost(sc) for _n, sc in results))
+        self._scored(ex.id, results)
         return _Done(ex, output, trace, True)
 
     def rescore_example(self, ex: Example, output: Any, trace: Trace, tid: str | None, missing: set[str]) -> _Done:
@@ -418,6 +439,7 @@ class _Engine:
         if results:
             self._commit(ex.id, None, results, tid)
             self._add_cost(sum(_details_cost(sc) for _n, sc in results))
+            self._scored(ex.id, results)
         return _Done(ex, output, trace, True)
 
     # ---------------------------------------------------------------------- batched scorers
@@ -434,6 +456,8 @@ class _Engine:
         if rows:
             self._commit_batch(rows)
             self._add_cost(sum(_details_cost(sc) for _e, _n, sc, _t in rows))
+            for ex_id in dict.fromkeys(r[0] for r in rows):
+                self._scored(ex_id, [(n, sc) for e, n, sc, _t in rows if e == ex_id])
 
 
 # ------------------------------------------------------------------------------------- Evaluation
@@ -613,12 +637,16 @@ class Evaluation:
         backend: Any = "local",
         max_cost: float | None = None,
         dry_run: bool = False,
+        on_example_scored: Callable[[str, Mapping[str, Score]], str | None] | None = None,
     ) -> Run:
         """Run the evaluation and return the logged :class:`Run` (``rag-qa:v3``).
 
         ``resume="rag-qa:v3"`` continues that run: only missing or errored examples run again (and
         missing scores are computed from the stored outputs); it refuses when the dataset or config
         changed unless ``force=True``. ``dry_run=True`` returns a :class:`CostEstimate` instead.
+        ``on_example_scored(example_id, {scorer: Score})`` is called as each example's scores are
+        stored (local backend); when it returns a reason, the run stops like ``max_cost`` (a sweep's
+        pruning; by default the hook of the sweep trial running now).
         Safe to call inside a running event loop (Jupyter): the work then runs in a worker thread.
         """
         if backend not in ("local", "ray") and getattr(backend, "name", None) != "ray":
@@ -637,12 +665,14 @@ class Evaluation:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.arun(config, resume=resume, force=force, max_cost=max_cost))
+            return asyncio.run(self.arun(config, resume=resume, force=force, max_cost=max_cost,
+                                         on_example_scored=on_example_scored))  # fmt: skip
         box: dict[str, Any] = {}
 
         def worker() -> None:
             try:
-                box["run"] = asyncio.run(self.arun(config, resume=resume, force=force, max_cost=max_cost))
+                box["run"] = asyncio.run(self.arun(config, resume=resume, force=force, max_cost=max_cost,
+                                                   on_example_scored=on_example_scored))  # fmt: skip
             except BaseException as exc:
                 box["exc"] = exc
 
@@ -660,12 +690,18 @@ class Evaluation:
         resume: Any = None,
         force: bool = False,
         max_cost: float | None = None,
+        on_example_scored: Callable[[str, Mapping[str, Score]], str | None] | None = None,
     ) -> Run:
         """``await ev.arun(...)``: the same as :meth:`run` from async code."""
         if self._sync_fn is None and self._async_fn is None:
             raise ConfigError(
                 f"Evaluation({self.name!r}) has no pipeline; use evaluate_traces() to score recorded traces"
             )
+        from ragtrail.evals._sweep import current_trial
+
+        trial = current_trial()  # a sweep's trial: linked from the start, reports its running metric
+        if on_example_scored is None and trial is not None:
+            on_example_scored = trial.on_example_scored
         cfg = dict(config or {})
         store = self._store()
         self._ensure_tracing(store)
@@ -690,14 +726,12 @@ class Evaluation:
                 )
             run.status = "running"
         else:
-            from ragtrail.evals._sweep import current_trial
-
-            trial = current_trial()  # a sweep's trial is linked from the start, so a cut-short one can resume
             run = create_run(store, self.name, dataset_name=self.dataset.name, dataset_version=self.dataset.version,
-                             config=cfg, lineage=self._lineage(cfg),
+                             config=cfg, lineage=self._lineage(cfg, trial.lineage if trial is not None else None),
                              sweep_id=trial.sweep_id if trial is not None else None)  # fmt: skip
             todo = list(self.dataset.examples)
-        engine = _Engine(self, store, run, self.scorers, max_cost if max_cost is not None else self.max_cost, cfg)
+        engine = _Engine(self, store, run, self.scorers, max_cost if max_cost is not None else self.max_cost, cfg,
+                         on_example_scored)  # fmt: skip
         status = "finished"
         try:
             await self._drive(engine, todo, rerun, rescore)
@@ -816,11 +850,13 @@ class Evaluation:
                     if bar is not None:
                         bar.update(1)
 
+            engine.unstarted = len(todo)
             for ex in todo:
                 await sem.acquire()
                 if engine.stop_reason:
                     sem.release()
                     break
+                engine.unstarted -= 1
                 t = asyncio.ensure_future(one(ex))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
