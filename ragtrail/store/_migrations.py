@@ -117,9 +117,17 @@ CREATE TABLE IF NOT EXISTS judge_cache (
 );
 """
 
+# issue 14 (the web UI): root spans by time (the trace list and its keyset pages), by project
+_UI_INDICES = """
+CREATE INDEX IF NOT EXISTS spans_roots_start ON spans (start_time_ns, trace_id) WHERE parent_span_id IS NULL;
+CREATE INDEX IF NOT EXISTS spans_roots_project_start ON spans (project, start_time_ns, trace_id)
+    WHERE parent_span_id IS NULL
+"""
+
 MIGRATIONS: list[tuple[int, str, str, str]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
+    (6, "ui_root_span_indices", _UI_INDICES, _UI_INDICES),
 ]
 
 LATEST = MIGRATIONS[-1][0]
