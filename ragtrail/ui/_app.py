@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from markupsafe import Markup, escape
 from starlette.staticfiles import StaticFiles
 
 from ragtrail._exceptions import ConfigError, RagtrailError
@@ -252,7 +253,8 @@ def create_app(
             data = _data.trace_view(st, tr)
             sid = request.query_params.get("span") or (tr.root.span_id if tr.root else None)
             span = _data.span_view(st, tr, sid, qrels) if sid else None
-            return page(request, "trace.html", data=data, span=span,
+            rows = _tree_rows(data["spans"], span["span_id"] if span else None)
+            return page(request, "trace.html", data=data, span=span, rows=rows,
                         bars=[[r["span_id"], r["start_ms"], r["duration_ms"]] for r in data["spans"]])  # fmt: skip
         except RagtrailError as exc:
             return fail(request, exc, False)
@@ -414,6 +416,27 @@ def create_app(
         return resp
 
     return app
+
+
+_KINDS = frozenset({"LLM", "EMBEDDING", "RETRIEVER", "RERANKER", "CHAIN", "TOOL", "AGENT", "EVALUATOR"})
+
+
+def _tree_rows(spans: list[dict[str, Any]], selected: str | None) -> Markup:
+    """The span tree / waterfall rows, built here rather than in Jinja: a 5,000-span trace renders in
+    tens of milliseconds instead of most of a second. Every stored text goes through escape()."""
+    out = []
+    for s in spans:
+        sid = escape(s["span_id"])
+        kind = s["kind"] if s["kind"] in _KINDS else "OTHER"
+        cls = "wf-row" + (" sel" if s["span_id"] == selected else "") + (" err" if s["status"] == "ERROR" else "")
+        out.append(
+            f'<a class="{cls}" id="row-{sid}" data-span="{sid}" href="?span={quote(s["span_id"], safe="")}#span-panel">'
+            f'<span class="wf-name d{min(int(s["depth"]), 20)}"><span class="kind k-{kind}">{escape(_visible(str(s["kind"])))}'
+            f"</span> {escape(_visible(str(s['name'])))}</span>"
+            f'<span class="wf-track"><span class="bar k-{kind}"></span><span class="wf-dur">{_fmt_ms(s["duration_ms"])}'
+            "</span></span></a>"
+        )
+    return Markup("\n".join(out))  # noqa: S704 - every value above is escaped
 
 
 def _safe_next(nxt: str | None) -> str:
