@@ -70,7 +70,10 @@ def generate(path: str, n_traces: int, spans_per_trace: int = 10, big: int = 500
             it = 300 + t % 500 if model else None
             ot = 40 + t % 60 if model else None
             cost = (it * 2.5e-6 + ot * 1e-5) if model else None  # type: ignore[operator]
-            attrs = {"ragtrail.span.kind": kind, "ragtrail.input.value": f"question {t} about {word} {t % 97}"}
+            attrs: dict[str, Any] = {
+                "ragtrail.span.kind": kind,
+                "ragtrail.input.value": f"question {t} about {word} {t % 97}",
+            }
             if model:
                 attrs.update({"gen_ai.request.model": model, "gen_ai.usage.input_tokens": it,
                               "gen_ai.usage.output_tokens": ot, "ragtrail.cost.usd": cost})  # fmt: skip
