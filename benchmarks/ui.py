@@ -221,26 +221,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server RSS after all pages: {rss:.0f} MB")
 
         # the same run: the previous design's query and OFFSET paging
-        deep = 200
         gb = _sql_ms(store, "SELECT trace_id, MIN(start_time_ns), COUNT(*), SUM(cost_usd) FROM spans "
                             "GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC LIMIT 50")  # fmt: skip
         from ragtrail.store import _queries as q
 
         t = time.perf_counter()
-        page_1 = q.list_traces(store)
+        q.list_traces(store)
         ks_first = (time.perf_counter() - t) * 1000
-        after = page_1.next_cursor
-        for _ in range(deep - 1):
-            after = q.list_traces(store, after=after).next_cursor
-        t = time.perf_counter()
-        q.list_traces(store, after=after)
-        ks_deep = (time.perf_counter() - t) * 1000
-        off = _sql_ms(store, "SELECT trace_id FROM spans r WHERE parent_span_id IS NULL "
-                             f"ORDER BY start_time_ns DESC, trace_id DESC LIMIT 50 OFFSET {deep * 50}")  # fmt: skip
-        print(f"\nfirst page: keyset on root spans {ks_first:.1f} ms vs GROUP BY over all spans {gb:.0f} ms "
-              f"-> {gb / ks_first:.0f}x faster")  # fmt: skip
-        print(f"page {deep + 1}: keyset {ks_deep:.1f} ms (whole page incl. aggregates) vs OFFSET {off:.1f} ms "
-              f"(ids only) -> {off / ks_deep:.1f}x")  # fmt: skip
+        n_roots = int(store.query("SELECT COUNT(*) FROM spans WHERE parent_span_id IS NULL")[0][0])
+        deep = max(1, min(1000, n_roots // 50 - 1))  # the page to compare (page 1,000 on the default store)
+        order = "ORDER BY start_time_ns DESC, trace_id DESC"
+        s0, tid = store.query(
+            f"SELECT start_time_ns, trace_id FROM spans WHERE parent_span_id IS NULL {order} LIMIT 1 OFFSET ?",  # noqa: S608
+            (deep * 50 - 1,),
+        )[0]
+        ks = _sql_ms(store, "SELECT trace_id FROM spans WHERE parent_span_id IS NULL AND (start_time_ns < ? OR "  # noqa: S608
+                            f"(start_time_ns = ? AND trace_id < ?)) {order} LIMIT 50", (s0, s0, tid))  # fmt: skip
+        off = _sql_ms(
+            store, f"SELECT trace_id FROM spans WHERE parent_span_id IS NULL {order} LIMIT 50 OFFSET {deep * 50}"
+        )  # noqa: S608
+        print(f"\nfirst page: keyset on root spans {ks_first:.1f} ms (whole page with aggregates) vs the previous "
+              f"design's GROUP BY over all spans {gb:.0f} ms -> {gb / ks_first:.0f}x faster")  # fmt: skip
+        print(f"page {deep + 1} (ids only): keyset {ks:.2f} ms vs OFFSET {off:.2f} ms -> {off / ks:.0f}x faster")
 
         lp95 = results["trace list, first page (JSON)"][1]
         fp95 = max(v[1] for k, v in results.items() if k.startswith("filter"))

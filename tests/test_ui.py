@@ -59,8 +59,10 @@ def test_filters_select_the_right_traces(client) -> None:  # type: ignore[no-unt
     assert [t["name"] for t in tool] == ["broken"]
     assert {t["name"] for t in _traces(client, model="gpt-4o")} == {"answer-1", "answer-3", "answer-5"}
     assert {t["name"] for t in _traces(client, name="tool-call")} == {"broken"}
-    assert {t["name"] for t in _traces(client, q="TEXT 3.1")} == {"answer-3"}  # case-insensitive, in content
-    assert _traces(client, q="100%_") == []  # wildcards are literal
+    assert {t["name"] for t in _traces(client, q="QUESTION 3")} == {"answer-3"}  # the root's input, any case
+    assert {t["name"] for t in _traces(client, q_spans="TEXT 3.1")} == {"answer-3"}  # a child span's documents
+    assert _traces(client, q="text 3.1") == []  # not in the root span
+    assert _traces(client, q="100%_") == [] and _traces(client, q_spans="100%_") == []  # wildcards are literal
     costly = _traces(client, min_cost="0.000001", project=fx.PROJECT)
     assert costly and all(t["cost_usd"] >= 0.000001 for t in costly)
     assert "broken" not in {t["name"] for t in costly}
@@ -117,7 +119,7 @@ def test_bad_filter_values_are_clear_errors(built, client) -> None:  # type: ign
 def test_migration_6_adds_the_root_span_indices(built) -> None:  # type: ignore[no-untyped-def]
     store = open_store(built[0])
     names = {r[0] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"spans_roots_start", "spans_roots_project_start"} <= names
+    assert {"spans_roots_start", "spans_roots_project_start", "spans_errors_start"} <= names
     assert 6 in {r[0] for r in store.query("SELECT version FROM ragtrail_migrations")}
     plan = " ".join(
         str(r)
@@ -350,7 +352,7 @@ def test_postgres_store_gives_the_same_pages(pg_url, built, client) -> None:  # 
     def shape(c, **params):  # type: ignore[no-untyped-def]
         return sorted((t["name"], t["n_spans"], t["n_errors"], t["input_tokens"]) for t in _traces(c, **params))
 
-    for params in ({}, {"errors": "1"}, {"kind": "TOOL"}, {"model": "gpt-4o"}, {"q": "text 3.1"},
+    for params in ({}, {"errors": "1"}, {"kind": "TOOL"}, {"model": "gpt-4o"}, {"q_spans": "text 3.1"}, {"q": "QUESTION 2"},
                    {"min_cost": "0.000001"}, {"sort": "cost", "order": "asc"}):  # fmt: skip
         assert shape(pg, **params) == shape(client, **params), params
     store = open_store(pg_url)

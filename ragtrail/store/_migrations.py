@@ -117,11 +117,13 @@ CREATE TABLE IF NOT EXISTS judge_cache (
 );
 """
 
-# issue 14 (the web UI): root spans by time (the trace list and its keyset pages), by project
+# issue 14 (the web UI): root spans by time (the trace list and its keyset pages), by project; error spans
+# by time (the errors filter, the overview's error rate)
 _UI_INDICES = """
 CREATE INDEX IF NOT EXISTS spans_roots_start ON spans (start_time_ns, trace_id) WHERE parent_span_id IS NULL;
 CREATE INDEX IF NOT EXISTS spans_roots_project_start ON spans (project, start_time_ns, trace_id)
-    WHERE parent_span_id IS NULL
+    WHERE parent_span_id IS NULL;
+CREATE INDEX IF NOT EXISTS spans_errors_start ON spans (start_time_ns, trace_id) WHERE status = 'ERROR'
 """
 
 MIGRATIONS: list[tuple[int, str, str, str]] = [

@@ -48,9 +48,11 @@ TRACE_FILTERS: dict[str, tuple[str, Callable[[str], list[Any]]]] = {
     "name": (_has("s.name = ?"), lambda v: [v]),
     "min_ms": ("(r.end_time_ns - r.start_time_ns) >= ?", lambda v: [int(float(v) * 1e6)]),
     "min_cost": (f"{_COST} >= ?", lambda v: [float(v)]),
-    "q": (_has("LOWER(s.attributes) LIKE ? ESCAPE '\\'"), lambda v: [_like(v)]),
+    "q": ("LOWER(r.attributes) LIKE ? ESCAPE '\\'", lambda v: [_like(v)]),
+    "q_spans": (_has("LOWER(s.attributes) LIKE ? ESCAPE '\\'"), lambda v: [_like(v)]),
 }
-"""The trace-list filters by query-string field."""
+"""The trace-list filters by query-string field. ``q`` searches the root span (the trace's input and
+output, fast); ``q_spans`` every span of the trace (slower on large stores: it reads every span)."""
 
 # sort field -> SQL expression of the key (per root span r); NULLs sort as -1
 TRACE_SORTS: dict[str, str] = {
@@ -157,7 +159,7 @@ def list_traces(
         f"{key} FROM spans r WHERE {' AND '.join(clauses)} "
         f"ORDER BY {key} {direction}, r.trace_id {direction} LIMIT ?"
     )
-    rows = store.query(sql, [*params, int(limit) + 1])
+    rows = store.query(_dialect(store, sql), [*params, int(limit) + 1])
     more = len(rows) > limit
     rows = rows[:limit]
     aggs = trace_aggregates(store, [r[0] for r in rows])
@@ -170,6 +172,17 @@ def list_traces(
         })  # fmt: skip
     nxt = _cursor(rows[-1][7], rows[-1][0]) if more and rows else None
     return TracePage(out, nxt, sort, order, used)
+
+
+def _dialect(store: Store, sql: str) -> str:
+    """SQLite's LIKE ignores ASCII case already (LOWER would only cost a pass over the text)."""
+    return (
+        sql.replace("LOWER(r.attributes) LIKE", "r.attributes LIKE").replace(
+            "LOWER(s.attributes) LIKE", "s.attributes LIKE"
+        )
+        if store.kind == "sqlite"
+        else sql
+    )
 
 
 def trace_aggregates(store: Store, trace_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -280,17 +293,25 @@ def overview(store: Store, project: str | None = None, *, days: int = 14, now_ns
             "day": day * _NS_PER_DAY, "requests": len(ds), "errors": errors.get(day, 0),
             "error_rate": errors.get(day, 0) / len(ds), "p50_ms": _q(ds, 0.5) / 1e6, "p95_ms": _q(ds, 0.95) / 1e6,
         })  # fmt: skip
-    by_model = store.query(
-        f"SELECT start_time_ns / {_NS_PER_DAY}, model, COUNT(*), SUM(input_tokens), SUM(output_tokens), "  # noqa: S608
-        f"SUM(cost_usd) FROM spans WHERE model IS NOT NULL AND start_time_ns >= ?{proj} "
-        f"GROUP BY start_time_ns / {_NS_PER_DAY}, model ORDER BY 1, 2",
+    # one pass over the window's spans for both breakdowns (by day and model; by kind)
+    groups = store.query(
+        f"SELECT start_time_ns / {_NS_PER_DAY}, kind, model, COUNT(*), SUM(input_tokens), SUM(output_tokens), "  # noqa: S608
+        f"SUM(cost_usd) FROM spans WHERE start_time_ns >= ?{proj} GROUP BY start_time_ns / {_NS_PER_DAY}, kind, model",
         base,
     )
-    by_kind = store.query(
-        f"SELECT kind, COUNT(*), SUM(cost_usd), SUM(input_tokens), SUM(output_tokens) FROM spans "  # noqa: S608
-        f"WHERE start_time_ns >= ?{proj} GROUP BY kind ORDER BY 3 DESC",
-        base,
-    )
+    models: dict[tuple[int, str], list[Any]] = {}
+    kinds: dict[str | None, list[Any]] = {}
+    for d, k, m, n, i, o, c in groups:
+        targets = [kinds.setdefault(k, [0, None, None, None])]
+        if m is not None:
+            targets.append(models.setdefault((int(d), m), [0, None, None, None]))
+        for acc in targets:
+            acc[0] += int(n)
+            for j, v in ((1, i), (2, o), (3, c)):
+                if v is not None:
+                    acc[j] = (acc[j] or 0) + v
+    by_model = sorted((d, m, *a) for (d, m), a in models.items())
+    by_kind = sorted(((k, *a) for k, a in kinds.items()), key=lambda r: -(r[4] or 0.0))
     return {
         "project": project,
         "start_ns": start,
@@ -315,7 +336,7 @@ def overview(store: Store, project: str | None = None, *, days: int = 14, now_ns
                 "input_tokens": _int(i),
                 "output_tokens": _int(o),
             }
-            for k, n, c, i, o in by_kind
+            for k, n, i, o, c in by_kind
         ],
     }
 
