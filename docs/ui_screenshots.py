@@ -18,8 +18,14 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).parent / "img"
+
+
+def _json(url: str) -> Any:
+    with urllib.request.urlopen(url) as r:  # noqa: S310 - http://127.0.0.1 of the UI started here
+        return json.loads(r.read())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,13 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ui = start(store)
     try:
-        runs = json.loads(urllib.request.urlopen(ui.url + "/api/runs").read())["evaluations"][0]["runs"]
+        runs = _json(ui.url + "/api/runs")["evaluations"][0]["runs"]
         a, b = runs[-1]["ref"], runs[0]["ref"]
-        comp = json.loads(urllib.request.urlopen(f"{ui.url}/api/compare?a={a}&b={b}").read())
+        comp = _json(f"{ui.url}/api/compare?a={a}&b={b}")
         changed = (comp["improvements"] or comp["regressions"] or [{"example_id": ""}])[0]["example_id"]
-        traces = json.loads(urllib.request.urlopen(ui.url + "/api/traces?project=ragtrail-demo").read())["traces"]
+        traces = _json(ui.url + "/api/traces?project=ragtrail-demo")["traces"]
         first = traces[-1]["trace_id"]  # the demo's single traced question
-        spans = json.loads(urllib.request.urlopen(f"{ui.url}/api/traces/{first}").read())["spans"]
+        spans = _json(f"{ui.url}/api/traces/{first}")["spans"]
         retr = next((s["span_id"] for s in spans if s["kind"] == "RETRIEVER"), spans[0]["span_id"])
         llm = next((s["span_id"] for s in spans if s["kind"] == "LLM"), spans[0]["span_id"])
         shots = {
