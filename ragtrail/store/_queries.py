@@ -267,10 +267,13 @@ def distinct_values(store: Store, column: str, *, since_ns: int | None = None, l
 # --------------------------------------------------------------------------------------- overview
 def overview(store: Store, project: str | None = None, *, days: int = 14, now_ns: int | None = None) -> dict[str, Any]:
     """Per day over the last ``days`` days (ending at the newest trace): requests (root spans), traces
-    with an error, root latency p50/p95; tokens and cost per day and model; cost by span kind."""
+    with an error, root latency p50/p95; tokens and cost per day and model; tokens and cost by span kind
+    (over the spans that have a model or a cost: ``spans`` counts those)."""
     end = now_ns if now_ns is not None else (newest_root_ns(store, project) or time.time_ns())
     start = (end // _NS_PER_DAY - days + 1) * _NS_PER_DAY
-    proj = " AND project = ?" if project else ""
+    # SQLite: "+project" keeps the planner on the time-ordered partial indices below (the general
+    # (project, start) index would read every span of the project from the table)
+    proj = (" AND +project = ?" if store.kind == "sqlite" else " AND project = ?") if project else ""
     base: list[Any] = [start] + ([project] if project else [])
     roots = store.query(
         "SELECT start_time_ns, end_time_ns - start_time_ns FROM spans "  # noqa: S608 - fixed text
@@ -293,10 +296,11 @@ def overview(store: Store, project: str | None = None, *, days: int = 14, now_ns
             "day": day * _NS_PER_DAY, "requests": len(ds), "errors": errors.get(day, 0),
             "error_rate": errors.get(day, 0) / len(ds), "p50_ms": _q(ds, 0.5) / 1e6, "p95_ms": _q(ds, 0.95) / 1e6,
         })  # fmt: skip
-    # one pass over the window's spans for both breakdowns (by day and model; by kind)
+    # one pass over the window's spans with a model or a cost (index spans_usage_start) for both breakdowns
     groups = store.query(
         f"SELECT start_time_ns / {_NS_PER_DAY}, kind, model, COUNT(*), SUM(input_tokens), SUM(output_tokens), "  # noqa: S608
-        f"SUM(cost_usd) FROM spans WHERE start_time_ns >= ?{proj} GROUP BY start_time_ns / {_NS_PER_DAY}, kind, model",
+        f"SUM(cost_usd) FROM spans WHERE (model IS NOT NULL OR cost_usd IS NOT NULL) AND start_time_ns >= ?{proj} "
+        f"GROUP BY start_time_ns / {_NS_PER_DAY}, kind, model",
         base,
     )
     models: dict[tuple[int, str], list[Any]] = {}
