@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             f"SELECT start_time_ns, trace_id FROM spans WHERE parent_span_id IS NULL {order} LIMIT 1 OFFSET ?",  # noqa: S608
             (deep * 50 - 1,),
         )[0]
-        ks = _sql_ms(store, "SELECT trace_id FROM spans WHERE parent_span_id IS NULL AND (start_time_ns < ? OR "  # noqa: S608
-                            f"(start_time_ns = ? AND trace_id < ?)) {order} LIMIT 50", (s0, s0, tid))  # fmt: skip
+        ks = _sql_ms(store, "SELECT trace_id FROM spans WHERE parent_span_id IS NULL AND (start_time_ns, trace_id) "  # noqa: S608
+                            f"< (?, ?) {order} LIMIT 50", (s0, tid))  # fmt: skip
         off = _sql_ms(
             store, f"SELECT trace_id FROM spans WHERE parent_span_id IS NULL {order} LIMIT 50 OFFSET {deep * 50}"
         )  # noqa: S608

@@ -151,8 +151,8 @@ def list_traces(
     cmp = "<" if order == "desc" else ">"
     if after:
         kv, tid = _parse_cursor(after, sort)
-        clauses.append(f"({key} {cmp} ? OR ({key} = ? AND r.trace_id {cmp} ?))")
-        params.extend([kv, kv, tid])
+        clauses.append(f"({key}, r.trace_id) {cmp} (?, ?)")  # a row value: an index range seek, not a scan
+        params.extend([kv, tid])
     direction = "DESC" if order == "desc" else "ASC"
     sql = (
         "SELECT r.trace_id, r.name, r.kind, r.start_time_ns, r.end_time_ns, r.status, r.project, "  # noqa: S608 - fixed expressions, values bound
