@@ -372,3 +372,45 @@ def test_postgres_store_gives_the_same_pages(pg_url, built, client) -> None:  # 
     )
     assert pg.get(f"/api/runs/{info['v2']}", params={"show": "failures"}).json()["examples"][0]["example_id"] == "q07"
     assert pg.get("/api/overview").json()["days"]
+
+
+def test_serve_mounts_the_ui_only_safely(built) -> None:  # type: ignore[no-untyped-def]
+    from ragtrail.server import Receiver
+    from ragtrail.server._http import create_app as otlp_app
+
+    def mounted(app) -> bool:  # type: ignore[no-untyped-def]
+        return any(getattr(r, "path", "") == "/ui" for r in app.routes)
+
+    assert mounted(otlp_app(Receiver(built[0], host="127.0.0.1", http_port=0, grpc_port=None)))
+    assert not mounted(otlp_app(Receiver(built[0], host="0.0.0.0", http_port=0, grpc_port=None)))  # no token
+    app = otlp_app(Receiver(built[0], host="0.0.0.0", http_port=0, grpc_port=None, token="tok"))
+    assert mounted(app)
+    c = TestClient(app, base_url="http://10.1.2.3")
+    assert c.get("/ui/api/traces").status_code == 401
+    assert c.get("/ui/api/traces", headers={"Authorization": "Bearer tok"}).status_code == 200
+
+
+def test_cli_serves_the_ui(built) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from ragtrail.cli import main; main()", "ui", "--store", built[0], "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        m = re.search(r"(http://127\.0\.0\.1:\d+)/traces", line)
+        assert m, line
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                data = json.loads(urllib.request.urlopen(m.group(1) + "/api/traces?kind=TOOL").read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert [t["name"] for t in data["traces"]] == ["broken"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
