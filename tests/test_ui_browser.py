@@ -104,7 +104,7 @@ def _trace_flow(pg: Any, url: str) -> None:
 
 
 def _row_id(pg: Any, name: str) -> str:
-    return str(pg.locator(".wf-row", has_text=name).first.get_attribute("data-span"))
+    return str(pg.locator(".wf-row", has_text=name).first.get_attribute("id"))[4:]
 
 
 def test_trace_list_filter_trace_and_span_panel(site, page) -> None:  # type: ignore[no-untyped-def]
@@ -151,7 +151,7 @@ def test_hostile_content_shows_as_text_on_every_page(site, page) -> None:  # typ
     pg.click(".trace-link >> text=<script>")
     pg.wait_for_selector("#waterfall.drawn")
     trace_url = pg.url.split("?")[0]
-    span_ids = [str(x) for x in pg.locator(".wf-row").evaluate_all("rows => rows.map(r => r.dataset.span)")]
+    span_ids = [str(x) for x in pg.locator(".wf-row").evaluate_all("rows => rows.map(r => r.id.slice(4))")]
     pages = ["/traces", "/overview", "/runs", f"/runs/{info['v2']}", "/datasets", "/datasets/qa",
              f"/compare?a={info['v1']}&b={info['v2']}"]  # fmt: skip
     for p in pages:

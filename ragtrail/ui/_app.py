@@ -428,13 +428,15 @@ def _tree_rows(spans: list[dict[str, Any]], selected: str | None) -> Markup:
     for s in spans:
         sid = escape(s["span_id"])
         kind = s["kind"] if s["kind"] in _KINDS else "OTHER"
-        cls = "wf-row" + (" sel" if s["span_id"] == selected else "") + (" err" if s["status"] == "ERROR" else "")
+        cls = (
+            f"wf-row w-{kind}"
+            + (" sel" if s["span_id"] == selected else "")
+            + (" err" if s["status"] == "ERROR" else "")
+        )
         out.append(
-            f'<a class="{cls}" id="row-{sid}" data-span="{sid}" href="?span={quote(s["span_id"], safe="")}#span-panel">'
-            f'<span class="wf-name d{min(int(s["depth"]), 20)}"><span class="kind k-{kind}">{escape(_visible(str(s["kind"])))}'
-            f"</span> {escape(_visible(str(s['name'])))}</span>"
-            f'<span class="wf-track"><span class="bar k-{kind}"></span><span class="wf-dur">{_fmt_ms(s["duration_ms"])}'
-            "</span></span></a>"
+            f'<a class="{cls}" id="row-{sid}" href="?span={quote(s["span_id"], safe="")}">'
+            f'<span class="wf-name d{min(int(s["depth"]), 20)}">{escape(_visible(str(s["name"])))}</span>'
+            '<span class="bar"></span></a>'
         )
     return Markup("\n".join(out))  # noqa: S704 - every value above is escaped
 

@@ -12,17 +12,17 @@
     var total = data.duration_ms > 0 ? data.duration_ms : 1;
     var rows = wf.querySelectorAll(".wf-row");
     var byId = {};
-    for (var i = 0; i < rows.length; i++) byId[rows[i].getAttribute("data-span")] = rows[i];
+    for (var i = 0; i < rows.length; i++) byId[rows[i].id.slice(4)] = rows[i];
     for (var j = 0; j < data.bars.length; j++) {
       var b = data.bars[j];
       var row = byId[b[0]];
       if (!row) continue;
-      var bar = row.querySelector(".bar");
+      var bar = row.lastChild;
       var left = Math.max(0, Math.min(100, (b[1] / total) * 100));
       var width = Math.max(0.15, Math.min(100 - left, (b[2] / total) * 100));
-      bar.style.left = left.toFixed(3) + "%";
+      bar.style.marginLeft = left.toFixed(3) + "%";
       bar.style.width = width.toFixed(3) + "%";
-      bar.title = b[2].toFixed(2) + " ms at +" + b[1].toFixed(2) + " ms";
+      row.title = b[2].toFixed(2) + " ms, starting at +" + b[1].toFixed(2) + " ms";
     }
     wf.classList.add("drawn");
     requestAnimationFrame(function () {
@@ -40,7 +40,7 @@
       var row = ev.target.closest ? ev.target.closest(".wf-row") : null;
       if (!row || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return;
       ev.preventDefault();
-      var sid = row.getAttribute("data-span");
+      var sid = row.id.slice(4);
       var url = base + "/traces/" + encodeURIComponent(traceId) + "/spans/" + encodeURIComponent(sid);
       fetch(url, { credentials: "same-origin" }).then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
