@@ -11,6 +11,7 @@ deep keyset page with the same page by ``OFFSET``, and prints the ratios.
     .venv/bin/python -m benchmarks.ui                       # 1,000,000 spans
     .venv/bin/python -m benchmarks.ui --traces 20000        # a smaller store (200,000 spans)
     .venv/bin/python -m benchmarks.ui --store /tmp/big.db   # reuse a store generated before
+    .venv/bin/python -m benchmarks.ui --pg postgresql://postgres@127.0.0.1:5432/test --traces 20000
 
 Goals (issue 14): list p95 < 150 ms, filters < 300 ms, the 5,000-span trace painted < 1 s, RSS < 300 MB.
 """
@@ -96,6 +97,8 @@ def generate(path: str, n_traces: int, spans_per_trace: int = 10, big: int = 500
         ))  # fmt: skip
         n += 1
     flush()
+    if store.kind == "postgresql":
+        store.execute("ANALYZE spans")  # what autovacuum would do shortly after a bulk load
     store.close()
     return n
 
@@ -133,19 +136,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--traces", type=int, default=100_000, help="traces of 10 spans to generate")
     ap.add_argument("--store", default=None, help="use (or create) this SQLite file")
     ap.add_argument("--repeat", type=int, default=20, help="requests per page")
+    ap.add_argument("--pg", metavar="URL", default=None, help="benchmark PostgreSQL at URL (a fresh schema)")
     args = ap.parse_args(argv)
 
     tmp = tempfile.mkdtemp(prefix="ragtrail-ui-bench-")
-    path = args.store or os.path.join(tmp, "ui.db")
+    path = args.pg or args.store or os.path.join(tmp, "ui.db")
+    args.fresh_schema = bool(args.pg)
     from ragtrail.store import open_store
 
-    if not os.path.exists(path):
+    is_url = "://" in path
+    if is_url and args.fresh_schema:  # PostgreSQL: a schema of its own, dropped afterwards
+        import psycopg
+
+        schema = "rt_uibench_" + os.urandom(4).hex()
+        with psycopg.connect(path, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        base_url, path = path, path + ("&" if "?" in path else "?") + f"options=-csearch_path%3D{schema}"
+    if is_url and args.fresh_schema or not is_url and not os.path.exists(path):
         t = time.perf_counter()
         n = generate(path, args.traces)
         print(f"generated {n:,} spans ({args.traces:,} traces + one of 5,000 spans) in {time.perf_counter() - t:.0f} s")
     store = open_store(path)
     n_spans = store.count_spans()
-    print(f"store: {path}  {n_spans:,} spans, {os.path.getsize(path) / 1e6:.0f} MB;  load: {os.getloadavg()}")
+    size = "" if is_url else f", {os.path.getsize(path) / 1e6:.0f} MB"
+    print(f"store: {store.url}  {n_spans:,} spans{size};  load: {os.getloadavg()}")
 
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
@@ -257,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(10)
         if not args.store:
             shutil.rmtree(tmp, ignore_errors=True)
+        if args.pg:
+            import psycopg
+
+            store.close()
+            with psycopg.connect(base_url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
     return 0
 
 

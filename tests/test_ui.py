@@ -119,7 +119,7 @@ def test_bad_filter_values_are_clear_errors(built, client) -> None:  # type: ign
 def test_migration_6_adds_the_root_span_indices(built) -> None:  # type: ignore[no-untyped-def]
     store = open_store(built[0])
     names = {r[0] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"spans_roots_start", "spans_roots_project_start", "spans_errors_start"} <= names
+    assert {"spans_roots_start", "spans_roots_project_start", "spans_errors"} <= names
     assert 6 in {r[0] for r in store.query("SELECT version FROM ragtrail_migrations")}
     plan = " ".join(
         str(r)

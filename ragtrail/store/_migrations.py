@@ -118,14 +118,14 @@ CREATE TABLE IF NOT EXISTS judge_cache (
 """
 
 # issue 14 (the web UI): root spans by time (the trace list and its keyset pages; with the end time, the
-# overview's latencies), by project; error spans by time (errors filter, error rate); spans with a model
+# overview's latencies), by project; error spans by trace (errors filter, error rate); spans with a model
 # or a cost by time, covering the overview's token and cost sums (a fraction of all spans)
 _UI_INDICES = """
 CREATE INDEX IF NOT EXISTS spans_roots_start ON spans (start_time_ns, trace_id, end_time_ns, parent_span_id)
     WHERE parent_span_id IS NULL;
 CREATE INDEX IF NOT EXISTS spans_roots_project_start ON spans (project, start_time_ns, trace_id)
     WHERE parent_span_id IS NULL;
-CREATE INDEX IF NOT EXISTS spans_errors_start ON spans (start_time_ns, trace_id) WHERE status = 'ERROR';
+CREATE INDEX IF NOT EXISTS spans_errors ON spans (trace_id, start_time_ns) WHERE status = 'ERROR';
 CREATE INDEX IF NOT EXISTS spans_usage_start
     ON spans (start_time_ns, kind, model, input_tokens, output_tokens, cost_usd, project)
     WHERE model IS NOT NULL OR cost_usd IS NOT NULL
