@@ -129,6 +129,9 @@ def test_migration_6_adds_the_root_span_indices(built) -> None:  # type: ignore[
         )
     )
     assert "spans_roots_start" in plan and "TEMP B-TREE" not in plan
+    cost = q.TRACE_SORTS["cost"]
+    plan = " ".join(str(r) for r in store.query(f"EXPLAIN QUERY PLAN SELECT {cost} FROM spans r LIMIT 1"))
+    assert "spans_usage_trace" in plan  # per-trace sums read the small usage index, not every span
 
 
 # ------------------------------------------------------------------------------------- page data

@@ -119,7 +119,8 @@ CREATE TABLE IF NOT EXISTS judge_cache (
 
 # issue 14 (the web UI): root spans by time (the trace list and its keyset pages; with the end time, the
 # overview's latencies), by project; error spans by trace (errors filter, error rate); spans with a model
-# or a cost by time, covering the overview's token and cost sums (a fraction of all spans)
+# or usage (a fraction of all spans) by time, covering the overview's sums, and by trace, covering the
+# per-trace token and cost sums of the min-cost filter and the cost/token sorts
 _UI_INDICES = """
 CREATE INDEX IF NOT EXISTS spans_roots_start ON spans (start_time_ns, trace_id, end_time_ns, parent_span_id)
     WHERE parent_span_id IS NULL;
@@ -128,7 +129,9 @@ CREATE INDEX IF NOT EXISTS spans_roots_project_start ON spans (project, start_ti
 CREATE INDEX IF NOT EXISTS spans_errors ON spans (trace_id, start_time_ns) WHERE status = 'ERROR';
 CREATE INDEX IF NOT EXISTS spans_usage_start
     ON spans (start_time_ns, kind, model, input_tokens, output_tokens, cost_usd, project)
-    WHERE model IS NOT NULL OR cost_usd IS NOT NULL
+    WHERE model IS NOT NULL OR input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR cost_usd IS NOT NULL;
+CREATE INDEX IF NOT EXISTS spans_usage_trace ON spans (trace_id, input_tokens, output_tokens, cost_usd)
+    WHERE model IS NOT NULL OR input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR cost_usd IS NOT NULL
 """
 
 MIGRATIONS: list[tuple[int, str, str, str]] = [

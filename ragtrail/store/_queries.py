@@ -35,7 +35,19 @@ def _has(cond: str) -> str:
     return f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = r.trace_id AND {cond})"  # noqa: S608 - fixed text
 
 
-_COST = "(SELECT SUM(s.cost_usd) FROM spans s WHERE s.trace_id = r.trace_id)"
+# the predicate of the partial indices spans_usage_start/_trace (migration 6): spans outside it add
+# nothing to a token or cost sum, so restricting a sum to it is exact and reads only the small index
+_USAGE = "(model IS NOT NULL OR input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR cost_usd IS NOT NULL)"
+_USAGE_S = (
+    "(s.model IS NOT NULL OR s.input_tokens IS NOT NULL OR s.output_tokens IS NOT NULL OR s.cost_usd IS NOT NULL)"
+)
+
+
+def _usage_sum(col: str) -> str:
+    return f"(SELECT SUM(s.{col}) FROM spans s WHERE s.trace_id = r.trace_id AND {_USAGE_S})"  # noqa: S608
+
+
+_COST = _usage_sum("cost_usd")
 
 # field -> (SQL condition on root span r with ? placeholders, value converter -> params)
 TRACE_FILTERS: dict[str, tuple[str, Callable[[str], list[Any]]]] = {
@@ -60,8 +72,8 @@ TRACE_SORTS: dict[str, str] = {
     "duration": "(r.end_time_ns - r.start_time_ns)",
     "spans": "(SELECT COUNT(*) FROM spans s WHERE s.trace_id = r.trace_id)",
     "errors": "(SELECT COUNT(*) FROM spans s WHERE s.trace_id = r.trace_id AND s.status = 'ERROR')",
-    "tokens_in": "COALESCE((SELECT SUM(s.input_tokens) FROM spans s WHERE s.trace_id = r.trace_id), -1)",
-    "tokens_out": "COALESCE((SELECT SUM(s.output_tokens) FROM spans s WHERE s.trace_id = r.trace_id), -1)",
+    "tokens_in": f"COALESCE({_usage_sum('input_tokens')}, -1)",
+    "tokens_out": f"COALESCE({_usage_sum('output_tokens')}, -1)",
     "cost": f"COALESCE({_COST}, -1)",
 }
 """The trace-list sort keys."""
@@ -268,7 +280,7 @@ def distinct_values(store: Store, column: str, *, since_ns: int | None = None, l
 def overview(store: Store, project: str | None = None, *, days: int = 14, now_ns: int | None = None) -> dict[str, Any]:
     """Per day over the last ``days`` days (ending at the newest trace): requests (root spans), traces
     with an error, root latency p50/p95; tokens and cost per day and model; tokens and cost by span kind
-    (over the spans that have a model or a cost: ``spans`` counts those)."""
+    (over the spans that have a model, tokens or a cost: ``spans`` counts those)."""
     end = now_ns if now_ns is not None else (newest_root_ns(store, project) or time.time_ns())
     start = (end // _NS_PER_DAY - days + 1) * _NS_PER_DAY
     # SQLite: "+project" keeps the planner on the time-ordered partial indices below (the general
@@ -296,10 +308,10 @@ def overview(store: Store, project: str | None = None, *, days: int = 14, now_ns
             "day": day * _NS_PER_DAY, "requests": len(ds), "errors": errors.get(day, 0),
             "error_rate": errors.get(day, 0) / len(ds), "p50_ms": _q(ds, 0.5) / 1e6, "p95_ms": _q(ds, 0.95) / 1e6,
         })  # fmt: skip
-    # one pass over the window's spans with a model or a cost (index spans_usage_start) for both breakdowns
+    # one pass over the window's spans with a model or usage (index spans_usage_start) for both breakdowns
     groups = store.query(
         f"SELECT start_time_ns / {_NS_PER_DAY}, kind, model, COUNT(*), SUM(input_tokens), SUM(output_tokens), "  # noqa: S608
-        f"SUM(cost_usd) FROM spans WHERE (model IS NOT NULL OR cost_usd IS NOT NULL) AND start_time_ns >= ?{proj} "
+        f"SUM(cost_usd) FROM spans WHERE {_USAGE} AND start_time_ns >= ?{proj} "
         f"GROUP BY start_time_ns / {_NS_PER_DAY}, kind, model",
         base,
     )
