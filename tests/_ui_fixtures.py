@@ -61,6 +61,31 @@ def _langchain_trace() -> None:
     chain.invoke({"q": "How long do deleted notes stay?"}, config={"callbacks": [CallbackHandler()]})
 
 
+BIG_TRACE = "f" * 32
+BIG_SPANS = 900
+
+
+def _big_trace(store: str) -> None:
+    """A trace of 900 spans (more than the trace page renders as HTML up front), written as rows
+    through the store's own writer; span 850 carries a hostile name."""
+    import json
+    import time
+
+    from ragtrail.store import open_store
+
+    t0 = time.time_ns()
+    rows = []
+    for i in range(BIG_SPANS):
+        parent = None if i == 0 else f"{(i - 1) // 30:016x}"
+        name = HOSTILE[0] if i == 850 else f"step-{i}"
+        rows.append((BIG_TRACE, f"{i:016x}", parent, name, "CHAIN", t0 + i * 1000, t0 + i * 1000 + 500_000, 0.5,
+                     "OK", None, None, None, None, None, PROJECT, json.dumps({"ragtrail.span.kind": "CHAIN"}), None,
+                     None))  # fmt: skip
+    rows[0] = rows[0][:6] + (t0 + BIG_SPANS * 1000 + 500_000,) + rows[0][7:]
+    st = open_store(store)
+    st.write_spans(rows)
+
+
 def build(store: str, *, n_plain: int = 6) -> dict[str, Any]:
     """Fill ``store``: plain traces (one with an error, one with hostile text everywhere), a LangChain
     trace, and two eval runs of 12 examples. Returns what the tests look for."""
@@ -89,6 +114,7 @@ def build(store: str, *, n_plain: int = 6) -> dict[str, Any]:
                 record_usage(sp, provider="openai", model=HOSTILE[3], input_tokens=5, output_tokens=5)
         _langchain_trace()
         ragtrail.flush(10)
+        _big_trace(store)
         ds = Dataset.from_records(_records(), name="qa")
         ev = Evaluation("rag-qa", dataset=ds, pipeline=pipeline, store=store, progress=False,
                         scorers=[scorers.recall_at_k(1), scorers.reciprocal_rank(), scorers.token_f1()])  # fmt: skip

@@ -155,6 +155,20 @@ def test_trace_and_span_twins(client) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 404 and "no trace" in r.text
 
 
+def test_long_trace_renders_its_first_rows_then_the_rest_as_data(client) -> None:  # type: ignore[no-untyped-def]
+    from ragtrail.ui._app import FIRST_ROWS
+
+    html = client.get(f"/traces/{fx.BIG_TRACE}").text
+    assert html.count('class="wf-row') == FIRST_ROWS and 'id="more-rows"' in html
+    data = json.loads(re.search(r'<script type="application/json" id="trace-data">(.*?)</script>', html, re.S).group(1))  # type: ignore[union-attr]
+    assert len(data["bars"]) == fx.BIG_SPANS and len(data["rest"]) == fx.BIG_SPANS - FIRST_ROWS
+    assert "<script>" not in html.split('id="trace-data">', 1)[1].split("</script>", 1)[0]  # JSON escapes <
+    assert fx.HOSTILE[0] in [r[1] for r in data["rest"]]
+    full = client.get(f"/traces/{fx.BIG_TRACE}", params={"all": "1"}).text  # reading without JavaScript
+    assert full.count('class="wf-row') == fx.BIG_SPANS and 'id="more-rows"' not in full
+    assert "&lt;script&gt;document.title" in full
+
+
 def test_error_span_shows_the_exception(client) -> None:  # type: ignore[no-untyped-def]
     tid = _by_name(client, "broken")["trace_id"]
     spans = client.get(f"/api/traces/{tid}").json()["spans"]

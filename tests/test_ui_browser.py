@@ -173,6 +173,21 @@ def test_hostile_content_shows_as_text_on_every_page(site, page) -> None:  # typ
     assert pg.title() != "pwned"
 
 
+def test_long_trace_appends_its_rows_after_the_first_paint(site, page) -> None:  # type: ignore[no-untyped-def]
+    url, _ = site
+    pg = page.page
+    pg.goto(f"{url}/traces/{fx.BIG_TRACE}")
+    pg.wait_for_selector("#waterfall.complete")
+    assert pg.locator(".wf-row").count() == fx.BIG_SPANS and pg.locator("#more-rows").count() == 0
+    hostile = pg.locator(".wf-row", has_text="<script>")  # an appended row: its name is text
+    assert hostile.count() == 1 and pg.title() != "pwned"
+    width = hostile.locator(".bar").evaluate("e => e.getBoundingClientRect().width")
+    assert width > 0
+    hostile.click()
+    pg.wait_for_selector(f"#span-panel [data-span='{850:016x}']")
+    assert "<script>document.title='pwned'</script>" in pg.locator("#span-panel h2").inner_text()
+
+
 def test_live_mode_shows_new_traces(site, page) -> None:  # type: ignore[no-untyped-def]
     import ragtrail
 

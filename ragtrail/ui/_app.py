@@ -253,9 +253,19 @@ def create_app(
             data = _data.trace_view(st, tr)
             sid = request.query_params.get("span") or (tr.root.span_id if tr.root else None)
             span = _data.span_view(st, tr, sid, qrels) if sid else None
-            rows = _tree_rows(data["spans"], span["span_id"] if span else None)
-            return page(request, "trace.html", data=data, span=span, rows=rows,
-                        bars=[[r["span_id"], r["start_ms"], r["duration_ms"]] for r in data["spans"]])  # fmt: skip
+            selected = span["span_id"] if span else None
+            spans = data["spans"]
+            # long traces: the first rows as HTML, the rest as data the page's script appends after the
+            # first paint (?all=1 renders every row, for reading without JavaScript)
+            cut = (
+                len(spans) if request.query_params.get("all") == "1" or len(spans) <= FIRST_ROWS * 1.25 else FIRST_ROWS
+            )
+            rest = [[r["span_id"], r["name"], _kind_class(r["kind"]), min(int(r["depth"]), 20), int(r["status"] == "ERROR")]
+                    for r in spans[cut:]]  # fmt: skip
+            script_data = {"trace_id": data["trace_id"], "duration_ms": data["duration_ms"], "selected": selected,
+                           "bars": [[r["span_id"], r["start_ms"], r["duration_ms"]] for r in spans], "rest": rest}  # fmt: skip
+            return page(request, "trace.html", data=data, span=span, rows=_tree_rows(spans[:cut], selected),
+                        n_shown=cut, script_data=script_data)  # fmt: skip
         except RagtrailError as exc:
             return fail(request, exc, False)
 
@@ -419,6 +429,12 @@ def create_app(
 
 
 _KINDS = frozenset({"LLM", "EMBEDDING", "RETRIEVER", "RERANKER", "CHAIN", "TOOL", "AGENT", "EVALUATOR"})
+FIRST_ROWS = 400
+"""Span rows of a trace page rendered as HTML before the script appends the rest."""
+
+
+def _kind_class(kind: Any) -> str:
+    return kind if kind in _KINDS else "OTHER"
 
 
 def _tree_rows(spans: list[dict[str, Any]], selected: str | None) -> Markup:
