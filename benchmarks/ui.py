@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(5):
                     page = b.new_page(viewport={"width": 1400, "height": 900})
                     page.goto(f"{base}/traces/{BIG_TRACE}")
-                    page.wait_for_function("window.ragtrailWaterfallComplete !== undefined", timeout=60_000)
+                    page.wait_for_selector("#waterfall.complete", timeout=60_000)  # (wait_for_function: CSP)
                     times.append(float(page.evaluate("window.ragtrailWaterfallPainted")))
                     complete.append(float(page.evaluate("window.ragtrailWaterfallComplete")))
                     assert page.locator(".wf-row").count() == 5000
