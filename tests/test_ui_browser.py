@@ -167,6 +167,13 @@ def test_hostile_content_shows_as_text_on_every_page(site, page) -> None:  # typ
     assert '"><img src=x onerror=' in text and "<b>bold</b>" in text and "\\x1b[31mred" in text
     for h in pg.locator("#span-panel a").evaluate_all("links => links.map(a => a.getAttribute('href'))"):
         assert not str(h).lower().startswith("javascript:")
+    # second line of defence: the CSP blocks eval and inline handlers even if markup got through
+    pg.evaluate("""() => { const s = document.createElement('script'); s.textContent = 'window.__inline = 1';
+        document.body.appendChild(s); const d = document.createElement('div');
+        d.innerHTML = '<img src="data:," onerror="window.__inline = 1">';
+        document.body.appendChild(d); }""")
+    pg.wait_for_timeout(300)
+    assert pg.evaluate("() => window.__inline === undefined")
     pg.click(f"#row-{span_ids[0]}")  # clicking swaps the panel in without running anything
     pg.wait_for_selector(f"#span-panel [data-span='{span_ids[0]}']")
     assert "<script>document.title='pwned'</script>" in pg.locator("#span-input").inner_text()
