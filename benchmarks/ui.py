@@ -272,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(10)
-        if not args.store:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the generated store, unless --store named one elsewhere
         if args.pg:
             import psycopg
 
