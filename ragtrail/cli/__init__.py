@@ -33,6 +33,7 @@ _PARTS: list[tuple[str, str, str | None]] = [
     ("ragtrail.cli._report", "register", None),
     ("ragtrail.cli._serve", "register", None),
     ("ragtrail.cli._artifacts", "register", None),
+    ("ragtrail.cli._ui", "register", None),
 ]
 
 for _mod, _attr, _name in _PARTS:

@@ -163,9 +163,27 @@ CREATE TABLE IF NOT EXISTS prompts (
 )
 """
 
+# issue 14 (the web UI): root spans by time (the trace list and its keyset pages; with the end time, the
+# overview's latencies), by project; error spans by trace (errors filter, error rate); spans with a model
+# or usage (a fraction of all spans) by time, covering the overview's sums, and by trace, covering the
+# per-trace token and cost sums of the min-cost filter and the cost/token sorts
+_UI_INDICES = """
+CREATE INDEX IF NOT EXISTS spans_roots_start ON spans (start_time_ns, trace_id, end_time_ns, parent_span_id)
+    WHERE parent_span_id IS NULL;
+CREATE INDEX IF NOT EXISTS spans_roots_project_start ON spans (project, start_time_ns, trace_id)
+    WHERE parent_span_id IS NULL;
+CREATE INDEX IF NOT EXISTS spans_errors ON spans (trace_id, start_time_ns) WHERE status = 'ERROR';
+CREATE INDEX IF NOT EXISTS spans_usage_start
+    ON spans (start_time_ns, kind, model, input_tokens, output_tokens, cost_usd, project)
+    WHERE model IS NOT NULL OR input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR cost_usd IS NOT NULL;
+CREATE INDEX IF NOT EXISTS spans_usage_trace ON spans (trace_id, input_tokens, output_tokens, cost_usd)
+    WHERE model IS NOT NULL OR input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR cost_usd IS NOT NULL
+"""
+
 MIGRATIONS: list[tuple[int, str, str, str]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
+    (6, "ui_root_span_indices", _UI_INDICES, _UI_INDICES),
     (7, "artifacts_prompts", _ARTIFACTS, _ARTIFACTS),
 ]
 
