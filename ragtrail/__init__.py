@@ -26,6 +26,8 @@ from ragtrail._exceptions import (
     StoreError,
 )
 from ragtrail._version import __version__
+from ragtrail.tracing._context import context
+from ragtrail.tracing._feedback import current_trace_id, log_feedback
 from ragtrail.tracing._setup import flush, init, shutdown, stats
 from ragtrail.tracing._spans import span, trace
 from ragtrail.tracing._usage import record_documents, record_usage
@@ -55,8 +57,11 @@ __all__ = [
     "SchemaVersionError",
     "StoreError",
     "__version__",
+    "context",
+    "current_trace_id",
     "flush",
     "init",
+    "log_feedback",
     "record_documents",
     "record_usage",
     "shutdown",

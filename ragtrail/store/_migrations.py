@@ -117,9 +117,43 @@ CREATE TABLE IF NOT EXISTS judge_cache (
 );
 """
 
+# issue 15: session and user promoted on spans; feedback (history, never overwritten); monitor cursors
+_PRODUCTION = """
+ALTER TABLE spans ADD COLUMN session_id TEXT;
+ALTER TABLE spans ADD COLUMN user_id TEXT;
+CREATE INDEX IF NOT EXISTS spans_session ON spans (session_id, start_time_ns);
+CREATE INDEX IF NOT EXISTS spans_user ON spans (user_id, start_time_ns);
+CREATE TABLE IF NOT EXISTS feedback (
+    feedback_id TEXT PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    span_id TEXT,
+    name TEXT NOT NULL,
+    value_type TEXT NOT NULL,
+    value_num DOUBLE PRECISION,
+    value_text TEXT,
+    comment TEXT,
+    source TEXT NOT NULL,
+    author TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    cost_usd DOUBLE PRECISION,
+    details TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id, name, created_at);
+CREATE INDEX IF NOT EXISTS feedback_name_time ON feedback (name, created_at);
+CREATE INDEX IF NOT EXISTS feedback_source_time ON feedback (source, created_at);
+CREATE TABLE IF NOT EXISTS monitor_cursors (
+    monitor TEXT PRIMARY KEY,
+    end_time_ns BIGINT NOT NULL,
+    trace_id TEXT NOT NULL,
+    scored BIGINT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+)
+"""
+
 MIGRATIONS: list[tuple[int, str, str, str]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
+    (4, "sessions_users_feedback_monitor", _PRODUCTION, _PRODUCTION),
 ]
 
 LATEST = MIGRATIONS[-1][0]
