@@ -429,7 +429,9 @@ class CallbackHandler(BaseCallbackHandler):
         if self._capture():
             self._content(attrs, content_key, content())
         name = f"{op} {model or ex.run_name(serialized, kwargs, run_type)}"
-        run = self._start(run_id, parent_run_id, name, semconv.LLM, run_type, attrs, llm=True, tags=tags, metadata=metadata)
+        run = self._start(
+            run_id, parent_run_id, name, semconv.LLM, run_type, attrs, llm=True, tags=tags, metadata=metadata
+        )
         if run is not None:
             run.model = model
             run.provider = provider
@@ -536,7 +538,9 @@ class CallbackHandler(BaseCallbackHandler):
             if self._capture():
                 self._content(attrs, semconv.RETRIEVAL_QUERY, query)
             name = ex.run_name(serialized, kwargs, "Retriever")
-            self._start(run_id, parent_run_id, name, semconv.RETRIEVER, "retriever", attrs, tags=tags, metadata=metadata)
+            self._start(
+                run_id, parent_run_id, name, semconv.RETRIEVER, "retriever", attrs, tags=tags, metadata=metadata
+            )
         except Exception:
             self._fail("on_retriever_start")
 
