@@ -79,6 +79,11 @@ def select_feedback(
     return out[:limit] if limit is not None else out
 
 
+def any_feedback(store: Store) -> bool:
+    """Whether the store holds any feedback at all (skips the feedback lookups of DataFrames when not)."""
+    return bool(store.query("SELECT 1 FROM feedback LIMIT 1"))
+
+
 def root_span_id(store: Store, trace_id: str) -> str | None:
     """The span id of a trace's (first) root span, or None when the trace is not stored."""
     rows = store.query(
@@ -273,6 +278,7 @@ def commit_monitor_batch(
 
 __all__ = [
     "FEEDBACK_COLUMNS",
+    "any_feedback",
     "commit_monitor_batch",
     "insert_feedback",
     "monitor_cursor",

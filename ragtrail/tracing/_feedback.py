@@ -173,6 +173,24 @@ def rows_from_events(trace_id: str, span_id: str | None, events: Iterable[Mappin
     return out
 
 
+def rows_from_span_rows(span_rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Feedback rows carried by store span rows (SPAN_COLUMNS order; e.g. spans received over OTLP)."""
+    import json
+
+    out: list[tuple[Any, ...]] = []
+    for r in span_rows:
+        ev = r[16]
+        if not ev or semconv.FEEDBACK_ID not in ev:  # one substring test per span: feedback is rare
+            continue
+        try:
+            events = json.loads(ev)
+        except ValueError:
+            continue
+        if isinstance(events, list):
+            out.extend(rows_from_events(r[0], r[1], [e for e in events if isinstance(e, dict)]))
+    return out
+
+
 def _emit(row: tuple[Any, ...], live: Any, parent_span_id: str | None) -> bool:
     """Carry the record as an event: on the live span, else on a short ``feedback`` span in the trace."""
     cfg = _setup._config
@@ -253,4 +271,12 @@ def log_feedback(
     return str(row[0])
 
 
-__all__ = ["SOURCES", "VALUE_TYPES", "current_trace_id", "feedback_row", "log_feedback", "rows_from_events"]
+__all__ = [
+    "SOURCES",
+    "VALUE_TYPES",
+    "current_trace_id",
+    "feedback_row",
+    "log_feedback",
+    "rows_from_events",
+    "rows_from_span_rows",
+]
