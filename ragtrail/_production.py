@@ -56,8 +56,13 @@ def add_trace_feedback_columns(df: pd.DataFrame, store: Store) -> pd.DataFrame:
         return df
     by = trace_feedback(store, list(df["trace_id"]))
     names = sorted({n for d in by.values() for n in d})
-    for n in names:
-        df[FEEDBACK_PREFIX + n] = [by.get(t, {}).get(n) for t in df["trace_id"]]
+    if names:
+        import pandas as pd
+
+        for n in names:  # object columns: None where a trace has no such feedback, values as given
+            df[FEEDBACK_PREFIX + n] = pd.Series(
+                [by.get(t, {}).get(n) for t in df["trace_id"]], index=df.index, dtype=object
+            )
     return df
 
 

@@ -91,7 +91,9 @@ def test_threads_and_tasks_that_copy_the_context_inherit_it(traced):
             f.result()
     asyncio.run(main())
     spans = traced.spans()
-    assert sorted(s.attributes.get(semconv.SESSION_ID) for s in spans if s.name.startswith("thread-")) == ["thread-s"] * 8
+    assert (
+        sorted(s.attributes.get(semconv.SESSION_ID) for s in spans if s.name.startswith("thread-")) == ["thread-s"] * 8
+    )
     assert [s.attributes.get(semconv.SESSION_ID) for s in spans if s.name.startswith("task-")] == ["async-s"] * 5
     assert current_context().session_id is None  # everything was restored
 

@@ -118,8 +118,7 @@ def sessions_list(
         table.add_column(col)
     for r in df.to_dict("records"):
         cost = "-" if r["cost_usd"] != r["cost_usd"] else f"${r['cost_usd']:.6f}"
-        tin = 0 if str(r["input_tokens"]) == "<NA>" else int(r["input_tokens"])
-        tout = 0 if str(r["output_tokens"]) == "<NA>" else int(r["output_tokens"])
+        tin, tout = (0 if r[c] is None or str(r[c]) == "<NA>" else int(r[c]) for c in ("input_tokens", "output_tokens"))
         table.add_row(
             escape(str(r["session_id"])), escape(str(r["user_id"] or "-")), str(r["n_traces"]),
             r["first_time"].strftime("%Y-%m-%d %H:%M:%S"), r["last_time"].strftime("%Y-%m-%d %H:%M:%S"),
