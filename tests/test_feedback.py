@@ -193,7 +193,7 @@ def test_two_processes_send_feedback_over_otlp_to_serve(tmp_path):
             assert list(mine["value"]) == [i % 2 == 0, True] and set(mine["by"]) == {who}
         assert set(client.traces_df(session_id=who)["trace_id"]) == set(ids)
     # the carrier spans are in the traces too; their events are the OTel GenAI evaluation event
-    carrier = [s for s in client.spans(name=semconv.FEEDBACK_SPAN_NAME)]
+    carrier = client.spans(name=semconv.FEEDBACK_SPAN_NAME)
     assert len(carrier) == 20 and all(s.parent_span_id for s in carrier)
     assert all(e["name"] == semconv.GEN_AI_EVALUATION_RESULT for s in carrier for e in s.events)
 
