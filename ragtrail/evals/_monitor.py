@@ -264,7 +264,13 @@ class Monitor:
             batches += 1
             want = list(dict.fromkeys(t for t, _ in cands if self.sampled(t)))
             traces = self._traces(want)
-            spent = self.spent_last_hour() if self.max_cost_per_hour is not None else 0.0
+            spent = 0.0
+            if self.max_cost_per_hour is not None:
+                spent = self.spent_last_hour()
+                if not self._trace_cost:  # a fresh process: the costliest trace so far is the estimate
+                    from ragtrail.store._feedback import scorer_max_cost
+
+                    self._trace_cost = scorer_max_cost(self.store, names)
             rows_by: dict[str, list[tuple[Any, ...]]] = {}
             done_upto = -1
             batch_cost = 0.0
@@ -282,7 +288,9 @@ class Monitor:
                 else:
                     output = ex.metadata.get("output")
                     if self.max_cost_per_hour is not None:
-                        if spent + batch_cost + self._estimate(ex, output) > self.max_cost_per_hour:
+                        so_far = spent + batch_cost
+                        cap = self.max_cost_per_hour
+                        if so_far >= cap - 1e-12 or so_far + self._estimate(ex, output) > cap + 1e-12:
                             rep.capped = True
                             break
                     scores = score_items(self.scorers, [(ex, output, t)])[0]

@@ -117,6 +117,17 @@ def scorer_spend(store: Store, names: Sequence[str], since: float) -> float:
     return float(rows[0][0] or 0.0)
 
 
+def scorer_max_cost(store: Store, names: Sequence[str]) -> float:
+    """The most one trace has cost these scorers so far (the sum over scorers of their costliest record)."""
+    if not names:
+        return 0.0
+    rows = store.query(
+        f"SELECT name, MAX(cost_usd) FROM feedback WHERE source = 'scorer' AND {_in('name', names)} GROUP BY name",  # noqa: S608
+        list(names),
+    )
+    return float(sum(r[1] or 0.0 for r in rows))
+
+
 def recent_scores(store: Store, name: str, limit: int) -> list[float]:
     """The newest ``limit`` numeric scorer values of feedback ``name``, newest first."""
     rows = store.query(
@@ -286,6 +297,7 @@ __all__ = [
     "root_candidates",
     "root_span_id",
     "scorer_feedback_exists",
+    "scorer_max_cost",
     "scorer_spend",
     "select_feedback",
     "session_rows",
