@@ -7,7 +7,7 @@ stored is a no-op (the same record can arrive twice: written by the app and rece
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ragtrail.store._store import Store
@@ -237,7 +237,7 @@ def _commit_batch(
     expected: tuple[int, str] | None,
     new: tuple[int, str],
     passed: int,
-    rows_by_trace: dict[str, list[Sequence[Any]]],
+    rows_by_trace: Mapping[str, Sequence[Sequence[Any]]],
     scorer_names: Sequence[str],
 ) -> bool:
     with store.transaction() as cur:
@@ -274,7 +274,7 @@ def commit_monitor_batch(
     expected: tuple[int, str] | None,
     new: tuple[int, str],
     passed: int,
-    rows_by_trace: dict[str, list[Sequence[Any]]],
+    rows_by_trace: Mapping[str, Sequence[Sequence[Any]]],
     scorer_names: Sequence[str],
 ) -> bool:
     """Write the feedback of one scored batch and move the cursor from ``expected`` to ``new``, in one

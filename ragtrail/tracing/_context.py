@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
@@ -139,9 +139,13 @@ def _metadata(value: Any) -> dict[str, Any] | None:
     return {str(k): v for k, v in value.items()}
 
 
+def _value(ctx: Context) -> ContextValues | None:
+    return cast("ContextValues | None", ctx.get(CONTEXT_KEY))
+
+
 def current_context() -> ContextValues:
     """The session, user, tags and metadata that a span started here would get."""
-    v = _get_current().get(CONTEXT_KEY)
+    v = _value(_get_current())
     if v is None:
         v = _defaults
     return v if v is not None else _EMPTY
@@ -188,10 +192,8 @@ class context:  # noqa: N801 - used like a function: ``with ragtrail.context(...
 
     def __enter__(self) -> ContextValues:
         cur = _get_current()
-        base = cur.get(CONTEXT_KEY)
-        if base is None:
-            base = _defaults or _EMPTY
-        merged = base.merged(*self.values)  # type: ignore[union-attr]
+        base = _value(cur) or _defaults or _EMPTY
+        merged = base.merged(*self.values)
         self._tokens.append(otel_context.attach(otel_context.set_value(CONTEXT_KEY, merged, cur)))
         return merged
 
@@ -223,8 +225,8 @@ def with_framework_context(ctx: Context, tags: Any = None, metadata: Any = None)
         tag_list = [str(t) for t in tags] if tags and not isinstance(tags, str) else None
         if session is None and user is None and not tag_list and not md:
             return ctx
-        base = ctx.get(CONTEXT_KEY) or _defaults or _EMPTY
-        merged = base.merged(  # type: ignore[union-attr]
+        base = _value(ctx) or _defaults or _EMPTY
+        merged = base.merged(
             None if session is None else str(session), None if user is None else str(user), tag_list, md
         )
         return otel_context.set_value(CONTEXT_KEY, merged, ctx)
@@ -234,12 +236,12 @@ def with_framework_context(ctx: Context, tags: Any = None, metadata: Any = None)
 
 def apply_context(span: Span, parent_context: Context | None) -> None:
     """Copy the active context's attributes onto a starting span (called from ``on_start``)."""
-    v = (parent_context if parent_context is not None else _get_current()).get(CONTEXT_KEY)
+    v: Any = (parent_context if parent_context is not None else _get_current()).get(CONTEXT_KEY)
     if v is None:
         v = _defaults
         if v is None:
             return
-    attrs = v.attributes  # type: ignore[union-attr]
+    attrs = v.attributes
     if attrs:
         span.set_attributes(attrs)
 

@@ -55,10 +55,10 @@ def _target(target: Any) -> tuple[str, str | None, Any]:
     ctx = getattr(target, "context", None)
     if isinstance(ctx, SpanContext) and ctx.is_valid:  # an ended SDK span
         return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), None
-    tid = getattr(target, "trace_id", None)
-    if isinstance(tid, str) and tid:
+    rec_tid = getattr(target, "trace_id", None)
+    if isinstance(rec_tid, str) and rec_tid:
         sid = getattr(target, "span_id", None)  # a stored SpanRecord; a Trace has no span_id
-        return tid.lower(), sid if isinstance(sid, str) else None, None
+        return rec_tid.lower(), sid if isinstance(sid, str) else None, None
     raise ConfigError(
         f"log_feedback: cannot tell which trace {type(target).__name__} is; pass a trace id, a span, a Trace "
         "or a stored span"
