@@ -216,13 +216,14 @@ def root_candidates(
 ) -> list[tuple[str, int]]:
     """(trace_id, root end_time_ns) of root spans after the cursor ``(end_time_ns, trace_id)`` that ended
     before ``ended_before_ns``, in cursor order."""
-    clauses = ["parent_span_id IS NULL", "end_time_ns <= ?"]
+    # EVALUATOR roots are judge calls (a monitor's own among them): never production traffic to score
+    clauses = ["parent_span_id IS NULL", "end_time_ns <= ?", "(kind IS NULL OR kind <> 'EVALUATOR')"]
     params: list[Any] = [int(ended_before_ns)]
     if project is not None:
         clauses.append("project = ?")
         params.append(project)
-    if after is not None:
-        clauses.append("(end_time_ns > ? OR (end_time_ns = ? AND trace_id > ?))")
+    if after is not None:  # (end, trace_id) > cursor, written so the index range starts at the cursor
+        clauses.append("end_time_ns >= ? AND (end_time_ns > ? OR trace_id > ?)")
         params.extend([after[0], after[0], after[1]])
     sql = (
         f"SELECT trace_id, end_time_ns FROM spans WHERE {' AND '.join(clauses)} "  # noqa: S608 - placeholders only

@@ -121,8 +121,10 @@ CREATE TABLE IF NOT EXISTS judge_cache (
 _PRODUCTION = """
 ALTER TABLE spans ADD COLUMN session_id TEXT;
 ALTER TABLE spans ADD COLUMN user_id TEXT;
-CREATE INDEX IF NOT EXISTS spans_session ON spans (session_id, start_time_ns);
-CREATE INDEX IF NOT EXISTS spans_user ON spans (user_id, start_time_ns);
+CREATE INDEX IF NOT EXISTS spans_session ON spans (session_id, start_time_ns) WHERE session_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS spans_user ON spans (user_id, start_time_ns) WHERE user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS spans_roots_end ON spans (end_time_ns, trace_id) WHERE parent_span_id IS NULL;
+CREATE INDEX IF NOT EXISTS spans_roots_project_end ON spans (project, end_time_ns, trace_id) WHERE parent_span_id IS NULL;
 CREATE TABLE IF NOT EXISTS feedback (
     feedback_id TEXT PRIMARY KEY,
     trace_id TEXT NOT NULL,
