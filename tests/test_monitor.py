@@ -98,8 +98,10 @@ def sorted_ids(traced) -> list[str]:  # type: ignore[no-untyped-def]
     return [r[0] for r in rows]
 
 
-def test_settle_delay_waits_for_late_spans(traced):
+def test_settle_delay_waits_for_late_spans_and_judge_traces_are_never_scored(traced):
     _emit(5)
+    with ragtrail.span("judge call", kind="EVALUATOR"):  # a judge's own trace (e.g. the monitor's)
+        pass
     ragtrail.flush()
     mon = Monitor("settle", [answer_length], store=traced.store_path, settle_s=3600)
     assert mon.run_once().passed == 0  # ended less than an hour ago: not ready
