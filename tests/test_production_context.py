@@ -218,3 +218,26 @@ def test_langchain_in_a_thread_pool(chain, traced):
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(one, range(12))) == ["fake answer"] * 12
     _check_every_span(traced, {f"tq{i}": (f"ts{i}", None, ("pool",), None) for i in range(12)})
+
+
+def test_one_context_object_entered_by_many_threads_at_once(traced):
+    import threading
+
+    shared = ragtrail.context(session_id="shared")
+    barrier = threading.Barrier(4)
+    after: list = []
+
+    def work(i: int) -> None:
+        with shared:
+            barrier.wait()  # all four are inside the same context object at once
+            with ragtrail.span(f"w{i}"):
+                pass
+        after.append(current_context().session_id)  # each thread restored its own context
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert after == [None] * 4
+    assert {s.attributes[semconv.SESSION_ID] for s in traced.spans()} == {"shared"}

@@ -188,20 +188,23 @@ class context:  # noqa: N801 - used like a function: ``with ragtrail.context(...
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.values = (_id(session_id, "session_id"), _id(user_id, "user_id"), _tags(tags), _metadata(metadata))
-        self._tokens: list[object] = []
+        self._tokens: dict[int, Any] = {}
 
     def __enter__(self) -> ContextValues:
         cur = _get_current()
         base = _value(cur) or _defaults or _EMPTY
         merged = base.merged(*self.values)
-        self._tokens.append(otel_context.attach(otel_context.set_value(CONTEXT_KEY, merged, cur)))
+        new = otel_context.set_value(CONTEXT_KEY, merged, cur)
+        # keyed by the attached context: one context object may be entered by several threads/tasks at once
+        self._tokens[id(new)] = otel_context.attach(new)
         return merged
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._tokens:
-            otel_context.detach(self._tokens.pop())  # type: ignore[arg-type]
+        token = self._tokens.pop(id(_get_current()), None)
+        if token is not None:
+            otel_context.detach(token)
 
     async def __aenter__(self) -> ContextValues:
         return self.__enter__()
