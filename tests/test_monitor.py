@@ -108,6 +108,28 @@ def test_settle_delay_waits_for_late_spans_and_judge_traces_are_never_scored(tra
     assert Monitor("settle", [answer_length], store=traced.store_path, settle_s=0).run_once().passed == 5
 
 
+def test_a_root_span_that_arrives_after_the_cursor_passed_it_is_scored_once(traced):
+    _emit(10)
+    ragtrail.flush()
+    mon = Monitor("late", [answer_length], store=traced.store_path, settle_s=0, lookback_every_s=0)
+    assert mon.run_once().scored == 10
+    # a slow sender's trace: it ended a minute ago (behind the cursor) but reaches the store only now
+    end = mon.cursor()[0] - 60 * 10**9
+    attrs = json.dumps({semconv.OUTPUT_VALUE: "a late answer", semconv.SPAN_KIND: "CHAIN"})
+    ragtrail.Client(traced.store_path).store.write_spans(
+        [("ab" * 16, "cd" * 8, None, "answer", "CHAIN", end - 10**6, end, 1.0, "OK", None, None, None, None, None,
+          "test", attrs, None, None, None, None)]  # fmt: skip
+    )
+    rep = mon.run_once()
+    assert (rep.passed, rep.late, rep.scored) == (0, 1, 1)
+    assert mon.run_once().scored == 0
+    assert Monitor("late", [answer_length], store=traced.store_path, settle_s=0, lookback_s=0).run_once().scored == 0
+    counts = _scored(traced.store_path, "answer_length")
+    assert counts["ab" * 16] == 1 and len(counts) == 11 and set(counts.values()) == {1}
+    fb = ragtrail.Client(traced.store_path).feedback_df("ab" * 16)
+    assert list(fb["value"]) == [13.0]
+
+
 def test_hourly_cost_cap_is_respected_across_restarts_and_nothing_is_skipped(traced):
     ids = _emit(60)
     ragtrail.flush()

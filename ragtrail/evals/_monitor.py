@@ -18,9 +18,12 @@ How it keeps "every sampled trace scored exactly once, none skipped":
   restart remembers it) plus the next trace's estimate against ``max_cost_per_hour``; at the cap it
   stops advancing (the remaining traces wait, they are not skipped) until the hour frees budget.
 
-A root span that reaches the store more than ``settle_s`` after it ended (a process that buffered
-its spans for longer) is behind the cursor and is not scored: choose ``settle_s`` above the longest
-export delay of the senders (default 30 s; the SDK exports every 0.5 s by default).
+* **Late arrivals.** A root span that reaches the store more than ``settle_s`` after it ended (a
+  sender that buffered its spans for longer) is behind the cursor. Every ``lookback_every_s`` the
+  monitor looks ``lookback_s`` behind the cursor for sampled traces without its scores and scores
+  them; that commit locks the cursor row first, so it serialises with every instance's batch commits
+  and the existence check keeps "exactly once". Child spans arriving after their trace was scored do
+  not cause a re-score: keep ``settle_s`` above the senders' export delay (the SDK exports every 0.5 s).
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ class MonitorReport:
     """Stopped at the hourly cost cap (traces are waiting)."""
     lost_races: int = 0
     """Batches another instance committed first (discarded here)."""
+    late: int = 0
+    """Traces scored by the look-back: their root span reached the store after the cursor passed it."""
     alerts: list[AlertEvent] = field(default_factory=list)
     """Alerts active after this pass."""
 
@@ -130,6 +135,9 @@ class Monitor:
         input / output / reference: what the scorers see, as in ``Dataset.from_traces`` (dotted paths
             or callables; defaults: the root span's input and output, no reference).
         alerts: :class:`Alert` rules checked after each pass.
+        lookback_s / lookback_every_s: every ``lookback_every_s`` seconds, score sampled traces that
+            ended up to ``lookback_s`` before the cursor and have no scores (their root span reached
+            the store late); 0 turns the look-back off.
     """
 
     def __init__(
@@ -148,6 +156,8 @@ class Monitor:
         output: Any = "output",
         reference: Any = None,
         alerts: Iterable[Alert] = (),
+        lookback_s: float = 3600.0,
+        lookback_every_s: float = 60.0,
     ) -> None:
         from ragtrail.evals._datasets import _store
         from ragtrail.evals._harness import _scorer_list
@@ -176,6 +186,9 @@ class Monitor:
         self._firing: set[str] = set()
         self._trace_cost = 0.0  # the most one trace has cost so far: the estimate for the next one
         self._stop = threading.Event()
+        self.lookback_s = float(lookback_s)
+        self.lookback_every_s = float(lookback_every_s)
+        self._next_look_back = 0.0
 
     def __repr__(self) -> str:
         return f"Monitor({self.name!r}, scorers={[s.name for s in self.scorers]}, project={self.project!r})"
@@ -243,16 +256,44 @@ class Monitor:
             )
         return rows, total
 
-    def run_once(self, *, max_batches: int | None = None) -> MonitorReport:
-        """Score every trace that is ready now (batch by batch, each committed with the cursor), then
-        check the alerts. Returns what was done."""
+    def _spent(self) -> float:
+        """The last hour's spend (0 without a cap); seeds the per-trace estimate in a fresh process."""
+        if self.max_cost_per_hour is None:
+            return 0.0
+        if not self._trace_cost:  # a fresh process: the costliest trace so far is the estimate
+            from ragtrail.store._feedback import scorer_max_cost
+
+            self._trace_cost = scorer_max_cost(self.store, [s.name for s in self.scorers])
+        return self.spent_last_hour()
+
+    def _score(self, tid: str, t: Any, spent: float) -> tuple[list[tuple[Any, ...]], float] | None:
+        """Feedback rows and cost for one trace; None when the cost cap leaves no room for it."""
         from ragtrail.evals._from_traces import examples_from_traces
         from ragtrail.evals._harness import score_items
+
+        inp, outp, ref = self.mapping
+        try:
+            ex = examples_from_traces([t], inp, outp, ref)[0]
+        except Exception as exc:  # e.g. no recorded input: scored as errors, never skipped silently
+            scores = {s.name: Score.error(f"cannot build the example: {exc}") for s in self.scorers}
+        else:
+            output = ex.metadata.get("output")
+            cap = self.max_cost_per_hour
+            if cap is not None and (spent >= cap - 1e-12 or spent + self._estimate(ex, output) > cap + 1e-12):
+                return None
+            scores = score_items(self.scorers, [(ex, output, t)])[0]
+        rows, cost = self._rows(tid, scores)
+        self._trace_cost = max(self._trace_cost, cost)
+        return rows, cost
+
+    def run_once(self, *, max_batches: int | None = None) -> MonitorReport:
+        """Score every trace that is ready now (batch by batch, each committed with the cursor), look
+        back for root spans that reached the store after the cursor passed their end time, then check
+        the alerts. Returns what was done."""
         from ragtrail.store._feedback import commit_monitor_batch, monitor_cursor, root_candidates
 
         rep = MonitorReport()
         names = [s.name for s in self.scorers]
-        inp, outp, ref = self.mapping
         batches = 0
         while not self._stop.is_set() and (max_batches is None or batches < max_batches):
             cur = monitor_cursor(self.store, self.name)
@@ -262,43 +303,21 @@ class Monitor:
             if not cands:
                 break
             batches += 1
-            want = list(dict.fromkeys(t for t, _ in cands if self.sampled(t)))
-            traces = self._traces(want)
-            spent = 0.0
-            if self.max_cost_per_hour is not None:
-                spent = self.spent_last_hour()
-                if not self._trace_cost:  # a fresh process: the costliest trace so far is the estimate
-                    from ragtrail.store._feedback import scorer_max_cost
-
-                    self._trace_cost = scorer_max_cost(self.store, names)
+            traces = self._traces(list(dict.fromkeys(t for t, _ in cands if self.sampled(t))))
+            spent = self._spent()
             rows_by: dict[str, list[tuple[Any, ...]]] = {}
             done_upto = -1
             batch_cost = 0.0
-            scored_here: set[str] = set()
             for i, (tid, _end) in enumerate(cands):
-                if tid in scored_here or tid not in traces:  # not sampled, a second root, or no spans
+                if tid in rows_by or tid not in traces:  # not sampled, a second root, or no spans
                     done_upto = i
                     continue
-                t = traces[tid]
-                try:
-                    ex = examples_from_traces([t], inp, outp, ref)[0]
-                except Exception as exc:  # e.g. no recorded input: scored as errors, never skipped silently
-                    ex = Example(id=tid, input=None, metadata={"source_trace_id": tid})
-                    scores = {s.name: Score.error(f"cannot build the example: {exc}") for s in self.scorers}
-                else:
-                    output = ex.metadata.get("output")
-                    if self.max_cost_per_hour is not None:
-                        so_far = spent + batch_cost
-                        cap = self.max_cost_per_hour
-                        if so_far >= cap - 1e-12 or so_far + self._estimate(ex, output) > cap + 1e-12:
-                            rep.capped = True
-                            break
-                    scores = score_items(self.scorers, [(ex, output, t)])[0]
-                rows, cost = self._rows(tid, scores)
-                self._trace_cost = max(self._trace_cost, cost)
+                got = self._score(tid, traces[tid], spent + batch_cost)
+                if got is None:
+                    rep.capped = True
+                    break
+                rows_by[tid], cost = got
                 batch_cost += cost
-                rows_by[tid] = rows
-                scored_here.add(tid)
                 done_upto = i
             if done_upto < 0:
                 break  # capped before the first trace of the batch
@@ -311,14 +330,54 @@ class Monitor:
                 rep.lost_races += 1
                 logger.info("ragtrail monitor %s: another instance committed first; re-reading the cursor", self.name)
             if rep.capped:
-                logger.warning(
-                    "ragtrail monitor %s: hourly cost cap $%.4f reached; waiting traces are scored when budget frees",
-                    self.name,
-                    self.max_cost_per_hour,
-                )
                 break
+        if not rep.capped and not self._stop.is_set():
+            self._look_back(rep)
+        if rep.capped:
+            logger.warning(
+                "ragtrail monitor %s: hourly cost cap $%.4f reached; waiting traces are scored when budget frees",
+                self.name,
+                self.max_cost_per_hour,
+            )
         rep.alerts = self.check_alerts()
         return rep
+
+    def _look_back(self, rep: MonitorReport) -> None:
+        """Score sampled traces behind the cursor (within ``lookback_s``) that have no scores yet: their
+        root span reached the store after the cursor had passed its end time (a slow sender)."""
+        from ragtrail.store._feedback import commit_late_feedback, monitor_cursor, unscored_roots
+
+        if self.lookback_s <= 0 or time.monotonic() < self._next_look_back:
+            return
+        self._next_look_back = time.monotonic() + self.lookback_every_s
+        cur = monitor_cursor(self.store, self.name)
+        if cur is None:
+            return
+        names = [s.name for s in self.scorers]
+        late = [
+            tid
+            for tid, end in unscored_roots(self.store, self.project, cur[0] - int(self.lookback_s * 1e9), cur[0], names)
+            if (end, tid) <= (cur[0], cur[1]) and self.sampled(tid)
+        ]
+        if not late:
+            return
+        traces = self._traces(list(dict.fromkeys(late)))
+        spent = self._spent()
+        rows_by: dict[str, list[tuple[Any, ...]]] = {}
+        cost_total = 0.0
+        for tid, t in traces.items():
+            got = self._score(tid, t, spent + cost_total)
+            if got is None:
+                rep.capped = True
+                break
+            rows_by[tid], cost = got
+            cost_total += cost
+        if rows_by:
+            n = commit_late_feedback(self.store, self.name, rows_by, names)
+            rep.late += n
+            rep.scored += n
+            rep.cost_usd += cost_total
+            logger.info("ragtrail monitor %s: scored %d trace(s) whose root span arrived late", self.name, n)
 
     # ------------------------------------------------------------------------------ alerts
     def check_alerts(self) -> list[AlertEvent]:
@@ -370,6 +429,7 @@ class Monitor:
             total.scored += rep.scored
             total.cost_usd += rep.cost_usd
             total.lost_races += rep.lost_races
+            total.late += rep.late
             total.capped = rep.capped
             total.alerts = rep.alerts
             if deadline is not None and time.monotonic() >= deadline:
@@ -418,7 +478,7 @@ def load_monitor(path: str | Path, *, store: str | None = None) -> Monitor:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping with name and scorers at the top level")
     known = {"name", "project", "store", "sample_rate", "max_cost_per_hour", "settle_s", "poll_s", "batch_size",
-             "input", "output", "reference", "scorers", "alerts"}  # fmt: skip
+             "input", "output", "reference", "scorers", "alerts", "lookback_s", "lookback_every_s"}  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{p}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
@@ -441,7 +501,8 @@ def load_monitor(path: str | Path, *, store: str | None = None) -> Monitor:
             alerts.append(Alert(**a))
         except TypeError as exc:
             raise ConfigError(f"{p}: alerts[{i}]: {exc}") from exc
-    kw = {k: data[k] for k in ("sample_rate", "max_cost_per_hour", "settle_s", "poll_s", "batch_size") if k in data}
+    numbers = ("sample_rate", "max_cost_per_hour", "settle_s", "poll_s", "batch_size", "lookback_s", "lookback_every_s")
+    kw = {k: data[k] for k in numbers if k in data}
     for k in ("input", "output", "reference"):
         if k in data:
             kw[k] = data[k]

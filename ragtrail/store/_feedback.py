@@ -265,6 +265,41 @@ def _commit_batch(
     return True
 
 
+def unscored_roots(
+    store: Store, project: str | None, lo_ns: int, hi_ns: int, names: Sequence[str]
+) -> list[tuple[str, int]]:
+    """(trace_id, end_time_ns) of root spans that ended in ``[lo_ns, hi_ns]`` and carry no scorer feedback
+    named one of ``names`` (the monitor's look-back for root spans that reached the store late)."""
+    clauses = ["s.parent_span_id IS NULL", "s.end_time_ns >= ?", "s.end_time_ns <= ?",
+               "(s.kind IS NULL OR s.kind <> 'EVALUATOR')"]  # fmt: skip
+    params: list[Any] = [int(lo_ns), int(hi_ns)]
+    if project is not None:
+        clauses.append("s.project = ?")
+        params.append(project)
+    sql = (
+        f"SELECT s.trace_id, s.end_time_ns FROM spans s WHERE {' AND '.join(clauses)} "  # noqa: S608 - placeholders only
+        f"AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.trace_id = s.trace_id AND f.source = 'scorer' "
+        f"AND {_in('f.name', names)}) ORDER BY s.end_time_ns, s.trace_id"
+    )
+    return [(r[0], int(r[1])) for r in store.query(sql, [*params, *names])]
+
+
+def commit_late_feedback(
+    store: Store, monitor: str, rows_by_trace: Mapping[str, Sequence[Sequence[Any]]], scorer_names: Sequence[str]
+) -> int:
+    """Write the scores of traces found behind the cursor; returns how many traces were written. The
+    cursor row is locked first, so this serialises with every other instance's batch commits."""
+    with store.transaction() as cur:
+        cur.execute("UPDATE monitor_cursors SET updated_at = ? WHERE monitor = ?", (time.time(), monitor))
+        ids = list(rows_by_trace)
+        done: set[str] = set()
+        for i in range(0, len(ids), _CHUNK):
+            done |= scorer_feedback_exists(cur, ids[i : i + _CHUNK], scorer_names)
+        rows = [r for tid, rs in rows_by_trace.items() if tid not in done for r in rs]
+        insert_feedback(store, rows, cur)
+    return len(ids) - len(done)
+
+
 class _LostRace(Exception):
     """The monitor cursor moved under us: roll back."""
 
@@ -291,6 +326,7 @@ def commit_monitor_batch(
 __all__ = [
     "FEEDBACK_COLUMNS",
     "any_feedback",
+    "commit_late_feedback",
     "commit_monitor_batch",
     "insert_feedback",
     "monitor_cursor",
@@ -304,4 +340,5 @@ __all__ = [
     "session_rows",
     "session_trace_ids",
     "trace_filter",
+    "unscored_roots",
 ]
