@@ -156,7 +156,7 @@ class Monitor:
         output: Any = "output",
         reference: Any = None,
         alerts: Iterable[Alert] = (),
-        lookback_s: float = 3600.0,
+        lookback_s: float = 600.0,
         lookback_every_s: float = 60.0,
     ) -> None:
         from ragtrail.evals._datasets import _store
