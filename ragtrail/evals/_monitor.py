@@ -286,6 +286,29 @@ class Monitor:
         self._trace_cost = max(self._trace_cost, cost)
         return rows, cost
 
+    def _score_all(self, traces: Mapping[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
+        """Feedback rows for every trace (no cost cap): one ``score_items`` call for the lot."""
+        from ragtrail.evals._from_traces import examples_from_traces
+        from ragtrail.evals._harness import score_items
+
+        inp, outp, ref = self.mapping
+        items: list[tuple[str, Example, Any, Any]] = []
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for tid, t in traces.items():
+            try:
+                ex = examples_from_traces([t], inp, outp, ref)[0]
+            except Exception as exc:  # scored as errors, never skipped silently
+                err = {s.name: Score.error(f"cannot build the example: {exc}") for s in self.scorers}
+                out[tid] = self._rows(tid, err)[0]
+                continue
+            items.append((tid, ex, ex.metadata.get("output"), t))
+        scored = score_items(self.scorers, [(ex, o, t) for _tid, ex, o, t in items])
+        for (tid, _ex, _o, _t), scores in zip(items, scored, strict=True):
+            rows, cost = self._rows(tid, scores)
+            self._trace_cost = max(self._trace_cost, cost)
+            out[tid] = rows
+        return out
+
     def run_once(self, *, max_batches: int | None = None) -> MonitorReport:
         """Score every trace that is ready now (batch by batch, each committed with the cursor), look
         back for root spans that reached the store after the cursor passed their end time, then check
@@ -308,7 +331,13 @@ class Monitor:
             rows_by: dict[str, list[tuple[Any, ...]]] = {}
             done_upto = -1
             batch_cost = 0.0
+            if self.max_cost_per_hour is None:  # no cap: the whole batch at once (batched scorers get it whole)
+                rows_by = self._score_all(traces)
+                batch_cost = sum(r[11] or 0.0 for rows in rows_by.values() for r in rows)
+                done_upto = len(cands) - 1
             for i, (tid, _end) in enumerate(cands):
+                if done_upto >= i:
+                    break
                 if tid in rows_by or tid not in traces:  # not sampled, a second root, or no spans
                     done_upto = i
                     continue
