@@ -142,7 +142,6 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id, name, created_at);
 CREATE INDEX IF NOT EXISTS feedback_name_time ON feedback (name, created_at);
-CREATE INDEX IF NOT EXISTS feedback_source_time ON feedback (source, created_at);
 CREATE TABLE IF NOT EXISTS monitor_cursors (
     monitor TEXT PRIMARY KEY,
     end_time_ns BIGINT NOT NULL,
