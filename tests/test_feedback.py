@@ -71,6 +71,10 @@ def test_values_history_and_dataframes(traced):
     llm3 = sdf[(sdf.trace_id == t3) & (sdf.name == "llm")].iloc[0]
     assert llm3["feedback.rating"] == 2.5  # span feedback sits on its span
     assert client.trace(t1).feedback == {"thumbs": True, "rating": 4.0}
+    ragtrail.log_feedback(t2, "note", "<script>alert(1)</script>")
+    page = client.trace(t2)._repr_html_()  # the notebook view shows session, user and feedback, escaped
+    assert "session conv-1, user u1" in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>" not in page
     assert [t.feedback for t in client.traces(session_id="conv-0")] == [
         {"rating": 2.5},
         {"thumbs": True, "rating": 4.0},
