@@ -251,10 +251,11 @@ _MONITOR = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_four_senders_monitor_killed_twice_every_sampled_trace_scored_once(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_four_senders_monitor_killed_twice_every_sampled_trace_scored_once(tmp_path, request, backend):
     """Scaled down from the issue's 10,000 traces in 2 minutes to 2,400 in ~25 s (4 processes x 600),
     so that the test stays well under 90 s on a 2-core machine."""
-    store = str(tmp_path / "live.db")
+    store = str(tmp_path / "live.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
     ragtrail.Client(store)  # create and migrate once
     (tmp_path / "writer.py").write_text(_WRITER)
     (tmp_path / "monitor.py").write_text(_MONITOR)
