@@ -67,6 +67,7 @@ def test_plain_trace_tree_and_nesting(traced):
     assert len(df) == 1 and df.loc[0, "user_id"] == "u-1" and df.loc[0, "root_name"] == "answer"
     assert len(traced.client().traces_df(user_id="u-2")) == 1
     assert len(traced.client().traces_df(tags=["beta"])) == 1
+    assert len(traced.client().traces_df(tags="beta")) == 1  # one tag as a plain string
     assert len(traced.client().traces_df(tags=["beta", "nope"])) == 0
     assert len(traced.client().traces_df(tags=["inner-tag"], session_id="conv-1")) == 1
 

@@ -156,7 +156,7 @@ def trace_filter(
     if user_id is not None:
         clauses.append("user_id = ?")
         params.append(user_id)
-    for tag in tags or ():
+    for tag in [tags] if isinstance(tags, str) else (tags or ()):  # one tag may be given as a plain string
         clauses.append("attributes LIKE '%\"ragtrail.tags\"%'")  # cheap pre-filter before parsing JSON
         if store.kind == "postgresql":
             clauses.append("((attributes::jsonb) -> 'ragtrail.tags') @> jsonb_build_array(?::text)")
