@@ -23,8 +23,9 @@ from ragtrail.store._migrations import LATEST, MIGRATIONS
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
     "status", "status_message", "model", "input_tokens", "output_tokens", "cost_usd", "project",
-    "attributes", "events", "resource",
+    "attributes", "events", "resource", "session_id", "user_id",
 )  # fmt: skip
+_LEGACY_WIDTH = 18  # rows built before session_id/user_id were promoted (migration 4): padded with NULLs
 
 _INSERT_SPANS = (
     f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "  # noqa: S608 - fixed column names
@@ -63,6 +64,7 @@ class Store:
         """Insert span rows (SPAN_COLUMNS order) in one transaction; re-inserting a span is a no-op."""
         if not rows:
             return
+        rows = _full_rows(rows)
         with self.transaction() as cur:
             cur.executemany(_INSERT_SPANS, rows)
 
@@ -136,6 +138,13 @@ class Store:
         self._all = []
         self._all_lock = threading.Lock()
         self._pid = os.getpid()
+
+
+def _full_rows(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+    """Rows in the 18-column layout from before migration 4 get NULL session and user columns."""
+    if len(rows[0]) == _LEGACY_WIDTH:
+        return [(*r, None, None) for r in rows]
+    return rows
 
 
 _inherited: list[Any] = []  # connections a forked child got from its parent (see Store._after_fork)
@@ -452,6 +461,7 @@ class PostgresStore(Store):
         NOTHING`` (re-inserting a span stays a no-op): 1.3-1.6x executemany's rate (benchmarks/store_load)."""
         if not rows:
             return
+        rows = _full_rows(rows)
         conn = self._conn()
         cols = ", ".join(SPAN_COLUMNS)
         try:
