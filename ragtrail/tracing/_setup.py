@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from ragtrail._exceptions import ConfigError, RagtrailWarning
 from ragtrail._log import logger
-from ragtrail.tracing import _background
+from ragtrail.tracing import _background, _sampling
 from ragtrail.tracing._content import DEFAULT_MAX_BYTES, MaskHook
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ class Config:
     gpu_prices: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     flushed_counts: dict[str, int] = field(default_factory=dict)
+    sampling: Any = None  # ragtrail.tracing._sampling.SamplingConfig
+    error_keeper: Any = None  # ragtrail.tracing._sampling.ErrorKeeper, when unsampled traces are recorded
 
 
 _config: Config | None = None
@@ -187,7 +189,9 @@ def init(
             ``gpu_prices`` ($/GPU-hour by GPU type), ``max_queue_size`` (default 65,536),
             ``max_export_batch_size`` (default 8,192), ``schedule_delay_ms`` (default 500),
             ``exporters`` (extra SpanExporters), ``tracer_provider`` (use this provider),
-            ``store_exporter`` (False to skip the store, e.g. OTLP only).
+            ``store_exporter`` (False to skip the store, e.g. OTLP only), ``sample_rate`` (0.0–1.0 or
+            ``{project: rate}``; default ``$RAGTRAIL_SAMPLE_RATE`` else 1.0), ``sample_rules`` (root span
+            name glob → rate), ``keep_errors`` (default True) — see docs/production-scale.md.
 
     Raises:
         ConfigError: a bad option; StoreError: the store cannot be opened (the message says why).
@@ -201,6 +205,7 @@ def init(
     known = {
         "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",
         "max_export_batch_size", "schedule_delay_ms", "exporters", "tracer_provider", "store_exporter",
+        "sample_rate", "sample_rules", "keep_errors",
     }  # fmt: skip
     unknown = set(options) - known
     if unknown:
@@ -220,6 +225,7 @@ def init(
             raise ConfigError(f"ragtrail.init(exporters=...): {exp!r} is not an OpenTelemetry SpanExporter")
     bsp_kwargs = _batch_options(options)
     prices = load_prices(options.get("prices"))  # a bad price file fails here, before anything changes
+    sampling = _sampling.sampling_from_options(project, options)
 
     with _lock:
         # open the new store first: if it cannot be opened, the running configuration stays as it was
@@ -260,7 +266,9 @@ def init(
             if isinstance(current, TracerProvider):
                 provider = current  # the app's own provider: add to it, never replace it
             else:
-                provider = TracerProvider(resource=Resource.create({"service.name": project}))
+                provider = TracerProvider(
+                    resource=Resource.create({"service.name": project}), sampler=_sampling.RagtrailSampler(sampling)
+                )
                 otel_trace.set_tracer_provider(provider)
                 if otel_trace.get_tracer_provider() is not provider:  # someone else won the race
                     provider = otel_trace.get_tracer_provider()
@@ -272,7 +280,8 @@ def init(
             setattr(provider, _SWITCH_ATTR, switch)
             provider.add_span_processor(switch)
             _move_to_front(provider, switch)
-        switch.targets = tuple(processors)
+        keeper = _sampling.apply(provider, sampling, processors)
+        switch.targets = (*processors, keeper) if keeper is not None else tuple(processors)
         switch.dropped = 0
 
         _config = Config(
@@ -289,6 +298,8 @@ def init(
             prices=prices,
             gpu_prices=dict(options.get("gpu_prices") or {}),
             options=dict(options),
+            sampling=sampling,
+            error_keeper=keeper,
         )
         _register_hooks()
         return _config
