@@ -220,3 +220,41 @@ def test_default_sampler_reads_as_the_sdk_default() -> None:
     s = make_sampler(1.0)
     assert s.get_description() == ParentBased(ALWAYS_ON).get_description()
     assert make_sampler(0.5).get_description() != s.get_description()
+
+
+def test_langchain_chain_failing_is_kept_with_content_at_rate_zero(store_path) -> None:  # type: ignore[no-untyped-def]
+    """A real LangChain chain (fake chat model answers) at 0%: the successful calls leave nothing, the
+    failed one is stored whole, content included; the handler holds no state afterwards."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnableLambda
+
+    from ragtrail.connectors.langchain import CallbackHandler
+
+    def check(text: str) -> str:
+        if "boom" in text:
+            raise RuntimeError("guardrail tripped")
+        return text
+
+    chain = (
+        ChatPromptTemplate.from_messages([("user", "{q}")])
+        | FakeListChatModel(responses=["fine", "fine", "boom"])
+        | StrOutputParser()
+        | RunnableLambda(check)
+    )
+    _init(store_path, sample_rate=0.0)
+    handler = CallbackHandler()
+    try:
+        assert chain.invoke({"q": "one"}, config={"callbacks": [handler]}) == "fine"
+        assert chain.invoke({"q": "two"}, config={"callbacks": [handler]}) == "fine"
+        with pytest.raises(RuntimeError):
+            chain.invoke({"q": "three"}, config={"callbacks": [handler]})
+        traces = _traces(store_path)
+        assert handler.open_runs == 0
+    finally:
+        ragtrail.shutdown()
+    assert len(traces) == 1
+    rows = open_store(store_path).query("SELECT kind, status, attributes FROM spans")
+    assert any(r[1] == "ERROR" for r in rows)
+    assert any("three" in (r[2] or "") for r in rows)  # content of the kept trace was recorded

@@ -301,10 +301,16 @@ class CallbackHandler(BaseCallbackHandler):
         self._memo[i & 7] = (memo_key, captured)
         self._memo_i = i + 1
 
-    @staticmethod
-    def _capture() -> bool:
+    def _capture(self, run_id: UUID | None = None, span: Span | None = None) -> bool:
+        """Whether to record content; never for a span that will not be recorded (a sampled-out trace):
+        ``run_id`` names the run whose span receives it (a start's parent run, an end's own run)."""
         cfg = _setup._config
-        return cfg is not None and cfg.capture_content
+        if cfg is None or not cfg.capture_content:
+            return False
+        if span is None and run_id is not None:
+            run = self._runs.get(run_id)
+            span = run.span if run is not None else None
+        return span is None or span.is_recording()
 
     @staticmethod
     def _root_extras(attrs: dict[str, Any], tags: Sequence[str] | None, metadata: Mapping[str, Any] | None) -> None:
@@ -347,7 +353,7 @@ class CallbackHandler(BaseCallbackHandler):
                         attrs[semconv.LANGGRAPH_STEP] = step
             if parent_run_id is None:
                 self._root_extras(attrs, tags, metadata)
-            if self._capture():
+            if self._capture(parent_run_id):
                 self._content(attrs, semconv.INPUT_VALUE, inputs)
             self._start(run_id, parent_run_id, name, kind, run_type, attrs)
         except Exception:
@@ -355,7 +361,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            if self._capture():
+            if self._capture(run_id):
                 attrs: dict[str, Any] = {}
                 self._content(attrs, semconv.OUTPUT_VALUE, outputs)
                 self._end(run_id, attrs)
@@ -378,7 +384,7 @@ class CallbackHandler(BaseCallbackHandler):
             span = run.span
             span.set_attribute(semconv.SPAN_KIND, semconv.AGENT)
             ev: dict[str, Any] = {semconv.GEN_AI_TOOL_NAME: str(getattr(action, "tool", ""))}
-            if self._capture():
+            if self._capture(run_id):
                 self._content(ev, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, getattr(action, "tool_input", None))
                 self._content(ev, semconv.LANGCHAIN_AGENT_LOG, getattr(action, "log", ""))
             span.add_event(semconv.LANGCHAIN_AGENT_ACTION_EVENT, ev)
@@ -421,7 +427,7 @@ class CallbackHandler(BaseCallbackHandler):
         ex.request_params(params, metadata, attrs)
         if parent_run_id is None:
             self._root_extras(attrs, tags, metadata)
-        if self._capture():
+        if self._capture(parent_run_id):
             self._content(attrs, content_key, content())
         name = f"{op} {model or ex.run_name(serialized, kwargs, run_type)}"
         run = self._start(run_id, parent_run_id, name, semconv.LLM, run_type, attrs, llm=True)
@@ -480,7 +486,7 @@ class CallbackHandler(BaseCallbackHandler):
             ex.response_info(response, attrs)
             if run.ttft_ns is not None:
                 attrs[semconv.STREAMING] = True
-            if self._capture():
+            if self._capture(span=run.span):
                 self._content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, ex.output_messages(response))
             if attrs:
                 span.set_attributes(attrs)
@@ -528,7 +534,7 @@ class CallbackHandler(BaseCallbackHandler):
                     attrs[semconv.EMBEDDING_MODEL] = em
             if parent_run_id is None:
                 self._root_extras(attrs, tags, metadata)
-            if self._capture():
+            if self._capture(parent_run_id):
                 self._content(attrs, semconv.RETRIEVAL_QUERY, query)
             name = ex.run_name(serialized, kwargs, "Retriever")
             self._start(run_id, parent_run_id, name, semconv.RETRIEVER, "retriever", attrs)
@@ -540,7 +546,7 @@ class CallbackHandler(BaseCallbackHandler):
             run = self._pop(run_id)
             if run is None:
                 return
-            capture = self._capture()
+            capture = self._capture(span=run.span)
             docs = ex.documents_for_record(documents, capture)
             record_documents(run.span, docs)
             if capture and documents:
@@ -584,7 +590,7 @@ class CallbackHandler(BaseCallbackHandler):
                 attrs[semconv.GEN_AI_TOOL_CALL_ID] = str(call_id)
             if parent_run_id is None:
                 self._root_extras(attrs, tags, metadata)
-            if self._capture():
+            if self._capture(parent_run_id):
                 self._content(attrs, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, inputs if inputs is not None else input_str)
             self._start(run_id, parent_run_id, name, semconv.TOOL, "tool", attrs)
         except Exception:
@@ -592,7 +598,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            if self._capture():
+            if self._capture(run_id):
                 attrs: dict[str, Any] = {}
                 value = output.content if hasattr(output, "content") and hasattr(output, "tool_call_id") else output
                 self._content(attrs, semconv.GEN_AI_TOOL_CALL_RESULT, value)
