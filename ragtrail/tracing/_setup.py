@@ -58,6 +58,7 @@ class Config:
     flushed_counts: dict[str, int] = field(default_factory=dict)
     sampling: Any = None  # ragtrail.tracing._sampling.SamplingConfig
     error_keeper: Any = None  # ragtrail.tracing._sampling.ErrorKeeper, when unsampled traces are recorded
+    metrics: Any = None  # ragtrail.tracing._metrics.GenAIMetrics, when metrics have somewhere to go
 
 
 _config: Config | None = None
@@ -191,7 +192,9 @@ def init(
             ``exporters`` (extra SpanExporters), ``tracer_provider`` (use this provider),
             ``store_exporter`` (False to skip the store, e.g. OTLP only), ``sample_rate`` (0.0–1.0 or
             ``{project: rate}``; default ``$RAGTRAIL_SAMPLE_RATE`` else 1.0), ``sample_rules`` (root span
-            name glob → rate), ``keep_errors`` (default True) — see docs/production-scale.md.
+            name glob → rate), ``keep_errors`` (default True), ``metrics`` (GenAI metrics for every
+            call, default True), ``metrics_interval_s`` (default 60), ``prometheus_port``,
+            ``metric_readers`` — see docs/production-scale.md.
 
     Raises:
         ConfigError: a bad option; StoreError: the store cannot be opened (the message says why).
@@ -205,7 +208,8 @@ def init(
     known = {
         "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",
         "max_export_batch_size", "schedule_delay_ms", "exporters", "tracer_provider", "store_exporter",
-        "sample_rate", "sample_rules", "keep_errors",
+        "sample_rate", "sample_rules", "keep_errors", "metrics", "metrics_interval_s", "prometheus_port",
+        "metric_readers",
     }  # fmt: skip
     unknown = set(options) - known
     if unknown:
@@ -226,6 +230,9 @@ def init(
     bsp_kwargs = _batch_options(options)
     prices = load_prices(options.get("prices"))  # a bad price file fails here, before anything changes
     sampling = _sampling.sampling_from_options(project, options)
+    from ragtrail.tracing import _metrics
+
+    _metrics.validate(options)
 
     with _lock:
         # open the new store first: if it cannot be opened, the running configuration stays as it was
@@ -281,6 +288,7 @@ def init(
             provider.add_span_processor(switch)
             _move_to_front(provider, switch)
         keeper = _sampling.apply(provider, sampling, processors)
+        metrics = _metrics.setup(project, store_obj, otlp_endpoint, options)
         switch.targets = (*processors, keeper) if keeper is not None else tuple(processors)
         switch.dropped = 0
 
@@ -300,6 +308,7 @@ def init(
             options=dict(options),
             sampling=sampling,
             error_keeper=keeper,
+            metrics=metrics,
         )
         _register_hooks()
         return _config
@@ -332,6 +341,8 @@ def _shutdown_locked() -> None:
         return
     _config = None
     _background.stop_for(cfg.tracer)  # queued background spans go out before the processors stop
+    if cfg.metrics is not None:
+        cfg.metrics.shutdown()  # the last metric points go to the store before it closes
     if cfg.provider is not None:
         sw = _switch_of(cfg.provider)
         if sw is not None:
@@ -374,6 +385,8 @@ def flush(timeout_s: float = 10.0) -> bool:
                 ok = bool(p.force_flush(left_ms)) and ok
             except Exception:
                 ok = False
+        if cfg.metrics is not None:
+            ok = cfg.metrics.flush(max(0.001, deadline - time.monotonic())) and ok
         if time.monotonic() > deadline:
             ok = False
         now = stats()

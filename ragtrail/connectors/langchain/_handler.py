@@ -101,6 +101,10 @@ def _same(a: Any, b: Any) -> bool:
     return a is b
 
 
+def _operation(run_type: str) -> str:
+    return "chat" if run_type == "chat_model" else "text_completion"
+
+
 def _is_control_flow(error: BaseException) -> bool:
     return any(c.__name__ in _CONTROL_FLOW for c in type(error).__mro__)
 
@@ -492,11 +496,13 @@ class CallbackHandler(BaseCallbackHandler):
                 span.set_attributes(attrs)
             usage = ex.token_usage(response)
             ttft = (run.ttft_ns - run.t0) / 1e9 if run.ttft_ns is not None else None
-            if usage is not None or ttft is not None:
-                inp, out, cached = usage if usage is not None else (None, None, None)
-                model = run.model or attrs.get(semconv.GEN_AI_RESPONSE_MODEL)
-                record_usage(span, provider=run.provider, model=model, input_tokens=inp, output_tokens=out,
-                             cached_input_tokens=cached, ttft_s=ttft)  # fmt: skip
+            inp, out, cached = usage if usage is not None else (None, None, None)
+            model = run.model or attrs.get(semconv.GEN_AI_RESPONSE_MODEL)
+            # always: the GenAI metrics count every call (duration too), sampled or not
+            record_usage(span, provider=run.provider, model=model, input_tokens=inp, output_tokens=out,
+                         cached_input_tokens=cached, ttft_s=ttft, operation=_operation(run.run_type),
+                         response_model=attrs.get(semconv.GEN_AI_RESPONSE_MODEL),
+                         duration_s=(_monotonic_ns() - run.t0) / 1e9)  # fmt: skip
             span.end()
             self._restore(run)
         except Exception:
@@ -504,6 +510,10 @@ class CallbackHandler(BaseCallbackHandler):
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         try:
+            run = self._runs.get(run_id)
+            if run is not None:  # a failed call still counts in the GenAI metrics (duration, error.type)
+                record_usage(run.span, provider=run.provider, model=run.model, operation=_operation(run.run_type),
+                             duration_s=(_monotonic_ns() - run.t0) / 1e9, error_type=type(error).__qualname__)  # fmt: skip
             self._error(run_id, error)
         except Exception:
             self._fail("on_llm_error")
