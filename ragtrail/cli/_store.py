@@ -49,7 +49,7 @@ def prune(
     vacuum: bool = typer.Option(
         False, "--vacuum", help="Give the space back afterwards (SQLite VACUUM locks writers)."
     ),
-    batch: int = typer.Option(500, "--batch", help="Traces per delete transaction."),
+    batch: int = typer.Option(100, "--batch", help="Traces per delete transaction."),
     store: Optional[str] = StoreOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:

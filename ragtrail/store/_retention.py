@@ -200,7 +200,7 @@ def prune(
     keep_eval_runs: bool = True,
     dry_run: bool = False,
     vacuum: bool = False,
-    batch_traces: int = 500,
+    batch_traces: int = 100,
     now_s: float | None = None,
     pause_s: float = 0.0,
 ) -> PruneResult:
