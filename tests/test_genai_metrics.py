@@ -230,3 +230,42 @@ def test_minute_aggregates_add_up(backend, store_path, request) -> None:  # type
     assert first[0][9:] == (3, 35.0, 5.0, 20.0)
     assert metric_totals(store, name, by=("model",)) == [("m1", 4, 42.0), ("m2", 1, 1.0)]
     store.close()
+
+
+def test_openai_connector_counts_sampled_out_calls(store_path) -> None:  # type: ignore[no-untyped-def]
+    """The real ``openai`` client against the local OpenAI-compatible stub (fake answers only), at 0%
+    sampling: no span is stored, yet every call's tokens, duration and operation are counted."""
+    openai = pytest.importorskip("openai")
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from ragtrail.connectors import openai as rt_openai
+    from tests.test_openai_stub import _Stub
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    reader = InMemoryMetricReader()
+    ragtrail.init(project="p", store=store_path, tracer_provider=TracerProvider(sampler=make_sampler()),
+                  sample_rate=0.0, keep_errors=False, metric_readers=[reader])  # fmt: skip
+    rt_openai.instrument()
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="sk-test")
+        for _ in range(5):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+        assert ragtrail.flush(10)
+        pts = _points(reader)
+        stored = int(open_store(store_path).query("SELECT COUNT(*) FROM spans")[0][0])
+    finally:
+        rt_openai.uninstrument()
+        ragtrail.shutdown()
+        server.shutdown()
+        server.server_close()
+    assert stored == 0
+    tok = pts[semconv.METRIC_GEN_AI_TOKEN_USAGE]
+    chat_in = sum(p.sum for p in tok if p.attributes[semconv.GEN_AI_OPERATION_NAME] == "chat"
+                  and p.attributes[semconv.GEN_AI_TOKEN_TYPE] == "input")  # fmt: skip
+    emb_in = sum(p.sum for p in tok if p.attributes[semconv.GEN_AI_OPERATION_NAME] == "embeddings")
+    assert chat_in == 5 * 11 and emb_in == 6
+    dur = {p.attributes[semconv.GEN_AI_OPERATION_NAME]: p.count for p in pts[semconv.METRIC_GEN_AI_OPERATION_DURATION]}
+    assert dur == {"chat": 5, "embeddings": 1}
