@@ -291,7 +291,8 @@ def setup(project: str, store: Any, otlp_endpoint: str | None, options: Mapping[
         if not readers:
             return None
         resource = Resource.create({"service.name": project, semconv.PROJECT: project})
-        return GenAIMetrics(MeterProvider(metric_readers=readers, resource=resource))
+        # no exit hook of its own: ragtrail's exit flush exports the last points
+        return GenAIMetrics(MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False))
     except Exception:
         logger.warning("ragtrail: GenAI metrics are off: their setup failed", exc_info=True)
         return None
