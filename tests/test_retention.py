@@ -226,3 +226,33 @@ def test_retention_thread_prunes(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert len(_traces(s)) == 1
     s.close()
     assert os.path.exists(tmp_path / "t.db")
+
+
+def test_serve_retention_option_prunes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``ragtrail serve --retention 30d --retention-every 1s`` (a real process) prunes the old trace."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "serve.db")
+    s = open_store(path)
+    s.write_spans(_rows(_tid(), [time.time() - 40 * DAY]) + _rows(_tid(), [time.time()]))
+    s.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    p = subprocess.Popen(
+        [sys.executable, "-c", "from ragtrail.cli import main; main()", "serve", "--store", path, "--http-port",
+         str(port), "--grpc-port", "-1", "--retention", "30d", "--retention-every", "1s"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while len(_traces(open_store(path))) != 1 and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.2)
+        assert len(_traces(open_store(path))) == 1
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=60)[0]
+    assert p.returncode == 0, out

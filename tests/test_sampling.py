@@ -258,3 +258,27 @@ def test_langchain_chain_failing_is_kept_with_content_at_rate_zero(store_path) -
     rows = open_store(store_path).query("SELECT kind, status, attributes FROM spans")
     assert any(r[1] == "ERROR" for r in rows)
     assert any("three" in (r[2] or "") for r in rows)  # content of the kept trace was recorded
+
+
+def test_upstream_drop_is_kept_even_with_errors(store_path) -> None:  # type: ignore[no-untyped-def]
+    """A trace another process dropped (traceparent sampled flag off) stays dropped here, errors and
+    all: the decision is whole across processes; an upstream-sampled one is kept at rate 0."""
+    from opentelemetry import context
+    from opentelemetry.propagate import extract
+
+    _init(store_path, sample_rate=0.0)  # keep_errors on
+    try:
+        dropped = "00-" + "a" * 32 + "-" + "b" * 16 + "-00"
+        kept = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
+        for tp in (dropped, kept):
+            tok = context.attach(extract({"traceparent": tp}))
+            try:
+                with ragtrail.span("backend") as s:
+                    assert s.is_recording() == (tp == kept)
+                    _one_trace(fail=True)
+            finally:
+                context.detach(tok)
+        traces = _traces(store_path)
+    finally:
+        ragtrail.shutdown()
+    assert set(traces) == {"c" * 32}
