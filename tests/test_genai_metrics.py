@@ -230,6 +230,9 @@ def test_minute_aggregates_add_up(backend, store_path, request) -> None:  # type
     assert first[0][9:] == (3, 35.0, 5.0, 20.0)
     assert metric_totals(store, name, by=("model",)) == [("m1", 4, 42.0), ("m2", 1, 1.0)]
     store.close()
+    df = ragtrail.Client(url).metrics_df(name, start=1_700_000_000 - 300, end=1_700_000_000 + 30)
+    assert len(df) == 2 and df["count"].sum() == 4 and df["sum"].sum() == 36.0
+    assert str(df["minute"].dt.tz) == "UTC" and df["count"].dtype == "int64"
 
 
 def test_openai_connector_counts_sampled_out_calls(store_path) -> None:  # type: ignore[no-untyped-def]
