@@ -295,6 +295,30 @@ class Client:
         )
         return add_trace_feedback_columns(df, self.store)
 
+    def metrics_df(
+        self, metric: str | None = None, project: str | None = None, *, start: Any = None, end: Any = None
+    ) -> pd.DataFrame:
+        """Per-minute GenAI metric aggregates (every call, sampled or not): minute, project, metric,
+        operation, provider, model, response_model, token_type, error_type, count, sum, min, max.
+
+        ``metric`` e.g. ``"gen_ai.client.token.usage"`` (sum = tokens), ``"ragtrail.gen_ai.client.cost"``
+        (sum = USD), ``"gen_ai.client.operation.duration"`` (sum / count = mean seconds). ``start`` /
+        ``end``: datetimes or epoch seconds. Oldest first."""
+        import pandas as pd
+
+        from ragtrail.store._metrics import METRIC_COLUMNS, read_metric_minutes
+
+        def secs(v: Any) -> float | None:
+            return None if v is None else (v.timestamp() if isinstance(v, datetime) else float(v))
+
+        rows = read_metric_minutes(self.store, metric=metric, project=project, since_s=secs(start), until_s=secs(end))
+        df = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+        df["minute"] = pd.to_datetime(df["minute"].astype("int64"), unit="s", utc=True)
+        df["count"] = df["count"].astype("int64")
+        for c in ("sum", "min", "max"):
+            df[c] = df[c].astype("float64")
+        return df
+
     def trace(self, trace_id: str) -> Trace:
         """The trace with this id (a unique prefix of at least 8 hex digits works too)."""
         tid = trace_id.strip().lower()

@@ -35,6 +35,13 @@ def register(app: typer.Typer) -> None:
             100_000, "--queue-size", help="Most spans waiting for the store; beyond it senders get 429 + Retry-After."
         ),
         project: str = typer.Option("default", "--project", "-p", help="Project of received spans that name none."),
+        retention: Optional[str] = typer.Option(
+            None,
+            "--retention",
+            envvar="RAGTRAIL_RETENTION",
+            help="Prune traces older than this (30d, 12h…) every --retention-every; referenced traces are kept.",
+        ),
+        retention_every: str = typer.Option("1h", "--retention-every", help="How often the retention prune runs."),
     ) -> None:
         """Receive OTLP traces (HTTP protobuf/JSON on 4318, gRPC on 4317) and write them into the store."""
         from ragtrail.server import Receiver
@@ -62,6 +69,10 @@ def register(app: typer.Typer) -> None:
             where.append(f"OTLP/gRPC {host}:{receiver.grpc_port}")
         typer.echo(f"ragtrail serve: {' and '.join(where)} → {receiver.store.url}  (Ctrl-C to stop)")
         stop = threading.Event()
+        if retention:  # the automatic retention policy (issue 16)
+            from ragtrail.store._retention import parse_age, start_retention
+
+            start_retention(receiver.store, retention, every_s=parse_age(retention_every), stop=stop)
 
         def on_signal(signum: int, frame: object) -> None:
             stop.set()

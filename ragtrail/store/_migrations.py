@@ -214,12 +214,35 @@ CREATE TABLE IF NOT EXISTS monitor_cursors (
 )
 """
 
+# issue 16: per-minute aggregates of the GenAI metrics (every call, sampled or not). One row per minute x
+# series; the series columns are '' when an attribute is absent so that they can be part of the key.
+_METRIC_MINUTES = """
+CREATE TABLE IF NOT EXISTS metric_minutes (
+    minute BIGINT NOT NULL,
+    project TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    response_model TEXT NOT NULL,
+    token_type TEXT NOT NULL,
+    error_type TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    sum DOUBLE PRECISION NOT NULL,
+    min DOUBLE PRECISION,
+    max DOUBLE PRECISION,
+    PRIMARY KEY (project, metric, minute, operation, provider, model, response_model, token_type, error_type)
+);
+CREATE INDEX IF NOT EXISTS metric_minutes_minute ON metric_minutes (minute)
+"""
+
 MIGRATIONS: list[tuple[int, str, str, str]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
     (4, "sessions_users_feedback_monitor", _PRODUCTION, _PRODUCTION),
     (6, "ui_root_span_indices", _UI_INDICES, _UI_INDICES),
     (7, "artifacts_prompts", _ARTIFACTS, _ARTIFACTS),
+    (9, "metric_minutes", _METRIC_MINUTES, _METRIC_MINUTES),
 ]
 
 LATEST = MIGRATIONS[-1][0]

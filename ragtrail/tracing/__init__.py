@@ -22,6 +22,7 @@ from ragtrail.tracing._dedupe import active_llm_span, llm_span_active
 from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
 from ragtrail.tracing._feedback import current_trace_id, log_feedback
 from ragtrail.tracing._model import SpanRecord, Trace
+from ragtrail.tracing._sampling import make_sampler
 from ragtrail.tracing._setup import Config, flush, get_config, init, shutdown, stats
 from ragtrail.tracing._spans import (
     capture_content,
@@ -79,6 +80,7 @@ __all__ = [
     "llm_span_active",
     "load_prices",
     "log_feedback",
+    "make_sampler",
     "mask_secrets",
     "record_documents",
     "record_exception",
