@@ -21,8 +21,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ragtrail.evals import _needs_numpy  # noqa: F401  (numpy + scipy, or a one-line install hint)
+
+# isort: split
 import numpy as np
 
+from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, EvalError, RagtrailWarning
 from ragtrail.evals._stats import TESTS, bootstrap_ci_many, holm, paired_p_value
 
@@ -245,6 +249,7 @@ class Comparison:
     def to_df(self) -> pd.DataFrame:
         """One row per metric: ``metric, mean_a, mean_b, delta, ci_low, ci_high, p_value, p_adjusted,
         n_pairs`` then ``significant, higher_is_better``, status counts, regression counts, ``test``."""
+        require("pandas", extra="analysis", feature="Comparison.to_df()")
         import pandas as pd
 
         cols = list(COLUMNS) + list(EXTRA_COLUMNS)
@@ -257,6 +262,7 @@ class Comparison:
     def regressions_df(self, metric: str | None = None) -> pd.DataFrame:
         """Examples that got worse: example_id, metric, score_a, score_b, delta, status_a, status_b,
         reason_b, trace_id_a, trace_id_b — worst first."""
+        require("pandas", extra="analysis", feature="Comparison.regressions_df()")
         import pandas as pd
 
         cols = ["example_id", "metric", "score_a", "score_b", "delta", "status_a", "status_b", "reason_b",
@@ -266,6 +272,7 @@ class Comparison:
 
     def improvements_df(self, metric: str | None = None) -> pd.DataFrame:
         """Examples that got better, best first (same columns as :meth:`regressions_df`)."""
+        require("pandas", extra="analysis", feature="Comparison.improvements_df()")
         import pandas as pd
 
         cols = ["example_id", "metric", "score_a", "score_b", "delta", "status_a", "status_b", "reason_b",

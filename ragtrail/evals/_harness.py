@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import json
 import math
+import sys
 import threading
 import time
 import traceback
@@ -690,9 +691,10 @@ class Evaluation:
                 )
             run.status = "running"
         else:
-            from ragtrail.evals._sweep import current_trial
-
-            trial = current_trial()  # a sweep's trial is linked from the start, so a cut-short one can resume
+            # a sweep's trial is linked from the start, so a cut-short one can resume; no sweep module
+            # loaded means no trial (and keeps numpy out of a plain run in a bare install)
+            sweep = sys.modules.get("ragtrail.evals._sweep")
+            trial = sweep.current_trial() if sweep is not None else None
             run = create_run(store, self.name, dataset_name=self.dataset.name, dataset_version=self.dataset.version,
                              config=cfg, lineage=self._lineage(cfg),
                              sweep_id=trial.sweep_id if trial is not None else None)  # fmt: skip

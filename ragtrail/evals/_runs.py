@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, EvalError, StoreError
 from ragtrail.evals._types import Score
 
@@ -248,6 +249,7 @@ class Run:
     def results_df(self) -> pd.DataFrame:
         """One row per example x scorer: example_id, scorer, score, status, reason, trace_id, details,
         latency_ms, cost_usd, example_status, example_error, run_id. ``score`` is NaN unless status is ok."""
+        require("pandas", extra="analysis", feature="Run.results_df()")
         import pandas as pd
 
         cols = ["example_id", "scorer", "score", "status", "reason", "trace_id", "details", "latency_ms",
@@ -290,6 +292,7 @@ class Run:
         return out
 
     def examples_df(self) -> pd.DataFrame:
+        require("pandas", extra="analysis", feature="Run.examples_df()")
         import pandas as pd
 
         return pd.DataFrame(self.examples(), columns=["example_id", "status", "output", "error", "trace_id",
@@ -464,6 +467,7 @@ def runs_df(store: Any, name: str | None = None) -> pd.DataFrame:
     """One row per run, newest first: run_id, name, version, ref, status, created_at, finished_at,
     dataset, dataset_version, config_hash, n_examples, n_errors, latency_p50_ms, latency_p95_ms,
     cost_usd, aliases, then one column per metric (its mean)."""
+    require("pandas", extra="analysis", feature="runs_df()")
     import pandas as pd
 
     st = _store(store)

@@ -23,6 +23,9 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+from ragtrail.evals import _needs_numpy  # noqa: F401  (numpy + scipy, or a one-line install hint)
+
+# isort: split
 import numpy as np
 
 TestName = Literal["t", "wilcoxon"]

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, EvalError
 from ragtrail._log import logger
 from ragtrail.evals._compare import Comparison, compare, load_scores, resolve_run
@@ -446,6 +447,7 @@ class SweepResult:
 
     def to_df(self) -> pd.DataFrame:
         """One row per trial: number, state, value, run, then one column per parameter."""
+        require("pandas", extra="analysis", feature="SweepResult.to_df()")
         import pandas as pd
 
         rows = []
@@ -521,6 +523,7 @@ def _is_primitive(vals: Sequence[Any]) -> bool:
 
 def _distributions(spec: SweepSpec) -> tuple[dict[str, Any], dict[str, Callable[[Any], Any]]]:
     """Optuna distributions for the non-constant parameters, and decoders back to values."""
+    require("optuna", extra="evals", feature="sweeps")
     import optuna.distributions as od
 
     dists: dict[str, Any] = {}
@@ -558,6 +561,7 @@ def _distributions(spec: SweepSpec) -> tuple[dict[str, Any], dict[str, Callable[
 
 
 def _sampler(spec: SweepSpec, dists: Mapping[str, Any]) -> Any:
+    require("optuna", extra="evals", feature="sweeps")
     import optuna
 
     if spec.method == "grid":
@@ -577,6 +581,7 @@ class _TrialFailed(Exception):
 
 
 def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    require("optuna", extra="evals", feature="sweeps")
     import optuna.distributions as od
 
     if isinstance(dist, od.CategoricalDistribution):
@@ -628,6 +633,7 @@ def run_sweep(
     resumed sweep's trials no longer fit the sweep file. A trial whose evaluation raises is recorded
     as failed and the sweep goes on.
     """
+    require("optuna", extra="evals", feature="sweeps")
     import optuna
 
     if not isinstance(spec, SweepSpec):
@@ -774,6 +780,7 @@ def _replay(
 ) -> int:
     """Put the finished trials of ``sweep_id`` back into ``study`` and ``trials``; note the runs that
     were cut short in ``unfinished``. Returns how many trials count as done."""
+    require("optuna", extra="evals", feature="sweeps")
     import optuna
 
     rows = st.query(
@@ -827,6 +834,7 @@ _NOT_IN = object()
 
 def _encode(dist: Any, decode: Callable[[Any], Any], value: Any) -> Any:
     """A parameter's value in Optuna's terms for ``dist`` (the inverse of ``decode``), or _NOT_IN."""
+    require("optuna", extra="evals", feature="sweeps")
     import optuna.distributions as od
 
     if isinstance(dist, od.CategoricalDistribution):
@@ -851,6 +859,7 @@ def _deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 def sweep_runs_df(store: Store, sweep_id: str) -> pd.DataFrame:
     """The runs of a sweep (oldest first): run, run_id, config, then one column per metric mean."""
+    require("pandas", extra="analysis", feature="sweep_runs_df()")
     import pandas as pd
 
     rows = store.query(

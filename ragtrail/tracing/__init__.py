@@ -11,7 +11,9 @@ from opentelemetry import trace as _otel_trace
 from ragtrail.tracing._collector import SpanCollector, collector
 from ragtrail.tracing._content import mask_secrets, safe_json, to_json
 from ragtrail.tracing._dedupe import active_llm_span, llm_span_active
+from ragtrail.tracing._evalevents import emit_evaluation_events
 from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
+from ragtrail.tracing._gpu import sampler_settings as gpu_sampler_settings
 from ragtrail.tracing._model import SpanRecord, Trace
 from ragtrail.tracing._setup import Config, flush, get_config, init, shutdown, stats
 from ragtrail.tracing._spans import (
@@ -54,10 +56,12 @@ __all__ = [
     "compute_cost",
     "content_value",
     "current_span",
+    "emit_evaluation_events",
     "flush",
     "get_config",
     "get_tracer",
     "gpu_cost",
+    "gpu_sampler_settings",
     "init",
     "is_enabled",
     "is_suppressed",

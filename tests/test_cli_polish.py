@@ -1,0 +1,64 @@
+"""First-use CLI polish: ``--version``, ``eval run --set``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import ragtrail
+from ragtrail.cli import app
+from ragtrail.cli._eval import apply_overrides
+
+runner = CliRunner()
+
+
+def test_version_prints_the_version() -> None:
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == ragtrail.__version__
+
+
+def _eval_dir(tmp_path: Path) -> Path:
+    (tmp_path / "pipe_set.py").write_text("def answer(question, config):\n    return str(config['top_k'])\n")
+    (tmp_path / "data.jsonl").write_text('{"id": "a", "input": "q", "reference": "3"}\n')
+    (tmp_path / "eval.yaml").write_text(
+        "name: settest\ndataset: data.jsonl\npipeline: pipe_set:answer\nscorers: [exact_match]\n"
+        "config: {top_k: 5, retriever: {k: 1}}\n"
+    )
+    return tmp_path
+
+
+def test_eval_run_set_overrides_config_values(tmp_path: Path) -> None:
+    d = _eval_dir(tmp_path)
+    store = str(tmp_path / "s.db")
+    base = ["eval", "run", str(d / "eval.yaml"), "--store", store, "--no-progress"]
+    r = runner.invoke(app, base)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, [*base, "--set", "top_k=3", "--set", "retriever.k=2", "--set", "model=gpt-4o"])
+    assert r.exit_code == 0, r.output
+    assert "settest:v2" in r.output
+    v1, v2 = (ragtrail.Client(store).run(f"settest:v{i}") for i in (1, 2))
+    assert v1.config == {"top_k": 5, "retriever": {"k": 1}}
+    assert v2.config == {"top_k": 3, "retriever": {"k": 2}, "model": "gpt-4o"}  # YAML-typed values
+    assert v1.metrics["exact_match"] == 0.0 and v2.metrics["exact_match"] == 1.0  # the pipeline saw top_k=3
+    shown = json.loads(runner.invoke(app, ["runs", "show", "settest:v2", "--store", store, "--json"]).output)
+    assert shown["config"]["top_k"] == 3
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [("top_k", "expected KEY=VALUE"), ("=3", "expected KEY=VALUE"), ("top_k.x=1", "not a mapping")],
+)
+def test_set_rejects_malformed_items(item: str, message: str) -> None:
+    with pytest.raises(ragtrail.ConfigError, match=message):
+        apply_overrides({"top_k": 5}, [item])
+
+
+def test_set_error_is_one_line_on_the_command_line(tmp_path: Path) -> None:
+    d = _eval_dir(tmp_path)
+    r = runner.invoke(app, ["eval", "run", str(d / "eval.yaml"), "--store", str(tmp_path / "s.db"), "--set", "oops"])
+    assert r.exit_code != 0
+    assert isinstance(r.exception, ragtrail.ConfigError) and "--set 'oops'" in str(r.exception)
