@@ -12,9 +12,11 @@ import sys
 import typer
 
 from ragtrail._exceptions import RagtrailError
+from ragtrail.cli._help import RootGroup
 
 app = typer.Typer(
     name="ragtrail",
+    cls=RootGroup,
     help="Trace LLM/RAG pipelines and evaluate them as versioned runs.",
     no_args_is_help=True,
     add_completion=False,
