@@ -62,3 +62,26 @@ def test_set_error_is_one_line_on_the_command_line(tmp_path: Path) -> None:
     r = runner.invoke(app, ["eval", "run", str(d / "eval.yaml"), "--store", str(tmp_path / "s.db"), "--set", "oops"])
     assert r.exit_code != 0
     assert isinstance(r.exception, ragtrail.ConfigError) and "--set 'oops'" in str(r.exception)
+
+
+def test_runs_list_shows_the_differing_config_without_pandas(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    d = _eval_dir(tmp_path)
+    store = str(tmp_path / "s.db")
+    base = ["eval", "run", str(d / "eval.yaml"), "--store", store, "--no-progress"]
+    assert runner.invoke(app, base).exit_code == 0
+    assert runner.invoke(app, [*base, "--set", "top_k=3"]).exit_code == 0
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys; import tests._wheel_smoke as s; sys.meta_path.insert(0, s._Block());"
+        "sys.argv = ['ragtrail', 'runs', 'list', '--store', sys.argv[1]];"
+        "from ragtrail.cli import main; main()"
+    )
+    r = subprocess.run([sys.executable, "-c", code, store], cwd=root, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PYTHONPATH": str(root), "COLUMNS": "250"})  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = {ln.split()[1]: ln for ln in r.stdout.splitlines() if "settest:v" in ln}
+    assert "top_k=3" in lines["settest:v2"] and "top_k=5" in lines["settest:v1"]
+    assert "retriever" not in r.stdout  # unchanged keys are left out

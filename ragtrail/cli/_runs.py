@@ -26,23 +26,34 @@ def list_(
     limit: int = typer.Option(20, "--limit", "-n", help="How many runs (newest first)."),
     store: Optional[str] = StoreOpt,
 ) -> None:
-    """Runs, newest first, with status, dataset, size, errors and metric means."""
+    """Runs, newest first: status, dataset, size, errors, the config keys that differ between the runs of an
+    evaluation, latency, cost and metric means."""
+    from datetime import datetime, timezone
+
     from rich.console import Console
     from rich.table import Table
 
-    df = client(store).runs_df(name).head(limit)
-    base = ["ref", "status", "created_at", "dataset", "dataset_version", "n_examples", "n_errors", "aliases"]
-    metrics = [c for c in df.columns if c not in {
-        "run_id", "name", "version", "ref", "status", "created_at", "finished_at", "dataset", "dataset_version",
-        "config_hash", "n_examples", "n_errors", "latency_p50_ms", "latency_p95_ms", "cost_usd", "aliases"}]  # fmt: skip
-    table = Table(title=f"{len(df)} run(s)")
-    for col in (*base, "p50 ms", "cost", *metrics):
+    from ragtrail.evals._runs import list_runs
+
+    runs = list_runs(client(store).store, name, limit=limit)
+    metrics: list[str] = []
+    for r in runs:
+        metrics += [m for m in r.metrics if m not in metrics]
+    differing = config_differences(runs)
+    table = Table(title=f"{len(runs)} run(s)")
+    for col in ("ref", "status", "created_at", "dataset", "dataset_version", "n_examples", "n_errors", "aliases"):
         table.add_column(col)
-    for _, r in df.iterrows():
+    table.add_column("config", min_width=min(60, max([6, *(len(v) for v in differing.values())])))
+    for col in ("p50 ms", "cost", *metrics):
+        table.add_column(col)
+    for r in runs:
+        s = r.summary
+        created = datetime.fromtimestamp(r.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(
-            r["ref"], r["status"], r["created_at"].strftime("%Y-%m-%d %H:%M:%S"), _fmt(r["dataset"]),
-            _fmt(r["dataset_version"]), _fmt(r["n_examples"]), _fmt(r["n_errors"]), ",".join(r["aliases"]),
-            _fmt(r["latency_p50_ms"]), _fmt(r["cost_usd"]), *[_fmt(r[m]) for m in metrics],
+            r.ref, r.status, created, _fmt(r.dataset_name), _fmt(r.dataset_version), _fmt(s.get("n_examples")),
+            _fmt(s.get("n_error")), ",".join(r.aliases()), differing.get(r.run_id, ""),
+            _fmt((s.get("latency_ms") or {}).get("p50")), _fmt(s.get("cost_usd")),
+            *[_fmt(r.metrics.get(m)) for m in metrics],
         )  # fmt: skip
     Console(width=240).print(table)
 
@@ -102,3 +113,32 @@ except ModuleNotFoundError as _exc:
         raise
 else:
     _runs_extra.register(app)
+
+
+def _flat(config: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(config, dict) or not config:
+        return {prefix: config} if prefix else {}
+    out: dict[str, object] = {}
+    for k, v in config.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_differences(runs: list) -> dict[str, str]:  # type: ignore[type-arg]
+    """Per run id, ``key=value`` for the config keys (dotted when nested) whose values differ between the
+    listed runs of the same evaluation; empty when an evaluation has one run or identical configs."""
+    by_name: dict[str, list] = {}  # type: ignore[type-arg]
+    for r in runs:
+        by_name.setdefault(r.name, []).append(r)
+    out: dict[str, str] = {}
+    for group in by_name.values():
+        flats = {r.run_id: _flat(r.config) for r in group}
+        keys = sorted({k for f in flats.values() for k in f})
+        differ = [
+            k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats.values()}) > 1
+        ]
+        for r in group:
+            f = flats[r.run_id]
+            out[r.run_id] = " ".join(f"{k}={json.dumps(f[k], default=str) if not isinstance(f[k], str) else f[k]}"
+                                     for k in differ if k in f)  # fmt: skip
+    return out
