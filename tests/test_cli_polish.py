@@ -85,3 +85,29 @@ def test_runs_list_shows_the_differing_config_without_pandas(tmp_path: Path) -> 
     lines = {ln.split()[1]: ln for ln in r.stdout.splitlines() if "settest:v" in ln}
     assert "top_k=3" in lines["settest:v2"] and "top_k=5" in lines["settest:v1"]
     assert "retriever" not in r.stdout  # unchanged keys are left out
+
+
+def test_results_with_text_and_informative_reprs(tmp_path: Path) -> None:
+    ragtrail.shutdown()  # an earlier test's evaluation left ragtrail initialised into its own store
+    d = _eval_dir(tmp_path)
+    store = str(tmp_path / "s.db")
+    base = ["eval", "run", str(d / "eval.yaml"), "--store", store, "--no-progress"]
+    assert runner.invoke(app, base).exit_code == 0
+    assert runner.invoke(app, [*base, "--set", "top_k=3"]).exit_code == 0
+    client = ragtrail.Client(store)
+    run = client.run("settest:v2")
+    (row,) = run.results(with_text=True)
+    assert (row["input"], row["reference"], row["output"]) == ("q", "3", "3")
+    assert "input" not in run.results()[0]
+    df = run.results_df(with_text=True)
+    assert list(df.columns[-3:]) == ["input", "reference", "output"] and df.loc[0, "reference"] == "3"
+    assert repr(run) == "<Run settest:v2 finished 1 examples exact_match=1>"
+    cmp = client.compare("settest:v1", "settest:v2")
+    assert repr(cmp).startswith("<Comparison settest:v2 vs settest:v1: 1 metrics, 0 better, 0 worse at 95%")
+    assert "settest:v2 vs settest:v1" in cmp._repr_html_() and "<table>" in cmp._repr_html_()
+    assert "<b>settest:v2 (finished, 1 examples)</b>" in run._repr_html_()
+    assert ragtrail.flush()  # the evaluation traced each example into this store
+    trace = client.trace(row["trace_id"])
+    assert repr(trace).startswith(f"<Trace {trace.trace_id[:8]}… ") and " spans " in repr(trace)
+    out = runner.invoke(app, ["runs", "show", "settest:v2", "--store", store, "-e", "--text"]).output
+    assert "input:     q" in out and "reference: 3" in out and "output:    3" in out

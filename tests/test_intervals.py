@@ -55,3 +55,25 @@ def test_report_labels_the_interval(tmp_path) -> None:  # type: ignore[no-untype
     assert em["mean"] == 0.8 and em["ci_method"] == "wilson" and 0.3 < em["ci_low"] and em["ci_high"] < 1.0
     assert rows["token_f1"]["ci_method"] == "wilson"  # these token F1 scores happen to be 0/1 as well
     assert "Wilson for 0/1 scores, bootstrap percentile otherwise" in page
+
+
+def test_operational_metrics_are_their_own_holm_family(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ragtrail import Client
+    from ragtrail.evals import compare
+    from ragtrail.evals._compare import OPERATIONAL
+    from ragtrail.evals._stats import holm
+
+    store = str(tmp_path / "s.db")
+    ds = Dataset.from_records([{"id": f"q{i}", "input": str(i), "reference": str(i)} for i in range(30)], name="t")
+
+    def run(pipeline):  # type: ignore[no-untyped-def]
+        return Evaluation("holm", dataset=ds, pipeline=pipeline, store=store, progress=False,
+                          scorers=[scorers.exact_match(), scorers.token_f1()]).run()  # fmt: skip
+
+    a, b = run(lambda q: q), run(lambda q: q if int(q) % 3 else "wrong")
+    cmp = compare(Client(store).store, a, b, operational=True)
+    quality = [m for m in cmp.metrics if m.metric not in OPERATIONAL]
+    operational = [m for m in cmp.metrics if m.metric in OPERATIONAL]
+    assert quality and operational
+    expected = holm([m.p_value for m in quality])
+    assert [m.p_adjusted for m in quality] == pytest.approx(list(expected), nan_ok=True)

@@ -62,6 +62,9 @@ def list_(
 def show(
     ref: str = typer.Argument(..., help="name:vN, name:alias (latest, production…) or a run id."),
     examples: bool = typer.Option(False, "--examples", "-e", help="Also print per-example scores."),
+    text: bool = typer.Option(
+        False, "--text", "-t", help="With --examples: also each example's input, reference and output."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run (lineage and summary) as JSON."),
     store: Optional[str] = StoreOpt,
 ) -> None:
@@ -101,9 +104,20 @@ def show(
         )
     if examples:
         typer.echo("")
-        for r in run.results():
+        shown: set[str] = set()
+        for r in run.results(with_text=text):
+            if text and r["example_id"] not in shown:
+                shown.add(r["example_id"])
+                for key in ("input", "reference", "output"):
+                    typer.echo(f"  {r['example_id']:<24}{key + ':':<11}{_clip(r[key])}")
             val = _fmt(r["score"]) if r["status"] == "ok" else r["status"]
             typer.echo(f"  {r['example_id']:<24}{r['scorer']:<24}{val:>10}  {r['reason'] or ''}")
+
+
+def _clip(value: object, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 try:  # the runs/compare helper adds `runs compare|alias|promote` in its own module

@@ -356,8 +356,22 @@ class Comparison:
                           _fmt(r["delta"], signed=True), str(r["trace_id_b"] or "—"))  # fmt: skip
             console.print(t)
 
+    def __repr__(self) -> str:
+        verdicts = [m.verdict for m in self.metrics]
+        better, worse = verdicts.count("better"), verdicts.count("worse")
+        named = ", ".join(f"{m.metric} {m.delta:+.3g}" for m in self.metrics if m.significant and m.delta is not None)
+        return (f"<Comparison {self.b.ref} vs {self.a.ref}: {len(self.metrics)} metrics, {better} better, "
+                f"{worse} worse at {self.confidence:.0%}" + (f" ({named})" if named else "") + ">")  # fmt: skip
+
     def _repr_html_(self) -> str:
-        return self.to_df()._repr_html_()  # type: ignore[no-any-return, operator]
+        try:
+            from ragtrail.analysis import comparison_html
+
+            return comparison_html(self.to_df(), title=f"{self.b.ref} vs {self.a.ref} (b − a)")
+        except ImportError:  # no pandas: the text table
+            import html
+
+            return f"<pre>{html.escape(self.render())}</pre>"
 
     def __str__(self) -> str:
         return self.render()
@@ -554,11 +568,14 @@ def compare(
                 n_regressed=n_reg, n_improved=n_imp, test=test,
             )
         )  # fmt: skip
-    adj = holm([r.p_value if r.p_value is not None else float("nan") for r in rows])
-    for r, pa in zip(rows, adj, strict=True):
-        r.p_adjusted = float(pa)
-        excl0 = not _nan(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0)  # type: ignore[operator]
-        r.significant = bool(not math.isnan(pa) and pa < alpha and excl0)
+    # Holm within two families: the quality metrics, and the operational ones (latency, cost, tokens), so
+    # that comparing operational figures too never weakens the adjustment of the quality metrics
+    for family in ([r for r in rows if r.metric not in OPERATIONAL], [r for r in rows if r.metric in OPERATIONAL]):
+        adj = holm([r.p_value if r.p_value is not None else float("nan") for r in family])
+        for r, pa in zip(family, adj, strict=True):
+            r.p_adjusted = float(pa)
+            excl0 = not _nan(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0)  # type: ignore[operator]
+            r.significant = bool(not math.isnan(pa) and pa < alpha and excl0)
 
     def worst_first(rec: dict[str, Any]) -> tuple[int, int, float]:
         # quality metrics before latency/cost/tokens (different scales), errors first, then the largest drop
