@@ -50,7 +50,7 @@ class RootGroup(TyperGroup):
         readable(self)
         for name, cmd in self.commands.items():
             if name in PANELS:
-                cmd.rich_help_panel = PANELS[name][0]
+                cmd.rich_help_panel = PANELS[name][0]  # type: ignore[attr-defined]  # typer commands have it
             if name in GROUP_HELP:
                 cmd.help = GROUP_HELP[name]
 
