@@ -111,3 +111,19 @@ def test_results_with_text_and_informative_reprs(tmp_path: Path) -> None:
     assert repr(trace).startswith(f"<Trace {trace.trace_id[:8]}… ") and " spans " in repr(trace)
     out = runner.invoke(app, ["runs", "show", "settest:v2", "--store", store, "-e", "--text"]).output
     assert "input:     q" in out and "reference: 3" in out and "output:    3" in out
+
+
+def test_runs_compare_table_has_a_verdict_header_and_keeps_tiny_figures() -> None:
+    from rich.console import Console
+
+    from ragtrail.evals._compare import _fmt
+
+    assert _fmt(1.03e-05) == "1.03e-05" and _fmt(1.7e-05, signed=True) == "+1.7e-05"  # per-example cost
+    assert _fmt(0.0) == "0.0000" and _fmt(0.58159) == "0.5816"
+    import ragtrail.evals._compare as c
+
+    cmp = c.Comparison(a=None, b=None, metrics=[], regressions=[], improvements=[])  # type: ignore[arg-type]
+    cmp.a = cmp.b = type("R", (), {"ref": "x:v1"})()  # type: ignore[assignment]
+    console = Console(record=True, width=200)
+    console.print(cmp.table())
+    assert "verdict" in console.export_text()

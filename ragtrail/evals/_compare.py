@@ -308,7 +308,7 @@ class Comparison:
         t = Table(title=f"{self.b.ref} vs {self.a.ref}  (delta = b − a, {pct}% paired bootstrap CI, Holm-adjusted)")
         for col, just in (("metric", "left"), ("a", "right"), ("b", "right"), ("delta", "right"),
                           (f"{pct}% CI", "right"), ("p", "right"), ("p adj", "right"), ("pairs", "right"),
-                          ("", "left")):  # fmt: skip
+                          ("verdict", "left")):  # fmt: skip
             t.add_column(col, justify=just)  # type: ignore[arg-type]
         for m in self.metrics:
             verdict = m.verdict
@@ -384,6 +384,8 @@ def _nan(v: Any) -> bool:
 def _fmt(v: Any, *, signed: bool = False) -> str:
     if _nan(v):
         return "—"
+    if v and abs(v) < 1e-3:  # tiny figures (per-example cost in USD) keep their digits
+        return f"{v:+.3g}" if signed else f"{v:.3g}"
     return f"{v:+.4f}" if signed else f"{v:.4f}"
 
 
