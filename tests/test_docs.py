@@ -34,6 +34,7 @@ def _hooks():  # type: ignore[no-untyped-def]
 
 
 # ----------------------------------------------------------------------------------- the site
+@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     """Broken links, missing pages and unresolved API references fail the build."""
     assert importlib.util.find_spec("mkdocs") is not None, "mkdocs is not installed: pip install -e '.[dev]'"
@@ -77,6 +78,7 @@ def test_cli_reference_covers_every_command_with_readable_values() -> None:
 RUNNABLE = [p for p in PAGES if any(run for run, _ in _blocks(p))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE, ids=[p.relative_to(DOCS).as_posix() for p in RUNNABLE])
 def test_runnable_blocks_run(page: Path, tmp_path: Path) -> None:
     """Blocks marked ``<!-- runnable -->`` run offline, in page order, in one fresh process."""
@@ -99,6 +101,7 @@ assert answer.content == "Use the reset link."
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", [ROOT / "README.md", DOCS / "index.md"], ids=["README", "index"])
 def test_quick_start_runs(page: Path, tmp_path: Path) -> None:
     """The 10-line LangChain quick start is the first Python block and runs as written."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -133,13 +134,31 @@ def _build(tmp: Path) -> tuple[Path, Path]:
     return whl, sdist
 
 
-@pytest.mark.slow
-def test_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The wheel and the sdist, built once for this module (needs PyPI for the fresh venvs)."""
     if not _pypi_reachable():
         if os.environ.get("RAGTRAIL_REQUIRE_PYPI"):
             pytest.fail("PyPI is not reachable: the wheel test needs it to install the base dependencies")
         pytest.skip("PyPI is not reachable (the fresh venv installs the base dependencies from it)")
-    whl, sdist = _build(tmp_path)
+    return _build(tmp_path_factory.mktemp("dist"))
+
+
+def _venv(path: Path) -> tuple[Path, list[str]]:
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
+    py = path / "bin" / "python"
+    return py, [str(py), "-m", "pip", "install", "-q"]
+
+
+def _smoke(py: Path, tmp_path: Path, step: str) -> None:
+    r = subprocess.run([str(py), str(SMOKE), str(tmp_path / f"{step}.db"), step], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=180, env=_env())  # fmt: skip
+    assert r.returncode == 0 and f"ok {step}" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_wheel_in_a_fresh_venv(dist: tuple[Path, Path], tmp_path: Path) -> None:
+    whl, sdist = dist
     twine = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(whl), str(sdist)],
                            capture_output=True, text=True, env=_env())  # fmt: skip
     assert twine.returncode == 0, twine.stdout + twine.stderr
@@ -151,8 +170,7 @@ def test_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    py, pip = venv / "bin" / "python", [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    py, pip = _venv(venv)
     subprocess.run([*pip, str(whl)], check=True, timeout=300, env=_env(), capture_output=True)
     size = _site_packages_bytes(venv)
     print(f"\nbare install: site-packages {size / 2**20:.1f} MiB")
@@ -162,9 +180,7 @@ def test_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
         assert f"\n{heavy}==" not in "\n" + frozen.lower(), f"{heavy} came with the bare install"
 
     def smoke(step: str) -> None:
-        r = subprocess.run([str(py), str(SMOKE), str(tmp_path / f"{step}.db"), step], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=180, env=_env())  # fmt: skip
-        assert r.returncode == 0 and f"ok {step}" in r.stdout, r.stdout + r.stderr
+        _smoke(py, tmp_path, step)
 
     def cli(*args: str) -> str:
         r = subprocess.run([str(venv / "bin" / "ragtrail"), *args], cwd=tmp_path, capture_output=True, text=True,
@@ -183,3 +199,18 @@ def test_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     subprocess.run([*pip, f"{whl}[evals]"], check=True, timeout=300, env=_env(), capture_output=True)
     print(f"with [langchain,evals]: site-packages {_site_packages_bytes(venv) / 2**20:.1f} MiB")
     smoke("evals")
+
+
+@pytest.mark.slow
+def test_handler_with_the_oldest_supported_langchain_core(dist: tuple[Path, Path], tmp_path: Path) -> None:
+    """The low end of the declared langchain-core range (the high end is what the dev venv has)."""
+    (spec,) = OPTIONAL["langchain"]
+    low = re.search(r">=\s*([\d.]+)", spec)
+    assert low is not None, spec
+    py, pip = _venv(tmp_path / "venv")
+    subprocess.run([*pip, str(dist[0]), f"langchain-core=={low.group(1)}"], check=True, timeout=300, env=_env(),
+                   capture_output=True)  # fmt: skip
+    version = subprocess.run([str(py), "-c", "import langchain_core; print(langchain_core.__version__)"],
+                             capture_output=True, text=True, env=_env()).stdout.strip()  # fmt: skip
+    assert version.startswith(low.group(1)), version
+    _smoke(py, tmp_path, "langchain")
