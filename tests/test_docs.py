@@ -71,6 +71,8 @@ def test_cli_reference_covers_every_command_with_readable_values() -> None:
     for name in root.list_commands(ctx):
         assert f"`ragtrail {name}`" in text, name
     assert "<str>" not in text and "<bool>" not in text and "<list[" not in text
+    undocumented = [row for row in text.splitlines() if row.startswith("| `-") and row.endswith("|  |")]
+    assert not undocumented, f"options without help text: {undocumented}"
     assert "`--store`, `-s` | PATH\\|URL" in text
 
 

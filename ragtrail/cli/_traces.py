@@ -77,7 +77,7 @@ def show(
 def export(
     output: str = typer.Option(..., "--output", "-o", help="File to write."),
     fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl or parquet."),
-    project: Optional[str] = typer.Option(None, "--project", "-p"),
+    project: Optional[str] = typer.Option(None, "--project", "-p", help="Only this project."),
     store: Optional[str] = StoreOpt,
 ) -> None:
     """Export spans (one per line/row, attributes included) to JSONL or Parquet."""
@@ -92,7 +92,7 @@ def export(
 @app.command("reprice")
 def reprice(
     prices: Optional[str] = typer.Option(None, "--prices", help="A JSON price file overriding the built-in table."),
-    project: Optional[str] = typer.Option(None, "--project", "-p"),
+    project: Optional[str] = typer.Option(None, "--project", "-p", help="Only this project."),
     store: Optional[str] = StoreOpt,
 ) -> None:
     """Recompute the cost of stored spans from the current price table."""
