@@ -127,3 +127,30 @@ def test_runs_compare_table_has_a_verdict_header_and_keeps_tiny_figures() -> Non
     console = Console(record=True, width=200)
     console.print(cmp.table())
     assert "verdict" in console.export_text()
+
+
+def test_help_is_readable_grouped_and_ordered() -> None:
+    import typer
+
+    root = typer.main.get_command(app)
+    ctx = root.context_class(root, info_name="ragtrail")
+    paths = [[]]
+    for name in root.list_commands(ctx):
+        sub = root.get_command(ctx, name)
+        paths.append([name])
+        sub_ctx = sub.context_class(sub, info_name=name, parent=ctx)
+        paths += [[name, n] for n in getattr(sub, "list_commands", lambda _c: [])(sub_ctx)]
+    assert len(paths) > 20
+    for path in paths:
+        out = runner.invoke(app, [*path, "--help"], terminal_width=200).output
+        assert "<bool>" not in out and "<list[" not in out, (path, out)
+    import re
+
+    top = runner.invoke(app, ["--help"], terminal_width=200).output
+    order = re.findall(r"^│ (\w+)\s{2,}", top, flags=re.M)
+    assert order[:3] == ["traces", "store", "serve"] and order[3:6] == ["datasets", "eval", "runs"], order
+    assert top.index("Tracing") < top.index("│ traces") < top.index("Evaluation") < top.index("│ datasets")
+    listing = runner.invoke(app, ["traces", "list", "--help"], terminal_width=200).output
+    assert "PATH|URL" in listing and "ISO-TIME" in listing and "<str>" not in listing
+    runs = runner.invoke(app, ["runs", "--help"], terminal_width=200).output
+    assert "List, show, compare, alias and promote" in runs

@@ -35,11 +35,34 @@ GROUP_HELP = {
 def readable(cmd: Any) -> None:
     """Give every option of ``cmd`` and its subcommands a readable metavar (flags none)."""
     for p in getattr(cmd, "params", []):
+        if p.param_type_name == "argument":
+            _untyped(p)  # its name says what to type (RUNS…); typer would add <list[str]>
+            continue
         if p.param_type_name != "option" or p.metavar is not None:
             continue
         p.metavar = "" if p.is_flag else METAVARS.get(p.name, (p.name or "value").upper().replace("_", "-"))
+    _plain_help_flag(cmd)
     for sub in getattr(cmd, "commands", {}).values():
         readable(sub)
+
+
+def _untyped(argument: Any) -> None:
+    """Typer lists an argument's Python type (``<str>``) beside its name: show the name alone."""
+    if hasattr(argument, "display_type_rich"):
+        argument.display_type_rich = lambda ctx: None
+
+
+def _plain_help_flag(cmd: Any) -> None:
+    """``--help`` is made per context (``get_help_option``): drop its ``<bool>`` type as it is made."""
+    make = cmd.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = make(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    cmd.get_help_option = get_help_option
 
 
 class RootGroup(TyperGroup):
