@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,8 @@ def test_runs_list_shows_the_differing_config_without_pandas(tmp_path: Path) -> 
         "from ragtrail.cli import main; main()"
     )
     r = subprocess.run([sys.executable, "-c", code, store], cwd=root, capture_output=True, text=True, timeout=120,
-                       env={**__import__("os").environ, "PYTHONPATH": str(root), "COLUMNS": "250"})  # fmt: skip
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(ragtrail.__file__).parent.parent), str(root)]),
+                            "COLUMNS": "250"})  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     lines = {ln.split()[1]: ln for ln in r.stdout.splitlines() if "settest:v" in ln}
     assert "top_k=3" in lines["settest:v2"] and "top_k=5" in lines["settest:v1"]

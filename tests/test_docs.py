@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+import ragtrail
+
 ROOT = Path(__file__).resolve().parent.parent
+PKG = Path(ragtrail.__file__).resolve().parent  # ragtrail/ now, src/ragtrail/ after a src layout
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
 FENCE = re.compile(r"(<!-- runnable -->\n)?```python\n(.*?)```", re.S)
@@ -38,7 +41,7 @@ def _hooks():  # type: ignore[no-untyped-def]
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     """Broken links, missing pages and unresolved API references fail the build."""
     assert importlib.util.find_spec("mkdocs") is not None, "mkdocs is not installed: pip install -e '.[dev]'"
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(PKG.parent)}
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
                        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -115,7 +118,7 @@ def test_quick_start_runs(page: Path, tmp_path: Path) -> None:
 def _run(code: str, tmp_path: Path) -> None:
     script = tmp_path / "block.py"
     script.write_text(code, encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAGTRAIL_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(PKG.parent), "RAGTRAIL_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
     env.pop("RAGTRAIL_STORE", None)
     r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180,
                        env=env)  # fmt: skip
@@ -189,7 +192,7 @@ def test_configuration_reference_lists_every_option_and_variable() -> None:
     for option in [*options, "project", "store", "capture_content", "otlp_endpoint", "openinference"]:
         assert f"{option}=" in text, f"init option {option!r} is missing from docs/configuration.md"
     variables = set()
-    for path in (ROOT / "ragtrail").rglob("*.py"):
+    for path in PKG.rglob("*.py"):
         variables |= set(re.findall(r"\b(RAGTRAIL_[A-Z_]+)\b", path.read_text(encoding="utf-8")))
     missing = sorted(v for v in variables if f"`{v}`" not in text)
     assert not missing, f"environment variables missing from docs/configuration.md: {missing}"

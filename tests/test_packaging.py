@@ -20,10 +20,13 @@ from pathlib import Path
 import pytest
 import tomllib
 
+import ragtrail
 from ragtrail import MissingDependencyError
 from ragtrail._deps import EXTRAS, require
 
 ROOT = Path(__file__).resolve().parent.parent
+PKG = Path(ragtrail.__file__).resolve().parent  # the package's folder (ragtrail/ now, src/ragtrail/ after a src layout)
+PATHS = os.pathsep.join(dict.fromkeys([str(PKG.parent), str(ROOT)]))  # the package, and tests/ for the smoke module
 SMOKE = Path(__file__).resolve().parent / "_wheel_smoke.py"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 OPTIONAL = PYPROJECT["project"]["optional-dependencies"]
@@ -57,7 +60,7 @@ def test_require_defaults_the_extra_from_the_module() -> None:
 def _required_extras() -> set[str]:
     """Every extra that the package's require(...) calls name."""
     found: set[str] = set(EXTRAS.values())
-    for path in (ROOT / "ragtrail").rglob("*.py"):
+    for path in PKG.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "require":
                 for kw in node.keywords:
@@ -86,7 +89,7 @@ def test_bare_install_simulated(tmp_path: Path) -> None:
     """The smoke test with pandas, numpy, scipy, pyarrow, langchain… made unimportable in the dev venv."""
     r = subprocess.run(
         [sys.executable, str(SMOKE), str(tmp_path / "s.db"), "core"],
-        env=_env(PYTHONPATH=str(ROOT), RAGTRAIL_SMOKE_BLOCK="1", RAGTRAIL_SMOKE_FROM_SOURCE="1"),
+        env=_env(PYTHONPATH=PATHS, RAGTRAIL_SMOKE_BLOCK="1", RAGTRAIL_SMOKE_FROM_SOURCE="1"),
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert r.returncode == 0 and "ok core" in r.stdout, r.stdout + r.stderr
@@ -98,7 +101,7 @@ def test_cli_turns_a_missing_extra_into_one_line(tmp_path: Path) -> None:
         "import tests._wheel_smoke as s; sys.meta_path.insert(0, s._Block());"
         "from ragtrail.cli import main; main()"
     )
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.db")], env=_env(PYTHONPATH=str(ROOT)),
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.db")], env=_env(PYTHONPATH=PATHS),
                        capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.strip().splitlines() == [
