@@ -194,6 +194,10 @@ def test_wheel_in_a_fresh_venv(dist: tuple[Path, Path], tmp_path: Path) -> None:
     smoke("core")
     assert "answer" in cli("traces", "list", "--store", str(tmp_path / "core.db"))
     assert cli("--version").strip() == whl.name.split("-")[1]
+    for args, extra in ((["serve"], "otlp"), (["runs", "compare", "toy:v1", "toy:v1"], "evals")):
+        r = subprocess.run([str(venv / "bin" / "ragtrail"), *args, "--store", str(tmp_path / "core.db")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_env())  # fmt: skip
+        assert r.returncode == 2 and r.stderr.strip().endswith(f"pip install 'ragtrail[{extra}]'"), r.stderr
 
     subprocess.run([*pip, f"{whl}[langchain]"], check=True, timeout=300, env=_env(), capture_output=True)
     print(f"with [langchain]: site-packages {_site_packages_bytes(venv) / 2**20:.1f} MiB")
