@@ -30,6 +30,7 @@ EXTRAS: dict[str, str] = {
     "transformers": "transformers",
     "vllm": "vllm",
     "openai": "openai",
+    "langchain_openai": "langchain-openai",
     "psycopg": "postgres",
     "fastapi": "otlp",
     "uvicorn": "otlp",
@@ -42,6 +43,7 @@ EXTRAS: dict[str, str] = {
 _PACKAGES: dict[str, str] = {
     "rouge_score": "rouge-score",
     "langchain_core": "langchain-core",
+    "langchain_openai": "langchain-openai",
     "llama_index": "llama-index-core",
     "sentence_transformers": "sentence-transformers",
     "grpc": "grpcio",

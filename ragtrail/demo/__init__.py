@@ -108,7 +108,7 @@ def _llm(base_url: str | None, model: str | None) -> Any:
         return ExtractiveChatModel()
     from ragtrail._deps import require
 
-    lco = require("langchain_openai", extra="openai", package="langchain-openai")
+    lco = require("langchain_openai", extra="langchain-openai", package="langchain-openai")
     if not model:
         import httpx
 
