@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 CLI_MARKER = "<!-- cli-reference -->"
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _nav_files(nav: Any) -> set[str]:
@@ -103,6 +105,11 @@ def _command_md(cmd: Any, path: list[str], parent: Any, out: list[str]) -> None:
 
 def cli_reference() -> str:
     """Markdown for every command of the ``ragtrail`` CLI."""
+    # document the checkout being built, not whatever ragtrail is installed (mkdocs restores sys.path
+    # after loading this module, so this happens here)
+    src = _ROOT / "src" if (_ROOT / "src" / "ragtrail").is_dir() else _ROOT
+    if str(src) not in sys.path:
+        sys.path.insert(0, str(src))
     import typer
 
     from ragtrail.cli import app
