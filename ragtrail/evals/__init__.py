@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ragtrail.evals._compare import Comparison, compare
     from ragtrail.evals._gates import GateReport, check_gates, load_gates, promote
     from ragtrail.evals._report import write_report
-    from ragtrail.evals._sweep import current_trial, load_sweep, run_sweep, sweep_cache
+    from ragtrail.evals._sweep import current_trial, load_sweep, run_sweep, sweep_cache, sweep_runs_df
 
 # names whose modules need numpy/scipy: imported on first access (a bare install gets the install hint)
 _LAZY = {
@@ -31,6 +31,7 @@ _LAZY = {
     "GateReport": "_gates", "check_gates": "_gates", "load_gates": "_gates", "promote": "_gates",
     "write_report": "_report",
     "current_trial": "_sweep", "load_sweep": "_sweep", "run_sweep": "_sweep", "sweep_cache": "_sweep",
+    "sweep_runs_df": "_sweep",
 }  # fmt: skip
 
 
@@ -80,5 +81,6 @@ __all__ = [
     "scorers",
     "set_alias",
     "sweep_cache",
+    "sweep_runs_df",
     "write_report",
 ]
