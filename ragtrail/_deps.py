@@ -37,6 +37,7 @@ EXTRAS: dict[str, str] = {
     "grpc": "otlp",
     "ray": "ray",
     "pynvml": "gpu",
+    "fsspec": "artifacts",
 }
 
 #: The distribution name where it differs from the module name (for the message).
