@@ -16,6 +16,15 @@ from ragtrail.cli._eval import apply_overrides
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _no_tracing_left_behind():  # type: ignore[no-untyped-def]
+    """Evaluations start ragtrail when it is not running; stop it so the next test starts clean."""
+    yield
+    import ragtrail
+
+    ragtrail.shutdown()
+
+
 def test_version_prints_the_version() -> None:
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0, r.output

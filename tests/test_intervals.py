@@ -13,6 +13,15 @@ from ragtrail.evals._report import build_report
 from ragtrail.evals._stats import mean_interval, wilson_interval
 
 
+@pytest.fixture(autouse=True)
+def _no_tracing_left_behind():  # type: ignore[no-untyped-def]
+    """Evaluations start ragtrail when it is not running; stop it so the next test starts clean."""
+    yield
+    import ragtrail
+
+    ragtrail.shutdown()
+
+
 def test_wilson_for_exact_match_stays_in_0_1() -> None:
     # the issue's case: exact match 0.8 on 5 examples (a t-interval gave [0.24, 1.36])
     m, lo, hi, method = mean_interval([1, 1, 1, 1, 0])

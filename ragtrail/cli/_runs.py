@@ -44,8 +44,9 @@ def list_(
     for col in ("ref", "status", "created_at", "dataset", "dataset_version", "n_examples", "n_errors", "aliases"):
         table.add_column(col)
     table.add_column("config", min_width=min(60, max([6, *(len(v) for v in differing.values())])))
-    for col in ("p50 ms", "cost", *metrics):
-        table.add_column(col)
+    with_sweep = any(r.sweep_id for r in runs)  # the id `ragtrail sweep --resume` takes
+    for col in ("p50 ms", "cost", *(["sweep"] if with_sweep else []), *metrics):
+        table.add_column(col, no_wrap=col == "sweep")
     for r in runs:
         s = r.summary
         created = datetime.fromtimestamp(r.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
@@ -53,7 +54,7 @@ def list_(
             r.ref, r.status, created, _fmt(r.dataset_name), _fmt(r.dataset_version), _fmt(s.get("n_examples")),
             _fmt(s.get("n_error")), ",".join(r.aliases()), differing.get(r.run_id, ""),
             _fmt((s.get("latency_ms") or {}).get("p50")), _fmt(s.get("cost_usd")),
-            *[_fmt(r.metrics.get(m)) for m in metrics],
+            *([_fmt(r.sweep_id)] if with_sweep else []), *[_fmt(r.metrics.get(m)) for m in metrics],
         )  # fmt: skip
     Console(width=240).print(table)
 
