@@ -38,6 +38,7 @@ EXTRAS: dict[str, str] = {
     "ray": "ray",
     "pynvml": "gpu",
     "fsspec": "artifacts",
+    "jinja2": "ui",
 }
 
 #: The distribution name where it differs from the module name (for the message).
