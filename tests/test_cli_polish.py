@@ -159,8 +159,10 @@ def test_help_is_readable_grouped_and_ordered() -> None:
 
     top = runner.invoke(app, ["--help"], terminal_width=200).output
     order = re.findall(r"^│ (\w+)\s{2,}", top, flags=re.M)
-    assert order[:3] == ["traces", "store", "serve"] and order[3:6] == ["datasets", "eval", "runs"], order
+    assert order[0] == "traces" and order.index("serve") < order.index("store") < order.index("datasets"), order
+    assert order.index("datasets") < order.index("eval") < order.index("runs") < order.index("gate"), order
     assert top.index("Tracing") < top.index("│ traces") < top.index("Evaluation") < top.index("│ datasets")
+    assert "─ Commands ─" not in top  # every command sits in a named panel (a new one under "More")
     listing = runner.invoke(app, ["traces", "list", "--help"], terminal_width=200).output
     assert "PATH|URL" in listing and "ISO-TIME" in listing and "<str>" not in listing
     runs = runner.invoke(app, ["runs", "--help"], terminal_width=200).output

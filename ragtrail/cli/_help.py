@@ -22,10 +22,12 @@ METAVARS = {
 
 # top-level command -> (help panel, position)
 PANELS = {
-    "traces": ("Tracing", 0), "store": ("Tracing", 1), "serve": ("Tracing", 2),
+    "traces": ("Tracing", 0), "ui": ("Tracing", 1), "serve": ("Tracing", 2), "store": ("Tracing", 3),
     "datasets": ("Evaluation", 10), "eval": ("Evaluation", 11), "runs": ("Evaluation", 12),
     "gate": ("Evaluation", 13), "report": ("Evaluation", 14), "sweep": ("Evaluation", 15),
+    "artifacts": ("Versioned artifacts", 20), "prompts": ("Versioned artifacts", 21),
 }  # fmt: skip
+OTHER = ("More", 99)  # a command added later without a place here: listed last, never first
 
 GROUP_HELP = {
     "runs": "List, show, compare, alias and promote versioned eval runs.",
@@ -72,11 +74,10 @@ class RootGroup(TyperGroup):
         super().__init__(*args, **kwargs)
         readable(self)
         for name, cmd in self.commands.items():
-            if name in PANELS:
-                cmd.rich_help_panel = PANELS[name][0]  # type: ignore[attr-defined]  # typer commands have it
+            cmd.rich_help_panel = PANELS.get(name, OTHER)[0]  # type: ignore[attr-defined]  # typer commands have it
             if name in GROUP_HELP:
                 cmd.help = GROUP_HELP[name]
 
     def list_commands(self, ctx: Any) -> list[str]:
         names = super().list_commands(ctx)
-        return sorted(names, key=lambda n: (PANELS.get(n, ("", 99))[1], names.index(n)))
+        return sorted(names, key=lambda n: (PANELS.get(n, OTHER)[1], names.index(n)))
