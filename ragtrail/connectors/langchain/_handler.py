@@ -103,6 +103,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 _PROMPT_KEYS = (semconv.PROMPT_NAME, semconv.PROMPT_VERSION, semconv.PROMPT_DIGEST)
+
+
 def _operation(run_type: str) -> str:
     return "chat" if run_type == "chat_model" else "text_completion"
 
