@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ragtrail.evals._compare import Comparison, compare
     from ragtrail.evals._gates import GateReport, check_gates, load_gates, promote
     from ragtrail.evals._report import write_report
-    from ragtrail.evals._sweep import current_trial, load_sweep, run_sweep, sweep_cache, sweep_runs_df
+    from ragtrail.evals._sweep import current_trial, load_sweep, planned_configs, run_sweep, sweep_cache, sweep_runs_df
 
 # names whose modules need numpy/scipy: imported on first access (a bare install gets the install hint)
 _LAZY = {
@@ -32,7 +32,7 @@ _LAZY = {
     "GateReport": "_gates", "check_gates": "_gates", "load_gates": "_gates", "promote": "_gates",
     "write_report": "_report",
     "current_trial": "_sweep", "load_sweep": "_sweep", "run_sweep": "_sweep", "sweep_cache": "_sweep",
-    "sweep_runs_df": "_sweep",
+    "sweep_runs_df": "_sweep", "planned_configs": "_sweep",
 }  # fmt: skip
 
 
@@ -78,6 +78,7 @@ __all__ = [
     "load_run",
     "load_sweep",
     "metrics",
+    "planned_configs",
     "promote",
     "rescore",
     "run_sweep",
