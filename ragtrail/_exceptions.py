@@ -8,7 +8,8 @@
     │   └── SchemaVersionError the store was written by a newer ragtrail
     ├── DatasetError           a dataset cannot be loaded or validated (names file:line and field)
     ├── EvalError              an evaluation cannot run or resume
-    │   └── JudgeError         an LLM judge cannot be used
+    │   ├── JudgeError         an LLM judge cannot be used
+    │   └── AliasConflictError an alias moved between reading and moving it (compare-and-swap lost)
     ├── ConnectorError         a connector cannot instrument its library
     └── MissingDependencyError (also an ImportError) an optional extra is not installed
 
@@ -49,6 +50,10 @@ class JudgeError(EvalError):
     """An LLM judge cannot be used."""
 
 
+class AliasConflictError(EvalError):
+    """The alias moved between reading it and moving it (another promotion won the race)."""
+
+
 class ConnectorError(RagtrailError):
     """A connector cannot instrument its library."""
 
@@ -62,6 +67,7 @@ class RagtrailWarning(UserWarning):
 
 
 __all__ = [
+    "AliasConflictError",
     "ConfigError",
     "ConnectorError",
     "DatasetError",

@@ -136,14 +136,14 @@ def register(runs_app: typer.Typer) -> None:
 def _print_history(st, name: str, alias: str) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
 
-    from ragtrail.evals._compare import _run_by_id
+    from ragtrail.evals._runs import alias_history
+    from ragtrail.store._evals import get_run
 
-    rows = st.query(
-        "SELECT run_id, previous_run_id, set_at, set_by FROM alias_history WHERE name = ? AND alias = ? ORDER BY set_at",
-        (name, alias),
-    )
-    for rid, prev, at, who in rows:
-        r = _run_by_id(st, rid)
-        p = _run_by_id(st, prev) if prev else None
-        when = dt.datetime.fromtimestamp(float(at), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        typer.echo(f"{when}  {who or '?'}  {p.ref if p else 'unset'} -> {r.ref if r else rid}")
+    def ref(run_id: str) -> str:
+        rec = get_run(st, run_id)
+        return f"{rec['name']}:v{rec['version']}" if rec else run_id
+
+    for h in alias_history(st, name, alias):
+        when = dt.datetime.fromtimestamp(float(h["set_at"]), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        prev = ref(h["previous_run_id"]) if h["previous_run_id"] else "unset"
+        typer.echo(f"{when}  {h['set_by'] or '?'}  {prev} -> {ref(h['run_id'])}")

@@ -30,7 +30,6 @@ compare-and-swap so that concurrent promotions never lose an update.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -43,7 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragtrail._exceptions import ConfigError, EvalError, RagtrailWarning
+from ragtrail._exceptions import AliasConflictError, ConfigError, EvalError, RagtrailWarning
 from ragtrail.evals._compare import (
     OPERATIONAL,
     Comparison,
@@ -54,7 +53,7 @@ from ragtrail.evals._compare import (
     load_scores,
     resolve_run,
 )
-from ragtrail.store import Store
+from ragtrail.store import Store, _aliases
 
 GateKind = Literal[
     "threshold", "non_inferiority", "error_rate", "undefined_rate", "cost", "cost_per_example", "latency"
@@ -618,69 +617,24 @@ def _evaluate(
 
 
 # ------------------------------------------------------------------------------------ aliases
-class AliasConflictError(EvalError):
-    """The alias moved between reading it and moving it (another promotion won the race)."""
-
-
-_ANY: Any = object()
-_VERSION_TAG = re.compile(r"^v\d+$")
-
-
-def _lock_key(name: str, alias: str) -> int:
-    h = hashlib.sha256(f"ragtrail-alias\0{name}\0{alias}".encode()).digest()
-    return int.from_bytes(h[:8], "big", signed=True)
+_ANY: Any = _aliases.UNSET
 
 
 def current_alias(store: Store, name: str, alias: str) -> str | None:
     """The run id ``name:alias`` points at (None when unset)."""
-    rows = store.query("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (name, alias))
-    return str(rows[0][0]) if rows else None
+    return _aliases.alias_target(store, name, alias)
 
 
 def move_alias(store: Store, run: Any, alias: str, *, by: str | None = None, expected: Any = _ANY) -> str | None:
     """Point ``alias`` of the run's evaluation at ``run`` atomically; returns the previous run id.
 
-    One transaction reads the alias, updates it and appends the history row (who, when, from which
-    run); on PostgreSQL it first takes a transaction-scoped advisory lock on (evaluation, alias),
-    on SQLite ``BEGIN IMMEDIATE`` serialises writers. With ``expected`` (a run id or None for
-    "unset"), the move happens only if the alias still points there, else
-    :class:`AliasConflictError` (compare-and-swap).
+    :func:`ragtrail.store._aliases.move_alias` for a run reference: with ``expected`` (a run id or
+    None for "unset") the move happens only if the alias still points there, else
+    :class:`~ragtrail.AliasConflictError` (compare-and-swap).
     """
-    if (
-        not isinstance(alias, str)
-        or not alias.strip()
-        or ":" in alias
-        or _VERSION_TAG.match(alias)
-        or alias == "latest"
-    ):
-        raise ConfigError(
-            f"alias {alias!r} is not allowed: it must be non-empty, without ':', not 'vN' and not 'latest'"
-        )
+    _aliases.validate_alias(alias)
     info = resolve_run(store, run)
-    who = by or os.environ.get("RAGTRAIL_USER") or os.environ.get("USER") or os.environ.get("USERNAME")
-    with store.transaction() as cur:
-        if store.kind == "postgresql":
-            cur.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(info.name, alias),))
-        cur.execute("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (info.name, alias))
-        row = cur.fetchone()
-        previous = row[0] if row else None
-        if expected is not _ANY and previous != expected:
-            raise AliasConflictError(
-                f"{info.name}:{alias} moved to {previous!r} while promoting {info.ref} (expected {expected!r}); "
-                "re-check the gates against the new holder"
-            )
-        now = time.time()
-        if previous is None:
-            cur.execute("INSERT INTO aliases (name, alias, run_id, set_at, set_by) VALUES (?, ?, ?, ?, ?)",
-                        (info.name, alias, info.run_id, now, who))  # fmt: skip
-        else:
-            cur.execute("UPDATE aliases SET run_id = ?, set_at = ?, set_by = ? WHERE name = ? AND alias = ?",
-                        (info.run_id, now, who, info.name, alias))  # fmt: skip
-        cur.execute(
-            "INSERT INTO alias_history (name, alias, run_id, previous_run_id, set_at, set_by) VALUES (?, ?, ?, ?, ?, ?)",
-            (info.name, alias, info.run_id, previous, now, who),
-        )
-    return previous
+    return _aliases.move_alias(store, info.name, alias, info.run_id, by=by, expected=expected, label=info.ref)
 
 
 @dataclass

@@ -25,9 +25,11 @@ from ragtrail._exceptions import ConfigError, EvalError, MissingDependencyError
 from ragtrail._log import logger
 from ragtrail.evals._concurrency import AdaptiveLimiter
 from ragtrail.evals._datasets import Dataset
-from ragtrail.evals._runs import Run, _json, config_hash, create_run, finish_run, git_info, load_run, package_versions
+from ragtrail.evals._runs import Run, config_hash, create_run, finish_run, git_info, load_run, package_versions
 from ragtrail.evals._scorers import as_scorer
+from ragtrail.evals._store import store_of
 from ragtrail.evals._types import Example, Score, Scorer
+from ragtrail.store import _evals as repo
 from ragtrail.tracing._model import Trace
 
 if TYPE_CHECKING:
@@ -217,54 +219,18 @@ class _Engine:
     # ---------------------------------------------------------------------- commits
     def _commit(self, ex_id: str, row: tuple[Any, ...] | None, results: Sequence[tuple[str, Score]], trace_id: str | None,
                 replace_example: bool = False) -> None:  # fmt: skip
-        now = time.time()
-        rid = self.run.run_id
-        with self.store.transaction() as cur:
-            if row is not None:
-                if replace_example:
-                    cur.execute("DELETE FROM run_examples WHERE run_id = ? AND example_id = ?", (rid, ex_id))
-                    cur.execute("DELETE FROM run_results WHERE run_id = ? AND example_id = ?", (rid, ex_id))
-                cur.execute(
-                    "INSERT INTO run_examples (run_id, example_id, status, output, error, trace_id, latency_ms, "
-                    "input_tokens, output_tokens, cost_usd, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rid, ex_id, *row, now),
-                )
-            for name, sc in results:
-                cur.execute(
-                    "DELETE FROM run_results WHERE run_id = ? AND example_id = ? AND scorer = ?", (rid, ex_id, name)
-                )
-                cur.execute(
-                    "INSERT INTO run_results (run_id, example_id, scorer, score, status, reason, details, trace_id, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        rid,
-                        ex_id,
-                        name,
-                        sc.value,
-                        sc.status,
-                        sc.reason,
-                        _json(sc.details) if sc.details else None,
-                        trace_id,
-                        now,
-                    ),
-                )
+        repo.commit_example(
+            self.store, self.run.run_id, ex_id, row,
+            [(ex_id, name, sc.value, sc.status, sc.reason, sc.details, trace_id) for name, sc in results],
+            replace_example=replace_example,
+        )  # fmt: skip
 
     def _commit_batch(self, rows: Sequence[tuple[str, str, Score, str | None]]) -> None:
-        now = time.time()
-        rid = self.run.run_id
-        with self.store.transaction() as cur:
-            cur.executemany(
-                "DELETE FROM run_results WHERE run_id = ? AND example_id = ? AND scorer = ?",
-                [(rid, ex_id, name) for ex_id, name, _sc, _tid in rows],
-            )
-            cur.executemany(
-                "INSERT INTO run_results (run_id, example_id, scorer, score, status, reason, details, trace_id, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (rid, e, n, sc.value, sc.status, sc.reason, _json(sc.details) if sc.details else None, tid, now)
-                    for e, n, sc, tid in rows
-                ],
-            )
+        repo.commit_results(
+            self.store,
+            self.run.run_id,
+            [(e, n, sc.value, sc.status, sc.reason, sc.details, tid) for e, n, sc, tid in rows],
+        )
 
     # ---------------------------------------------------------------------- pipeline call
     def _root_attrs(self, ex: Example) -> dict[str, Any]:
@@ -526,9 +492,7 @@ class Evaluation:
         return f"{mod}:{qual}"
 
     def _store(self) -> Store:
-        from ragtrail.evals._datasets import _store
-
-        return _store(self.store_arg)
+        return store_of(self.store_arg)
 
     def _ensure_tracing(self, store: Store) -> None:
         from ragtrail.tracing import collector, get_config, init
@@ -572,24 +536,16 @@ class Evaluation:
         todo = list(self.dataset.examples)
         if resume is not None:
             run = load_run(store, resume)
-            done = {
-                r[0]
-                for r in store.query(
-                    "SELECT example_id FROM run_examples WHERE run_id = ? AND status = 'ok'", (run.run_id,)
-                )
-            }
+            done = {ex for ex, st in repo.example_statuses(store, run.run_id).items() if st == "ok"}
             todo = [e for e in todo if e.id not in done]
         per: float | None = None
         basis = "no previous run of this evaluation to estimate the pipeline cost from"
-        rows = store.query("SELECT run_id FROM runs WHERE name = ? ORDER BY version DESC LIMIT 1", (self.name,))
-        if rows:
-            c = store.query(
-                "SELECT AVG(cost_usd), COUNT(cost_usd) FROM run_examples WHERE run_id = ? AND cost_usd IS NOT NULL",
-                (rows[0][0],),
-            )
-            if c and c[0][1]:
-                per = float(c[0][0])
-                basis = f"pipeline cost per example from {load_run(store, rows[0][0]).ref} (mean of {c[0][1]} examples)"
+        prev_id = repo.latest_run_id(store, self.name)
+        if prev_id is not None:
+            mean, n = repo.mean_example_cost(store, prev_id)
+            if mean is not None:
+                per = mean
+                basis = f"pipeline cost per example from {load_run(store, prev_id).ref} (mean of {n} examples)"
         scorer_cost: float | None = None
         for s in self.scorers:
             est = getattr(s, "estimate_cost", None)
@@ -683,11 +639,7 @@ class Evaluation:
                 *(dict(s.describe()) for s in self.scorers if s.name not in known),
             ]
             lineage.setdefault("resumes", []).append({"at": time.time(), "forced": bool(force), "git": git_info()})
-            with store.transaction() as cur:
-                cur.execute(
-                    "UPDATE runs SET status = 'running', finished_at = NULL, lineage = ? WHERE run_id = ?",
-                    (_json(lineage), run.run_id),
-                )
+            repo.reopen_run(store, run.run_id, lineage)
             run.status = "running"
         else:
             from ragtrail.evals._sweep import current_trial
@@ -735,13 +687,10 @@ class Evaluation:
             logger.warning("ragtrail: resuming %s although %s (forced)", run.ref, "; ".join(problems))
 
     def _resume_plan(self, store: Store, run: Run) -> tuple[list[Example], set[str], dict[str, set[str]]]:
-        ex_rows = store.query("SELECT example_id, status FROM run_examples WHERE run_id = ?", (run.run_id,))
-        status = {r[0]: r[1] for r in ex_rows}
+        status = repo.example_statuses(store, run.run_id)
         have: dict[str, set[str]] = {}
-        for e, s, st in store.query(
-            "SELECT example_id, scorer, status FROM run_results WHERE run_id = ?", (run.run_id,)
-        ):
-            if st != "error":
+        for e, s, result_status in repo.result_statuses(store, run.run_id):
+            if result_status != "error":
                 have.setdefault(e, set()).add(s)
         names = {s.name for s in self.scorers}
         todo: list[Example] = []
@@ -835,10 +784,8 @@ class Evaluation:
                 bar.close()
 
     def _rescore_stored(self, engine: _Engine, rescore: Mapping[str, set[str]]) -> list[_Done]:
-        rows = engine.store.query(
-            "SELECT example_id, output, trace_id FROM run_examples WHERE run_id = ?", (engine.run.run_id,)
-        )
-        stored = {r[0]: (json.loads(r[1]) if r[1] else None, r[2]) for r in rows}
+        rows = repo.example_rows(engine.store, engine.run.run_id, list(rescore))
+        stored = {r["example_id"]: (json.loads(r["output"]) if r["output"] else None, r["trace_id"]) for r in rows}
         traces = _load_traces(engine.store, [stored[e][1] for e in rescore if e in stored and stored[e][1]])
         out = []
         for ex_id, missing in rescore.items():
@@ -849,7 +796,6 @@ class Evaluation:
 
 
 def _load_traces(store: Store, trace_ids: Sequence[str]) -> dict[str, Trace]:
-    from ragtrail.store import SPAN_COLUMNS
     from ragtrail.tracing import flush
     from ragtrail.tracing._model import SpanRecord
 
@@ -857,13 +803,9 @@ def _load_traces(store: Store, trace_ids: Sequence[str]) -> dict[str, Trace]:
         return {}
     flush(10.0)
     by: dict[str, list[SpanRecord]] = {}
-    ids = list(dict.fromkeys(trace_ids))
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        sql = f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE trace_id IN ({', '.join('?' * len(chunk))})"  # noqa: S608
-        for r in store.query(sql, chunk):
-            s = SpanRecord.from_row(r)
-            by.setdefault(s.trace_id, []).append(s)
+    for r in repo.trace_span_rows(store, trace_ids):
+        s = SpanRecord.from_row(r)
+        by.setdefault(s.trace_id, []).append(s)
     return {k: Trace(v) for k, v in by.items()}
 
 
@@ -929,9 +871,7 @@ def evaluate_traces(
     exact match of its root span's input with the example's input; the output is the root span's
     output. Examples without a matching trace are recorded as errors ("no recorded trace").
     """
-    from ragtrail.evals._datasets import _store
-
-    st = _store(store)
+    st = store_of(store)
     objs: list[Trace] = []
     ids: list[str] = []
     for t in traces:
@@ -982,16 +922,10 @@ def evaluate_traces(
 def rescore(run: Any, scorers: Sequence[Any], *, name: str | None = None, store: Any = None) -> Run:
     """Score a stored run's outputs and traces with ``scorers`` as a new run linked to it
     (``source_run_id``); no pipeline is called."""
-    from ragtrail.evals._datasets import _store
-
-    st = _store(store if store is not None else getattr(run, "store", None))
+    st = store_of(store if store is not None else getattr(run, "store", None))
     src = load_run(st, run)
     ds = src.dataset()
-    rows = st.query(
-        "SELECT example_id, status, output, error, trace_id, latency_ms, input_tokens, output_tokens, cost_usd "
-        "FROM run_examples WHERE run_id = ?",
-        (src.run_id,),
-    )
+    rows = [tuple(d.values()) for d in repo.example_rows(st, src.run_id)]  # EXAMPLE_FIELDS order
     traces = _load_traces(st, [r[4] for r in rows if r[4]])
     items: dict[str, tuple[Any, Trace, tuple[Any, ...]]] = {}
     for r in rows:

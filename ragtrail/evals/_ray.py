@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, EvalError
 from ragtrail._log import logger
+from ragtrail.store import _evals as repo
 
 if TYPE_CHECKING:
     from ragtrail.evals._harness import Evaluation
@@ -144,7 +145,7 @@ def run_on_ray(
     backend: Any = "ray",
 ) -> Run:
     """Run ``ev`` with its examples spread over Ray tasks; returns the logged run (see the module doc)."""
-    from ragtrail.evals._runs import _json, create_run, finish_run, git_info, load_run
+    from ragtrail.evals._runs import create_run, finish_run, git_info, load_run
 
     opts = _coerce(backend)
     if ev._sync_fn is None and ev._async_fn is None:
@@ -204,16 +205,9 @@ def run_on_ray(
         lineage.setdefault("resumes", []).append(
             {"at": time.time(), "forced": bool(force), "git": git_info(), "backend": "ray"}
         )
-        with store.transaction() as cur:
-            cur.execute(
-                "UPDATE runs SET status = 'running', finished_at = NULL, lineage = ? WHERE run_id = ?",
-                (_json(lineage), run.run_id),
-            )
-            # examples that failed before run again from scratch: clear their old rows now, so that a
-            # task retried after a worker died can tell "committed in this execution" by presence alone
-            for ex_id in rerun:
-                cur.execute("DELETE FROM run_examples WHERE run_id = ? AND example_id = ?", (run.run_id, ex_id))
-                cur.execute("DELETE FROM run_results WHERE run_id = ? AND example_id = ?", (run.run_id, ex_id))
+        # examples that failed before run again from scratch: clear their old rows now, so that a
+        # task retried after a worker died can tell "committed in this execution" by presence alone
+        repo.reopen_run(store, run.run_id, lineage, clear_examples=rerun)
         want = {e.id for e in todo} | set(rescore)
     else:
         lin = ev._lineage(cfg, {"backend": "ray"})
@@ -384,14 +378,10 @@ def _plan(ev: Evaluation, store: Store, run_id: str, ids: Sequence[str]) -> tupl
     but missing some scores (a worker died before its batched scorers ran) are scored from the
     stored output. Examples committed as errors in this execution stay as they are."""
     wanted = set(ids)
-    status = {
-        r[0]: r[1]
-        for r in store.query("SELECT example_id, status FROM run_examples WHERE run_id = ?", (run_id,))
-        if r[0] in wanted
-    }
+    status = {e: v for e, v in repo.example_statuses(store, run_id).items() if e in wanted}
     have: dict[str, set[str]] = {}
-    for e, s, st in store.query("SELECT example_id, scorer, status FROM run_results WHERE run_id = ?", (run_id,)):
-        if e in wanted and st != "error":
+    for e, s, result_status in repo.result_statuses(store, run_id):
+        if e in wanted and result_status != "error":
             have.setdefault(e, set()).add(s)
     names = {s.name for s in ev.scorers}
     todo = []

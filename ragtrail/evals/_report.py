@@ -29,6 +29,7 @@ from ragtrail import semconv
 from ragtrail._exceptions import ConfigError, RagtrailWarning
 from ragtrail.evals._compare import OPERATIONAL, Comparison, RunInfo, compare, load_examples, load_scores, resolve_run
 from ragtrail.store import Store
+from ragtrail.store import _evals as repo
 
 _MAX_TEXT = 2000  # characters kept per embedded input/output
 
@@ -127,63 +128,41 @@ def _example_context(store: Store, runs: Sequence[RunInfo], example_ids: set[str
     ids = sorted(example_ids)
     for run in runs:
         if run.dataset_name and run.dataset_version:
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                rows = store.query(
-                    f"SELECT example_id, data FROM dataset_examples WHERE dataset = ? AND version = ? "  # noqa: S608
-                    f"AND example_id IN ({', '.join('?' * len(chunk))})",
-                    (run.dataset_name, run.dataset_version, *chunk),
-                )
-                for ex, data in rows:
-                    if "input" in out[ex]:
-                        continue
-                    try:
-                        d = json.loads(data)
-                    except (TypeError, ValueError):
-                        d = {}
-                    out[ex]["input"] = _short(d.get("input"))
-                    out[ex]["reference"] = _short(d.get("reference"))
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = store.query(
-                f"SELECT example_id, output, error FROM run_examples WHERE run_id = ? "  # noqa: S608
-                f"AND example_id IN ({', '.join('?' * len(chunk))})",
-                (run.run_id, *chunk),
-            )
-            for ex, output, error in rows:
-                val: Any = output
+            for ex, data in repo.dataset_example_data(store, run.dataset_name, run.dataset_version, ids):
+                if "input" in out[ex]:
+                    continue
                 try:
-                    val = json.loads(output) if output else None
+                    d = json.loads(data)
                 except (TypeError, ValueError):
-                    pass
-                out[ex]["outputs"][run.ref] = {"output": _short(val), "error": _short(error, 500)}
+                    d = {}
+                out[ex]["input"] = _short(d.get("input"))
+                out[ex]["reference"] = _short(d.get("reference"))
+        for r in repo.example_rows(store, run.run_id, ids):
+            ex, output, error = r["example_id"], r["output"], r["error"]
+            val: Any = output
+            try:
+                val = json.loads(output) if output else None
+            except (TypeError, ValueError):
+                pass
+            out[ex]["outputs"][run.ref] = {"output": _short(val), "error": _short(error, 500)}
     return out
 
 
 def _traces(store: Store, trace_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    from ragtrail.store import SPAN_COLUMNS
     from ragtrail.tracing._model import SpanRecord
 
     out: dict[str, list[dict[str, Any]]] = {}
-    ids = sorted({t for t in trace_ids if t})
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        rows = store.query(
-            f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE trace_id IN ({', '.join('?' * len(chunk))}) "  # noqa: S608
-            "ORDER BY start_time_ns",
-            chunk,
-        )
-        for row in rows:
-            s = SpanRecord.from_row(row)
-            a = s.attributes
-            out.setdefault(s.trace_id, []).append({
-                "id": s.span_id, "parent": s.parent_span_id, "name": s.name, "kind": s.kind,
-                "start_ns": s.start_time_ns, "ms": round(s.duration_ms, 3), "status": s.status,
-                "status_message": s.status_message, "model": s.model, "in_tokens": s.input_tokens,
-                "out_tokens": s.output_tokens, "cost": a.get(semconv.COST_USD),
-                "input": _short(a.get(semconv.INPUT_VALUE), 1000), "output": _short(a.get(semconv.OUTPUT_VALUE), 1000),
-                "docs": [{"id": d.get("id"), "score": d.get("score")} for d in s.documents()[:20]],
-            })  # fmt: skip
+    for row in repo.trace_span_rows(store, sorted({t for t in trace_ids if t})):
+        s = SpanRecord.from_row(row)
+        a = s.attributes
+        out.setdefault(s.trace_id, []).append({
+            "id": s.span_id, "parent": s.parent_span_id, "name": s.name, "kind": s.kind,
+            "start_ns": s.start_time_ns, "ms": round(s.duration_ms, 3), "status": s.status,
+            "status_message": s.status_message, "model": s.model, "in_tokens": s.input_tokens,
+            "out_tokens": s.output_tokens, "cost": a.get(semconv.COST_USD),
+            "input": _short(a.get(semconv.INPUT_VALUE), 1000), "output": _short(a.get(semconv.OUTPUT_VALUE), 1000),
+            "docs": [{"id": d.get("id"), "score": d.get("score")} for d in s.documents()[:20]],
+        })  # fmt: skip
     return out
 
 

@@ -153,16 +153,6 @@ def _move_to_front(provider: Any, switch: _Switch) -> None:
         logger.debug("ragtrail: could not move the processor first", exc_info=True)
 
 
-def _resolve_store_url(store: str | os.PathLike[str] | None) -> str:
-    if store is not None:
-        return os.fspath(store)
-    env = os.environ.get("RAGTRAIL_STORE")
-    if env:
-        return env
-    home = os.environ.get("RAGTRAIL_HOME") or os.path.join(os.path.expanduser("~"), ".ragtrail")
-    return os.path.join(home, "ragtrail.db")
-
-
 def init(
     project: str = "default",
     store: str | os.PathLike[str] | Store | None = None,
@@ -194,7 +184,7 @@ def init(
     """
     global _config
     from ragtrail.store import Store as _Store
-    from ragtrail.store import open_store
+    from ragtrail.store import open_store, resolve_store_url
     from ragtrail.tracing._exporter import StoreSpanExporter
     from ragtrail.tracing._usage import load_prices
 
@@ -225,7 +215,7 @@ def init(
         # open the new store first: if it cannot be opened, the running configuration stays as it was
         store_obj: _Store | None = None
         if options.get("store_exporter", True):
-            store_obj = store if isinstance(store, _Store) else open_store(_resolve_store_url(store))  # type: ignore[arg-type]
+            store_obj = store if isinstance(store, _Store) else open_store(resolve_store_url(store))  # type: ignore[arg-type]
         if _config is not None:
             warnings.warn(
                 "ragtrail.init() called again: the previous configuration is flushed and replaced "
