@@ -294,19 +294,9 @@ def run_on_ray(
 
 def _instrumented_connectors() -> list[tuple[str, str]]:
     """The ragtrail connectors instrumented in this process, so that the workers instrument them too."""
-    if "ragtrail.connectors._common" not in sys.modules:
-        return []
-    from ragtrail.connectors._common import RagtrailInstrumentor
+    from ragtrail.tracing import instrumented_connectors
 
-    out: list[tuple[str, str]] = []
-    todo: list[type] = list(RagtrailInstrumentor.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        todo.extend(cls.__subclasses__())
-        inst = cls.__dict__.get("_instance")
-        if inst is not None and getattr(inst, "is_instrumented_by_opentelemetry", False):
-            out.append((cls.__module__, cls.__qualname__))
-    return sorted(out)
+    return instrumented_connectors()
 
 
 def _bar(ev: Evaluation, run: Run, total: int) -> Any:

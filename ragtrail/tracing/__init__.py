@@ -9,6 +9,7 @@ from __future__ import annotations
 from opentelemetry import trace as _otel_trace
 
 from ragtrail.tracing._collector import SpanCollector, collector
+from ragtrail.tracing._connector import FailureCounter, instrumented_connectors, note_instrumented
 from ragtrail.tracing._content import mask_secrets, safe_json, to_json
 from ragtrail.tracing._dedupe import active_llm_span, llm_span_active
 from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
@@ -43,6 +44,7 @@ def suppress_instrumentation():  # type: ignore[no-untyped-def]
 
 __all__ = [
     "Config",
+    "FailureCounter",
     "PriceTable",
     "SpanCollector",
     "SpanRecord",
@@ -59,11 +61,13 @@ __all__ = [
     "get_tracer",
     "gpu_cost",
     "init",
+    "instrumented_connectors",
     "is_enabled",
     "is_suppressed",
     "llm_span_active",
     "load_prices",
     "mask_secrets",
+    "note_instrumented",
     "record_documents",
     "record_exception",
     "record_usage",
