@@ -500,12 +500,7 @@ class Evaluation:
         if get_config() is None:
             logger.info("ragtrail: tracing was not initialised; initialising it into %s for this evaluation", store.url)
             init(project=self.project or self.name, store=store)
-        c = collector()
-        cfg = get_config()
-        prov = cfg.provider if cfg is not None else None
-        procs = getattr(getattr(prov, "_active_span_processor", None), "_span_processors", None)
-        if prov is not None and procs is not None and c not in procs:
-            prov.add_span_processor(c)  # a new provider that reused a collected one's id
+        collector()  # attached to the active provider once (the provider remembers it)
 
     def _lineage(self, config: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         scorers = [dict(s.describe()) for s in self.scorers]

@@ -1,30 +1,32 @@
-"""Background spans: a span whose SDK object is built off the traced call's thread.
+"""Background spans: a span whose expensive part is done off the traced call's thread.
 
-A Chroma query over an in-memory index takes about a millisecond. Building an OpenTelemetry SDK span
-for it (sampler, limits, attribute validation, processors) and turning its result into attributes
-(documents as capped, secret-masked JSON) would cost the caller several percent of that. Connectors on
-such hot paths use :func:`start` / :func:`finish` instead of the SDK's ``start_span``:
+A Chroma query over an in-memory index takes about a millisecond. Turning its result into attributes
+(documents as capped, secret-masked JSON) and ending the span (every processor's ``on_end``) would
+cost the caller several percent of that. Connectors on such hot paths use :func:`start` /
+:func:`finish` instead of ``tracer.start_span``, with only OpenTelemetry's public API:
 
-* On the caller's thread: the span's ids are drawn from the tracer's id generator, a lightweight
-  :class:`BackgroundSpan` carrying them becomes the current span while the call runs (so child spans —
-  an embedding call, an HTTP client span — get the right parent; code that
-  adopts or annotates the current span writes into it), the start and end times are read,
-  and a *snapshot* of the result (plain data, copied so the application cannot change it afterwards)
-  is queued with a function that turns it into attributes.
-* On a background thread (or in :func:`ragtrail.flush`, whichever comes first): the SDK span is built
-  with exactly those ids and times, the attributes are computed, and it is started and ended, so every
-  span processor and exporter sees an ordinary span, at most ``_WAKE_S`` seconds later.
+* On the caller's thread: the span is started with the public tracer (the sampler decides, the ids
+  and parent are the SDK's own), and a :class:`BackgroundSpan` standing for it becomes the current
+  span while the call runs (child spans get the right parent; code that annotates the current span
+  writes into it). At the end the end time is read and a *snapshot* of the result (plain data, copied
+  so the application cannot change it afterwards) is queued with a function that turns it into
+  attributes.
+* On a background thread (or in :func:`ragtrail.flush`, whichever comes first): the attributes are
+  computed and set, and the span is ended with the recorded end time (``span.end(end_time=…)``), so
+  every span processor and exporter sees an ordinary span, at most ``_WAKE_S`` seconds later.
 
 Nothing is lost: :func:`ragtrail.flush`, ``TracerProvider.force_flush``, :func:`ragtrail.shutdown` and
-the exit hook drain the queue first; if the queue ever holds ``_MAX_QUEUE`` spans the caller builds its
-own span instead of queueing more. Background mode needs the SDK's default sampler (parent-based,
-always-on); with any other sampler, or when the SDK's internals differ from what this module knows, a
-span is built the ordinary way on the caller's thread with the same attributes.
+the exit hook drain the queue first (ragtrail's processor is the first one of a provider that
+ragtrail created, so the provider's own flush and shutdown drain before any other processor runs);
+if the queue ever holds ``_MAX_QUEUE`` spans the caller finishes its own span instead of queueing
+more. Background mode is used only on a provider ragtrail created (see :func:`enable`): on an
+application's own provider ragtrail's processor comes after the application's, whose flush or
+shutdown would run before the drain, so spans there are finished on the caller's thread, with the
+same attributes.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import time
@@ -34,21 +36,17 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
-from opentelemetry.trace import SpanContext, Status
+from opentelemetry.trace import SpanContext
 
 from ragtrail import semconv
 from ragtrail._log import logger
 
-__all__ = ["BackgroundSpan", "Recorder", "defer_attributes", "finish", "merge_attributes", "start"]
+__all__ = ["BackgroundSpan", "Recorder", "defer_attributes", "enable", "finish", "merge_attributes", "start"]
 
 Compute = Callable[[], Mapping[str, Any]]
 _WAKE_S = 0.05  # the worker's longest sleep
 _WAKE_AT = 256  # queued spans that wake the worker at once
-_MAX_QUEUE = 65_536  # beyond this the caller builds its span itself (backpressure, never a drop)
-_DEFAULT_SAMPLER = (
-    "ParentBased{root:AlwaysOnSampler,remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,"
-    "localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
-)
+_MAX_QUEUE = 65_536  # beyond this the caller finishes its span itself (backpressure, never a drop)
 
 
 class Recorder:
@@ -82,49 +80,34 @@ def merge_attributes(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict
 
 
 class BackgroundSpan(otel_trace.Span):
-    """What a connector holds between :func:`start` and :func:`finish`, and the current span meanwhile.
+    """What a connector holds between :func:`start` and :func:`finish`, and the current span meanwhile:
+    it stands for the SDK span ``span`` (started with the public tracer) until the worker ends it.
 
-    A recording span for whatever runs inside the call (another connector adopting it, an embedding
-    function setting an attribute on the current span): attributes, events, status and exceptions are
-    kept here and handed to the SDK span when it is built."""
+    ``attributes`` holds the start attributes and those set during the call (a plain dict: what runs
+    inside the call may read it); the new ones go to the SDK span in one ``set_attributes`` when it is
+    ended. Events, status and exceptions go to the SDK span at once."""
 
-    __slots__ = (
-        "attributes",
-        "computes",
-        "context",
-        "end_ns",
-        "events",
-        "exceptions",
-        "name",
-        "on_error",
-        "parent",
-        "parent_ctx",
-        "start_ns",
-        "status",
-        "worker",
-    )  # fmt: skip
+    __slots__ = ("attributes", "computes", "end_ns", "initial", "on_error", "span", "start_ns", "worker")
 
-    def __init__(self, name: str, attributes: dict[str, Any], context: SpanContext, parent: SpanContext | None,
-                 parent_ctx: Any, worker: _Worker) -> None:  # fmt: skip
-        self.name = name
-        self.attributes = attributes
-        self.context = context
-        self.parent = parent
-        self.parent_ctx = parent_ctx
+    def __init__(self, span: Any, worker: _Worker, initial: dict[str, Any]) -> None:
+        self.span = span
         self.worker = worker
-        self.start_ns = time.time_ns()
+        self.initial = initial
+        self.attributes: dict[str, Any] = dict(initial)
+        self.start_ns: int = span.start_time or time.time_ns()
         self.end_ns = 0
         self.computes: list[Compute] | None = None
-        self.status: Status | None = None
-        self.exceptions: list[tuple[BaseException, int, Any]] | None = None
-        self.events: list[tuple[str, Any, int]] | None = None
         self.on_error: Callable[[str], None] | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.span.name)
 
     def is_recording(self) -> bool:
         return self.end_ns == 0
 
     def get_span_context(self) -> SpanContext:
-        return self.context
+        return self.span.get_span_context()  # type: ignore[no-any-return]
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self.end_ns == 0:
@@ -136,59 +119,38 @@ class BackgroundSpan(otel_trace.Span):
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self.end_ns == 0:
-            if self.events is None:
-                self.events = []
-            self.events.append((name, dict(attributes) if attributes else None, timestamp or time.time_ns()))
+            self.span.add_event(name, attributes, timestamp)
 
     def add_link(self, context: SpanContext, attributes: Any = None) -> None:
-        pass  # links must be given at start; ragtrail's connectors add none
+        if self.end_ns == 0:
+            self.span.add_link(context, attributes)
 
     def update_name(self, name: str) -> None:
         if self.end_ns == 0:
-            self.name = name
+            self.span.update_name(name)
 
     def set_status(self, status: Any, description: str | None = None) -> None:
         if self.end_ns == 0:
-            self.status = status if isinstance(status, Status) else Status(status, description)
+            self.span.set_status(status, description)
 
     def record_exception(self, exception: BaseException, attributes: Any = None, timestamp: int | None = None,
                          escaped: bool = False) -> None:  # fmt: skip
         if self.end_ns == 0:
-            if self.exceptions is None:
-                self.exceptions = []
-            self.exceptions.append((exception, timestamp or time.time_ns(), attributes))
+            self.span.record_exception(exception, attributes, timestamp, escaped)
 
     def end(self, end_time: int | None = None) -> None:
         pass  # ended by :func:`finish`, which also restores the context
 
     def __repr__(self) -> str:
-        return f"BackgroundSpan({self.name!r}, span_id={self.context.span_id:016x})"
+        return f"BackgroundSpan({self.name!r}, span_id={self.get_span_context().span_id:016x})"
 
 
 # ------------------------------------------------------------------------------------------ worker
 class _Worker:
-    """One per tracer: a queue of ended BackgroundSpans and the thread that turns them into SDK spans."""
+    """One per tracer: a queue of finished BackgroundSpans and the thread that ends their SDK spans."""
 
     def __init__(self, tracer: Any) -> None:
-        from opentelemetry.sdk import trace as sdk_trace
-        from opentelemetry.sdk.trace.sampling import Decision
-
         self.tracer = tracer
-        SdkSpan = getattr(sdk_trace, "_Span", sdk_trace.Span)  # the class the SDK's tracer instantiates  # noqa: N806
-        self._span_cls = SdkSpan
-        params = inspect.signature(SdkSpan.__init__).parameters
-        self._with_metrics = "record_end_metrics" in params
-        self._decision = Decision.RECORD_AND_SAMPLE
-        from opentelemetry.trace import TraceFlags
-
-        flags = TraceFlags.SAMPLED
-        random_flag = getattr(TraceFlags, "RANDOM_TRACE_ID", None)
-        try:
-            if random_flag is not None and tracer.id_generator.is_trace_id_random():
-                flags |= random_flag
-        except Exception:
-            pass
-        self.root_flags = TraceFlags(flags)
         self.queue: deque[BackgroundSpan] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # held while spans are being emitted (worker or a flush)
@@ -196,39 +158,6 @@ class _Worker:
         self._stopped = False
         self.emitted = 0
         self.failures = 0
-
-    @staticmethod
-    def usable(tracer: Any) -> bool:
-        """The tracer is an SDK tracer with the default sampler and the fields this module relies on."""
-        try:
-            from opentelemetry.sdk import trace as sdk_trace
-
-            if not isinstance(tracer, sdk_trace.Tracer):
-                return False
-            if not hasattr(sdk_trace, "_Span"):
-                return False
-            for attr in ("sampler", "resource", "span_processor", "id_generator", "_span_limits",
-                         "_instrumentation_scope", "instrumentation_info"):  # fmt: skip
-                if not hasattr(tracer, attr):
-                    return False
-            sampler = tracer.sampler
-            if sampler.get_description() == _DEFAULT_SAMPLER:
-                return True
-            from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
-
-            # the default by structure, should a future SDK describe it differently
-            return (
-                type(sampler) is ParentBased
-                and getattr(sampler, "_root", None) is ALWAYS_ON
-                and getattr(sampler, "_remote_parent_sampled", ALWAYS_ON) is ALWAYS_ON
-                and getattr(sampler, "_local_parent_sampled", ALWAYS_ON) is ALWAYS_ON
-            )
-        except Exception:
-            return False
-
-    def enabled(self) -> bool:
-        check = getattr(self.tracer, "_is_enabled", None)
-        return bool(check()) if check is not None else True
 
     def submit(self, bs: BackgroundSpan) -> None:
         if self._stopped or len(self.queue) >= _MAX_QUEUE:
@@ -289,9 +218,8 @@ class _Worker:
         self.drain()
 
     def emit(self, bs: BackgroundSpan) -> None:
-        """Build, fill and end the SDK span for ``bs``. Never raises."""
+        """Set the deferred attributes of ``bs`` on its SDK span and end it. Never raises."""
         try:
-            tracer = self.tracer
             attrs = bs.attributes
             if bs.computes:
                 for compute in bs.computes:
@@ -301,37 +229,11 @@ class _Worker:
                         logger.debug("ragtrail: a deferred attribute function failed", exc_info=True)
                         if bs.on_error is not None:
                             bs.on_error("deferred attributes")
-            kw: dict[str, Any] = {}
-            if self._with_metrics:
-                tm = getattr(tracer, "_tracer_metrics", None)
-                if tm is not None:
-                    try:
-                        kw["record_end_metrics"] = tm.start_span(bs.parent, self._decision)
-                    except Exception:
-                        pass
-            span = self._span_cls(
-                name=bs.name,
-                context=bs.context,
-                parent=bs.parent,
-                sampler=tracer.sampler,
-                resource=tracer.resource,
-                attributes=attrs,
-                span_processor=tracer.span_processor,
-                instrumentation_info=tracer.instrumentation_info,
-                limits=tracer._span_limits,
-                instrumentation_scope=tracer._instrumentation_scope,
-                **kw,
-            )
-            span.start(start_time=bs.start_ns, parent_context=bs.parent_ctx)
-            if bs.events:
-                for ev_name, ev_attrs, ts in bs.events:
-                    span.add_event(ev_name, ev_attrs, timestamp=ts)
-            if bs.exceptions:
-                for exc, ts, exc_attrs in bs.exceptions:
-                    span.record_exception(exc, attributes=exc_attrs, timestamp=ts)
-            if bs.status is not None:
-                span.set_status(bs.status)
-            span.end(end_time=bs.end_ns or time.time_ns())
+            initial = bs.initial
+            changed = {k: v for k, v in attrs.items() if k not in initial or initial[k] is not v}
+            if changed:
+                bs.span.set_attributes(changed)
+            bs.span.end(end_time=bs.end_ns or time.time_ns())
             self.emitted += 1
         except Exception:
             self.failures += 1
@@ -353,18 +255,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _worker_for(tracer: Any) -> _Worker | None:
-    w = _workers.get(id(tracer))
-    if w is not None and w.tracer is tracer:
-        return w
-    if not _Worker.usable(tracer):
-        return None
+def enable(tracer: Any) -> None:
+    """Use background spans for ``tracer`` (a tracer of a provider ragtrail created; see the module doc)."""
     with _workers_lock:
         w = _workers.get(id(tracer))
         if w is None or w.tracer is not tracer:
-            w = _Worker(tracer)
-            _workers[id(tracer)] = w
-        return w
+            _workers[id(tracer)] = _Worker(tracer)
+
+
+def _worker_for(tracer: Any) -> _Worker | None:
+    w = _workers.get(id(tracer))
+    return w if w is not None and w.tracer is tracer else None
 
 
 def drain_all() -> None:
@@ -401,25 +302,14 @@ def stats() -> dict[str, int]:
 def start(tracer: Any, name: str, attributes: dict[str, Any]) -> tuple[Any, object]:
     """Start a span named ``name`` as the current span; returns ``(span, token)`` for :func:`finish`.
 
-    The span is a :class:`BackgroundSpan` when the tracer allows it, else an SDK span.
+    The span is a :class:`BackgroundSpan` when ``tracer`` has background spans and the SDK records
+    this span (an unsampled or disabled one is returned as the SDK gave it).
     """
-    w = _worker_for(tracer)
-    if w is not None and w.enabled():
-        ctx = otel_context.get_current()
-        parent = otel_trace.get_current_span(ctx).get_span_context()
-        gen = tracer.id_generator
-        parent_sc: SpanContext | None = None
-        if not parent.is_valid:  # a root span
-            sc = SpanContext(gen.generate_trace_id(), gen.generate_span_id(), False, w.root_flags)
-        elif parent.trace_flags.sampled:
-            sc = SpanContext(parent.trace_id, gen.generate_span_id(), False, parent.trace_flags, parent.trace_state)
-            parent_sc = parent
-        else:  # an unsampled parent: the SDK's path records nothing, as it should
-            sc = None
-        if sc is not None:
-            bs = BackgroundSpan(name, attributes, sc, parent_sc, ctx, w)
-            return bs, otel_context.attach(otel_trace.set_span_in_context(bs, ctx))
     span = tracer.start_span(name, attributes=attributes)
+    w = _worker_for(tracer)
+    if w is not None and span.is_recording():
+        bs = BackgroundSpan(span, w, attributes)
+        return bs, otel_context.attach(otel_trace.set_span_in_context(bs))
     return span, otel_context.attach(otel_trace.set_span_in_context(span))
 
 
