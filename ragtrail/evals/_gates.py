@@ -53,6 +53,7 @@ from ragtrail.evals._compare import (
     load_scores,
     resolve_run,
 )
+from ragtrail.evals._report import error_junit_xml, gates_junit_xml, gates_markdown, gates_table, print_gates
 from ragtrail.store import Store, _aliases
 
 GateKind = Literal[
@@ -144,103 +145,20 @@ class GateReport:
             lines += [f"  ✗ {r.gate.text}: {r.detail}" for r in self.failed]
             raise AssertionError("\n".join(lines))
 
-    # ---------------------------------------------------------------- outputs
+    # ---------------------------------------------------------------- outputs (rendered by _report)
     def to_junit_xml(self) -> str:
         """JUnit XML: one test case per gate (failure/skipped elements), for CI test reporters."""
-        return _junit(
-            f"ragtrail gates: {self.run.ref}",
-            [(r.gate.text, r.status, r.detail, r.observed) for r in self.results],
-            {"run_id": self.run.run_id, "run": self.run.ref, "baseline": self.baseline.ref if self.baseline else ""},
-        )
+        return gates_junit_xml(self)
 
     def to_markdown(self) -> str:
         """A Markdown summary (GitHub's job summary, a PR comment)."""
-        icon = {"pass": "✅", "fail": "❌", "skipped": "⏭️"}
-        head = "✅ passed" if self.passed else f"❌ {len(self.failed)} failed"
-        base = f" vs `{self.baseline_ref}` (= `{self.baseline.ref}`)" if self.baseline else ""
-        out = [f"## ragtrail gates: {head} — `{self.run.ref}`{base}", "",
-               "| | gate | observed | detail |", "|---|---|---|---|"]  # fmt: skip
-        for r in self.results:
-            obs = "—" if r.observed is None else f"{r.observed:.4g}"
-            out.append(f"| {icon[r.status]} | `{_md(r.gate.text)}` | {obs} | {_md(r.detail)} |")
-        if self.comparison is not None and self.comparison.metrics:
-            c = self.comparison
-            pct = round(c.confidence * 100)
-            out += ["", f"### `{c.b.ref}` vs `{c.a.ref}` (paired by example, delta = run − baseline)", "",
-                    f"| metric | baseline | run | delta | {pct}% CI | p (Holm) | pairs |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-            for m in c.metrics:
-                out.append(
-                    f"| {_md(m.metric)} | {_num(m.mean_a)} | {_num(m.mean_b)} | {_num(m.delta, True)} | "
-                    f"[{_num(m.ci_low, True)}, {_num(m.ci_high, True)}] | {_num(m.p_adjusted)} | {m.n_pairs} |"
-                )
-        for n in self.notes:
-            out += ["", f"> {_md(n)}"]
-        return "\n".join(out) + "\n"
+        return gates_markdown(self)
 
     def table(self) -> Any:
-        from rich.table import Table
-
-        t = Table(title=f"Gates for {self.run.ref}" + (f" (baseline {self.baseline.ref})" if self.baseline else ""))
-        for c in ("", "gate", "observed", "detail"):
-            t.add_column(c)
-        style = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "skipped": "[dim]SKIP[/dim]"}
-        for r in self.results:
-            t.add_row(style[r.status], r.gate.text, "—" if r.observed is None else f"{r.observed:.4g}", r.detail)
-        return t
+        return gates_table(self)
 
     def print(self, console: Any = None) -> None:
-        from rich.console import Console
-
-        console = console or Console()
-        for n in self.notes:
-            console.print(f"[yellow]note:[/yellow] {n}")
-        console.print(self.table())
-        if self.comparison is not None and self.comparison.metrics:
-            console.print(self.comparison.table())
-        console.print(
-            "[green]all gates passed[/green]" if self.passed else f"[red]{len(self.failed)} gate(s) failed[/red]"
-        )
-
-
-def _md(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
-def _num(v: float | None, signed: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    return f"{v:+.4f}" if signed else f"{v:.4f}"
-
-
-def _junit(suite: str, cases: Sequence[tuple[str, str, str, float | None]], props: Mapping[str, str]) -> str:
-    import xml.etree.ElementTree as ET
-
-    failures = sum(1 for c in cases if c[1] == "fail")
-    errors = sum(1 for c in cases if c[1] == "error")
-    skipped = sum(1 for c in cases if c[1] == "skipped")
-    root = ET.Element("testsuites", tests=str(len(cases)), failures=str(failures), errors=str(errors))
-    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failures),
-                       errors=str(errors), skipped=str(skipped), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
-    pe = ET.SubElement(ts, "properties")
-    for k, v in props.items():
-        ET.SubElement(pe, "property", name=k, value=str(v))
-    for name, status, detail, observed in cases:
-        tc = ET.SubElement(ts, "testcase", classname="ragtrail.gates", name=name, time="0")
-        if status == "fail":
-            ET.SubElement(tc, "failure", message=detail, type="GateFailed").text = detail
-        elif status == "error":
-            ET.SubElement(tc, "error", message=detail, type="GateError").text = detail
-        elif status == "skipped":
-            ET.SubElement(tc, "skipped", message=detail)
-        if observed is not None:
-            ET.SubElement(tc, "system-out").text = f"observed: {observed}"
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def error_junit_xml(message: str, suite: str = "ragtrail gates") -> str:
-    """JUnit XML with one errored test case: written when the gates could not be evaluated."""
-    return _junit(suite, [("gates", "error", message, None)], {})
+        print_gates(self, console)
 
 
 # ------------------------------------------------------------------------------------------ parsing

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ragtrail import semconv
 from ragtrail._exceptions import ConfigError, EvalError, MissingDependencyError
 from ragtrail._log import logger
+from ragtrail.evals._aio import run_sync
 from ragtrail.evals._concurrency import AdaptiveLimiter
 from ragtrail.evals._datasets import Dataset
 from ragtrail.evals._runs import Run, config_hash, create_run, finish_run, git_info, load_run, package_versions
@@ -48,17 +49,13 @@ def _reason(exc: BaseException) -> str:
 def _safe_score(s: Scorer, ex: Example, output: Any, trace: Trace) -> Score:
     try:
         if getattr(s, "is_async", False) and type(s).score is Scorer.score:
-            res = asyncio.run(_await(s.ascore(ex, output, trace)))
+            res = run_sync(s.ascore(ex, output, trace))
         else:
             res = s.score(ex, output, trace)
         return Score.coerce(res)
     except Exception as exc:
         logger.debug("ragtrail: scorer %s failed on %s", s.name, ex.id, exc_info=True)
         return Score.error(_reason(exc))
-
-
-async def _await(aw: Any) -> Any:
-    return await aw
 
 
 async def _safe_ascore(s: Scorer, ex: Example, output: Any, trace: Trace) -> Score:
@@ -585,24 +582,7 @@ class Evaluation:
             from ragtrail.evals._ray import run_on_ray
 
             return run_on_ray(self, config, resume=resume, force=force, max_cost=max_cost, backend=backend)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.arun(config, resume=resume, force=force, max_cost=max_cost))
-        box: dict[str, Any] = {}
-
-        def worker() -> None:
-            try:
-                box["run"] = asyncio.run(self.arun(config, resume=resume, force=force, max_cost=max_cost))
-            except BaseException as exc:
-                box["exc"] = exc
-
-        t = threading.Thread(target=worker, name="ragtrail-eval", daemon=True)
-        t.start()
-        t.join()
-        if "exc" in box:
-            raise box["exc"]
-        return box["run"]  # type: ignore[no-any-return]
+        return run_sync(self.arun(config, resume=resume, force=force, max_cost=max_cost), thread_name="ragtrail-eval")
 
     async def arun(
         self,

@@ -315,7 +315,7 @@ _worker: dict[str, Any] = {}
 
 def _worker_setup(spec: Mapping[str, Any]) -> Store:
     """Once per worker process (and again if the store or project changes): trace into the run's store."""
-    import ragtrail
+    from ragtrail import tracing
     from ragtrail.store import open_store
     from ragtrail.tracing import get_config
 
@@ -331,8 +331,8 @@ def _worker_setup(spec: Mapping[str, Any]) -> Store:
         if not spec.get("trace_to_store", True):
             kw["store_exporter"] = False
         if get_config() is not None:
-            ragtrail.shutdown()
-        ragtrail.init(project=spec["project"], store=store, capture_content=spec.get("capture_content", True),
+            tracing.shutdown()
+        tracing.init(project=spec["project"], store=store, capture_content=spec.get("capture_content", True),
                       otlp_endpoint=spec.get("otlp_endpoint"), **kw)  # fmt: skip
         _worker.update(key=key, store=store, blob_id=None, ev=None)
     for mod, qual in spec.get("connectors") or ():

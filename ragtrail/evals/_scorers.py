@@ -17,7 +17,6 @@ built-ins are registered there the same way, and :func:`register` adds one at ru
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragtrail._exceptions import ConfigError, MissingDependencyError
 from ragtrail.evals import _metrics as M  # noqa: N812
+from ragtrail.evals._aio import run_sync
 from ragtrail.evals._types import Example, Score, Scorer
 
 if TYPE_CHECKING:
@@ -522,7 +522,7 @@ class FunctionScorer(Scorer):
         a, kw = self._args(example, output, trace)
         res = self.fn(*a, **kw)
         if inspect.isawaitable(res):
-            return _run_sync(res)
+            return run_sync(res)
         return res
 
     async def ascore(self, example: Example, output: Any, trace: Trace) -> Any:
@@ -539,7 +539,7 @@ class FunctionScorer(Scorer):
             return [self.score(e, o, t) for e, o, t in items]
         res = self.fn(list(items))
         if inspect.isawaitable(res):
-            res = _run_sync(res)
+            res = run_sync(res)
         res = list(res)
         if len(res) != len(items):
             raise ValueError(f"batched scorer {self.name!r} returned {len(res)} scores for {len(items)} examples")
@@ -549,13 +549,6 @@ class FunctionScorer(Scorer):
         d = dict(super().describe())
         d["function"] = f"{getattr(self.fn, '__module__', '?')}:{getattr(self.fn, '__qualname__', '?')}"
         return d
-
-
-def _run_sync(aw: Any) -> Any:
-    async def _w() -> Any:
-        return await aw
-
-    return asyncio.run(_w())
 
 
 def scorer(fn: Callable[..., Any] | None = None, *, name: str | None = None, version: str = "1",

@@ -1,33 +1,37 @@
-"""Background spans: a span whose expensive part is done off the traced call's thread.
+"""Background spans: a span whose SDK object is built off the traced call's thread.
 
-A Chroma query over an in-memory index takes about a millisecond. Turning its result into attributes
-(documents as capped, secret-masked JSON) and ending the span (every processor's ``on_end``) would
-cost the caller several percent of that. Connectors on such hot paths use :func:`start` /
-:func:`finish` instead of ``tracer.start_span``, with only OpenTelemetry's public API:
+A Chroma query over an in-memory index takes about a millisecond. Building an OpenTelemetry SDK span
+for it (sampler, limits, attribute validation, processors) and turning its result into attributes
+(documents as capped, secret-masked JSON) would cost the caller several percent of that. Connectors on
+such hot paths use :func:`start` / :func:`finish` instead of ``tracer.start_span``, with only
+OpenTelemetry's public API:
 
-* On the caller's thread: the span is started with the public tracer (the sampler decides, the ids
-  and parent are the SDK's own), and a :class:`BackgroundSpan` standing for it becomes the current
-  span while the call runs (child spans get the right parent; code that annotates the current span
-  writes into it). At the end the end time is read and a *snapshot* of the result (plain data, copied
-  so the application cannot change it afterwards) is queued with a function that turns it into
-  attributes.
+* On the caller's thread: the span's ids are drawn (random, as the SDK's own generator draws them),
+  a lightweight :class:`BackgroundSpan` carrying them becomes the current span while the call runs
+  (so child spans get the right parent; code that annotates the current span writes into it), the
+  start and end times are read, and a *snapshot* of the result (plain data, copied so the application
+  cannot change it afterwards) is queued with a function that turns it into attributes.
 * On a background thread (or in :func:`ragtrail.flush`, whichever comes first): the attributes are
-  computed and set, and the span is ended with the recorded end time (``span.end(end_time=…)``), so
-  every span processor and exporter sees an ordinary span, at most ``_WAKE_S`` seconds later.
+  computed and the span is started and ended with the public tracer (``start_span(…, context=the
+  caller's, start_time=…)``, ``end(end_time=…)``). The provider's id generator — the SDK's public
+  plug point, :class:`PresetIdGenerator` on a provider ragtrail creates — hands the SDK the ids drawn
+  on the caller's thread, so every processor and exporter sees an ordinary span with exactly those
+  ids, at most ``_WAKE_S`` seconds later.
 
 Nothing is lost: :func:`ragtrail.flush`, ``TracerProvider.force_flush``, :func:`ragtrail.shutdown` and
-the exit hook drain the queue first (ragtrail's processor is the first one of a provider that
-ragtrail created, so the provider's own flush and shutdown drain before any other processor runs);
-if the queue ever holds ``_MAX_QUEUE`` spans the caller finishes its own span instead of queueing
-more. Background mode is used only on a provider ragtrail created (see :func:`enable`): on an
-application's own provider ragtrail's processor comes after the application's, whose flush or
-shutdown would run before the drain, so spans there are finished on the caller's thread, with the
-same attributes.
+the exit hook drain the queue first (ragtrail's processor is the first one of a provider ragtrail
+created); if the queue ever holds ``_MAX_QUEUE`` spans the caller builds its own span instead of
+queueing more. Background mode is used only on a provider ragtrail created with its
+:class:`PresetIdGenerator` and the SDK's default sampler (``sampling.DEFAULT_ON``: the decision is
+then known on the caller's thread). Anywhere else — an application's own provider, whose processors
+come before ragtrail's and would flush or shut down before a drain, or another sampler — spans are
+built the ordinary way on the caller's thread with the same attributes.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -36,17 +40,54 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
-from opentelemetry.trace import SpanContext
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import SpanContext, Status, TraceFlags
 
 from ragtrail import semconv
 from ragtrail._log import logger
 
-__all__ = ["BackgroundSpan", "Recorder", "defer_attributes", "enable", "finish", "merge_attributes", "start"]
+__all__ = [
+    "BackgroundSpan",
+    "PresetIdGenerator",
+    "Recorder",
+    "defer_attributes",
+    "enable",
+    "finish",
+    "merge_attributes",
+    "start",
+]
 
 Compute = Callable[[], Mapping[str, Any]]
 _WAKE_S = 0.05  # the worker's longest sleep
 _WAKE_AT = 256  # queued spans that wake the worker at once
-_MAX_QUEUE = 65_536  # beyond this the caller finishes its span itself (backpressure, never a drop)
+_MAX_QUEUE = 65_536  # beyond this the caller builds its span itself (backpressure, never a drop)
+_RANDOM_FLAG = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))  # W3C trace context level 2 (newer SDKs)
+
+
+class PresetIdGenerator(RandomIdGenerator):
+    """Random ids (the SDK's default generator), except while the background worker builds a span:
+    then the SDK gets the ids that span was given on the caller's thread."""
+
+    def __init__(self) -> None:
+        self._preset = threading.local()
+
+    def preset(self, trace_id: int, span_id: int) -> None:
+        """The next ``generate_trace_id`` / ``generate_span_id`` on this thread return these."""
+        self._preset.ids = (trace_id, span_id)
+
+    def clear(self) -> None:
+        self._preset.ids = None
+
+    def generate_trace_id(self) -> int:
+        ids = getattr(self._preset, "ids", None)
+        return ids[0] if ids is not None else super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        ids = getattr(self._preset, "ids", None)
+        if ids is not None:
+            self._preset.ids = None  # the SDK draws the trace id first, then the span id
+            return int(ids[1])
+        return super().generate_span_id()
 
 
 class Recorder:
@@ -80,34 +121,49 @@ def merge_attributes(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict
 
 
 class BackgroundSpan(otel_trace.Span):
-    """What a connector holds between :func:`start` and :func:`finish`, and the current span meanwhile:
-    it stands for the SDK span ``span`` (started with the public tracer) until the worker ends it.
+    """What a connector holds between :func:`start` and :func:`finish`, and the current span meanwhile.
 
-    ``attributes`` holds the start attributes and those set during the call (a plain dict: what runs
-    inside the call may read it); the new ones go to the SDK span in one ``set_attributes`` when it is
-    ended. Events, status and exceptions go to the SDK span at once."""
+    A recording span for whatever runs inside the call (another connector adopting it, an embedding
+    function setting an attribute on the current span): attributes, events, status and exceptions are
+    kept here and handed to the SDK span when it is built."""
 
-    __slots__ = ("attributes", "computes", "end_ns", "initial", "on_error", "span", "start_ns", "worker")
+    __slots__ = (
+        "attributes",
+        "computes",
+        "context",
+        "end_ns",
+        "events",
+        "exceptions",
+        "name",
+        "on_error",
+        "parent",
+        "parent_ctx",
+        "start_ns",
+        "status",
+        "worker",
+    )  # fmt: skip
 
-    def __init__(self, span: Any, worker: _Worker, initial: dict[str, Any]) -> None:
-        self.span = span
+    def __init__(self, name: str, attributes: dict[str, Any], context: SpanContext, parent: SpanContext | None,
+                 parent_ctx: Any, worker: _Worker) -> None:  # fmt: skip
+        self.name = name
+        self.attributes = attributes
+        self.context = context
+        self.parent = parent
+        self.parent_ctx = parent_ctx
         self.worker = worker
-        self.initial = initial
-        self.attributes: dict[str, Any] = dict(initial)
-        self.start_ns: int = span.start_time or time.time_ns()
+        self.start_ns = time.time_ns()
         self.end_ns = 0
         self.computes: list[Compute] | None = None
+        self.status: Status | None = None
+        self.exceptions: list[tuple[BaseException, int, Any]] | None = None
+        self.events: list[tuple[str, Any, int]] | None = None
         self.on_error: Callable[[str], None] | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.span.name)
 
     def is_recording(self) -> bool:
         return self.end_ns == 0
 
     def get_span_context(self) -> SpanContext:
-        return self.span.get_span_context()  # type: ignore[no-any-return]
+        return self.context
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self.end_ns == 0:
@@ -119,38 +175,43 @@ class BackgroundSpan(otel_trace.Span):
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self.end_ns == 0:
-            self.span.add_event(name, attributes, timestamp)
+            if self.events is None:
+                self.events = []
+            self.events.append((name, dict(attributes) if attributes else None, timestamp or time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Any = None) -> None:
-        if self.end_ns == 0:
-            self.span.add_link(context, attributes)
+        pass  # links must be given at start; ragtrail's connectors add none
 
     def update_name(self, name: str) -> None:
         if self.end_ns == 0:
-            self.span.update_name(name)
+            self.name = name
 
     def set_status(self, status: Any, description: str | None = None) -> None:
         if self.end_ns == 0:
-            self.span.set_status(status, description)
+            self.status = status if isinstance(status, Status) else Status(status, description)
 
     def record_exception(self, exception: BaseException, attributes: Any = None, timestamp: int | None = None,
                          escaped: bool = False) -> None:  # fmt: skip
         if self.end_ns == 0:
-            self.span.record_exception(exception, attributes, timestamp, escaped)
+            if self.exceptions is None:
+                self.exceptions = []
+            self.exceptions.append((exception, timestamp or time.time_ns(), attributes))
 
     def end(self, end_time: int | None = None) -> None:
         pass  # ended by :func:`finish`, which also restores the context
 
     def __repr__(self) -> str:
-        return f"BackgroundSpan({self.name!r}, span_id={self.get_span_context().span_id:016x})"
+        return f"BackgroundSpan({self.name!r}, span_id={self.context.span_id:016x})"
 
 
 # ------------------------------------------------------------------------------------------ worker
 class _Worker:
-    """One per tracer: a queue of finished BackgroundSpans and the thread that ends their SDK spans."""
+    """One per tracer: a queue of ended BackgroundSpans and the thread that turns them into SDK spans."""
 
-    def __init__(self, tracer: Any) -> None:
+    def __init__(self, tracer: Any, ids: PresetIdGenerator) -> None:
         self.tracer = tracer
+        self.ids = ids
+        self.root_flags = TraceFlags(TraceFlags.SAMPLED | (_RANDOM_FLAG if ids.is_trace_id_random() else 0))
         self.queue: deque[BackgroundSpan] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # held while spans are being emitted (worker or a flush)
@@ -218,8 +279,9 @@ class _Worker:
         self.drain()
 
     def emit(self, bs: BackgroundSpan) -> None:
-        """Set the deferred attributes of ``bs`` on its SDK span and end it. Never raises."""
+        """Build, fill and end the SDK span for ``bs``. Never raises."""
         try:
+            tracer = self.tracer
             attrs = bs.attributes
             if bs.computes:
                 for compute in bs.computes:
@@ -229,11 +291,20 @@ class _Worker:
                         logger.debug("ragtrail: a deferred attribute function failed", exc_info=True)
                         if bs.on_error is not None:
                             bs.on_error("deferred attributes")
-            initial = bs.initial
-            changed = {k: v for k, v in attrs.items() if k not in initial or initial[k] is not v}
-            if changed:
-                bs.span.set_attributes(changed)
-            bs.span.end(end_time=bs.end_ns or time.time_ns())
+            self.ids.preset(bs.context.trace_id, bs.context.span_id)
+            try:
+                span = tracer.start_span(bs.name, context=bs.parent_ctx, attributes=attrs, start_time=bs.start_ns)
+            finally:
+                self.ids.clear()
+            if bs.events:
+                for ev_name, ev_attrs, ts in bs.events:
+                    span.add_event(ev_name, ev_attrs, timestamp=ts)
+            if bs.exceptions:
+                for exc, ts, exc_attrs in bs.exceptions:
+                    span.record_exception(exc, attributes=exc_attrs, timestamp=ts)
+            if bs.status is not None:
+                span.set_status(bs.status)
+            span.end(end_time=bs.end_ns or time.time_ns())
             self.emitted += 1
         except Exception:
             self.failures += 1
@@ -255,12 +326,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def enable(tracer: Any) -> None:
-    """Use background spans for ``tracer`` (a tracer of a provider ragtrail created; see the module doc)."""
+def enable(tracer: Any) -> bool:
+    """Use background spans for ``tracer`` if it can have them: a tracer of a provider ragtrail created
+    (with a :class:`PresetIdGenerator`) and the SDK's default sampler. Returns whether it does."""
+    from opentelemetry.sdk.trace import sampling
+
+    ids = getattr(tracer, "id_generator", None)
+    if not isinstance(ids, PresetIdGenerator) or getattr(tracer, "sampler", None) is not sampling.DEFAULT_ON:
+        return False
     with _workers_lock:
         w = _workers.get(id(tracer))
         if w is None or w.tracer is not tracer:
-            _workers[id(tracer)] = _Worker(tracer)
+            _workers[id(tracer)] = _Worker(tracer, ids)
+    return True
 
 
 def _worker_for(tracer: Any) -> _Worker | None:
@@ -302,14 +380,25 @@ def stats() -> dict[str, int]:
 def start(tracer: Any, name: str, attributes: dict[str, Any]) -> tuple[Any, object]:
     """Start a span named ``name`` as the current span; returns ``(span, token)`` for :func:`finish`.
 
-    The span is a :class:`BackgroundSpan` when ``tracer`` has background spans and the SDK records
-    this span (an unsampled or disabled one is returned as the SDK gave it).
+    The span is a :class:`BackgroundSpan` when the tracer allows it, else an SDK span.
     """
-    span = tracer.start_span(name, attributes=attributes)
     w = _worker_for(tracer)
-    if w is not None and span.is_recording():
-        bs = BackgroundSpan(span, w, attributes)
-        return bs, otel_context.attach(otel_trace.set_span_in_context(bs))
+    if w is not None:
+        ctx = otel_context.get_current()
+        parent = otel_trace.get_current_span(ctx).get_span_context()
+        parent_sc: SpanContext | None = None
+        if not parent.is_valid:  # a root span
+            sc = SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1, False, w.root_flags)
+        elif parent.trace_flags.sampled:
+            flags = TraceFlags(TraceFlags.SAMPLED | (parent.trace_flags & _RANDOM_FLAG))
+            sc = SpanContext(parent.trace_id, random.getrandbits(64) or 1, False, flags, parent.trace_state)
+            parent_sc = parent
+        else:  # an unsampled parent: the SDK's path records nothing, as it should
+            sc = None
+        if sc is not None:
+            bs = BackgroundSpan(name, attributes, sc, parent_sc, ctx, w)
+            return bs, otel_context.attach(otel_trace.set_span_in_context(bs, ctx))
+    span = tracer.start_span(name, attributes=attributes)
     return span, otel_context.attach(otel_trace.set_span_in_context(span))
 
 

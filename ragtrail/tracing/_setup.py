@@ -236,7 +236,9 @@ def init(
             if isinstance(current, TracerProvider):
                 provider = current  # the app's own provider: add to it, never replace it
             else:
-                provider = TracerProvider(resource=Resource.create({"service.name": project}))
+                provider = TracerProvider(
+                    resource=Resource.create({"service.name": project}), id_generator=_background.PresetIdGenerator()
+                )
                 setattr(provider, _OWNED_ATTR, True)
                 otel_trace.set_tracer_provider(provider)
                 if otel_trace.get_tracer_provider() is not provider:  # someone else won the race
@@ -253,7 +255,8 @@ def init(
         tracer = provider.get_tracer(_TRACER_NAME)
         if getattr(provider, _OWNED_ATTR, False):
             # ragtrail's processor is the provider's first: its flush and shutdown drain background spans
-            # before any other processor flushes or stops (see ragtrail.tracing._background)
+            # before any other processor flushes or stops (see ragtrail.tracing._background); with another
+            # sampler than the SDK's default spans are built the ordinary way
             _background.enable(tracer)
 
         _config = Config(
