@@ -207,11 +207,6 @@ CONNECTOR_ALLOWED = {"ragtrail.tracing", "ragtrail.semconv", "ragtrail._exceptio
 ``semconv``, the connectors' shared instrumentor base, the error types, ``require`` and the logger."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the connectors still import private tracing modules (_setup, _spans, _usage, _background, _gpu, _dedupe); "
-    "moving them onto the public connector API is the last step of issue 18",
-)
 def test_connectors_use_only_the_public_connector_api() -> None:
     bad = []
     for a, b in _edges_from("connectors"):

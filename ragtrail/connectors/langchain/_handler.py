@@ -37,10 +37,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY as _SPAN_CONTEXT_KEY
 from ragtrail import semconv
 from ragtrail._log import warn_once
 from ragtrail.connectors.langchain import _extract as ex
-from ragtrail.tracing import _setup
-from ragtrail.tracing._dedupe import LLM_SPAN_KEY
-from ragtrail.tracing._spans import content_value, record_exception
-from ragtrail.tracing._usage import record_documents, record_usage
+from ragtrail.tracing import LLM_SPAN_KEY, content_value, get_config, record_documents, record_exception, record_usage
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _RUN_KEY = otel_context.create_key("ragtrail-langchain-run")
@@ -161,7 +158,7 @@ class CallbackHandler(BaseCallbackHandler):
         *,
         llm: bool = False,
     ) -> _Run | None:
-        cfg = _setup._config
+        cfg = get_config()
         if cfg is None:
             return None
         cur = _get_current()
@@ -303,7 +300,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     @staticmethod
     def _capture() -> bool:
-        cfg = _setup._config
+        cfg = get_config()
         return cfg is not None and cfg.capture_content
 
     @staticmethod
@@ -329,7 +326,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if _setup._config is None:
+            if get_config() is None:
                 return
             name = ex.run_name(serialized, kwargs, "chain")
             run_type = kwargs.get("run_type") or "chain"
@@ -407,7 +404,7 @@ class CallbackHandler(BaseCallbackHandler):
         content_key: str,
         content: Callable[[], Any],
     ) -> None:
-        if _setup._config is None:
+        if get_config() is None:
             return
         params = kwargs.get("invocation_params")
         model = ex.model_name(serialized, params, metadata)
@@ -516,7 +513,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if _setup._config is None:
+            if get_config() is None:
                 return
             attrs: dict[str, Any] = {}
             if metadata:
@@ -574,7 +571,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if _setup._config is None:
+            if get_config() is None:
                 return
             name = ex.run_name(serialized, kwargs, "tool")
             tool = (serialized or {}).get("name") or name
