@@ -8,9 +8,10 @@ from ragtrail.evals._compare import Comparison, compare
 from ragtrail.evals._concurrency import AdaptiveLimiter
 from ragtrail.evals._datasets import Dataset, DatasetDiff, list_datasets, load_dataset
 from ragtrail.evals._gates import GateReport, check_gates, load_gates, promote
-from ragtrail.evals._harness import CostEstimate, Evaluation, evaluate_traces, rescore, score_items
+from ragtrail.evals._harness import CostEstimate, Evaluation, score_items
 from ragtrail.evals._judge import Judge
 from ragtrail.evals._judge_cache import JudgeCache
+from ragtrail.evals._offline import evaluate_traces, rescore
 from ragtrail.evals._ray import RayBackend
 from ragtrail.evals._report import write_report
 from ragtrail.evals._runs import Run, alias_history, list_runs, load_run, runs_df, set_alias

@@ -390,7 +390,7 @@ def _plan(ev: Evaluation, store: Store, run_id: str, ids: Sequence[str]) -> tupl
 def _run_chunk(blob: bytes, spec: Mapping[str, Any], run_id: str, ids: Sequence[str], config: Mapping[str, Any],
                max_cost: float | None) -> dict[str, Any]:  # fmt: skip
     """One Ray task: run the examples ``ids`` of run ``run_id`` that are not committed yet."""
-    from ragtrail.evals._harness import _Engine
+    from ragtrail.evals._engine import _Engine
     from ragtrail.evals._runs import load_run
     from ragtrail.tracing import flush
 
