@@ -22,8 +22,8 @@ from ragtrail._exceptions import ConfigError
 from ragtrail._log import logger
 from ragtrail.evals._aio import run_sync
 from ragtrail.evals._concurrency import AdaptiveLimiter
+from ragtrail.evals._registry import as_scorer
 from ragtrail.evals._runs import Run
-from ragtrail.evals._scorers import as_scorer
 from ragtrail.evals._types import Example, Score, Scorer
 from ragtrail.store import _evals as repo
 from ragtrail.tracing._model import Trace
