@@ -250,14 +250,7 @@ class Evaluation:
             run = load_run(store, resume)
             self._check_resume(run, cfg, force)
             todo, rerun, rescore = self._resume_plan(store, run)
-            lineage = dict(run.lineage)
-            known = {d.get("name") for d in lineage.get("scorers", [])}
-            lineage["scorers"] = [
-                *lineage.get("scorers", []),
-                *(dict(s.describe()) for s in self.scorers if s.name not in known),
-            ]
-            lineage.setdefault("resumes", []).append({"at": time.time(), "forced": bool(force), "git": git_info()})
-            repo.reopen_run(store, run.run_id, lineage)
+            repo.reopen_run(store, run.run_id, self._resume_lineage(run, force))
             run.status = "running"
         else:
             from ragtrail.evals._sweep import current_trial
@@ -288,6 +281,17 @@ class Evaluation:
 
         flush(10.0)
         return load_run(store, run.run_id)
+
+    def _resume_lineage(self, run: Run, force: bool, **extra: Any) -> dict[str, Any]:
+        """The run's lineage with this evaluation's new scorers added and a ``resumes`` entry."""
+        lineage = dict(run.lineage)
+        known = {d.get("name") for d in lineage.get("scorers", [])}
+        lineage["scorers"] = [
+            *lineage.get("scorers", []),
+            *(dict(s.describe()) for s in self.scorers if s.name not in known),
+        ]
+        lineage.setdefault("resumes", []).append({"at": time.time(), "forced": bool(force), "git": git_info(), **extra})
+        return lineage
 
     def _check_resume(self, run: Run, cfg: Mapping[str, Any], force: bool) -> None:
         if run.name != self.name:

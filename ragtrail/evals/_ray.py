@@ -35,7 +35,6 @@ import math
 import os
 import socket
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -145,7 +144,7 @@ def run_on_ray(
     backend: Any = "ray",
 ) -> Run:
     """Run ``ev`` with its examples spread over Ray tasks; returns the logged run (see the module doc)."""
-    from ragtrail.evals._runs import create_run, finish_run, git_info, load_run
+    from ragtrail.evals._runs import create_run, finish_run, load_run
 
     opts = _coerce(backend)
     if ev._sync_fn is None and ev._async_fn is None:
@@ -196,15 +195,7 @@ def run_on_ray(
         run = load_run(store, resume)
         ev._check_resume(run, cfg, force)
         todo, rerun, rescore = ev._resume_plan(store, run)
-        lineage = dict(run.lineage)
-        known = {d.get("name") for d in lineage.get("scorers", [])}
-        lineage["scorers"] = [
-            *lineage.get("scorers", []),
-            *(dict(s.describe()) for s in ev.scorers if s.name not in known),
-        ]
-        lineage.setdefault("resumes", []).append(
-            {"at": time.time(), "forced": bool(force), "git": git_info(), "backend": "ray"}
-        )
+        lineage = ev._resume_lineage(run, force, backend="ray")
         # examples that failed before run again from scratch: clear their old rows now, so that a
         # task retried after a worker died can tell "committed in this execution" by presence alone
         repo.reopen_run(store, run.run_id, lineage, clear_examples=rerun)
