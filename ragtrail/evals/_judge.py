@@ -30,7 +30,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -42,6 +41,7 @@ from ragtrail.evals._aio import judge_loop, on_judge_loop, run_sync
 from ragtrail.evals._concurrency import AdaptiveLimiter
 from ragtrail.evals._judge_cache import JudgeCache, cache_key
 from ragtrail.evals._judge_limiter import JudgeLimiter
+from ragtrail.evals._judge_result import Estimate, JudgeResult
 from ragtrail.evals._structured import (
     OPENAI_COMPATIBLE,
     REFUSAL,
@@ -61,72 +61,6 @@ METHODS = ("auto", "json_schema", "guided", "tool", "prompt")
 """Decoding methods a :class:`Judge` can use (``auto`` picks the best the model supports)."""
 
 _CHARS_PER_TOKEN = 4.0
-
-
-# --------------------------------------------------------------------------------- results
-@dataclass
-class JudgeResult:
-    """One judge call: the validated verdict or the reason it failed, with everything needed to audit it."""
-
-    parsed: BaseModel | None
-    error: str | None
-    raw: list[str]
-    method: str
-    model_id: str
-    params: dict[str, Any]
-    cached: bool = False
-    usage: dict[str, int] = field(default_factory=dict)
-    cost_usd: float | None = None
-    attempts: int = 1
-    key: str = ""
-    logprob: float | None = None
-    trial: int = 0
-    called: bool = True
-
-    @property
-    def ok(self) -> bool:
-        return self.parsed is not None and self.error is None
-
-    def details(self) -> dict[str, Any]:
-        """What a Score keeps in ``details["judge"]``: raw output of every attempt, method, params…"""
-        d: dict[str, Any] = {
-            "model": self.model_id,
-            "method": self.method,
-            "params": self.params,
-            "raw": self.raw,
-            "attempts": self.attempts,
-            "cached": self.cached,
-            "cache_key": self.key,
-        }
-        if self.usage:
-            d["usage"] = self.usage
-        if self.cost_usd is not None:
-            d["cost_usd"] = self.cost_usd
-        if self.logprob is not None:
-            d["logprob"] = self.logprob
-        if self.parsed is not None:
-            d["verdict"] = self.parsed.model_dump()
-        if self.error:
-            d["error"] = self.error
-        return d
-
-
-@dataclass
-class Estimate:
-    """A dry-run estimate of judge work: calls, cache hits, tokens and cost (None when the price is unknown)."""
-
-    calls: int
-    cached: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None
-
-    def __str__(self) -> str:
-        cost = "unknown price" if self.cost_usd is None else f"${self.cost_usd:.4f}"
-        return (
-            f"{self.calls} judge calls ({self.cached} cached), ~{self.input_tokens} input + "
-            f"≤{self.output_tokens} output tokens, {cost}"
-        )
 
 
 # ----------------------------------------------------------------------------------- Judge
