@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from ragtrail._exceptions import ConfigError, SchemaVersionError, StoreError
 from ragtrail.store._migrations import LATEST, MIGRATIONS
+from ragtrail.store._url import resolve_store_url
 
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
@@ -510,9 +511,7 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
     if isinstance(url, Store):
         return url
     if url is None:
-        from ragtrail.tracing._setup import _resolve_store_url
-
-        url = _resolve_store_url(None)
+        url = resolve_store_url(None)
     text = os.fspath(url)
     if not text.strip():
         raise ConfigError("the store location is empty; pass a path or a postgresql:// URL")

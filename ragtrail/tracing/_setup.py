@@ -138,37 +138,13 @@ def _queue_full(p: BatchSpanProcessor) -> bool:
 
 
 _SWITCH_ATTR = "_ragtrail_switch"
+_OWNED_ATTR = "_ragtrail_created"  # set on a provider ragtrail created (its processor is the first one)
 
 
 def _switch_of(provider: Any) -> _Switch | None:
     """The switch ragtrail added to ``provider`` (kept on the provider itself: an id() could be reused)."""
     sw = getattr(provider, _SWITCH_ATTR, None) if provider is not None else None
     return sw if isinstance(sw, _Switch) else None
-
-
-def _move_to_front(provider: Any, switch: _Switch) -> None:
-    """Put ragtrail's processor first on a provider the app already had: its ``force_flush`` and
-    ``shutdown`` then build queued background spans before the app's own processors flush or stop."""
-    try:
-        multi = getattr(provider, "_active_span_processor", None)
-        lock = getattr(multi, "_lock", None)
-        procs = getattr(multi, "_span_processors", None)
-        if lock is None or not isinstance(procs, tuple) or procs[:1] == (switch,):
-            return
-        with lock:
-            multi._span_processors = (switch, *(p for p in multi._span_processors if p is not switch))  # type: ignore[union-attr]
-    except Exception:  # pragma: no cover - another SDK layout: stay last, flush still drains
-        logger.debug("ragtrail: could not move the processor first", exc_info=True)
-
-
-def _resolve_store_url(store: str | os.PathLike[str] | None) -> str:
-    if store is not None:
-        return os.fspath(store)
-    env = os.environ.get("RAGTRAIL_STORE")
-    if env:
-        return env
-    home = os.environ.get("RAGTRAIL_HOME") or os.path.join(os.path.expanduser("~"), ".ragtrail")
-    return os.path.join(home, "ragtrail.db")
 
 
 def init(
@@ -208,7 +184,7 @@ def init(
     """
     global _config
     from ragtrail.store import Store as _Store
-    from ragtrail.store import open_store
+    from ragtrail.store import open_store, resolve_store_url
     from ragtrail.tracing._exporter import StoreSpanExporter
     from ragtrail.tracing._usage import load_prices
 
@@ -247,7 +223,7 @@ def init(
         # open the new store first: if it cannot be opened, the running configuration stays as it was
         store_obj: _Store | None = None
         if options.get("store_exporter", True):
-            store_obj = store if isinstance(store, _Store) else open_store(_resolve_store_url(store))  # type: ignore[arg-type]
+            store_obj = store if isinstance(store, _Store) else open_store(resolve_store_url(store))  # type: ignore[arg-type]
         if _config is not None:
             warnings.warn(
                 "ragtrail.init() called again: the previous configuration is flushed and replaced "
@@ -283,8 +259,11 @@ def init(
                 provider = current  # the app's own provider: add to it, never replace it
             else:
                 provider = TracerProvider(
-                    resource=Resource.create({"service.name": project}), sampler=_sampling.RagtrailSampler(sampling)
+                    resource=Resource.create({"service.name": project}),
+                    sampler=_sampling.RagtrailSampler(sampling),
+                    id_generator=_background.PresetIdGenerator(),
                 )
+                setattr(provider, _OWNED_ATTR, True)
                 otel_trace.set_tracer_provider(provider)
                 if otel_trace.get_tracer_provider() is not provider:  # someone else won the race
                     provider = otel_trace.get_tracer_provider()
@@ -295,11 +274,16 @@ def init(
             switch = _Switch()
             setattr(provider, _SWITCH_ATTR, switch)
             provider.add_span_processor(switch)
-            _move_to_front(provider, switch)
         keeper = _sampling.apply(provider, sampling, processors)
         metrics = _metrics.setup(project, store_obj, otlp_endpoint, options)
         switch.targets = (*processors, keeper) if keeper is not None else tuple(processors)
         switch.dropped = 0
+        tracer = provider.get_tracer(_TRACER_NAME)
+        if getattr(provider, _OWNED_ATTR, False):
+            # ragtrail's processor is the provider's first: its flush and shutdown drain background spans
+            # before any other processor flushes or stops (see ragtrail.tracing._background); with another
+            # sampler than the SDK's default spans are built the ordinary way
+            _background.enable(tracer)
 
         _config = Config(
             project=project,
@@ -307,7 +291,7 @@ def init(
             max_attribute_bytes=max_bytes,
             mask=mask,
             mask_secrets=bool(options.get("mask_secrets", True)),
-            tracer=provider.get_tracer(_TRACER_NAME),
+            tracer=tracer,
             provider=provider,
             store=store_obj,
             store_exporter=store_exporter,

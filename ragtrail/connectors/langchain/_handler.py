@@ -37,10 +37,16 @@ from opentelemetry.trace.propagation import _SPAN_KEY as _SPAN_CONTEXT_KEY
 from ragtrail import semconv
 from ragtrail._log import warn_once
 from ragtrail.connectors.langchain import _extract as ex
-from ragtrail.tracing import CONTEXT_KEY, _setup, with_framework_context
-from ragtrail.tracing._dedupe import LLM_SPAN_KEY
-from ragtrail.tracing._spans import content_value, record_exception
-from ragtrail.tracing._usage import record_documents, record_usage
+from ragtrail.tracing import (
+    CONTEXT_KEY,
+    LLM_SPAN_KEY,
+    content_value,
+    get_config,
+    record_documents,
+    record_exception,
+    record_usage,
+    with_framework_context,
+)
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _RUN_KEY = otel_context.create_key("ragtrail-langchain-run")
@@ -171,7 +177,7 @@ class CallbackHandler(BaseCallbackHandler):
         tags: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> _Run | None:
-        cfg = _setup._config
+        cfg = get_config()
         if cfg is None:
             return None
         cur = _get_current()
@@ -317,7 +323,7 @@ class CallbackHandler(BaseCallbackHandler):
     def _capture(self, run_id: UUID | None = None, span: Span | None = None) -> bool:
         """Whether to record content; never for a span that will not be recorded (a sampled-out trace):
         ``run_id`` names the run whose span receives it (a start's parent run, an end's own run)."""
-        cfg = _setup._config
+        cfg = get_config()
         if cfg is None or not cfg.capture_content:
             return False
         if span is None and run_id is not None:
@@ -361,7 +367,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if _setup._config is None:
+            if get_config() is None:
                 return
             name = ex.run_name(serialized, kwargs, "chain")
             run_type = kwargs.get("run_type") or "chain"
@@ -444,7 +450,7 @@ class CallbackHandler(BaseCallbackHandler):
         content_key: str,
         content: Callable[[], Any],
     ) -> None:
-        if _setup._config is None:
+        if get_config() is None:
             return
         params = kwargs.get("invocation_params")
         model = ex.model_name(serialized, params, metadata)
@@ -564,7 +570,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if _setup._config is None:
+            if get_config() is None:
                 return
             attrs: dict[str, Any] = {}
             if metadata:
@@ -624,7 +630,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if _setup._config is None:
+            if get_config() is None:
                 return
             name = ex.run_name(serialized, kwargs, "tool")
             tool = (serialized or {}).get("name") or name
