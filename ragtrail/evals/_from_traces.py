@@ -124,16 +124,15 @@ def _load(traces: Iterable[Any], store: Any) -> list[Trace]:
 
 
 def _by_ids(store: Any, ids: list[str]) -> list[Trace]:
-    from ragtrail._client import Client
     from ragtrail._production import trace_feedback
+    from ragtrail.store import _evals as repo
     from ragtrail.tracing._model import SpanRecord, Trace
 
-    c = Client(store)
     by: dict[str, list[SpanRecord]] = {}
-    for i in range(0, len(ids), 500):
-        for s in c.spans(trace_id=ids[i : i + 500]):
-            by.setdefault(s.trace_id, []).append(s)
-    fb = trace_feedback(c.store, list(by))
+    for row in repo.trace_span_rows(store, ids):
+        s = SpanRecord.from_row(row)
+        by.setdefault(s.trace_id, []).append(s)
+    fb = trace_feedback(store, list(by))
     out = []
     for tid, spans in by.items():
         t = Trace(spans)
