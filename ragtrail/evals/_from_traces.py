@@ -125,9 +125,11 @@ def _load(traces: Iterable[Any], store: Any) -> list[Trace]:
 
 def _by_ids(store: Any, ids: list[str]) -> list[Trace]:
     from ragtrail._production import trace_feedback
+    from ragtrail.evals._store import store_of
     from ragtrail.store import _evals as repo
     from ragtrail.tracing._model import SpanRecord, Trace
 
+    store = store_of(store)
     by: dict[str, list[SpanRecord]] = {}
     for row in repo.trace_span_rows(store, ids):
         s = SpanRecord.from_row(row)
