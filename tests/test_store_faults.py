@@ -118,9 +118,9 @@ def test_sqlite_disk_full_while_tracing(tmp_path, caplog):
     try:
 
         def fill():
-            # flush() exports on the calling thread: cap this thread's connection at its current size
+            # cap the store's one writer connection at the file's current size
             n = cfg.store.query("PRAGMA page_count")[0][0]
-            cfg.store.query(f"PRAGMA max_page_count={n}")
+            cfg.store._conn().execute(f"PRAGMA max_page_count={n}")
 
         _fail_then_check("full.db", caplog, fill)
     finally:
@@ -399,7 +399,7 @@ def _conn_identity() -> object:
     store = ragtrail.tracing.get_config().store
     if store.kind == "postgresql":
         return store.query("SELECT pg_backend_pid()")[0][0]
-    return id(store._conn())
+    return id(store._conn())  # the writer connection
 
 
 def _fork_worker(w: int, parent_conn: object) -> None:
