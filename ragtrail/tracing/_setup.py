@@ -187,7 +187,9 @@ def init(
             ``gpu_prices`` ($/GPU-hour by GPU type), ``max_queue_size`` (default 65,536),
             ``max_export_batch_size`` (default 8,192), ``schedule_delay_ms`` (default 500),
             ``exporters`` (extra SpanExporters), ``tracer_provider`` (use this provider),
-            ``store_exporter`` (False to skip the store, e.g. OTLP only).
+            ``store_exporter`` (False to skip the store, e.g. OTLP only), ``spool_dir`` (where spans
+            wait while the store is unavailable; default ``$RAGTRAIL_SPOOL_DIR`` or
+            ``~/.cache/ragtrail/spool``), ``spool_max_bytes`` (default 512 MiB; 0 turns the spool off).
 
     Raises:
         ConfigError: a bad option; StoreError: the store cannot be opened (the message says why).
@@ -196,11 +198,13 @@ def init(
     from ragtrail.store import Store as _Store
     from ragtrail.store import open_store
     from ragtrail.tracing._exporter import StoreSpanExporter
+    from ragtrail.tracing._spool import make_spool
     from ragtrail.tracing._usage import load_prices
 
     known = {
         "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",
         "max_export_batch_size", "schedule_delay_ms", "exporters", "tracer_provider", "store_exporter",
+        "spool_dir", "spool_max_bytes",
     }  # fmt: skip
     unknown = set(options) - known
     if unknown:
@@ -242,7 +246,10 @@ def init(
         store_exporter: StoreSpanExporter | None = None
         if store_obj is not None:
             store_exporter = StoreSpanExporter(
-                store_obj, project=project, mask_secrets=bool(options.get("mask_secrets", True))
+                store_obj,
+                project=project,
+                mask_secrets=bool(options.get("mask_secrets", True)),
+                spool=make_spool(store_obj, options),
             )
             processors.append(BatchSpanProcessor(store_exporter, **bsp_kwargs))
         if otlp_endpoint:
@@ -363,6 +370,9 @@ def flush(timeout_s: float = 10.0) -> bool:
                 ok = bool(p.force_flush(left_ms)) and ok
             except Exception:
                 ok = False
+        exp = cfg.store_exporter
+        if exp is not None and exp.spool is not None:  # spans spooled in a store outage count as unwritten
+            ok = exp.force_flush(max(1, int((deadline - time.monotonic()) * 1000))) and ok
         if time.monotonic() > deadline:
             ok = False
         now = stats()
@@ -377,17 +387,19 @@ def flush(timeout_s: float = 10.0) -> bool:
 
 
 def stats() -> dict[str, int]:
-    """Counts since :func:`init`: spans ``exported`` to the store, ``dropped`` (queue full),
-    ``failed`` (store errors after retries, or connector spans that could not be built off-thread),
-    ``export_errors`` (failed export batches)."""
+    """Counts since :func:`init`: spans ``exported`` to the store, ``dropped`` (queue full, or the
+    spool's size cap), ``failed`` (store errors after retries with no spool, or connector spans that
+    could not be built off-thread), ``export_errors`` (failed store writes), ``spooled`` (waiting in
+    the spool for the store to come back)."""
     cfg = _config
     if cfg is None:
-        return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0}
+        return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0, "spooled": 0}
     sw = _switch_of(cfg.provider)
     exp = cfg.store_exporter
     return {
         "exported": exp.exported if exp else 0,
-        "dropped": sw.dropped if sw else 0,
+        "dropped": (sw.dropped if sw else 0) + (exp.spool_dropped if exp else 0),
+        "spooled": exp.spooled if exp else 0,
         "failed": (exp.failed if exp else 0) + _background.failures_for(cfg.tracer),
         "export_errors": exp.errors if exp else 0,
     }
