@@ -6,10 +6,7 @@ Real SQLite files and the real PostgreSQL server; LLM answers come from LangChai
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import os
-import shutil
 import threading
 import time
 from typing import Any
@@ -71,7 +68,7 @@ def test_outage_spans_are_spooled_and_replayed_in_order_exactly_once(tmp_path):
     assert not any(f.endswith(".seg") for _r, _d, fs in os.walk(tmp_path / "spool") for f in fs)
     # a replay that repeats (a crash between a write and its removal) stores nothing twice
     again = Spool(str(tmp_path / "spool2"), path)
-    again.append([r for r in open_store(path).query("SELECT * FROM spans")])
+    again.append(open_store(path).query("SELECT * FROM spans"))
     assert again.replay(open_store(path).write_spans) is True
     assert open_store(path).count_spans() == 70
     exp.shutdown()
@@ -125,3 +122,56 @@ def test_init_spool_options(tmp_path):
         assert cfg.store_exporter is not None and cfg.store_exporter.spool is None
     finally:
         ragtrail.shutdown()
+
+
+# ------------------------------------------------------------------------------------ connections
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return request.getfixturevalue("pg_url")
+
+
+def _open_files() -> int:
+    return len(psutil.Process().open_files())
+
+
+def _pg_sockets() -> int:
+    """TCP connections this process holds to the PostgreSQL server."""
+    return sum(1 for c in psutil.Process().net_connections(kind="tcp") if c.raddr and c.raddr.port == 5432)
+
+
+@pytest.mark.slow
+def test_800_short_lived_threads_that_flush_leave_no_connections_behind(store_url):
+    """Every thread that calls flush() exports on itself; connections stay bounded per process."""
+    socks_before = _pg_sockets()  # the fixture's own connection
+    cfg = ragtrail.init(project="leak", store=store_url, schedule_delay_ms=60_000)
+    try:
+        store = cfg.store
+        files_before = _open_files()
+        rss_before = psutil.Process().memory_info().rss
+
+        def worker(i: int) -> None:
+            with ragtrail.span(f"t{i}", attributes={"i": i}):
+                pass
+            assert ragtrail.flush(30)
+            ragtrail.Client(store).store.query("SELECT 1")  # a read from the thread too
+
+        for wave in range(8):
+            threads = [threading.Thread(target=worker, args=(wave * 100 + k,)) for k in range(100)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert ragtrail.flush(30)
+        assert store.count_spans(project="leak") == 800
+        st = ragtrail.stats()
+        assert st["dropped"] == 0 and st["failed"] == 0
+        assert store.open_connections <= 5  # SQLite: 1 writer + 4 readers; PostgreSQL: a pool of 4
+        assert _open_files() - files_before <= 10
+        if store.kind == "postgresql":
+            assert _pg_sockets() - socks_before <= 4
+        assert psutil.Process().memory_info().rss - rss_before < 60 * 2**20
+    finally:
+        ragtrail.shutdown()
+    assert store.open_connections == 0  # shutdown closes them all
