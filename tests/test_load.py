@@ -6,6 +6,7 @@ Real SQLite files and the real PostgreSQL server; LLM answers come from LangChai
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -175,3 +176,64 @@ def test_800_short_lived_threads_that_flush_leave_no_connections_behind(store_ur
     finally:
         ragtrail.shutdown()
     assert store.open_connections == 0  # shutdown closes them all
+
+
+# ---------------------------------------------------------------------------------------- streams
+def _chain() -> Any:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    # the LLM's answers are fake (LangChain's own fake chat model); the rest of the chain is real
+    model = GenericFakeChatModel(messages=iter(["a b c d e"] * 100_000))
+    return ChatPromptTemplate.from_template("{q}") | model | StrOutputParser(), model
+
+
+def test_abandoned_unclosed_streams_never_parent_later_spans(traced):  # type: ignore[no-untyped-def]
+    """Streams started and left unclosed (chains and a bare chat model, sync and async) leave nothing
+    current on the caller's thread: a later span is a root of its own, the streams' own trees are
+    intact, and nothing the handler did not attach is detached."""
+    from opentelemetry import trace as otel_trace
+
+    from ragtrail.connectors.langchain import CallbackHandler
+
+    h = CallbackHandler()
+    chain, model = _chain()
+    cfg = {"callbacks": [h]}
+    kept: list[Any] = []
+    with ragtrail.span("outer") as outer:
+        for i in range(3):
+            it = chain.stream({"q": str(i)}, config=cfg)
+            assert next(it) == "a"
+            kept.append(it)  # abandoned, never closed
+            it2 = model.stream("hi", config=cfg)
+            next(it2)
+            kept.append(it2)
+        assert otel_trace.get_current_span() is outer  # nothing of the streams stayed current
+
+        async def in_task() -> None:
+            agen = chain.astream({"q": "async"}, config=cfg)
+            await agen.__anext__()
+            kept.append(agen)
+            with ragtrail.span("after-async"):
+                pass
+
+        asyncio.run(in_task())
+        with ragtrail.span("later"):
+            pass
+    spans = traced.spans()
+    later = next(s for s in spans if s.name == "later")
+    after_async = next(s for s in spans if s.name == "after-async")
+    assert later.parent is not None and later.parent.span_id == outer.get_span_context().span_id
+    assert after_async.parent is not None and after_async.parent.span_id == outer.get_span_context().span_id
+    # the chain steps that ran still nest under their stream's root (still open: never closed)
+    # (the async one was closed by asyncio.run's shutdown of async generators)
+    roots = {r.span.get_span_context().span_id for r in h._runs.values() if r.span.name == "RunnableSequence"}
+    roots |= {s.context.span_id for s in spans if s.name == "RunnableSequence"}
+    prompts = [s for s in spans if s.name == "ChatPromptTemplate"]
+    assert len(roots) == 4 and len(prompts) == 4
+    assert {p.parent.span_id for p in prompts if p.parent is not None} == roots
+    assert not any(
+        s.parent is not None and s.parent.span_id in roots for s in spans if s.name.startswith(("later", "after"))
+    )
+    kept.clear()

@@ -58,7 +58,7 @@ _SWEEP_EVERY = 512
 class _Run:
     """What the handler keeps for an open run (released when the run ends)."""
 
-    __slots__ = ("ctx", "ended", "model", "prev", "provider", "run_type", "span", "t0", "ttft_ns")
+    __slots__ = ("ctx", "ended", "model", "prev", "provider", "root", "run_type", "span", "t0", "ttft_ns")
 
     def __init__(self, span: Span, run_type: str, t0: int) -> None:
         self.span = span
@@ -70,6 +70,7 @@ class _Run:
         self.ended = False
         self.model: str | None = None
         self.provider: str | None = None
+        self.root = False
 
 
 def _strip_langchain(ctx: Context) -> Context:
@@ -160,6 +161,7 @@ class CallbackHandler(BaseCallbackHandler):
         attrs: dict[str, Any],
         *,
         llm: bool = False,
+        attach: bool = True,
     ) -> _Run | None:
         cfg = _setup._config
         if cfg is None:
@@ -182,6 +184,7 @@ class CallbackHandler(BaseCallbackHandler):
         span = cfg.tracer.start_span(name, context=parent_ctx, attributes=attrs)
         now = _monotonic_ns()
         run = _Run(span, run_type, now)
+        run.root = parent_run_id is None
         values = dict(cur)  # one copy instead of one per set_value()
         values[_SPAN_KEY] = span
         values[_RUN_KEY] = run
@@ -193,7 +196,8 @@ class CallbackHandler(BaseCallbackHandler):
         self._runs[run_id] = run  # dict item assignment and pop are atomic: no lock on the hot path
         self._starts += 1  # approximate under threads; it only paces the sweep
         sweep = self._starts % _SWEEP_EVERY == 0 and now >= self._next_sweep_ns
-        _attach(ctx)  # the token is deliberately dropped: see _restore
+        if attach:
+            _attach(ctx)  # the token is deliberately dropped: see _restore
         if sweep:
             self.sweep()
         return run
@@ -349,7 +353,12 @@ class CallbackHandler(BaseCallbackHandler):
                 self._root_extras(attrs, tags, metadata)
             if self._capture():
                 self._content(attrs, semconv.INPUT_VALUE, inputs)
-            self._start(run_id, parent_run_id, name, kind, run_type, attrs)
+            # The root of a stream starts in the caller's own context and would stay current there
+            # between chunks, and for good when the stream is abandoned unclosed (later spans on the
+            # thread filed under it, contexts chaining up): it is not attached. Its steps still nest
+            # under it through their parent run ids. ("defers_inputs" is passed only by streams.)
+            stream_root = parent_run_id is None and "defers_inputs" in kwargs
+            self._start(run_id, parent_run_id, name, kind, run_type, attrs, attach=not stream_root)
         except Exception:
             self._fail("on_chain_start")
 
@@ -469,6 +478,11 @@ class CallbackHandler(BaseCallbackHandler):
         run = self._runs.get(run_id)
         if run is not None and run.ttft_ns is None:
             run.ttft_ns = _monotonic_ns()
+            if run.root and run.ctx is not None and _get_current() is run.ctx:
+                # a streamed model call made its request (client-library connectors saw this span);
+                # from the first chunk on the caller's code runs between chunks: step aside so that
+                # an abandoned stream never stays current on the caller's thread
+                _attach(run.prev or Context())
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
