@@ -234,6 +234,8 @@ def _baseline_tree(ref: str, dest: str) -> str:
 
 def _run_child(variant: str, pythonpath: str, seconds: float, rate: int, workdir: str) -> dict[str, Any]:
     store = os.path.join(workdir, f"{variant}.db")
+    extra = os.environ.get("PYTHONPATH")
+    pythonpath = pythonpath + (os.pathsep + extra if extra else "")
     env = dict(os.environ, PYTHONPATH=pythonpath, RAGTRAIL_SPOOL_DIR=os.path.join(workdir, f"spool-{variant}"))
     cmd = [sys.executable, os.path.abspath(__file__), "--child", variant, "--seconds", str(seconds)]
     cmd += ["--rate", str(rate), "--store", store]
@@ -248,6 +250,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--rate", type=int, default=5000, help="producer spans per second (5 KB each)")
     ap.add_argument("--baseline", default=DEFAULT_BASELINE, help="git ref of the previous design")
+    ap.add_argument("--baseline-tree", help="a directory holding the previous design's ragtrail/ (instead of git)")
     ap.add_argument("--variants", default="untraced,previous,current")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
@@ -258,7 +261,9 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="busy-app-") as tmp:
         trees = {"current": ROOT, "untraced": ROOT}
-        if "previous" in args.variants:
+        if args.baseline_tree:
+            trees["previous"] = os.path.abspath(args.baseline_tree)
+        elif "previous" in args.variants:
             trees["previous"] = _baseline_tree(args.baseline, os.path.join(tmp, "previous-tree"))
         for v in args.variants.split(","):
             print(f"running {v} ({args.seconds:.0f} s)...", file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ Real SQLite files and the real PostgreSQL server; LLM answers come from LangChai
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -237,3 +238,193 @@ def test_abandoned_unclosed_streams_never_parent_later_spans(traced):  # type: i
         s.parent is not None and s.parent.span_id in roots for s in spans if s.name.startswith(("later", "after"))
     )
     kept.clear()
+
+
+# ------------------------------------------------------------------------------------------ soaks
+def _ended_counter() -> Any:
+    """A synchronous span processor counting every span that ends (it sees each span, dropped or not)."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Ended(SpanProcessor):
+        def __init__(self) -> None:
+            self.n = 0
+            self._lock = threading.Lock()
+
+        def on_end(self, span: Any) -> None:
+            with self._lock:
+                self.n += 1
+
+    return Ended()
+
+
+def _traced_provider() -> tuple[Any, Any]:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    ended = _ended_counter()
+    provider.add_span_processor(ended)
+    return provider, ended
+
+
+def _rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _run_threads(seconds: float, n: int, body: Any) -> int:
+    stop = time.monotonic() + seconds
+    counts = [0] * n
+
+    def loop(k: int) -> None:
+        while time.monotonic() < stop:
+            body(k, counts[k])
+            counts[k] += 1
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
+
+
+def _soak(tmp_path: Any, mode: str, seconds: float) -> None:
+    from collections import deque
+
+    from ragtrail.connectors.langchain import LangChainInstrumentor, instrument, uninstrument
+
+    provider, ended = _traced_provider()
+    path = str(tmp_path / "soak.db")
+    cfg = ragtrail.init(project="soak", store=path, tracer_provider=provider, spool_dir=str(tmp_path / "spool"))
+    instrument()
+    chain, _model = _chain()
+    rss: list[float] = []
+    try:
+        marks = [time.monotonic() + seconds / 3]
+
+        def sample() -> None:
+            if marks and time.monotonic() >= marks[0]:
+                marks.pop()
+                rss.append(_rss_mb())
+
+        if mode == "threads":
+
+            def call(k: int, i: int) -> None:
+                assert chain.invoke({"q": f"{k}-{i} " + "ctx " * 1200}) == "a b c d e"
+                if k == 0:
+                    sample()
+
+            calls = _run_threads(seconds, 4, call)
+        elif mode == "asyncio":
+
+            async def main() -> int:
+                stop = time.monotonic() + seconds
+                done = [0]
+
+                async def worker(k: int) -> None:
+                    i = 0
+                    while time.monotonic() < stop:
+                        await chain.ainvoke({"q": f"{k}-{i} " + "ctx " * 1200})
+                        i += 1
+                        done[0] += 1
+                        if k == 0:
+                            sample()
+
+                await asyncio.gather(*(worker(k) for k in range(50)))
+                return done[0]
+
+            calls = asyncio.run(main())
+        else:  # streams: finished, broken off and closed, and abandoned unclosed (dropped later, never closed)
+            unclosed: deque[Any] = deque(maxlen=25)
+
+            def stream(k: int, i: int) -> None:
+                it = chain.stream({"q": f"{k}-{i} " + "ctx " * 1200})
+                if i % 3 == 0:
+                    assert "".join(it) == "a b c d e"
+                elif i % 3 == 1:
+                    next(it)
+                    it.close()
+                else:
+                    next(it)
+                    unclosed.append(it)  # abandoned, never closed; dropped when 25 newer ones came
+                if k == 0:
+                    sample()
+                with ragtrail.span("between") as s:  # never filed under an abandoned stream
+                    assert not s.get_span_context().trace_id == 0
+
+            calls = _run_threads(seconds, 2, stream)
+            unclosed.clear()
+        gc.collect()
+        handler = LangChainInstrumentor().handler
+        assert handler is not None and handler.open_runs == 0  # dropped streams ended: no state kept
+        assert calls > 50
+        assert ragtrail.flush(120)
+        st = ragtrail.stats()
+        assert st["dropped"] == 0 and st["failed"] == 0 and st["spooled"] == 0, st
+        stored = cfg.store.count_spans(project="soak")
+        assert stored == ended.n  # every span that ended is stored, once
+        if mode == "streams":
+            between = cfg.store.query("SELECT COUNT(*) FROM spans WHERE name = 'between' AND parent_span_id IS NULL")
+            assert between[0][0] == calls  # a root each time: no abandoned stream became its parent
+        assert cfg.store.open_connections <= 5
+        rss.append(_rss_mb())
+        assert rss[-1] - rss[0] < 80, rss  # flat after warm-up (growth bounded, not proportional to load)
+    finally:
+        uninstrument()
+        ragtrail.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["threads", "asyncio", "streams"])
+def test_soak_stores_every_span_with_bounded_memory(tmp_path, mode):  # type: ignore[no-untyped-def]
+    _soak(tmp_path, mode, 20.0)
+
+
+@pytest.mark.slow
+def test_store_directory_away_for_20s_mid_soak_loses_nothing(tmp_path):  # type: ignore[no-untyped-def]
+    """The store's directory is renamed away for 20 s while 4 threads trace: every span is spooled and
+    written back once the directory returns, in order; nothing is dropped or failed."""
+    provider, ended = _traced_provider()
+    d = tmp_path / "store"
+    path = str(d / "s.db")
+    cfg = ragtrail.init(project="out", store=path, tracer_provider=provider, spool_dir=str(tmp_path / "spool"))
+    away = tmp_path / "away"
+    try:
+
+        def outage() -> None:
+            time.sleep(5)
+            os.rename(d, away)
+            time.sleep(20)
+            os.rename(away, d)
+
+        t = threading.Thread(target=outage)
+        t.start()
+
+        def work(k: int, i: int) -> None:
+            with ragtrail.span(f"w{k}", attributes={"i": i}) as s:
+                ragtrail.tracing.set_content(s, semconv.INPUT_VALUE, f"{k}-{i} " + "content " * 600)
+                with ragtrail.span("child"):
+                    pass
+            time.sleep(0.002)
+
+        spooled_seen = [0]
+
+        def watch(k: int, i: int) -> None:
+            work(k, i)
+            spooled_seen[0] = max(spooled_seen[0], ragtrail.stats()["spooled"])
+
+        _run_threads(35, 4, watch)
+        t.join()
+        assert spooled_seen[0] > 1000  # the outage really happened, and spans waited in the spool
+        assert ragtrail.flush(120)
+        st = ragtrail.stats()
+        assert st["dropped"] == 0 and st["failed"] == 0 and st["spooled"] == 0, st
+        assert cfg.store.count_spans(project="out") == ended.n
+        # written back in order: per thread, the spans' sequence numbers rise with their row order
+        for k in range(4):
+            rows = cfg.store.query(
+                "SELECT json_extract(attributes, '$.i') FROM spans WHERE name = ? ORDER BY rowid", (f"w{k}",)
+            )
+            seq = [r[0] for r in rows]
+            assert seq == sorted(seq) and len(seq) == len(set(seq))
+    finally:
+        ragtrail.shutdown()
