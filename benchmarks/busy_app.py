@@ -10,7 +10,8 @@ The app (one process per variant, run one after the other on the same machine):
   5 KB of content each through ``ragtrail.span`` + ``set_content``).
 
 Variants: ``untraced`` (no ``ragtrail.init``: the app's own latency), ``previous`` (the ragtrail tree
-at ``--baseline``, extracted with ``git archive``) and ``current`` (this checkout). Each reports:
+at ``--baseline``, extracted with ``git archive``), ``current`` (this checkout, in-process writer) and
+``process`` (this checkout with ``init(writer="process")``). Each reports:
 spans produced per second vs written per second during the load, drops, the backlog when the load
 ends (% of produced, written by the final flush), chain latency p50/p99 and calls/s, peak and final
 RSS, store bytes per span, and how long ``Client.spans_df()`` takes per 100k spans.
@@ -111,7 +112,8 @@ def child(variant: str, seconds: float, rate: int, store: str) -> dict[str, Any]
     proc = psutil.Process()
     traced = variant != "untraced"
     if traced:
-        ragtrail.init(project="busy", store=store, capture_content=True)
+        writer = {"writer": "process"} if variant == "process" else {}
+        ragtrail.init(project="busy", store=store, capture_content=True, **writer)
         from ragtrail.connectors.langchain import instrument
 
         instrument()
@@ -251,7 +253,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=5000, help="producer spans per second (5 KB each)")
     ap.add_argument("--baseline", default=DEFAULT_BASELINE, help="git ref of the previous design")
     ap.add_argument("--baseline-tree", help="a directory holding the previous design's ragtrail/ (instead of git)")
-    ap.add_argument("--variants", default="untraced,previous,current")
+    ap.add_argument("--variants", default="untraced,previous,current,process")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -260,7 +262,7 @@ def main() -> None:
         return
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="busy-app-") as tmp:
-        trees = {"current": ROOT, "untraced": ROOT}
+        trees = {"current": ROOT, "untraced": ROOT, "process": ROOT}
         if args.baseline_tree:
             trees["previous"] = os.path.abspath(args.baseline_tree)
         elif "previous" in args.variants:
@@ -286,14 +288,19 @@ def main() -> None:
         ("spans_df s/100k", "spans_df_s_per_100k", "{:.2f}"),
     ]
     names = list(results)
-    print(f"{'':26}" + "".join(f"{n:>14}" for n in names) + ("   current/previous" if len(names) > 2 else ""))
+    base = results.get("previous", {})
+    others = [n for n in ("current", "process") if n in results]
+    head = "".join(f"   {n}/previous" for n in others) if base else ""
+    print(f"{'':26}" + "".join(f"{n:>14}" for n in names) + head)
     for label, key, fmt in rows:
         cells = [fmt.format(results[n][key]) if key in results[n] else "-" for n in names]
-        ratio = ""
-        a, b = results.get("previous", {}).get(key), results.get("current", {}).get(key)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a:
-            ratio = f"{b / a:>10.2f}x"
-        print(f"{label:26}" + "".join(f"{c:>14}" for c in cells) + "   " + ratio)
+        ratios = ""
+        a = base.get(key)
+        for n in others if base else ():
+            b = results[n].get(key)
+            ok = isinstance(a, (int, float)) and isinstance(b, (int, float)) and a
+            ratios += f"{(b / a if ok else float('nan')):>{len(n) + 12}.2f}x" if ok else " " * (len(n) + 13)
+        print(f"{label:26}" + "".join(f"{c:>14}" for c in cells) + ratios)
     print(json.dumps(results))
 
 

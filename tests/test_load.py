@@ -287,14 +287,16 @@ def _run_threads(seconds: float, n: int, body: Any) -> int:
     return sum(counts)
 
 
-def _soak(tmp_path: Any, mode: str, seconds: float) -> None:
+def _soak(tmp_path: Any, mode: str, seconds: float, writer: str = "thread") -> None:
     from collections import deque
 
     from ragtrail.connectors.langchain import LangChainInstrumentor, instrument, uninstrument
 
     provider, ended = _traced_provider()
     path = str(tmp_path / "soak.db")
-    cfg = ragtrail.init(project="soak", store=path, tracer_provider=provider, spool_dir=str(tmp_path / "spool"))
+    cfg = ragtrail.init(
+        project="soak", store=path, tracer_provider=provider, spool_dir=str(tmp_path / "spool"), writer=writer
+    )
     instrument()
     chain, _model = _chain()
     rss: list[float] = []
@@ -380,6 +382,11 @@ def test_soak_stores_every_span_with_bounded_memory(tmp_path, mode):  # type: ig
 
 
 @pytest.mark.slow
+def test_soak_asyncio_with_the_writer_process(tmp_path):  # type: ignore[no-untyped-def]
+    _soak(tmp_path, "asyncio", 20.0, writer="process")
+
+
+@pytest.mark.slow
 def test_store_directory_away_for_20s_mid_soak_loses_nothing(tmp_path):  # type: ignore[no-untyped-def]
     """The store's directory is renamed away for 20 s while 4 threads trace: every span is spooled and
     written back once the directory returns, in order; nothing is dropped or failed."""
@@ -428,3 +435,88 @@ def test_store_directory_away_for_20s_mid_soak_loses_nothing(tmp_path):  # type:
             assert seq == sorted(seq) and len(seq) == len(set(seq))
     finally:
         ragtrail.shutdown()
+
+
+# ----------------------------------------------------------------------------------- writer process
+def _mixed_spans() -> list[Any]:
+    """Real SDK spans with what a store row holds: content, sequences, events, an error, a parent."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+
+    mem = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource.create({"service.name": "svc"}))
+    tp.add_span_processor(SimpleSpanProcessor(mem))
+    tracer = tp.get_tracer("t")
+    for i in range(50):
+        with tracer.start_as_current_span(f"root{i}") as r:
+            r.set_attribute(semconv.SPAN_KIND, "CHAIN")
+            r.set_attribute(semconv.INPUT_VALUE, f"question {i} " + "words " * 80)
+            r.set_attribute("tags", ("a", "b"))
+            r.set_attribute("n", i)
+            r.set_attribute("f", 0.5)
+            r.set_attribute("url", "postgresql://bob:hunter2pw@db/x")  # masked by the row builder
+            r.add_event("step", {"k": i})
+            with tracer.start_as_current_span("child") as c:
+                c.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, 10 + i)
+                c.set_status(Status(StatusCode.ERROR, "boom"))
+    return list(mem.get_finished_spans())
+
+
+def test_writer_process_stores_the_same_rows_as_in_process(tmp_path):  # type: ignore[no-untyped-def]
+    from ragtrail.tracing._writer import ProcessWriter
+
+    spans = _mixed_spans()
+    a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    StoreSpanExporter(open_store(a), "p").export(spans)
+    w = ProcessWriter(b, "p", mask_secrets=True, spool_dir=str(tmp_path / "spool"), spool_max_bytes=2**20)
+    exp = StoreSpanExporter(open_store(b), "p", writer=w)
+    try:
+        assert exp.export(spans).name == "SUCCESS"
+        assert exp.exported == 100 and w.child_pid is not None and w.child_pid != os.getpid()
+    finally:
+        exp.shutdown()
+    assert w.child_pid is None  # stopped with the exporter
+    rows_a = open_store(a).query("SELECT * FROM spans ORDER BY span_id")
+    rows_b = open_store(b).query("SELECT * FROM spans ORDER BY span_id")
+    assert len(rows_a) == 100 and rows_a == rows_b
+    assert "hunter2pw" not in str(rows_b)
+
+
+def test_writer_process_is_restarted_and_falls_back_in_process(tmp_path):  # type: ignore[no-untyped-def]
+    import signal
+
+    path = str(tmp_path / "s.db")
+    cfg = ragtrail.init(project="w", store=path, writer="process", spool_dir=str(tmp_path / "spool"))
+    try:
+        exp = cfg.store_exporter
+        with ragtrail.span("first"):
+            pass
+        assert ragtrail.flush(30)
+        w = exp.writer
+        pid = w.child_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # the writer dies: this batch is written in-process, the next restarts it
+        time.sleep(0.2)
+        with ragtrail.span("second"):
+            pass
+        assert ragtrail.flush(30)
+        with ragtrail.span("third"):
+            pass
+        assert ragtrail.flush(30)
+        assert w.child_pid not in (None, pid)  # supervised: a new child
+        assert sorted(r[0] for r in cfg.store.query("SELECT name FROM spans")) == ["first", "second", "third"]
+        assert ragtrail.stats()["failed"] == 0
+        w.disabled = True  # as after three deaths within a minute: in-process from then on
+        with ragtrail.span("fourth"):
+            pass
+        assert ragtrail.flush(30)
+        assert cfg.store.count_spans() == 4
+    finally:
+        ragtrail.shutdown()
+    with pytest.raises(ragtrail.ConfigError, match="writer"):
+        ragtrail.init(store=path, writer="fork")
+    with pytest.raises(ragtrail.ConfigError, match="mask hook"):
+        ragtrail.init(store=path, writer="process", mask=str.upper)

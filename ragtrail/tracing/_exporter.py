@@ -22,6 +22,7 @@ from ragtrail._log import warn_once
 from ragtrail.store import Store
 from ragtrail.tracing._content import mask_secrets, take_masked
 from ragtrail.tracing._spool import Spool
+from ragtrail.tracing._writer import ProcessWriter, WriterGone, pack_spans
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _STATUS = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
@@ -208,6 +209,7 @@ class StoreSpanExporter(SpanExporter):
         mask_secrets: bool = True,
         spool: Spool | None = None,
         probe_s: float = 1.0,
+        writer: ProcessWriter | None = None,
     ) -> None:
         self.store = store
         self.mask_secrets = mask_secrets
@@ -220,6 +222,7 @@ class StoreSpanExporter(SpanExporter):
         self.failed = 0
         self.errors = 0
         self.spool = spool
+        self.writer = writer
         self.probe_s = probe_s
         self._next_probe = 0.0
         self._lock = threading.Lock()
@@ -234,19 +237,25 @@ class StoreSpanExporter(SpanExporter):
 
     @property
     def spooled(self) -> int:
-        """Spans waiting in the spool for the store."""
-        return self.spool.pending if self.spool is not None else 0
+        """Spans waiting in the spool (this process's and the writer process's) for the store."""
+        n = self.spool.pending if self.spool is not None else 0
+        return n + (self.writer.spooled if self.writer is not None else 0)
 
     @property
     def spool_dropped(self) -> int:
         """Spans the spool dropped at its size cap (oldest first)."""
-        return self.spool.dropped if self.spool is not None else 0
+        n = self.spool.dropped if self.spool is not None else 0
+        return n + (self.writer.spool_dropped if self.writer is not None else 0)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))  # never trace ourselves
         try:
+            if self.writer is not None and not self.writer.disabled:
+                done = self._export_via_writer(spans)
+                if done is not None:
+                    return done
             try:
                 mask = self.mask_secrets
                 rows = [span_to_row(s, self.project, mask=mask) for s in spans]
@@ -260,6 +269,27 @@ class StoreSpanExporter(SpanExporter):
                 return self._write_locked(rows)
         finally:
             otel_context.detach(token)
+
+    def _export_via_writer(self, spans: Sequence[ReadableSpan]) -> SpanExportResult | None:
+        """Hand the batch to the writer process; None when it cannot take it (then in-process)."""
+        writer = self.writer
+        assert writer is not None
+        try:
+            payload = pack_spans(spans)
+            with self._write_lock:
+                exported, failed = writer.write(payload)
+        except WriterGone as exc:
+            warn_once("writer-gone", "ragtrail: the writer process is unavailable (%s); writing in-process", exc)
+            return None
+        except Exception:
+            warn_once("writer-pack", "ragtrail: could not hand spans to the writer process", exc_info=True)
+            return None
+        with self._lock:
+            self.exported += exported
+            self.failed += failed
+            if failed:
+                self.errors += 1
+        return SpanExportResult.FAILURE if failed else SpanExportResult.SUCCESS
 
     def _write_locked(self, rows: list[tuple[Any, ...]]) -> SpanExportResult:
         spool = self.spool
@@ -367,6 +397,9 @@ class StoreSpanExporter(SpanExporter):
             otel_context.detach(token)
 
     def shutdown(self) -> None:
+        if self.writer is not None:
+            with self._write_lock:
+                self.writer.close()  # the child writes what it holds back first, if the store answers
         if self.spool is not None and self.spool.pending:
             with self._write_lock:
                 self._replay_locked(force=True)  # what cannot be written stays on disk for next time
@@ -377,14 +410,21 @@ class StoreSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Write the spool back now if the store answers; True when nothing is left in it."""
+        left = 0
+        if self.writer is not None and not self.writer.disabled and self.writer.spooled:
+            try:
+                with self._write_lock:
+                    left = self.writer.replay()
+            except WriterGone:
+                pass
         if self.spool is None or not self.spool.pending:
-            return True
+            return left == 0
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
         try:
             if not self._write_lock.acquire(timeout=max(0.001, timeout_millis / 1000)):
                 return False
             try:
-                return self._replay_locked(force=True)
+                return self._replay_locked(force=True) and left == 0
             finally:
                 self._write_lock.release()
         finally:

@@ -189,7 +189,9 @@ def init(
             ``exporters`` (extra SpanExporters), ``tracer_provider`` (use this provider),
             ``store_exporter`` (False to skip the store, e.g. OTLP only), ``spool_dir`` (where spans
             wait while the store is unavailable; default ``$RAGTRAIL_SPOOL_DIR`` or
-            ``~/.cache/ragtrail/spool``), ``spool_max_bytes`` (default 512 MiB; 0 turns the spool off).
+            ``~/.cache/ragtrail/spool``), ``spool_max_bytes`` (default 512 MiB; 0 turns the spool off), ``writer``
+            (``"thread"``, the default, or ``"process"``: store writes in a child process that
+            ragtrail starts and supervises, off the app's GIL; see docs/busy-apps.md).
 
     Raises:
         ConfigError: a bad option; StoreError: the store cannot be opened (the message says why).
@@ -198,13 +200,13 @@ def init(
     from ragtrail.store import Store as _Store
     from ragtrail.store import open_store
     from ragtrail.tracing._exporter import StoreSpanExporter
-    from ragtrail.tracing._spool import make_spool
+    from ragtrail.tracing._spool import make_spool, make_writer
     from ragtrail.tracing._usage import load_prices
 
     known = {
         "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",
         "max_export_batch_size", "schedule_delay_ms", "exporters", "tracer_provider", "store_exporter",
-        "spool_dir", "spool_max_bytes",
+        "spool_dir", "spool_max_bytes", "writer",
     }  # fmt: skip
     unknown = set(options) - known
     if unknown:
@@ -250,6 +252,7 @@ def init(
                 project=project,
                 mask_secrets=bool(options.get("mask_secrets", True)),
                 spool=make_spool(store_obj, options),
+                writer=make_writer(store_obj, project, options),
             )
             processors.append(BatchSpanProcessor(store_exporter, **bsp_kwargs))
         if otlp_endpoint:
@@ -371,7 +374,7 @@ def flush(timeout_s: float = 10.0) -> bool:
             except Exception:
                 ok = False
         exp = cfg.store_exporter
-        if exp is not None and exp.spool is not None:  # spans spooled in a store outage count as unwritten
+        if exp is not None and (exp.spool is not None or exp.writer is not None):  # spooled spans are unwritten
             ok = exp.force_flush(max(1, int((deadline - time.monotonic()) * 1000))) and ok
         if time.monotonic() > deadline:
             ok = False
