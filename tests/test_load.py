@@ -520,3 +520,25 @@ def test_writer_process_is_restarted_and_falls_back_in_process(tmp_path):  # typ
         ragtrail.init(store=path, writer="fork")
     with pytest.raises(ragtrail.ConfigError, match="mask hook"):
         ragtrail.init(store=path, writer="process", mask=str.upper)
+
+
+def test_postgres_outage_is_spooled_and_replayed(pg_url, tmp_path):  # type: ignore[no-untyped-def]
+    """PostgreSQL refusing writes for a while (the spans table renamed away) loses nothing either."""
+    store = open_store(pg_url)
+    exp = StoreSpanExporter(store, "p", spool=Spool(str(tmp_path / "spool"), pg_url), probe_s=0.05)
+    try:
+        exp.export(_sdk_spans(10, 0))
+        store.execute("ALTER TABLE spans RENAME TO spans_away")
+        for k in range(1, 4):
+            assert exp.export(_sdk_spans(10, 10 * k)).name == "SUCCESS"
+        assert exp.spooled == 30 and exp.failed == 0
+        store.execute("ALTER TABLE spans_away RENAME TO spans")
+        time.sleep(0.1)
+        assert exp.force_flush(5000) is True
+        assert exp.exported == 40 and exp.spooled == 0
+        names = [r[0] for r in store.query("SELECT name FROM spans ORDER BY name")]
+        assert names == [f"s{i:06d}" for i in range(40)]
+        assert store.open_connections <= 4
+    finally:
+        exp.shutdown()
+        store.close()
