@@ -542,3 +542,33 @@ def test_postgres_outage_is_spooled_and_replayed(pg_url, tmp_path):  # type: ign
     finally:
         exp.shutdown()
         store.close()
+
+
+def test_spans_after_an_async_chain_are_not_filed_under_its_ended_root(traced):  # type: ignore[no-untyped-def]
+    """LangChain ends async runs in a copy of the caller's context (its end callbacks are shielded),
+    so the caller's context still holds the ended root afterwards: later spans go under the span that
+    was current before the chain, and 1,000 calls keep no ended runs alive beyond the last one."""
+    from ragtrail.connectors.langchain import CallbackHandler
+
+    h = CallbackHandler()
+    chain, _model = _chain()
+
+    held: list[int] = []
+
+    async def main() -> None:
+        with ragtrail.span("request"):
+            for i in range(1000):
+                await chain.ainvoke({"q": str(i)}, config={"callbacks": [h]})
+            gc.collect()
+            held.append(sum(1 for o in gc.get_objects() if type(o).__name__ == "_Run"))
+            with ragtrail.span("after"):
+                pass
+
+    asyncio.run(main())
+    assert held[0] <= 1  # in this long-lived task: the last root at most, not a chain of 1,000
+    spans = traced.spans()
+    request = next(s for s in spans if s.name == "request")
+    after = next(s for s in spans if s.name == "after")
+    assert after.parent is not None and after.parent.span_id == request.context.span_id
+    roots = [s for s in spans if s.name == "RunnableSequence"]
+    assert len(roots) == 1000 and all(r.parent.span_id == request.context.span_id for r in roots)

@@ -192,7 +192,9 @@ class CallbackHandler(BaseCallbackHandler):
             values[LLM_SPAN_KEY] = span
         ctx = Context(values)
         run.ctx = ctx
-        run.prev = cur
+        # a root restores the context without LangChain runs: a run that ended where its end could
+        # not restore (async end callbacks run in a copy of the context) is not kept alive by the next
+        run.prev = _strip_langchain(cur) if parent_run_id is None else cur
         self._runs[run_id] = run  # dict item assignment and pop are atomic: no lock on the hot path
         self._starts += 1  # approximate under threads; it only paces the sweep
         sweep = self._starts % _SWEEP_EVERY == 0 and now >= self._next_sweep_ns
