@@ -200,8 +200,9 @@ def init(
     from ragtrail.store import Store as _Store
     from ragtrail.store import open_store
     from ragtrail.tracing._exporter import StoreSpanExporter
-    from ragtrail.tracing._spool import make_spool, make_writer
+    from ragtrail.tracing._spool import make_spool
     from ragtrail.tracing._usage import load_prices
+    from ragtrail.tracing._writer import make_writer
 
     known = {
         "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",

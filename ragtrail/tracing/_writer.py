@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from ragtrail._log import logger, warn_once
@@ -214,6 +214,34 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
             return buf
         buf += chunk
     return buf
+
+
+def make_writer(store: Any, project: str, options: Mapping[str, Any]) -> ProcessWriter | None:
+    """The writer process ``ragtrail.init(writer=...)`` asks for, or None (writes in-process)."""
+    from ragtrail._exceptions import ConfigError
+    from ragtrail.tracing._spool import DEFAULT_MAX_BYTES, default_spool_dir
+
+    kind = options.get("writer", "thread")
+    if kind not in ("thread", "process"):
+        raise ConfigError(f"ragtrail.init(writer={kind!r}): use 'thread' (the default) or 'process'")
+    if kind == "thread":
+        return None
+    if options.get("mask") is not None:
+        raise ConfigError(
+            "ragtrail.init(writer='process') cannot run a mask hook (a function of this process) in the writer "
+            "process; drop mask=... or use writer='thread'"
+        )
+    if getattr(store, "kind", "") not in ("sqlite", "postgresql"):
+        return None  # a store class of the app's own: only it knows how to open itself
+    url = str(getattr(store, "_dsn", None) or store.url)  # the PostgreSQL URL with its password
+    max_bytes = options.get("spool_max_bytes", DEFAULT_MAX_BYTES)
+    return ProcessWriter(
+        url,
+        project,
+        mask_secrets=bool(options.get("mask_secrets", True)),
+        spool_dir=os.fspath(options.get("spool_dir") or default_spool_dir()),
+        spool_max_bytes=int(max_bytes),
+    )
 
 
 # ------------------------------------------------------------------------------------------- child
