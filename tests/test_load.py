@@ -575,3 +575,45 @@ def test_spans_after_an_async_chain_are_not_filed_under_its_ended_root(traced): 
     assert after.parent is not None and after.parent.span_id == request.context.span_id
     roots = [s for s in spans if s.name == "RunnableSequence"]
     assert len(roots) == 1000 and all(r.parent.span_id == request.context.span_id for r in roots)
+
+
+def test_pool_is_bounded_reentrant_and_never_deadlocks(tmp_path):  # type: ignore[no-untyped-def]
+    """The pool behind both stores: the same connection again on a thread that holds one; at most
+    ``size`` kept; a caller finding all taken waits, then gets a connection closed after use."""
+    import sqlite3
+
+    from ragtrail.store._pool import Pool
+
+    opened: list[sqlite3.Connection] = []
+
+    def connect() -> sqlite3.Connection:
+        c = sqlite3.connect(str(tmp_path / "p.db"), check_same_thread=False)
+        opened.append(c)
+        return c
+
+    pool = Pool(connect, lambda c: c.close(), size=2, wait_s=0.2)
+    with pool.connection() as a, pool.connection() as again:
+        assert a is again  # re-entrant on one thread
+    release = threading.Event()
+    holding = threading.Barrier(3)
+
+    def hold() -> None:
+        with pool.connection():
+            holding.wait()
+            release.wait(10)
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    for t in threads:
+        t.start()
+    holding.wait()
+    with pool.connection() as extra:  # both taken: waits 0.2 s, then an overflow connection
+        assert extra.execute("SELECT 1").fetchone() == (1,)
+    assert pool.overflows == 1 and pool.open_connections == 2
+    with pytest.raises(sqlite3.ProgrammingError):
+        extra.execute("SELECT 1")  # the overflow connection was closed on return
+    release.set()
+    for t in threads:
+        t.join()
+    assert len(opened) == 3 and pool.open_connections == 2
+    pool.close()
+    assert pool.open_connections == 0
