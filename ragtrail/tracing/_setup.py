@@ -172,12 +172,15 @@ def init(
             ``max_export_batch_size`` (default 8,192), ``schedule_delay_ms`` (default 500),
             ``exporters`` (extra SpanExporters), ``tracer_provider`` (use this provider),
             ``store_exporter`` (False to skip the store, e.g. OTLP only), ``session_id``, ``user_id``,
-            ``tags``, ``metadata`` (defaults under every ``ragtrail.context()``).
-            ``store_exporter`` (False to skip the store, e.g. OTLP only), ``sample_rate`` (0.0–1.0 or
+            ``tags``, ``metadata`` (defaults under every ``ragtrail.context()``), ``sample_rate`` (0.0–1.0 or
             ``{project: rate}``; default ``$RAGTRAIL_SAMPLE_RATE`` else 1.0), ``sample_rules`` (root span
             name glob → rate), ``keep_errors`` (default True), ``metrics`` (GenAI metrics for every
             call, default True), ``metrics_interval_s`` (default 60), ``prometheus_port``,
-            ``metric_readers`` — see docs/production-scale.md.
+            ``metric_readers`` — see docs/production-scale.md; ``spool_dir`` (where spans
+            wait while the store is unavailable; default ``$RAGTRAIL_SPOOL_DIR`` or
+            ``~/.cache/ragtrail/spool``), ``spool_max_bytes`` (default 512 MiB; 0 turns the spool off), ``writer``
+            (``"thread"``, the default, or ``"process"``: store writes in a child process that
+            ragtrail starts and supervises, off the app's GIL; see docs/busy-apps.md).
 
     Raises:
         ConfigError: a bad option; StoreError: the store cannot be opened (the message says why).
@@ -186,14 +189,16 @@ def init(
     from ragtrail.store import Store as _Store
     from ragtrail.store import open_store, resolve_store_url
     from ragtrail.tracing._exporter import StoreSpanExporter
+    from ragtrail.tracing._spool import make_spool
     from ragtrail.tracing._usage import load_prices
+    from ragtrail.tracing._writer import make_writer
 
     known = {
         "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",
         "max_export_batch_size", "schedule_delay_ms", "exporters", "tracer_provider", "store_exporter",
         "session_id", "user_id", "tags", "metadata",
         "sample_rate", "sample_rules", "keep_errors", "metrics", "metrics_interval_s", "prometheus_port",
-        "metric_readers",
+        "metric_readers", "spool_dir", "spool_max_bytes", "writer",
     }  # fmt: skip
     unknown = set(options) - known
     if unknown:
@@ -240,7 +245,11 @@ def init(
         store_exporter: StoreSpanExporter | None = None
         if store_obj is not None:
             store_exporter = StoreSpanExporter(
-                store_obj, project=project, mask_secrets=bool(options.get("mask_secrets", True))
+                store_obj,
+                project=project,
+                mask_secrets=bool(options.get("mask_secrets", True)),
+                spool=make_spool(store_obj, options),
+                writer=make_writer(store_obj, project, options),
             )
             processors.append(BatchSpanProcessor(store_exporter, **bsp_kwargs))
         if otlp_endpoint:
@@ -380,6 +389,9 @@ def flush(timeout_s: float = 10.0) -> bool:
                 ok = False
         if cfg.metrics is not None:
             ok = cfg.metrics.flush(max(0.001, deadline - time.monotonic())) and ok
+        exp = cfg.store_exporter
+        if exp is not None and (exp.spool is not None or exp.writer is not None):  # spooled spans are unwritten
+            ok = exp.force_flush(max(1, int((deadline - time.monotonic()) * 1000))) and ok
         if time.monotonic() > deadline:
             ok = False
         now = stats()
@@ -394,17 +406,19 @@ def flush(timeout_s: float = 10.0) -> bool:
 
 
 def stats() -> dict[str, int]:
-    """Counts since :func:`init`: spans ``exported`` to the store, ``dropped`` (queue full),
-    ``failed`` (store errors after retries, or connector spans that could not be built off-thread),
-    ``export_errors`` (failed export batches)."""
+    """Counts since :func:`init`: spans ``exported`` to the store, ``dropped`` (queue full, or the
+    spool's size cap), ``failed`` (store errors after retries with no spool, or connector spans that
+    could not be built off-thread), ``export_errors`` (failed store writes), ``spooled`` (waiting in
+    the spool for the store to come back)."""
     cfg = _config
     if cfg is None:
-        return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0}
+        return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0, "spooled": 0}
     sw = _switch_of(cfg.provider)
     exp = cfg.store_exporter
     return {
         "exported": exp.exported if exp else 0,
-        "dropped": sw.dropped if sw else 0,
+        "dropped": (sw.dropped if sw else 0) + (exp.spool_dropped if exp else 0),
+        "spooled": exp.spooled if exp else 0,
         "failed": (exp.failed if exp else 0) + _background.failures_for(cfg.tracer),
         "export_errors": exp.errors if exp else 0,
     }

@@ -64,7 +64,7 @@ _SWEEP_EVERY = 512
 class _Run:
     """What the handler keeps for an open run (released when the run ends)."""
 
-    __slots__ = ("ctx", "ended", "model", "prev", "prompt", "provider", "run_type", "span", "t0", "ttft_ns")
+    __slots__ = ("ctx", "ended", "model", "prev", "prompt", "provider", "root", "run_type", "span", "t0", "ttft_ns")
 
     def __init__(self, span: Span, run_type: str, t0: int) -> None:
         self.span = span
@@ -77,6 +77,7 @@ class _Run:
         self.model: str | None = None
         self.provider: str | None = None
         self.prompt: dict[str, Any] | None = None  # registry prompt seen under this run (see _prompt)
+        self.root = False
 
 
 def _strip_langchain(ctx: Context) -> Context:
@@ -176,6 +177,7 @@ class CallbackHandler(BaseCallbackHandler):
         llm: bool = False,
         tags: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        attach: bool = True,
     ) -> _Run | None:
         cfg = get_config()
         if cfg is None:
@@ -200,6 +202,7 @@ class CallbackHandler(BaseCallbackHandler):
         span = cfg.tracer.start_span(name, context=parent_ctx, attributes=attrs)
         now = _monotonic_ns()
         run = _Run(span, run_type, now)
+        run.root = parent_run_id is None
         values = dict(cur)  # one copy instead of one per set_value()
         values[_SPAN_KEY] = span
         values[_RUN_KEY] = run
@@ -208,11 +211,14 @@ class CallbackHandler(BaseCallbackHandler):
             values[LLM_SPAN_KEY] = span
         ctx = Context(values)
         run.ctx = ctx
-        run.prev = cur
+        # a root restores the context without LangChain runs: a run that ended where its end could
+        # not restore (async end callbacks run in a copy of the context) is not kept alive by the next
+        run.prev = _strip_langchain(cur) if parent_run_id is None else cur
         self._runs[run_id] = run  # dict item assignment and pop are atomic: no lock on the hot path
         self._starts += 1  # approximate under threads; it only paces the sweep
         sweep = self._starts % _SWEEP_EVERY == 0 and now >= self._next_sweep_ns
-        _attach(ctx)  # the token is deliberately dropped: see _restore
+        if attach:
+            _attach(ctx)  # the token is deliberately dropped: see _restore
         if sweep:
             self.sweep()
         return run
@@ -390,7 +396,14 @@ class CallbackHandler(BaseCallbackHandler):
             prompt = self._prompt(parent_run_id, metadata, run_type == "prompt")
             if prompt and run_type == "prompt":
                 attrs.update(prompt)
-            run = self._start(run_id, parent_run_id, name, kind, run_type, attrs, tags=tags, metadata=metadata)
+            # The root of a stream starts in the caller's own context and would stay current there
+            # between chunks, and for good when the stream is abandoned unclosed (later spans on the
+            # thread filed under it, contexts chaining up): it is not attached. Its steps still nest
+            # under it through their parent run ids. ("defers_inputs" is passed only by streams.)
+            stream_root = parent_run_id is None and "defers_inputs" in kwargs
+            run = self._start(
+                run_id, parent_run_id, name, kind, run_type, attrs, tags=tags, metadata=metadata, attach=not stream_root
+            )
             if run is not None:
                 run.prompt = prompt
         except Exception:
@@ -517,6 +530,11 @@ class CallbackHandler(BaseCallbackHandler):
         run = self._runs.get(run_id)
         if run is not None and run.ttft_ns is None:
             run.ttft_ns = _monotonic_ns()
+            if run.root and run.ctx is not None and _get_current() is run.ctx:
+                # a streamed model call made its request (client-library connectors saw this span);
+                # from the first chunk on the caller's code runs between chunks: step aside so that
+                # an abandoned stream never stays current on the caller's thread
+                _attach(run.prev or Context())
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
