@@ -22,7 +22,7 @@ from ragtrail._log import warn_once
 from ragtrail.store import Store
 from ragtrail.tracing._content import mask_secrets, take_masked
 from ragtrail.tracing._spool import Spool
-from ragtrail.tracing._writer import ProcessWriter, WriterGone, pack_spans
+from ragtrail.tracing._writer import ProcessWriter, WriterGone, _attr_dict, pack_spans
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _STATUS = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
@@ -43,15 +43,6 @@ except ImportError:  # pragma: no cover - orjson not installed
 
     def _dumps(value: Any) -> str:
         return _std_dumps(value)
-
-
-def _attr_dict(span: ReadableSpan) -> Any:
-    """The span's attributes as a plain dict without copying (the SDK's BoundedAttributes keeps one)."""
-    a = getattr(span, "_attributes", None)
-    d = getattr(a, "_dict", None)
-    if isinstance(d, dict):
-        return d
-    return dict(span.attributes or {})
 
 
 def _attrs_json(attrs: Any) -> str:

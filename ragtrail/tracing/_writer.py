@@ -26,12 +26,11 @@ import os
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from ragtrail._log import logger, warn_once
+from ragtrail._log import logger
 
 _LEN = struct.Struct("<I")
 _ANSWER = struct.Struct("<IIII")
@@ -61,10 +60,18 @@ class WriterGone(Exception):
 
 
 # ------------------------------------------------------------------------------------------ parent
+def _attr_dict(span: Any) -> Any:
+    """The span's attributes as a plain dict (public API: ``ReadableSpan.attributes``; copied only when
+    the SDK hands out a read-only view)."""
+    attrs = span.attributes
+    if not attrs:
+        return {}
+    return attrs if type(attrs) is dict else dict(attrs)
+
+
 def pack_spans(spans: Sequence[Any]) -> bytes:
     """The compact form of SDK spans the child rebuilds them from (one orjson call for the batch)."""
     from ragtrail.tracing._content import take_masked
-    from ragtrail.tracing._exporter import _attr_dict
 
     out: list[Any] = []
     append = out.append
@@ -284,49 +291,3 @@ def _rebuild(packed: list[Any]) -> list[Any]:
             )
         )
     return spans
-
-
-def _child_main(argv: list[str]) -> int:
-    from ragtrail.store import open_store
-    from ragtrail.tracing._exporter import StoreSpanExporter
-    from ragtrail.tracing._spool import make_spool
-
-    project, mask, spool_dir, spool_max = argv
-    url = os.environ.pop("RAGTRAIL_WRITER_STORE")
-    inp = sys.stdin.buffer
-    out = sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing else may write into the answer pipe
-    store = open_store(url)
-    spool = make_spool(store, {"spool_dir": spool_dir, "spool_max_bytes": int(spool_max)})
-    exp = StoreSpanExporter(store, project, mask_secrets=mask == "1", spool=spool)
-    out.write(b"R")
-    out.flush()
-    lock = threading.Lock()
-    try:
-        while True:
-            head = _read_exact(inp, _LEN.size)
-            if len(head) < _LEN.size:
-                break
-            (n,) = _LEN.unpack(head)
-            if n == _STOP:
-                break
-            e0, f0 = exp.exported, exp.failed
-            with lock:
-                if n == _REPLAY:
-                    exp.force_flush()
-                else:
-                    payload = _read_exact(inp, n)
-                    try:
-                        spans = _rebuild(_decode(payload))
-                    except Exception:
-                        warn_once("writer-decode", "ragtrail: the writer process could not read a batch", exc_info=True)
-                        exp.failed += 1
-                    else:
-                        exp.export(spans)
-            answer = (exp.exported - e0, exp.failed - f0, exp.spooled, exp.spool_dropped)
-            out.write(_ANSWER.pack(*(min(max(0, int(x)), 0xFFFFFFFE) for x in answer)))
-            out.flush()
-    finally:
-        exp.shutdown()
-        store.close()
-    return 0
