@@ -349,3 +349,9 @@ EVAL_JUDGE_TRIAL = "ragtrail.eval.judge.trial"
 """Trial index of a repeated judge call (trials=n)."""
 EVAL_JUDGE_ATTEMPTS = "ragtrail.eval.judge.attempts"
 """Requests a judge call took, repairs of invalid replies included."""
+
+# --- issue 13 ---
+INVALID = "ragtrail.invalid"
+"""Promoted columns left empty because the span's value could not be stored there: {column: raw value as text}."""
+REJECTED_REASON = "ragtrail.rejected.reason"
+"""Why a span was stored in reduced form (ids, name, times only): the store refused its full row."""

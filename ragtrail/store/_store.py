@@ -18,7 +18,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ragtrail._exceptions import ConfigError, SchemaVersionError, StoreError
+from ragtrail._log import warn_once
 from ragtrail.store._migrations import LATEST, MIGRATIONS
+from ragtrail.store._storable import _is_transient, _reason, _row_ok, reduced_row, storable_row
 
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
@@ -60,11 +62,87 @@ class Store:
 
     # -- spans ------------------------------------------------------------------------------------
     def write_spans(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert span rows (SPAN_COLUMNS order) in one transaction; re-inserting a span is a no-op."""
+        """Insert span rows (SPAN_COLUMNS order); re-inserting a span is a no-op.
+
+        One bad row never costs the others: values are made storable first (:func:`storable_row`), and
+        if the write still fails for a data reason the batch is split until the bad rows are found; a
+        bad row is stored in reduced form (ids, name, times, the reason) or, if even that fails, counted
+        by reason in :attr:`rejected`. Transient failures (server down, disk full, lock) raise
+        :class:`StoreError` as before, for the caller's bounded retry.
+        """
         if not rows:
             return
+        fixed = [r if _row_ok(r) else self._repaired(r) for r in rows]
+        self._write_split(fixed)
+
+    def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> None:
+        """One transaction inserting ``rows`` (the fast path; subclasses may override)."""
         with self.transaction() as cur:
             cur.executemany(_INSERT_SPANS, rows)
+
+    def _write_split(self, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self._insert_spans(rows)
+            return
+        except Exception as exc:
+            if _is_transient(exc):
+                raise
+            err: BaseException = exc
+        if len(rows) > 1:
+            mid = len(rows) // 2
+            self._write_split(rows[:mid])
+            self._write_split(rows[mid:])
+            return
+        self._write_bad_row(rows[0], err)
+
+    def _write_bad_row(self, row: Sequence[Any], err: BaseException) -> None:
+        reason = _reason(err)
+        for label, candidate in (("repaired", storable_row(row, deep=True)[0]), ("reduced", reduced_row(row, reason))):
+            try:
+                self._insert_spans([candidate])
+            except Exception as exc:
+                if _is_transient(exc):
+                    raise
+                continue
+            with self._counts_lock:
+                self.span_counts[label] = self.span_counts.get(label, 0) + 1
+            return
+        with self._counts_lock:
+            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        warn_once(f"span-rejected:{reason}", "ragtrail: the store %s refused a span (%s); it is counted in "
+                  "ragtrail.stats() and not stored", self.url, reason)  # fmt: skip
+
+    def _repaired(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        fixed, columns = storable_row(row)
+        if columns:
+            with self._counts_lock:
+                self.span_counts["repaired"] = self.span_counts.get("repaired", 0) + 1
+        return fixed
+
+    _counts_lock = threading.Lock()
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Spans the store refused even in reduced form, by reason."""
+        d = self.__dict__.get("_rejected")
+        if d is None:
+            d = self.__dict__["_rejected"] = {}
+        return d
+
+    def span_stats(self) -> dict[str, int]:
+        """``repaired``, ``reduced`` and ``rejected`` span counts, and ``rejected.<reason>`` per reason."""
+        with self._counts_lock:
+            out = {"repaired": 0, "reduced": 0, **self.span_counts, "rejected": sum(self.rejected.values())}
+            out.update({f"rejected.{k}": v for k, v in self.rejected.items()})
+        return out
+
+    @property
+    def span_counts(self) -> dict[str, int]:
+        """Spans written with columns emptied (``repaired``) or in reduced form (``reduced``)."""
+        d = self.__dict__.get("_span_counts")
+        if d is None:
+            d = self.__dict__["_span_counts"] = {}
+        return d
 
     def count_spans(self, project: str | None = None) -> int:
         if project is None:
@@ -447,11 +525,9 @@ class PostgresStore(Store):
                 conn.rollback()
             raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
 
-    def write_spans(self, rows: Sequence[Sequence[Any]]) -> None:
+    def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> None:
         """COPY the rows into a session temporary table, then ``INSERT … SELECT … ON CONFLICT DO
         NOTHING`` (re-inserting a span stays a no-op): 1.3-1.6x executemany's rate (benchmarks/store_load)."""
-        if not rows:
-            return
         conn = self._conn()
         cols = ", ".join(SPAN_COLUMNS)
         try:

@@ -379,18 +379,23 @@ def flush(timeout_s: float = 10.0) -> bool:
 def stats() -> dict[str, int]:
     """Counts since :func:`init`: spans ``exported`` to the store, ``dropped`` (queue full),
     ``failed`` (store errors after retries, or connector spans that could not be built off-thread),
-    ``export_errors`` (failed export batches)."""
+    ``export_errors`` (failed export batches), ``repaired`` (stored with unstorable columns emptied),
+    ``reduced`` (stored as ids, name and times only), ``rejected`` (refused by the store even so) and
+    ``rejected.<reason>`` per reason."""
     cfg = _config
     if cfg is None:
         return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0}
     sw = _switch_of(cfg.provider)
     exp = cfg.store_exporter
-    return {
+    out = {
         "exported": exp.exported if exp else 0,
         "dropped": sw.dropped if sw else 0,
         "failed": (exp.failed if exp else 0) + _background.failures_for(cfg.tracer),
         "export_errors": exp.errors if exp else 0,
     }
+    if cfg.store is not None:  # spans stored with columns emptied / in reduced form / refused, by reason
+        out.update(cfg.store.span_stats())
+    return out
 
 
 def _register_hooks() -> None:
