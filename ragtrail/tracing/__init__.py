@@ -9,7 +9,7 @@ from __future__ import annotations
 from opentelemetry import trace as _otel_trace
 
 from ragtrail.tracing._collector import SpanCollector, collector
-from ragtrail.tracing._content import mask_secrets, safe_json, to_json
+from ragtrail.tracing._content import Sanitizer, mask_secrets, mask_value, safe_json, to_json
 from ragtrail.tracing._dedupe import active_llm_span, llm_span_active
 from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
 from ragtrail.tracing._model import SpanRecord, Trace
@@ -45,6 +45,7 @@ __all__ = [
     "Config",
     "PriceTable",
     "SpanCollector",
+    "Sanitizer",
     "SpanRecord",
     "StoreSpanExporter",
     "Trace",
@@ -64,6 +65,7 @@ __all__ = [
     "llm_span_active",
     "load_prices",
     "mask_secrets",
+    "mask_value",
     "record_documents",
     "record_exception",
     "record_usage",
