@@ -6,6 +6,10 @@ from typing import Optional
 
 import typer
 
+from ragtrail._text import escape_markup, strip_control
+
+__all__ = ["StoreOpt", "client", "escape_markup", "strip_control"]
+
 StoreOpt = typer.Option(
     None, "--store", "-s", envvar="RAGTRAIL_STORE",
     help="Store path or URL (sqlite path, sqlite:///…, postgresql://…). Default: $RAGTRAIL_HOME/ragtrail.db.",

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ragtrail.cli._common import StoreOpt, client
+from ragtrail.cli._common import StoreOpt, client, escape_markup
 
 app = typer.Typer(help="List and show versioned eval runs.", no_args_is_help=True)
 
@@ -37,13 +37,13 @@ def list_(
         "config_hash", "n_examples", "n_errors", "latency_p50_ms", "latency_p95_ms", "cost_usd", "aliases"}]  # fmt: skip
     table = Table(title=f"{len(df)} run(s)")
     for col in (*base, "p50 ms", "cost", *metrics):
-        table.add_column(col)
+        table.add_column(escape_markup(col))
     for _, r in df.iterrows():
-        table.add_row(
+        table.add_row(*map(escape_markup, (
             r["ref"], r["status"], r["created_at"].strftime("%Y-%m-%d %H:%M:%S"), _fmt(r["dataset"]),
             _fmt(r["dataset_version"]), _fmt(r["n_examples"]), _fmt(r["n_errors"]), ",".join(r["aliases"]),
             _fmt(r["latency_p50_ms"]), _fmt(r["cost_usd"]), *[_fmt(r[m]) for m in metrics],
-        )  # fmt: skip
+        )))  # fmt: skip
     Console(width=240).print(table)
 
 

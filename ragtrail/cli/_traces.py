@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ragtrail._exceptions import ConfigError
-from ragtrail.cli._common import StoreOpt, client
+from ragtrail.cli._common import StoreOpt, client, escape_markup, strip_control
 
 app = typer.Typer(help="List, show, export and reprice traces.", no_args_is_help=True)
 
@@ -35,7 +35,7 @@ def list_(
         tin = 0 if r.input_tokens is None or str(r.input_tokens) == "<NA>" else int(r.input_tokens)
         tout = 0 if r.output_tokens is None or str(r.output_tokens) == "<NA>" else int(r.output_tokens)
         table.add_row(
-            str(r.trace_id), str(r.root_name), r.start_time.strftime("%Y-%m-%d %H:%M:%S"),
+            escape_markup(r.trace_id), escape_markup(r.root_name), r.start_time.strftime("%Y-%m-%d %H:%M:%S"),
             f"{r.duration_ms:.1f} ms", str(r.n_spans), str(r.n_errors), f"{tin}→{tout}", cost,
         )  # fmt: skip
     Console(width=200).print(table)
@@ -65,9 +65,9 @@ def show(
     if as_json:
         typer.echo(json.dumps([s.__dict__ for s in tr.spans], default=str, indent=2))
         return
-    typer.echo(f"trace {tr.trace_id}  {len(tr)} spans  {tr.duration_ms:.1f} ms"
-               + (f"  ${tr.cost_usd:.6f}" if tr.cost_usd is not None else ""))  # fmt: skip
-    typer.echo(tr.to_text())
+    typer.echo(strip_control(f"trace {tr.trace_id}  {len(tr)} spans  {tr.duration_ms:.1f} ms"
+               + (f"  ${tr.cost_usd:.6f}" if tr.cost_usd is not None else "")))  # fmt: skip
+    typer.echo(strip_control(tr.to_text()))
 
 
 @app.command("export")

@@ -44,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ragtrail._exceptions import ConfigError, EvalError, RagtrailWarning
+from ragtrail._text import escape_markup
 from ragtrail.evals._compare import (
     OPERATIONAL,
     Comparison,
@@ -181,12 +182,16 @@ class GateReport:
     def table(self) -> Any:
         from rich.table import Table
 
-        t = Table(title=f"Gates for {self.run.ref}" + (f" (baseline {self.baseline.ref})" if self.baseline else ""))
+        t = Table(
+            title=f"Gates for {escape_markup(self.run.ref)}"
+            + (f" (baseline {escape_markup(self.baseline.ref)})" if self.baseline else "")
+        )
         for c in ("", "gate", "observed", "detail"):
             t.add_column(c)
         style = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "skipped": "[dim]SKIP[/dim]"}
         for r in self.results:
-            t.add_row(style[r.status], r.gate.text, "—" if r.observed is None else f"{r.observed:.4g}", r.detail)
+            t.add_row(style[r.status], escape_markup(r.gate.text),
+                      "—" if r.observed is None else f"{r.observed:.4g}", escape_markup(r.detail))  # fmt: skip
         return t
 
     def print(self, console: Any = None) -> None:
@@ -194,7 +199,7 @@ class GateReport:
 
         console = console or Console()
         for n in self.notes:
-            console.print(f"[yellow]note:[/yellow] {n}")
+            console.print(f"[yellow]note:[/yellow] {escape_markup(n)}")
         console.print(self.table())
         if self.comparison is not None and self.comparison.metrics:
             console.print(self.comparison.table())

@@ -17,6 +17,7 @@ import html
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from importlib import resources
@@ -29,6 +30,7 @@ from ragtrail import semconv
 from ragtrail._exceptions import ConfigError, RagtrailWarning
 from ragtrail.evals._compare import OPERATIONAL, Comparison, RunInfo, compare, load_examples, load_scores, resolve_run
 from ragtrail.store import Store
+from ragtrail.tracing import mask_value
 
 _MAX_TEXT = 2000  # characters kept per embedded input/output
 
@@ -249,18 +251,26 @@ def _asset(name: str) -> str:
     return (resources.files("ragtrail.data") / "report" / name).read_text(encoding="utf-8")
 
 
+_PLACEHOLDER = re.compile(r"\{\{title\}\}|/\*\{\{css\}\}\*/|/\*\{\{js\}\}\*/|\{\{data\}\}")
+
+
 def render_html(data: dict[str, Any]) -> str:
-    """The HTML page for the report data (JSON embedded safely in a script element)."""
+    """The HTML page for the report data (JSON embedded safely in a script element).
+
+    The data goes through the masking step (secrets, the ``mask`` hook) first, and the template's
+    placeholders are substituted in one pass that never re-reads inserted text (a run named
+    ``{{data}}`` stays a name)."""
+    data = mask_value(data)
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     payload = payload.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    page = _asset("report.html")
-    return (
-        page.replace("{{title}}", html.escape(str(data.get("title", "ragtrail report"))))
-        .replace("/*{{css}}*/", _asset("report.css"))
-        .replace("/*{{js}}*/", _asset("report.js"))
-        .replace("{{data}}", payload)
-    )
+    parts = {
+        "{{title}}": html.escape(str(data.get("title", "ragtrail report"))),
+        "/*{{css}}*/": _asset("report.css"),
+        "/*{{js}}*/": _asset("report.js"),
+        "{{data}}": payload,
+    }
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(0)], _asset("report.html"))
 
 
 def write_report(store: Store, runs: Sequence[Any], path: str | os.PathLike[str], **kwargs: Any) -> Path:
