@@ -31,7 +31,7 @@ def run(
     spec = load_spec(config_file)
     if store:
         spec.store = store
-    ev = build(spec, Path(config_file).resolve().parent)
+    ev = build(spec, Path(config_file).resolve().parent, dry_run=dry_run)  # a dry run imports/calls nothing
     if no_progress:
         ev.progress = False
     if dry_run:
