@@ -16,8 +16,13 @@ StoreOpt = typer.Option(
 )  # fmt: skip
 
 
-def client(store: Optional[str]):  # type: ignore[no-untyped-def]
-    """A Client on ``store`` (None: the default store)."""
+def client(store: Optional[str], *, create: bool = False):  # type: ignore[no-untyped-def]
+    """A Client on ``store`` (None: the default store). Read commands open an existing store only
+    ("no store at PATH"); commands that write pass ``create=True``."""
     from ragtrail._client import Client
 
+    if create:
+        from ragtrail.store import open_store
+
+        return Client(open_store(store))
     return Client(store)

@@ -50,7 +50,7 @@ def push(
 ) -> None:
     """Store a dataset snapshot; identical content gives the same version."""
     ds = _load_file(path, name, fmt, fields, split, auto_id)
-    c = client(store)
+    c = client(store, create=True)
     version = ds.push(c.store)
     typer.echo(f"{ds.name}:{version}  ({len(ds)} examples)")
 

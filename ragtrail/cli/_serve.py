@@ -37,6 +37,16 @@ def register(app: typer.Typer) -> None:
         project: str = typer.Option("default", "--project", "-p", help="Project of received spans that name none."),
     ) -> None:
         """Receive OTLP traces (HTTP protobuf/JSON on 4318, gRPC on 4317) and write them into the store."""
+        from importlib.util import find_spec
+
+        from ragtrail._exceptions import MissingDependencyError
+
+        missing = [m for m in ("fastapi", "uvicorn", "grpc", "google.protobuf") if find_spec(m) is None]
+        if missing or find_spec("opentelemetry.proto") is None:
+            raise MissingDependencyError(
+                f"ragtrail serve needs the otlp extra ({', '.join(missing) or 'opentelemetry-proto'} missing): "
+                "pip install 'ragtrail[otlp]'"
+            )
         from ragtrail.server import Receiver
 
         if host not in ("127.0.0.1", "localhost", "::1") and not token:

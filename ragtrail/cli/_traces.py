@@ -26,7 +26,13 @@ def list_(
     from rich.console import Console
     from rich.table import Table
 
-    df = client(store).traces_df(project=project, start=_utc(since), limit=limit)
+    c = client(store)
+    df = c.traces_df(project=project, start=_utc(since), limit=limit)
+    if project is not None and len(df) == 0:
+        known = c.store.info().get("projects") or []
+        if project not in known:
+            names = ", ".join(escape_markup(p) for p in known) or "none yet"
+            raise ConfigError(f"no project {project!r} in the store {c.store.url}; projects: {names}")
     table = Table(title=f"{len(df)} trace(s)")
     for col in ("trace_id", "root", "start (UTC)", "duration", "spans", "errors", "tokens in→out", "cost"):
         table.add_column(col)
@@ -82,6 +88,13 @@ def export(
 
     if fmt not in ("jsonl", "parquet"):
         raise ConfigError(f"--format must be jsonl or parquet, not {fmt!r}")
+    import os
+
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise ConfigError(
+            f"--output {output!r}: the directory {parent!r} does not exist; create it or pick another path"
+        )
     n = export_spans(client(store), output, fmt=fmt, project=project)
     typer.echo(f"wrote {n} spans to {output}")
 

@@ -242,7 +242,7 @@ class SQLiteStore(Store):
         self._all_lock = threading.Lock()
         parent = os.path.dirname(self.path)
         try:
-            os.makedirs(parent, exist_ok=True)
+            os.makedirs(parent, mode=0o700, exist_ok=True)  # prompts and outputs are private data
         except OSError as exc:
             raise StoreError(
                 f"cannot create the directory {parent!r} for the SQLite store {self.path!r}: {exc.strerror}. "
@@ -252,6 +252,9 @@ class SQLiteStore(Store):
             raise StoreError(
                 f"the store path {self.path!r} is a directory; pass a file path such as {self.path}/ragtrail.db"
             )
+        if not os.path.exists(self.path):  # a new store file: owner-only before anything is written
+            with contextlib.suppress(OSError):
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
             self._migrate()
         except SchemaVersionError:
@@ -570,18 +573,34 @@ _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
+def open_store(url: str | os.PathLike[str] | Store | None = None, *, create: bool = True) -> Store:
     """Open (creating and migrating if needed) the store at ``url``: a path, ``sqlite:///path``, or
-    ``postgresql://…``. ``None`` resolves ``$RAGTRAIL_STORE``, else ``$RAGTRAIL_HOME/ragtrail.db``."""
+    ``postgresql://…``. ``None`` resolves ``$RAGTRAIL_STORE``, else ``$RAGTRAIL_HOME/ragtrail.db``.
+
+    With ``create=False`` (read commands, :class:`~ragtrail.Client`) a SQLite file that does not exist
+    is an error ("no store at PATH") instead of a new empty store."""
     if isinstance(url, Store):
         return url
     if url is None:
         from ragtrail.tracing._setup import _resolve_store_url
 
         url = _resolve_store_url(None)
-    text = os.fspath(url)
+    text = os.fspath(url) if isinstance(url, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        raise ConfigError(
+            f"store={url!r} ({type(url).__name__}) is not a store location; pass a path (str or pathlib.Path), "
+            "a sqlite:///… or postgresql://… URL, or a ragtrail Store"
+        )
     if not text.strip():
         raise ConfigError("the store location is empty; pass a path or a postgresql:// URL")
+    if "\x00" in text:
+        shown = text.replace("\x00", "\\0")
+        raise ConfigError(f"the store location {shown!r} contains a NUL character; pass a valid path")
+    if text.lower().startswith("file:"):
+        raise ConfigError(
+            f"file: URLs are not supported as a store ({_redact_url(text)!r}); pass the file path itself "
+            "or sqlite:///path/to/file.db"
+        )
     low = text.lower()
     if low.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         return PostgresStore(text.replace("postgresql+psycopg://", "postgresql://", 1))
@@ -599,4 +618,11 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
         )
     if text == ":memory:":
         raise ConfigError("':memory:' cannot be shared between threads; pass a file path (a temp file is fine)")
+    if not create:
+        path = os.path.abspath(os.path.expanduser(text))
+        if not os.path.isfile(path):
+            raise StoreError(
+                f"no store at {path}; check the path (--store / RAGTRAIL_STORE / RAGTRAIL_HOME), or write to it "
+                "first (ragtrail.init(store=...) creates it)"
+            )
     return SQLiteStore(text)

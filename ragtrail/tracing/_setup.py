@@ -155,7 +155,13 @@ def _move_to_front(provider: Any, switch: _Switch) -> None:
 
 def _resolve_store_url(store: str | os.PathLike[str] | None) -> str:
     if store is not None:
-        return os.fspath(store)
+        text = os.fspath(store) if isinstance(store, (str, os.PathLike)) else None
+        if not isinstance(text, str):
+            raise ConfigError(
+                f"store={store!r} ({type(store).__name__}) is not a store location; pass a path (str or "
+                "pathlib.Path), a sqlite:///… or postgresql://… URL, or a ragtrail Store"
+            )
+        return text
     env = os.environ.get("RAGTRAIL_STORE")
     if env:
         return env
@@ -218,6 +224,14 @@ def init(
     for exp in extra_exporters:
         if not isinstance(exp, SpanExporter):
             raise ConfigError(f"ragtrail.init(exporters=...): {exp!r} is not an OpenTelemetry SpanExporter")
+    gpu_prices = options.get("gpu_prices") or {}
+    if not isinstance(gpu_prices, Mapping):
+        raise ConfigError("ragtrail.init(gpu_prices=...) must map GPU types to $/GPU-hour, e.g. {'H100': 2.5}")
+    for gpu, price in gpu_prices.items():
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not price >= 0 or price == float("inf"):
+            raise ConfigError(
+                f"ragtrail.init(gpu_prices=...): the price of {gpu!r} is {price!r}; give $/GPU-hour as a number >= 0"
+            )
     bsp_kwargs = _batch_options(options)
     prices = load_prices(options.get("prices"))  # a bad price file fails here, before anything changes
 
