@@ -44,8 +44,8 @@ def suppress_instrumentation():  # type: ignore[no-untyped-def]
 __all__ = [
     "Config",
     "PriceTable",
-    "SpanCollector",
     "Sanitizer",
+    "SpanCollector",
     "SpanRecord",
     "StoreSpanExporter",
     "Trace",
