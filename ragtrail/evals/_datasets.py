@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from ragtrail._exceptions import DatasetError, StoreError
 from ragtrail.evals._types import Example
+from ragtrail.tracing._content import mask_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,7 +38,7 @@ def _canonical(obj: Any) -> str:
 
 
 def _example_json(ex: Example) -> str:
-    return _canonical(ex.model_dump(mode="json"))
+    return _canonical(mask_value(ex.model_dump(mode="json")))  # stored masked, as span content is
 
 
 @dataclass

@@ -28,6 +28,7 @@ from ragtrail.evals._datasets import Dataset
 from ragtrail.evals._runs import Run, _json, config_hash, create_run, finish_run, git_info, load_run, package_versions
 from ragtrail.evals._scorers import as_scorer
 from ragtrail.evals._types import Example, Score, Scorer
+from ragtrail.tracing._content import mask_value
 from ragtrail.tracing._model import Trace
 
 if TYPE_CHECKING:
@@ -119,6 +120,10 @@ def _scorer_list(scorers: Iterable[Any]) -> list[Scorer]:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _details(sc: Score) -> str | None:
+    return _json(mask_value(sc.details)) if sc.details else None
+
+
 def _output_json(output: Any) -> str | None:
     if output is None:
         return None
@@ -219,6 +224,7 @@ class _Engine:
                 replace_example: bool = False) -> None:  # fmt: skip
         now = time.time()
         rid = self.run.run_id
+        row = mask_value(row)  # outputs and errors go through the masking step, as span content does
         with self.store.transaction() as cur:
             if row is not None:
                 if replace_example:
@@ -242,8 +248,8 @@ class _Engine:
                         name,
                         sc.value,
                         sc.status,
-                        sc.reason,
-                        _json(sc.details) if sc.details else None,
+                        mask_value(sc.reason),
+                        _json(mask_value(sc.details)) if sc.details else None,
                         trace_id,
                         now,
                     ),
@@ -261,7 +267,7 @@ class _Engine:
                 "INSERT INTO run_results (run_id, example_id, scorer, score, status, reason, details, trace_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (rid, e, n, sc.value, sc.status, sc.reason, _json(sc.details) if sc.details else None, tid, now)
+                    (rid, e, n, sc.value, sc.status, mask_value(sc.reason), _details(sc), tid, now)
                     for e, n, sc, tid in rows
                 ],
             )

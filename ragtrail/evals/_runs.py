@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragtrail._exceptions import ConfigError, EvalError, StoreError
 from ragtrail.evals._types import Score
+from ragtrail.tracing._content import mask_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -369,9 +370,9 @@ def create_run(
                         status,
                         dataset_name,
                         dataset_version,
-                        _json(cfg),
+                        _json(mask_value(cfg)),
                         chash,
-                        _json(lineage),
+                        _json(mask_value(dict(lineage))),
                         None,
                         source_run_id,
                         sweep_id,
