@@ -81,7 +81,11 @@ _CASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
         _bounded("AKIA***"),
     ),
     # GitHub: classic (ghp_, gho_, ghu_, ghs_, ghr_) and fine-grained (github_pat_)
-    (("gh",), re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), _bounded("gh_***")),
+    (
+        ("gh", "github_pat_"),
+        re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
+        _bounded("gh_***"),
+    ),
     # GitLab personal / pipeline / deploy / runner / … tokens
     (("gl",), re.compile(r"gl(?:pat|ptt|dt|rt|cbt|ft|imt|oas|soat|agent)-[A-Za-z0-9_\-]{20,}"), _bounded("gl-***")),
     # Slack bot / user / app tokens and incoming webhooks
@@ -114,7 +118,7 @@ _CASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
     (
         ("-----BEGIN",),
         re.compile(
-            r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+            r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?!\*\*\*)"
             r"(?:.*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|(?:[^\"\\]|\\.)*)",
             re.S,
         ),
