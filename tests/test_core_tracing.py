@@ -744,7 +744,7 @@ def test_every_kind_of_secret_is_masked_and_caught_by_the_storage_guard():
         "https://hooks.slack.com/services/T000/B000/XXXX": "https://hooks.slack.com/***",
         "sk_live_abcdefghijklmnop": "sk_***",
         "ya29.abcdefghijklmnopqrstuvwx": "ya29.***",
-        "gsk_abcdefghijklmnopqrstuvwx": "key-***",
+        "gsk_abcdefghijklmnopqrstuvwx": "sk_***",
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl": "jwt-***",
         "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----": "-----BEGIN PRIVATE KEY-----***",
         "https://acct.blob.core.windows.net/c?sv=2022&sig=abcdefghijklmnopqrstuv%3D": (
@@ -764,11 +764,12 @@ def test_content_masked_when_recorded_is_not_scanned_again_but_other_values_are(
     from ragtrail.tracing import _content
 
     scanned: list[str] = []
-    real = _content._join_for_scan
-    monkeypatch.setattr(_content, "_join_for_scan", lambda *a: scanned.append(real(*a)) or scanned[-1])
+    real = _content.mask_secrets
     long_input = "a long question about the weather " * 20 + " token sk-" + "C" * 30
     with ragtrail.span("both", input=long_input) as s:
         s.set_attribute("app.conn", "postgresql://app:Hunter22pw@db/prod")  # set directly: not pre-masked
+    # from here on (the export), record what the sanitising step searches
+    monkeypatch.setattr(_content, "mask_secrets", lambda t: scanned.append(t) or real(t))
     row = traced.client().spans_df(name="both").iloc[0]
     assert "C" * 30 not in row.attributes[semconv.INPUT_VALUE] and "sk-***" in row.attributes[semconv.INPUT_VALUE]
     assert row.attributes["app.conn"] == "postgresql://app:***@db/prod"  # the guard still caught this one

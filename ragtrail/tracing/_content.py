@@ -76,40 +76,40 @@ _CASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
     (("sk-",), re.compile(r"sk-[A-Za-z0-9_\-]{16,}"), _bounded("sk-***")),
     # AWS access key ids
     (
-        ("AKIA", "ASIA", "ABIA", "ACCA"),
-        re.compile(r"A(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
+        (("IA", 2),),
+        re.compile(r"A(?:KIA|SIA|BIA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
         _bounded("AKIA***"),
     ),
     # GitHub: classic (ghp_, gho_, ghu_, ghs_, ghr_) and fine-grained (github_pat_)
     (
-        ("gh", "github_pat_"),
+        ("gh", ("_pat_", 6)),
         re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
         _bounded("gh_***"),
     ),
     # GitLab personal / pipeline / deploy / runner / … tokens
     (("gl",), re.compile(r"gl(?:pat|ptt|dt|rt|cbt|ft|imt|oas|soat|agent)-[A-Za-z0-9_\-]{20,}"), _bounded("gl-***")),
     # Slack bot / user / app tokens and incoming webhooks
-    (("xox", "xapp-"), re.compile(r"(?:xox[abposre]|xapp)-[A-Za-z0-9-]{10,}"), _bounded("xox-***")),
+    (("xox", ("p-", 3)), re.compile(r"(?:xox[abposre]|xapp)-[A-Za-z0-9-]{10,}"), _bounded("xox-***")),
     (
         ("hooks.slack.com/",),
         re.compile(r"hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_\-]+"),
         "hooks.slack.com/***",
     ),
-    # Stripe secret and restricted keys (live and test)
+    # Stripe secret and restricted keys (live and test), Groq keys
     (
-        ("sk_live_", "rk_live_", "sk_test_", "rk_test_"),
-        re.compile(r"[sr]k_(?:live|test)_[A-Za-z0-9]{10,}"),
+        (("k_", 1), ("k_", 2)),
+        re.compile(r"(?:[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|gsk_[A-Za-z0-9_\-]{20,})"),
         _bounded("sk_***"),
     ),
     # Google API keys and OAuth access tokens
     (("AIza",), re.compile(r"AIza[0-9A-Za-z_\-]{30,}"), _bounded("AIza***")),
     (("ya29.",), re.compile(r"ya29\.[0-9A-Za-z_\-]{20,}"), _bounded("ya29.***")),
-    # Hugging Face user and org tokens
-    (("hf_", "api_org_"), re.compile(r"(?:hf|api_org)_[A-Za-z0-9]{20,}"), _bounded("hf_***")),
-    # other model providers with a prefix: Groq, Replicate, Perplexity, xAI, NVIDIA
+    # Hugging Face tokens
+    (("hf_",), re.compile(r"hf_[A-Za-z0-9]{20,}"), _bounded("hf_***")),
+    # other model providers with a prefix: Replicate, Perplexity, xAI, NVIDIA (needles at the dash)
     (
-        ("gsk_", "r8_", "pplx-", "xai-", "nvapi-"),
-        re.compile(r"(?:gsk_|r8_|pplx-|xai-|nvapi-)[A-Za-z0-9_\-]{20,}"),
+        ("r8_", ("i-", 2), ("i-", 4), ("x-", 3)),
+        re.compile(r"(?:r8_|pplx-|xai-|nvapi-)[A-Za-z0-9_\-]{20,}"),
         _bounded("key-***"),
     ),
     # JSON Web Tokens (header.payload.signature, the first two base64url JSON objects)
@@ -142,9 +142,10 @@ _UNCASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
         r"\1***",
     ),
     (("bearer",), re.compile(r"(?i)(bearer)\s+(?!\*\*\*)[A-Za-z0-9_\-\.=:/+~]{8,}"), r"\1 ***"),
-    # key-value pairs: k=v, k: v, "k": "v", 'k': 'v', and the same inside escaped JSON
+    # key-value pairs: k=v, k: v, "k": "v", 'k': 'v', and the same inside escaped JSON; a needle points
+    # at where the key name starts ("key" is 3 to 8 characters into apikey, api_key, access_key …)
     (
-        ("passw", "pwd", "secret", "token", "api", "access", "private", "account", "credential", "passphrase"),
+        ("passw", "passp", "pwd", "secret", "token", "credential", *(("key", n) for n in (3, 4, 6, 7, 8))),
         re.compile(
             r"""(?i)(?P<k>"""
             + _CREDENTIAL_NAME_RE
@@ -158,15 +159,24 @@ _UNCASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
 MaskHook = Callable[[str], str]
 
 
-def _sub_at(text: str, scan: str, needles: tuple[str, ...], pattern: re.Pattern[str], repl: Any) -> tuple[str, int]:
+def _sub_at(text: str, scan: str, needles: tuple[Any, ...], pattern: re.Pattern[str], repl: Any) -> tuple[str, int]:
     """Replace matches of ``pattern`` that start where a needle occurs in ``scan`` (``text`` or its
-    lower-cased copy of the same length)."""
+    lower-cased copy of the same length). A needle is a string (the match starts there) or a
+    ``(string, offset)`` pair (the match starts ``offset`` characters before it)."""
     pos: list[int] = []
     for needle in needles:
-        i = scan.find(needle)
-        while i != -1:
-            pos.append(i)
-            i = scan.find(needle, i + 1)
+        if type(needle) is str:
+            i = scan.find(needle)
+            while i != -1:
+                pos.append(i)
+                i = scan.find(needle, i + 1)
+        else:
+            nd, off = needle
+            i = scan.find(nd)
+            while i != -1:
+                if i >= off:
+                    pos.append(i - off)
+                i = scan.find(nd, i + 1)
     if not pos:
         return text, 0
     if len(pos) > 1:
@@ -192,12 +202,40 @@ def _sub_at(text: str, scan: str, needles: tuple[str, ...], pattern: re.Pattern[
     return "".join(out), n
 
 
+def _flat(rules: tuple[tuple[tuple[Any, ...], re.Pattern[str], Any], ...]) -> tuple[tuple[str, int], ...]:
+    """(needle text, rule index) pairs, one per distinct needle text of each rule."""
+    out: list[tuple[str, int]] = []
+    for i, (needles, _p, _r) in enumerate(rules):
+        for nd in dict.fromkeys(n if type(n) is str else n[0] for n in needles):
+            out.append((nd, i))
+    return tuple(out)
+
+
+_CASED_FLAT = _flat(_CASED)
+_UNCASED_FLAT = _flat(_UNCASED)
+
+
 def mask_secrets(text: str) -> tuple[str, int]:
     """Replace secrets in ``text``; returns the masked text and how many were replaced."""
+    short = len(text) <= _CLEAN_LEN
+    if short and text in _CLEAN:
+        return text, 0
+    total = _mask_all(text)
+    if short and not total[1]:
+        _remember_clean([text])
+    return total
+
+
+def _mask_all(text: str) -> tuple[str, int]:
     total = 0
-    for needles, pattern, repl in _CASED:
-        text, n = _sub_at(text, text, needles, pattern, repl)
-        total += n
+    # one substring test per needle first (C speed, no per-rule call): most texts hold none
+    hit = -1
+    for needle, i in _CASED_FLAT:
+        if i != hit and needle in text:
+            hit = i
+            rule = _CASED[i]
+            text, n = _sub_at(text, text, rule[0], rule[1], rule[2])
+            total += n
     low = text.lower()
     if len(low) != len(text):  # a few characters change length when lower-cased: positions differ
         for _needles, pattern, repl in _UNCASED:
@@ -205,11 +243,15 @@ def mask_secrets(text: str) -> tuple[str, int]:
             text = pattern.sub(repl, text)
             total += 0 if text == before else sum(1 for _ in pattern.finditer(before))
         return text, total
-    for needles, pattern, repl in _UNCASED:
-        text, n = _sub_at(text, low, needles, pattern, repl)
-        if n:
-            total += n
-            low = text.lower()
+    hit = -1
+    for needle, i in _UNCASED_FLAT:
+        if i != hit and needle in low:
+            hit = i
+            rule = _UNCASED[i]
+            text, n = _sub_at(text, low, rule[0], rule[1], rule[2])
+            if n:
+                total += n
+                low = text.lower()
     return text, total
 
 
@@ -218,7 +260,7 @@ def mask_secrets(text: str) -> tuple[str, int]:
 # string itself, so its id cannot be reused while listed); bounded in count and characters.
 _PREMASKED: dict[int, str] = {}
 _premasked_chars = 0
-_PREMASKED_MIN = 256  # shorter values are cheaper to rescan than to track
+_PREMASKED_MIN = 48  # shorter values are cheaper to rescan than to track
 _PREMASKED_MAX_CHARS = 8_000_000
 _PREMASKED_MAX_ITEMS = 32_768
 _premasked_lock = threading.Lock()
@@ -425,10 +467,10 @@ DEFAULT_SANITIZER = Sanitizer()
 
 def active_sanitizer(mask: bool = True) -> Sanitizer:
     """The sanitiser of the active ``ragtrail.init()`` configuration (defaults before it)."""
-    from ragtrail.tracing import _setup  # late: _setup imports this module
-
-    global _cached
-    cfg = _setup._config
+    global _cached, _setup_mod
+    if _setup_mod is None:
+        from ragtrail.tracing import _setup as _setup_mod  # late: _setup imports this module
+    cfg = _setup_mod._config
     if cfg is None:
         return DEFAULT_SANITIZER if mask else _NO_MASK
     hit = _cached
@@ -440,37 +482,23 @@ def active_sanitizer(mask: bool = True) -> Sanitizer:
     return pol
 
 
+_setup_mod: Any = None
 _NO_MASK = Sanitizer(mask_secrets=False)
 _cached: tuple[Any, Any, Sanitizer] = (None, None, DEFAULT_SANITIZER)
 
 
-def _join_for_scan(attrs: Mapping[str, Any], skip: set[int] | None) -> str:
-    """``key=value`` lines of the attributes (values masked when recorded left out) for one secret scan."""
-    parts: list[str] = []
-    for k, v in attrs.items():
-        if type(v) is str:
-            parts.append(k if skip and id(v) in skip else f"{k}={v}")
-        elif isinstance(v, (tuple, list)):
-            parts.append(f"{k}=" + "\x00".join(x for x in v if isinstance(x, str)))
-        elif isinstance(v, (int, float)):
-            parts.append(f"{k}={v}")
-        else:
-            parts.append(f"{k}={v!r}")
-    return "\n".join(parts)
-
-
 def sanitize_attributes(
-    attrs: Mapping[str, Any], policy: Sanitizer, skip: set[int] | None = None
+    attrs: Mapping[str, Any], policy: Sanitizer, skip: set[int] | None = None, name: str | None = None
 ) -> tuple[dict[str, Any] | None, list[str], int]:
     """The sanitising step over one attribute mapping: returns (new mapping or None when nothing
     changes, names of attributes the cap truncated, secrets masked).
 
     ``skip`` holds the ids of text values already sanitised when recorded (``set_content``): they
-    are neither scanned nor changed again. Attributes named like a credential (``db_password``,
-    ``x-api-key``, ``authorization``) are replaced whole.
+    are neither scanned nor changed again. ``name`` (the span's) is searched with the attributes, so
+    that one search covers a span; when it returns None, the name holds no secret either.
+    Attributes named like a credential (``db_password``, ``x-api-key``, ``authorization``) are
+    replaced whole.
     """
-    if not attrs:
-        return None, [], 0
     cap = policy.max_bytes
     work = policy.hook is not None
     if not work:
@@ -479,7 +507,7 @@ def sanitize_attributes(
                 work = True
                 break
     if not work and policy.mask_secrets:
-        work = mask_secrets(_join_for_scan(attrs, skip))[1] > 0
+        work = _holds_secret(attrs, skip, name)
     if not work:
         return None, [], 0
     out: dict[str, Any] = {}
@@ -499,6 +527,50 @@ def sanitize_attributes(
         if cut:
             truncated.append(str(k))
     return out, truncated, total
+
+
+# Short texts known to hold no secret (attribute names, span kinds, model names … repeat on every
+# span): not searched again. Bounded; cleared when full.
+_CLEAN: dict[str, None] = {}
+_CLEAN_LEN = 160
+_CLEAN_MAX = 16_384
+
+
+def _remember_clean(texts: list[str]) -> None:
+    if len(_CLEAN) > _CLEAN_MAX:
+        _CLEAN.clear()
+    for t in texts:
+        if len(t) <= _CLEAN_LEN:
+            _CLEAN[t] = None
+
+
+def _holds_secret(attrs: Mapping[str, Any], skip: set[int] | None, name: str | None) -> bool:
+    """Whether the attributes (or ``name``) hold a secret: one search over the texts not seen clean
+    before, values masked when recorded left out; a credential-named attribute counts at once."""
+    clean = _CLEAN
+    novel: list[str] = []
+    for k, v in attrs.items():
+        if k not in clean:
+            if type(k) is not str:
+                k = str(k)
+            if _SECRET_NAME.search(k) and v not in (None, "", True, False):
+                return True
+            novel.append(k)
+        if type(v) is str:
+            if not ((skip and id(v) in skip) or (len(v) <= _CLEAN_LEN and v in clean)):
+                novel.append(v)
+        elif isinstance(v, (tuple, list)):
+            novel.extend(x if isinstance(x, str) else str(x) for x in v if not (type(x) is str and x in clean))
+        elif v is not None and not isinstance(v, (int, float)):
+            novel.append(str(v))
+    if name is not None and not (len(name) <= _CLEAN_LEN and name in clean):
+        novel.append(name)
+    if not novel:
+        return False
+    if mask_secrets("\x00".join(novel))[1]:
+        return True
+    _remember_clean(novel)
+    return False
 
 
 def _sanitize_value(v: Any, policy: Sanitizer, cap: int) -> tuple[Any, bool, int]:

@@ -111,10 +111,14 @@ def span_to_row(
     status = span.status
     code = status.status_code
     pre = {id(v) for v in attrs.values() if type(v) is str and take_masked(v)}
-    clean, cut, n = sanitize_attributes(attrs, policy, pre)
+    attrs_json = _attrs_json(attrs)
+    name = span.name
+    clean, cut, n = sanitize_attributes(attrs, policy, pre, name)  # one secret search per span, name included
     if clean is not None:
         attrs = mark_sanitized(clean, attrs, cut, n)
-    attrs_json = _attrs_json(attrs)
+        attrs_json = _attrs_json(attrs)
+    if clean is not None or policy.hook is not None or len(name) > 1024:
+        name = sanitize_name(name, policy)
     description = status.description
     if description:
         description = policy.capped(description)[0]
@@ -122,7 +126,7 @@ def span_to_row(
         format(ctx.trace_id, "032x"),
         format(ctx.span_id, "016x"),
         format(parent.span_id, "016x") if parent is not None and parent.is_valid else None,
-        sanitize_name(span.name, policy),
+        name,
         get(_KIND),
         start,
         end,
