@@ -272,3 +272,19 @@ def test_four_senders_and_a_poisoner_in_process(store_url):
     c = ragtrail.Client(store_url)
     assert len(c.spans_df(project="innocent", limit=100_000)) == 10_000
     assert stats["failed"] == 0 and stats["rejected"] == 0 and stats["dropped"] == 0
+
+
+@pytest.mark.slow
+def test_soak_mixed_hostile_clients_one_minute():
+    """``benchmarks/serve_soak.py`` for ~45 s against the real ``ragtrail serve`` process: it stays up, its
+    memory stays bounded, every span of every accepted request is stored exactly once, no 5xx."""
+    from benchmarks.serve_soak import run_soak
+
+    res = run_soak(45)
+    assert res["alive_at_end"] and res["exit_code"] == 0, res
+    assert res["spans_missing"] == 0 and res["spans_stored"] == res["spans_stored_distinct"] == res["spans_expected"]
+    assert res["spans_expected"] > 1000 and not res["client_errors"], res
+    statuses = {k.split(" ")[1] for k in res["requests"]}
+    assert statuses <= {"200", "400", "408", "413", "429", "503"}, res["requests"]
+    assert {"valid/protobuf 200", "valid/json 200", "stalled 408", "malformed/deep 400"} <= set(res["requests"])
+    assert res["rss_mb_peak"] < 512, res
