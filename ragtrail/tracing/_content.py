@@ -71,7 +71,7 @@ _CREDENTIAL_VALUE_RE = (
 
 # (needles, pattern, replacement): the pattern is tried only where a needle occurs, anchored there
 # (``pattern.match(text, i)``), so the cost of a rule is a few C-speed substring scans, not a regex pass
-_CASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
+_CASED: tuple[tuple[tuple[Any, ...], re.Pattern[str], Any], ...] = (
     # OpenAI (sk-, sk-proj-, sk-svcacct-), Anthropic (sk-ant-), OpenRouter (sk-or-), DeepSeek
     (("sk-",), re.compile(r"sk-[A-Za-z0-9_\-]{16,}"), _bounded("sk-***")),
     # AWS access key ids
@@ -131,7 +131,7 @@ _CASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
     (("://",), re.compile(r"://([^:/\s@\"'<>\\]*):([^\s\"'<>]+)@"), r"://\1:***@"),
 )
 # matched case-insensitively, needles searched in the lower-cased text
-_UNCASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
+_UNCASED: tuple[tuple[tuple[Any, ...], re.Pattern[str], Any], ...] = (
     # Authorization headers: Bearer, Basic, token, Digest … (and a bare credential after the colon)
     (
         ("authorization",),
