@@ -213,6 +213,8 @@ def _flat(rules: tuple[tuple[tuple[Any, ...], re.Pattern[str], Any], ...]) -> tu
 
 _CASED_FLAT = _flat(_CASED)
 _UNCASED_FLAT = _flat(_UNCASED)
+_CASED_NEEDLES = tuple(n for n, _i in _CASED_FLAT)
+_UNCASED_NEEDLES = tuple(n for n, _i in _UNCASED_FLAT)
 
 
 def mask_secrets(text: str) -> tuple[str, int]:
@@ -228,9 +230,9 @@ def mask_secrets(text: str) -> tuple[str, int]:
 
 def _mask_all(text: str) -> tuple[str, int]:
     total = 0
-    # one substring test per needle first (C speed, no per-rule call): most texts hold none
+    # one substring test per needle first, iterated in C: most texts hold none
     hit = -1
-    for needle, i in _CASED_FLAT:
+    for needle, i in _CASED_FLAT if any(map(text.__contains__, _CASED_NEEDLES)) else ():
         if i != hit and needle in text:
             hit = i
             rule = _CASED[i]
@@ -244,7 +246,7 @@ def _mask_all(text: str) -> tuple[str, int]:
             total += 0 if text == before else sum(1 for _ in pattern.finditer(before))
         return text, total
     hit = -1
-    for needle, i in _UNCASED_FLAT:
+    for needle, i in _UNCASED_FLAT if any(map(low.__contains__, _UNCASED_NEEDLES)) else ():
         if i != hit and needle in low:
             hit = i
             rule = _UNCASED[i]
