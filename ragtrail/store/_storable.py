@@ -27,8 +27,9 @@ _NOT_NULL_TEXT = {_TRACE: "0" * 32, _SPAN: "0" * 16, _NAME: ""}
 _COL_NAMES = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
     "status", "status_message", "model", "input_tokens", "output_tokens", "cost_usd", "project",
-    "attributes", "events", "resource",
+    "attributes", "events", "resource", "session_id", "user_id",
 )  # fmt: skip
+_WIDTH = 18  # the first 18 columns have the types below; any later column is a nullable text column
 _TEXT_MAX_CHARS = 64 * 1024 * 1024  # far above any cap: a guard against a runaway value, not a limit
 
 
@@ -38,7 +39,7 @@ def _int_ok(v: Any) -> bool:
 
 def _row_ok(r: Sequence[Any]) -> bool:
     """Cheap test: can ``r`` be written as it is? (types, int64 range, finite floats, no NUL)"""
-    if len(r) != 18 or not _int_ok(r[_START]) or not _int_ok(r[_END]):
+    if len(r) < _WIDTH or not _int_ok(r[_START]) or not _int_ok(r[_END]):
         return False
     for i in (_IN, _OUT):
         v = r[i]
@@ -55,6 +56,9 @@ def _row_ok(r: Sequence[Any]) -> bool:
                 return False
             continue
         if type(v) is not str or "\x00" in v:
+            return False
+    for v in r[_WIDTH:]:
+        if v is not None and (type(v) is not str or "\x00" in v):
             return False
     return True
 
@@ -82,7 +86,7 @@ def storable_row(row: Sequence[Any], deep: bool = False) -> tuple[tuple[Any, ...
     ``deep`` also replaces characters that cannot be encoded (lone surrogates) in every text column.
     Never raises.
     """
-    r = list(row[:18]) + [None] * (18 - len(row))
+    r = list(row) + [None] * (_WIDTH - len(row))
     invalid: dict[str, str] = {}
     for i in (_START, _END):
         v = r[i]
@@ -104,7 +108,7 @@ def storable_row(row: Sequence[Any], deep: bool = False) -> tuple[tuple[Any, ...
     if v is not None and not _float_ok(v):
         invalid[_COL_NAMES[_COST]] = _as_text(v)[:64]
         r[_COST] = None
-    for i in _TEXT_COLS:
+    for i in (*_TEXT_COLS, *range(_WIDTH, len(r))):
         v = r[i]
         if v is None:
             if i in _NOT_NULL_TEXT:
@@ -114,7 +118,7 @@ def storable_row(row: Sequence[Any], deep: bool = False) -> tuple[tuple[Any, ...
             if i in (_ATTRS, _EVENTS, _RESOURCE) or i in _NOT_NULL_TEXT:
                 v = _as_text(v)
             else:  # a promoted text column with a list, a number …: left empty, the raw value marked
-                invalid[_COL_NAMES[i]] = _as_text(v)[:256]
+                invalid[_COL_NAMES[i] if i < len(_COL_NAMES) else f"column_{i}"] = _as_text(v)[:256]
                 r[i] = None
                 continue
         r[i] = _clean_text(v, deep)
@@ -151,7 +155,7 @@ def reduced_row(row: Sequence[Any], reason: str) -> tuple[Any, ...]:
         r[_TRACE], r[_SPAN], r[_PARENT], name.encode("ascii", "replace").decode()[:256], None, r[_START], r[_END],
         r[_DUR], "UNSET", None, None, None, None, None,
         r[_PROJECT].encode("ascii", "replace").decode()[:256] if isinstance(r[_PROJECT], str) else None,
-        attrs, None, None,
+        attrs, None, None, *([None] * (len(r) - _WIDTH)),
     )  # fmt: skip
 
 
