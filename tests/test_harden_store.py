@@ -79,8 +79,9 @@ def test_a_batch_failing_for_a_data_reason_is_split_and_the_rest_stored(store_ur
     st = open_store(store_url)
 
     def row(i: int, name: str) -> tuple:  # type: ignore[type-arg]
-        return (f"{i:032x}", f"{i:016x}", None, name, None, 1, 2, 0.0, "OK", None, None, None, None, None,
+        base = (f"{i:032x}", f"{i:016x}", None, name, None, 1, 2, 0.0, "OK", None, None, None, None, None,
                 "p", "{}", None, None)  # fmt: skip
+        return base + (None,) * (len(SPAN_COLUMNS) - len(base))  # later promoted columns: empty
 
     rows = [row(i + 1, f"good-{i}") for i in range(50)]
     rows[17] = row(18, "bad \ud800")
