@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,8 @@ from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, StoreError
 from ragtrail.store import SPAN_COLUMNS, Store, open_store
 from ragtrail.tracing._model import SpanRecord, Trace
+
+_HEX = re.compile(r"[0-9a-f]+")
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,7 +150,7 @@ class Client:
             cfg = get_config()
             if cfg is not None and cfg.store is not None:
                 store = cfg.store
-        self.store: Store = open_store(store)
+        self.store: Store = open_store(store, create=False)
 
     def __repr__(self) -> str:
         return f"Client(store={self.store.url!r})"
@@ -363,6 +366,8 @@ class Client:
         if len(tid) < 32:
             if len(tid) < 8:
                 raise ConfigError(f"trace id {trace_id!r} is too short; give at least 8 hex digits")
+            if not _HEX.fullmatch(tid):
+                raise ConfigError(f"trace id {tid!r} is not hexadecimal; give a trace id or a prefix of 8+ hex digits")
             hits = self.store.query("SELECT DISTINCT trace_id FROM spans WHERE trace_id LIKE ?", (tid + "%",))
             if len(hits) > 1:
                 raise ConfigError(f"trace id prefix {trace_id!r} is ambiguous ({len(hits)} traces); give more digits")

@@ -391,3 +391,8 @@ METRIC_GEN_AI_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk
 """Histogram (s): time to the first chunk of a streamed GenAI call."""
 METRIC_COST = "ragtrail.gen_ai.client.cost"
 """Counter (USD): cost of GenAI calls whose price is known (ragtrail's; the conventions have none)."""
+# --- issue 13 ---
+INVALID = "ragtrail.invalid"
+"""Promoted columns left empty because the span's value could not be stored there: {column: raw value as text}."""
+REJECTED_REASON = "ragtrail.rejected.reason"
+"""Why a span was stored in reduced form (ids, name, times only): the store refused its full row."""

@@ -709,7 +709,12 @@ def test_mask_secrets_false_stores_values_verbatim(store_path):
 def test_masking_leaves_look_alikes_alone():
     from ragtrail.tracing import mask_secrets
 
-    for text in ("task-abcdefghijklmnopqrstuvwxyz", "see https://example.com/a@b", "the key point", "MASIAFOOBARBAZQUXQUUX12"):
+    for text in (
+        "task-abcdefghijklmnopqrstuvwxyz",
+        "see https://example.com/a@b",
+        "the key point",
+        "MASIAFOOBARBAZQUXQUUX12",
+    ):
         assert mask_secrets(text) == (text, 0), text
     assert mask_secrets("x sk-abcdefghijklmnopqrstu and sk-zyxwvutsrqponmlkjihg") == ("x sk-*** and sk-***", 2)
 
@@ -718,8 +723,10 @@ def test_every_kind_of_secret_is_masked_and_caught_by_the_storage_guard():
     """One example per pattern: ``mask_secrets`` replaces it, and the exporter's substring guard (which
     decides whether attributes are re-masked before storage) sees it in a longer text."""
     from ragtrail.tracing import mask_secrets
-    from ragtrail.tracing._content import _CASED, _UNCASED
-    from ragtrail.tracing._exporter import _guard_hit
+    from ragtrail.tracing._content import _CASED, _UNCASED, Sanitizer, sanitize_attributes
+
+    def _guard_hit(text: str) -> bool:
+        return sanitize_attributes({"app.text": text}, Sanitizer())[0] is not None
 
     examples = {
         "sk-proj-abcdefghijklmnopqrstuvwx": "sk-***",
@@ -733,25 +740,36 @@ def test_every_kind_of_secret_is_masked_and_caught_by_the_storage_guard():
         "https://user:pa55word@host/db": "https://user:***@host/db",
         "Authorization: Bearer abcdefghijklmnop123": "Authorization: Bearer ***",
         "api_key=abcd1234efgh": "api_key=***",
+        "glpat-abcdefghijklmnopqrstu": "gl-***",
+        "https://hooks.slack.com/services/T000/B000/XXXX": "https://hooks.slack.com/***",
+        "sk_live_abcdefghijklmnop": "sk_***",
+        "ya29.abcdefghijklmnopqrstuvwx": "ya29.***",
+        "gsk_abcdefghijklmnopqrstuvwx": "sk_***",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl": "jwt-***",
+        "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----": "-----BEGIN PRIVATE KEY-----***",
+        "https://acct.blob.core.windows.net/c?sv=2022&sig=abcdefghijklmnopqrstuv%3D": (
+            "https://acct.blob.core.windows.net/c?sv=2022&sig=***"
+        ),
+        "Authorization: Basic dXNlcjpwYXNzd29yZA==": "Authorization: Basic ***",
     }
     assert len(examples) >= len(_CASED) + len(_UNCASED)
     for secret, masked in examples.items():
         text = f"some words, then {secret} and more words"
         assert mask_secrets(text) == (f"some words, then {masked} and more words", 1), secret
-        if "api_key" not in secret:  # key=value secrets are masked at set time by set_content
-            assert _guard_hit(text), secret
+        assert _guard_hit(text), secret
     assert not _guard_hit("a right, high and thorough passage about Asia and IATA codes")
 
 
 def test_content_masked_when_recorded_is_not_scanned_again_but_other_values_are(traced, monkeypatch):
-    from ragtrail.tracing import _exporter
+    from ragtrail.tracing import _content
 
     scanned: list[str] = []
-    real = _exporter._guard_hit
-    monkeypatch.setattr(_exporter, "_guard_hit", lambda text: scanned.append(text) or real(text))
+    real = _content.mask_secrets
     long_input = "a long question about the weather " * 20 + " token sk-" + "C" * 30
     with ragtrail.span("both", input=long_input) as s:
         s.set_attribute("app.conn", "postgresql://app:Hunter22pw@db/prod")  # set directly: not pre-masked
+    # from here on (the export), record what the sanitising step searches
+    monkeypatch.setattr(_content, "mask_secrets", lambda t: scanned.append(t) or real(t))
     row = traced.client().spans_df(name="both").iloc[0]
     assert "C" * 30 not in row.attributes[semconv.INPUT_VALUE] and "sk-***" in row.attributes[semconv.INPUT_VALUE]
     assert row.attributes["app.conn"] == "postgresql://app:***@db/prod"  # the guard still caught this one

@@ -22,6 +22,7 @@ import ragtrail
 from ragtrail import semconv
 from ragtrail.cli import app
 from ragtrail.evals import Alert, Monitor, Score, Scorer
+from ragtrail.store import open_store
 from ragtrail.tracing import set_content
 
 
@@ -256,7 +257,7 @@ def test_four_senders_monitor_killed_twice_every_sampled_trace_scored_once(tmp_p
     """Scaled down from the issue's 10,000 traces in 2 minutes to 2,400 in ~25 s (4 processes x 600),
     so that the test stays well under 90 s on a 2-core machine."""
     store = str(tmp_path / "live.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
-    ragtrail.Client(store)  # create and migrate once
+    open_store(store)  # create and migrate once (a Client opens an existing store only)
     (tmp_path / "writer.py").write_text(_WRITER)
     (tmp_path / "monitor.py").write_text(_MONITOR)
     senders = [
@@ -292,7 +293,7 @@ def test_four_senders_monitor_killed_twice_every_sampled_trace_scored_once(tmp_p
 @pytest.mark.slow
 def test_cost_cap_holds_while_traces_arrive(tmp_path):
     store = str(tmp_path / "capped.db")
-    ragtrail.Client(store)
+    open_store(store)  # create and migrate once (a Client opens an existing store only)
     (tmp_path / "writer.py").write_text(_WRITER)
     (tmp_path / "monitor.py").write_text(_MONITOR)
     senders = [

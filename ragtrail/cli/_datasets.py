@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ragtrail._exceptions import ConfigError
-from ragtrail.cli._common import StoreOpt, client
+from ragtrail.cli._common import StoreOpt, client, escape_markup
 
 app = typer.Typer(help="Push, list, show and diff versioned datasets.", no_args_is_help=True)
 
@@ -50,7 +50,7 @@ def push(
 ) -> None:
     """Store a dataset snapshot; identical content gives the same version."""
     ds = _load_file(path, name, fmt, fields, split, auto_id)
-    c = client(store)
+    c = client(store, create=True)
     version = ds.push(c.store)
     typer.echo(f"{ds.name}:{version}  ({len(ds)} examples)")
 
@@ -74,7 +74,7 @@ def list_(
         table.add_column(col)
     for r in rows:
         ts = datetime.fromtimestamp(r["created_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(r["name"], r["version"], str(r["n_examples"]), ts, r["description"] or "")
+        table.add_row(*map(escape_markup, (r["name"], r["version"], str(r["n_examples"]), ts, r["description"] or "")))
     Console(width=200).print(table)
 
 

@@ -39,7 +39,7 @@ def run(
         spec.config = apply_overrides(spec.config, overrides)
     if store:
         spec.store = store
-    ev = build(spec, Path(config_file).resolve().parent)
+    ev = build(spec, Path(config_file).resolve().parent, dry_run=dry_run)  # a dry run imports/calls nothing
     if no_progress:
         ev.progress = False
     if dry_run:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ragtrail.cli._common import StoreOpt, client
+from ragtrail.cli._common import StoreOpt, client, escape_markup
 
 app = typer.Typer(help="List and show versioned eval runs.", no_args_is_help=True)
 
@@ -47,16 +47,16 @@ def list_(
     table.add_column("config", min_width=min(60, max([6, *(len(v) for v in differing.values())])))
     with_sweep = any(r.sweep_id for r in runs)  # the id `ragtrail sweep --resume` takes
     for col in ("p50 ms", "cost", *(["sweep"] if with_sweep else []), *metrics):
-        table.add_column(col, no_wrap=col == "sweep")
+        table.add_column(escape_markup(col), no_wrap=col == "sweep")
     for r in runs:
         s = r.summary
         created = datetime.fromtimestamp(r.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(
+        table.add_row(*map(escape_markup, (
             r.ref, r.status, created, _fmt(r.dataset_name), _fmt(r.dataset_version), _fmt(s.get("n_examples")),
             _fmt(s.get("n_error")), ",".join(r.aliases()), differing.get(r.run_id, ""),
             _fmt((s.get("latency_ms") or {}).get("p50")), _fmt(s.get("cost_usd")),
             *([_fmt(r.sweep_id)] if with_sweep else []), *[_fmt(r.metrics.get(m)) for m in metrics],
-        )  # fmt: skip
+        )))  # fmt: skip
     Console(width=240).print(table)
 
 

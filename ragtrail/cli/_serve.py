@@ -38,6 +38,16 @@ def serve(
     retention_every: str = typer.Option("1h", "--retention-every", help="How often the retention prune runs."),
 ) -> None:
     """Receive OTLP traces (HTTP protobuf/JSON on 4318, gRPC on 4317) and write them into the store."""
+    from importlib.util import find_spec
+
+    from ragtrail._exceptions import MissingDependencyError
+
+    missing = [m for m in ("fastapi", "uvicorn", "grpc", "google.protobuf") if find_spec(m) is None]
+    if missing or find_spec("opentelemetry.proto") is None:
+        raise MissingDependencyError(
+            f"ragtrail serve needs the otlp extra ({', '.join(missing) or 'opentelemetry-proto'} missing): "
+            "pip install 'ragtrail[otlp]'"
+        )
     from ragtrail.server import Receiver
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:

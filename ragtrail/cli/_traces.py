@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ragtrail._exceptions import ConfigError
-from ragtrail.cli._common import StoreOpt, client
+from ragtrail.cli._common import StoreOpt, client, escape_markup, strip_control
 
 app = typer.Typer(help="List, show, export and reprice traces.", no_args_is_help=True)
 
@@ -28,7 +28,13 @@ def list_(
     from rich.console import Console
     from rich.table import Table
 
-    rows = client(store).trace_summaries(project=project, start=_utc(since), limit=limit)
+    c = client(store)
+    rows = c.trace_summaries(project=project, start=_utc(since), limit=limit)
+    if project is not None and not rows:
+        known = c.store.info().get("projects") or []
+        if project not in known:
+            names = ", ".join(escape_markup(p) for p in known) or "none yet"
+            raise ConfigError(f"no project {project!r} in the store {c.store.url}; projects: {names}")
     table = Table(title=f"{len(rows)} trace(s)")
     for col in ("trace_id", "root", "start (UTC)", "duration", "spans", "errors", "tokens in→out", "cost"):
         table.add_column(col)
@@ -38,7 +44,7 @@ def list_(
             f"{r['input_tokens'] or 0}→{r['output_tokens'] or 0}")  # fmt: skip
         started = datetime.fromtimestamp(r["start_time_ns"] / 1e9, tz=timezone.utc)
         table.add_row(
-            str(r["trace_id"]), str(r["root_name"]), started.strftime("%Y-%m-%d %H:%M:%S"),
+            escape_markup(str(r["trace_id"])), escape_markup(str(r["root_name"])), started.strftime("%Y-%m-%d %H:%M:%S"),
             f"{r['duration_ms']:.1f} ms", str(r["n_spans"]), str(r["n_errors"]), tokens, cost,
         )  # fmt: skip
     Console(width=200).print(table)
@@ -68,9 +74,9 @@ def show(
     if as_json:
         typer.echo(json.dumps([s.__dict__ for s in tr.spans], default=str, indent=2))
         return
-    typer.echo(f"trace {tr.trace_id}  {len(tr)} spans  {tr.duration_ms:.1f} ms"
-               + (f"  ${tr.cost_usd:.6f}" if tr.cost_usd is not None else ""))  # fmt: skip
-    typer.echo(tr.to_text())
+    typer.echo(strip_control(f"trace {tr.trace_id}  {len(tr)} spans  {tr.duration_ms:.1f} ms"
+               + (f"  ${tr.cost_usd:.6f}" if tr.cost_usd is not None else "")))  # fmt: skip
+    typer.echo(strip_control(tr.to_text()))
 
 
 @app.command("export")
@@ -85,6 +91,13 @@ def export(
 
     if fmt not in ("jsonl", "parquet"):
         raise ConfigError(f"--format must be jsonl or parquet, not {fmt!r}")
+    import os
+
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise ConfigError(
+            f"--output {output!r}: the directory {parent!r} does not exist; create it or pick another path"
+        )
     n = export_spans(client(store), output, fmt=fmt, project=project)
     typer.echo(f"wrote {n} spans to {output}")
 

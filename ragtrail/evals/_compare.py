@@ -27,6 +27,7 @@ import numpy as np
 
 from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, EvalError, RagtrailWarning
+from ragtrail._text import escape_markup
 from ragtrail.evals._runs import Run, load_run
 from ragtrail.evals._stats import TESTS, bootstrap_ci_many, holm, paired_p_value
 from ragtrail.store import _evals as repo
@@ -249,7 +250,8 @@ class Comparison:
         from rich.table import Table
 
         pct = round(self.confidence * 100)
-        t = Table(title=f"{self.b.ref} vs {self.a.ref}  (delta = b − a, {pct}% paired bootstrap CI, Holm-adjusted)")
+        refs = f"{escape_markup(self.b.ref)} vs {escape_markup(self.a.ref)}"
+        t = Table(title=f"{refs}  (delta = b − a, {pct}% paired bootstrap CI, Holm-adjusted)")
         for col, just in (("metric", "left"), ("a", "right"), ("b", "right"), ("delta", "right"),
                           (f"{pct}% CI", "right"), ("p", "right"), ("p adj", "right"), ("pairs", "right"),
                           ("verdict", "left")):  # fmt: skip
@@ -258,7 +260,7 @@ class Comparison:
             verdict = m.verdict
             style = {"better": "green", "worse": "red"}.get(verdict, "")
             t.add_row(
-                m.metric, _fmt(m.mean_a), _fmt(m.mean_b), _fmt(m.delta, signed=True),
+                escape_markup(m.metric), _fmt(m.mean_a), _fmt(m.mean_b), _fmt(m.delta, signed=True),
                 "—" if m.ci_low is None or _nan(m.ci_low) else f"[{_fmt(m.ci_low, signed=True)}, {_fmt(m.ci_high, signed=True)}]",
                 _fmt_p(m.p_value), _fmt_p(m.p_adjusted), str(m.n_pairs),
                 f"[{style}]{verdict}[/{style}]" if style else f"[dim]{verdict}[/dim]",
@@ -286,7 +288,7 @@ class Comparison:
 
         console = console or Console()
         for w in self.warnings:
-            console.print(f"[yellow]warning:[/yellow] {w}")
+            console.print(f"[yellow]warning:[/yellow] {escape_markup(w)}")
         console.print(self.table())
         if regressions and self.regressions:
             t = Table(
@@ -296,8 +298,8 @@ class Comparison:
                 t.add_column(c)
             for r in self.regressions[:regressions]:
                 b = _fmt(r["score_b"]) if r["status_b"] == "ok" else f"{r['status_b']}"
-                t.add_row(str(r["example_id"]), r["metric"], _fmt(r["score_a"]), b,
-                          _fmt(r["delta"], signed=True), str(r["trace_id_b"] or "—"))  # fmt: skip
+                t.add_row(escape_markup(r["example_id"]), escape_markup(r["metric"]), _fmt(r["score_a"]), b,
+                          _fmt(r["delta"], signed=True), escape_markup(r["trace_id_b"] or "—"))  # fmt: skip
             console.print(t)
 
     def __repr__(self) -> str:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ragtrail._exceptions import ConfigError, DatasetError
 
-__all__ = ["EvalSpec", "build", "import_object", "load_spec"]
+__all__ = ["EvalSpec", "build", "find_reference", "import_object", "load_spec"]
 
 
 class DatasetSpec(BaseModel):
@@ -110,10 +110,77 @@ def import_object(ref: str, base_dir: str | os.PathLike[str] | None = None, what
     return obj
 
 
-def _scorer(item: str | dict[str, Any], base_dir: Path) -> Any:
+def find_reference(ref: str, base_dir: str | os.PathLike[str] | None = None, what: str = "object") -> str:
+    """Check that ``module:attr`` exists *without importing or calling anything*: the module is
+    located with the import system's finders (no parent package is executed) and its source is read
+    with :mod:`ast` for the attribute. Returns where it was found; raises :class:`ConfigError`.
+
+    This is what ``--dry-run`` does with the code an eval or sweep file names: a real run imports
+    and calls that code, like pytest does with a ``conftest.py``.
+    """
+    import ast
+    from importlib.machinery import PathFinder
+
+    mod_name, _, attr = ref.partition(":")
+    if not mod_name or not attr:
+        raise ConfigError(f"{what} {ref!r} must be 'module:function'")
+    search = [d for d in (str(base_dir) if base_dir else None, os.getcwd()) if d] + sys.path
+    spec = None
+    path: list[str] | None = search
+    for i, part in enumerate(mod_name.split(".")):
+        spec = PathFinder.find_spec(part, path)
+        if spec is None:
+            if ".".join(mod_name.split(".")[: i + 1]) in sys.builtin_module_names:
+                return f"{what} {ref!r}: built-in module (attribute not checked)"
+            raise ConfigError(f"{what} {ref!r}: module {mod_name!r} not found; check the name and PYTHONPATH")
+        path = list(spec.submodule_search_locations or [])
+    origin = getattr(spec, "origin", None)
+    if not origin or not str(origin).endswith(".py") or not os.path.isfile(origin):
+        return f"{what} {ref!r}: {origin or mod_name} (compiled; attribute not checked)"
+    try:
+        tree = ast.parse(Path(origin).read_text(encoding="utf-8"), filename=origin)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{what} {ref!r}: cannot read {origin}: {exc}") from exc
+    names: set[str] = set()
+    star = False
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                if a.name == "*":
+                    star = True
+                names.add(a.asname or a.name.split(".")[0])
+        elif isinstance(node, (ast.If, ast.Try)):
+            star = True  # names defined conditionally: not resolved without running the module
+    first = attr.split(".")[0]
+    if first not in names and not star:
+        raise ConfigError(f"{what} {ref!r}: {origin} defines no {first!r}")
+    return f"{what} {ref!r}: {origin}"
+
+
+def _placeholder(ref: str) -> Any:
+    from ragtrail.evals._scorers import FunctionScorer
+
+    def unloaded(example: Any, output: Any, trace: Any) -> Any:  # pragma: no cover - never called
+        raise ConfigError(f"{ref!r} was not loaded (dry run)")
+
+    return FunctionScorer(unloaded, name=ref.partition(":")[2].split(".")[-1] or ref)
+
+
+def _scorer(item: str | dict[str, Any], base_dir: Path, dry_run: bool = False) -> Any:
     from ragtrail.evals._registry import as_scorer
     from ragtrail.evals._scorers import FunctionScorer, Scorer
 
+    if dry_run:
+        ref = item if isinstance(item, str) else next(iter(item)) if isinstance(item, dict) and len(item) == 1 else ""
+        if ":" in ref:
+            find_reference(ref, base_dir, "scorer")
+            return _placeholder(ref)
     if isinstance(item, str) and ":" in item:
         obj = import_object(item, base_dir, "scorer")
         if isinstance(obj, type) and issubclass(obj, Scorer):
@@ -135,8 +202,11 @@ def _scorer(item: str | dict[str, Any], base_dir: Path) -> Any:
     return as_scorer(item)
 
 
-def build(spec: EvalSpec, base_dir: str | os.PathLike[str] | None = None) -> Any:
-    """An :class:`~ragtrail.evals.Evaluation` from a validated spec (dataset loaded, pipeline imported)."""
+def build(spec: EvalSpec, base_dir: str | os.PathLike[str] | None = None, *, dry_run: bool = False) -> Any:
+    """An :class:`~ragtrail.evals.Evaluation` from a validated spec (dataset loaded, pipeline imported).
+
+    With ``dry_run`` nothing the file names is imported or called: the pipeline and custom scorers
+    are only located (:func:`find_reference`) and stand in as placeholders, enough for an estimate."""
     from ragtrail.evals._datasets import Dataset, load_dataset
     from ragtrail.evals._harness import Evaluation
 
@@ -161,8 +231,12 @@ def build(spec: EvalSpec, base_dir: str | os.PathLike[str] | None = None) -> Any
         if not path.exists():
             raise DatasetError(f"dataset file {str(path)!r} (from the eval config) does not exist")
         ds = loader(path, ds_spec.name, fields=ds_spec.fields, auto_id=ds_spec.auto_id)
-    pipeline = import_object(spec.pipeline, base, "pipeline")
-    scorers = [_scorer(s, base) for s in spec.scorers]
+    if dry_run:
+        find_reference(spec.pipeline, base, "pipeline")
+        pipeline: Any = _placeholder(spec.pipeline).fn
+    else:
+        pipeline = import_object(spec.pipeline, base, "pipeline")
+    scorers = [_scorer(s, base, dry_run) for s in spec.scorers]
     return Evaluation(
         spec.name, ds, pipeline, scorers, max_concurrency=spec.max_concurrency, store=spec.store,
         max_cost=spec.max_cost, timeout_s=spec.timeout_s, batch_size=spec.batch_size, project=spec.project,

@@ -21,6 +21,7 @@ from ragtrail._deps import require
 from ragtrail._exceptions import DatasetError
 from ragtrail.evals._types import Example
 from ragtrail.store import _evals as repo
+from ragtrail.tracing._content import mask_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +39,7 @@ def _canonical(obj: Any) -> str:
 
 
 def _example_json(ex: Example) -> str:
-    return _canonical(ex.model_dump(mode="json"))
+    return _canonical(mask_value(ex.model_dump(mode="json")))  # stored masked, as span content is
 
 
 @dataclass

@@ -26,6 +26,7 @@ from ragtrail.evals._registry import as_scorer
 from ragtrail.evals._runs import Run
 from ragtrail.evals._types import Example, Score, Scorer
 from ragtrail.store import _evals as repo
+from ragtrail.tracing._content import mask_value
 from ragtrail.tracing._model import Trace
 
 if TYPE_CHECKING:
@@ -229,9 +230,12 @@ class _Engine:
     # ---------------------------------------------------------------------- commits
     def _commit(self, ex_id: str, row: tuple[Any, ...] | None, results: Sequence[tuple[str, Score]], trace_id: str | None,
                 replace_example: bool = False) -> None:  # fmt: skip
+        if row is not None:
+            row = mask_value(row)  # outputs and errors go through the masking step, as span content does
         repo.commit_example(
             self.store, self.run.run_id, ex_id, row,
-            [(ex_id, name, sc.value, sc.status, sc.reason, sc.details, trace_id) for name, sc in results],
+            [(ex_id, name, sc.value, sc.status, mask_value(sc.reason), mask_value(sc.details), trace_id)
+             for name, sc in results],
             replace_example=replace_example,
         )  # fmt: skip
 
@@ -239,7 +243,7 @@ class _Engine:
         repo.commit_results(
             self.store,
             self.run.run_id,
-            [(e, n, sc.value, sc.status, sc.reason, sc.details, tid) for e, n, sc, tid in rows],
+            [(e, n, sc.value, sc.status, mask_value(sc.reason), mask_value(sc.details), tid) for e, n, sc, tid in rows],
         )
 
     # ---------------------------------------------------------------------- pipeline call

@@ -23,6 +23,7 @@ from typing import Any
 from ragtrail._log import logger, warn_once
 from ragtrail.store import Store, open_store
 from ragtrail.store import _evals as repo
+from ragtrail.tracing._content import mask_value
 
 CACHE_FORMAT = "1"
 """Bumped when the layout of cached values changes (old entries then simply miss)."""
@@ -144,7 +145,7 @@ class JudgeCache:
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         """Store ``value`` under ``key``; the first writer wins, later writers are no-ops."""
         try:
-            text = json.dumps(dict(value), ensure_ascii=False, default=str)
+            text = json.dumps(mask_value(dict(value)), ensure_ascii=False, default=str)
             repo.judge_cache_put(self.store, key, text)
         except Exception as exc:
             with self._lock:

@@ -17,6 +17,7 @@ import html
 import json
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -31,9 +32,11 @@ import numpy as np
 
 from ragtrail import semconv
 from ragtrail._exceptions import ConfigError, RagtrailWarning
+from ragtrail._text import escape_markup
 from ragtrail.evals._compare import OPERATIONAL, Comparison, RunInfo, compare, load_examples, load_scores, resolve_run
 from ragtrail.store import Store
 from ragtrail.store import _evals as repo
+from ragtrail.tracing import mask_value
 
 if TYPE_CHECKING:
     from ragtrail.evals._gates import GateReport
@@ -229,18 +232,26 @@ def _asset(name: str) -> str:
     return (resources.files("ragtrail.data") / "report" / name).read_text(encoding="utf-8")
 
 
+_PLACEHOLDER = re.compile(r"\{\{title\}\}|/\*\{\{css\}\}\*/|/\*\{\{js\}\}\*/|\{\{data\}\}")
+
+
 def render_html(data: dict[str, Any]) -> str:
-    """The HTML page for the report data (JSON embedded safely in a script element)."""
+    """The HTML page for the report data (JSON embedded safely in a script element).
+
+    The data goes through the masking step (secrets, the ``mask`` hook) first, and the template's
+    placeholders are substituted in one pass that never re-reads inserted text (a run named
+    ``{{data}}`` stays a name)."""
+    data = mask_value(data)
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     payload = payload.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    page = _asset("report.html")
-    return (
-        page.replace("{{title}}", html.escape(str(data.get("title", "ragtrail report"))))
-        .replace("/*{{css}}*/", _asset("report.css"))
-        .replace("/*{{js}}*/", _asset("report.js"))
-        .replace("{{data}}", payload)
-    )
+    parts = {
+        "{{title}}": html.escape(str(data.get("title", "ragtrail report"))),
+        "/*{{css}}*/": _asset("report.css"),
+        "/*{{js}}*/": _asset("report.js"),
+        "{{data}}": payload,
+    }
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(0)], _asset("report.html"))
 
 
 def write_report(store: Store, runs: Sequence[Any], path: str | os.PathLike[str], **kwargs: Any) -> Path:
@@ -297,12 +308,16 @@ def gates_markdown(report: GateReport) -> str:
 def gates_table(report: GateReport) -> Any:
     from rich.table import Table
 
-    t = Table(title=f"Gates for {report.run.ref}" + (f" (baseline {report.baseline.ref})" if report.baseline else ""))
+    t = Table(
+        title=f"Gates for {escape_markup(report.run.ref)}"
+        + (f" (baseline {escape_markup(report.baseline.ref)})" if report.baseline else "")
+    )
     for c in ("", "gate", "observed", "detail"):
         t.add_column(c)
     style = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "skipped": "[dim]SKIP[/dim]"}
     for r in report.results:
-        t.add_row(style[r.status], r.gate.text, "—" if r.observed is None else f"{r.observed:.4g}", r.detail)
+        t.add_row(style[r.status], escape_markup(r.gate.text),
+                  "—" if r.observed is None else f"{r.observed:.4g}", escape_markup(r.detail))  # fmt: skip
     return t
 
 
@@ -311,7 +326,7 @@ def print_gates(report: GateReport, console: Any = None) -> None:
 
     console = console or Console()
     for n in report.notes:
-        console.print(f"[yellow]note:[/yellow] {n}")
+        console.print(f"[yellow]note:[/yellow] {escape_markup(n)}")
     console.print(gates_table(report))
     if report.comparison is not None and report.comparison.metrics:
         console.print(report.comparison.table())

@@ -23,6 +23,7 @@ from ragtrail.evals._store import store_of
 from ragtrail.evals._types import Score
 from ragtrail.store import _aliases
 from ragtrail.store import _evals as repo
+from ragtrail.tracing._content import mask_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -289,9 +290,9 @@ def create_run(
         name,
         dataset_name=dataset_name,
         dataset_version=dataset_version,
-        config=cfg,
+        config=mask_value(cfg),
         config_hash=config_hash(cfg),
-        lineage=lineage,
+        lineage=mask_value(dict(lineage)),
         source_run_id=source_run_id,
         sweep_id=sweep_id,
         status=status,

@@ -17,9 +17,20 @@ from collections.abc import Iterator
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.store._storable import _row_ok, storable_row
+from ragtrail.tracing._content import (
+    DEFAULT_SANITIZER,
+    Sanitizer,
+    mark_sanitized,
+    sanitize_attributes,
+    sanitize_events,
+    sanitize_name,
+)
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
+_ZERO16 = b"\0" * 16
+_ZERO8 = b"\0" * 8
 _ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 
 
@@ -34,6 +45,8 @@ def parse_protobuf(body: bytes) -> Any:
 
     try:
         return ExportTraceServiceRequest.FromString(body)
+    except RecursionError as exc:
+        raise PayloadError("the protobuf message is nested too deeply") from exc
     except DecodeError as exc:
         raise PayloadError(f"the body is not an OTLP ExportTraceServiceRequest in protobuf encoding: {exc}") from exc
 
@@ -63,24 +76,33 @@ def parse_json(body: bytes) -> Any:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise PayloadError("the JSON is nested too deeply") from exc
     if not isinstance(data, dict):
         raise PayloadError("an OTLP/JSON trace export must be a JSON object with a 'resourceSpans' list")
-    _hex_to_b64(data)
     try:
+        _hex_to_b64(data)
         return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, binascii.Error, TypeError, ValueError) as exc:
         raise PayloadError(f"the JSON is not an OTLP trace export request: {exc}") from exc
+    except RecursionError as exc:
+        raise PayloadError("the JSON is nested too deeply") from exc
 
 
-def any_value(v: Any) -> Any:
-    """A Python value from an OTLP ``AnyValue``."""
+_MAX_VALUE_DEPTH = 32
+
+
+def any_value(v: Any, depth: int = 0) -> Any:
+    """A Python value from an OTLP ``AnyValue`` (nesting deeper than 32 levels is kept as text)."""
     which = v.WhichOneof("value")
     if which is None:
         return None
+    if depth >= _MAX_VALUE_DEPTH and which in ("array_value", "kvlist_value"):
+        return "<nested too deeply>"
     if which == "array_value":
-        return [any_value(x) for x in v.array_value.values]
+        return [any_value(x, depth + 1) for x in v.array_value.values]
     if which == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+        return {kv.key: any_value(kv.value, depth + 1) for kv in v.kvlist_value.values}
     if which == "bytes_value":
         return base64.b64encode(v.bytes_value).decode("ascii")
     return getattr(v, which)
@@ -119,12 +141,18 @@ def _kind(attrs: dict[str, Any]) -> str | None:
     return None
 
 
-def request_to_rows(request: Any, default_project: str) -> tuple[list[tuple[Any, ...]], int, str]:
+def request_to_rows(
+    request: Any, default_project: str, policy: Sanitizer | None = None
+) -> tuple[list[tuple[Any, ...]], int, str]:
     """Rows for every valid span of ``request``; returns (rows, rejected_count, first_rejection_reason).
 
-    Spans with a trace id that is not 16 bytes or a span id that is not 8 bytes are rejected (counted,
-    not stored): the rest of the request is still written (OTLP partial success).
+    Spans with a trace id that is not 16 bytes or a span id that is not 8 bytes, or an id of all zeros
+    (invalid in OTLP), are rejected (counted, not stored): the rest of the request is still written
+    (OTLP partial success). Every row goes through the same sanitising step as spans made in-process
+    (secret masking, the ``mask`` hook, the byte cap: ``policy``, default masking with a 32 KiB cap),
+    and is made storable (:func:`ragtrail.store.storable_row`).
     """
+    pol = policy if policy is not None else DEFAULT_SANITIZER
     rows: list[tuple[Any, ...]] = []
     rejected = 0
     reason = ""
@@ -139,31 +167,38 @@ def request_to_rows(request: Any, default_project: str) -> tuple[list[tuple[Any,
                 if len(sp.trace_id) != 16 or len(sp.span_id) != 8:
                     rejected += 1
                     reason = reason or (
-                        f"span {sp.name!r} has a trace id of {len(sp.trace_id)} bytes and a span id of "
+                        f"span {sp.name[:100]!r} has a trace id of {len(sp.trace_id)} bytes and a span id of "
                         f"{len(sp.span_id)} bytes (OTLP needs 16 and 8)"
                     )
                     continue
-                rows.append(_row(sp, res_project, default_project, resource_json, scope))
+                if sp.trace_id == _ZERO16 or sp.span_id == _ZERO8:
+                    rejected += 1
+                    reason = reason or f"span {sp.name[:100]!r} has an all-zero trace or span id (invalid in OTLP)"
+                    continue
+                row = _row(sp, res_project, default_project, resource_json, scope, pol)
+                rows.append(row if _row_ok(row) else storable_row(row)[0])
     return rows, rejected, reason
 
 
 def _row(
-    sp: Any, res_project: Any, default_project: str, resource_json: str | None, scope: str | None
+    sp: Any, res_project: Any, default_project: str, resource_json: str | None, scope: str | None, pol: Sanitizer
 ) -> tuple[Any, ...]:
     attrs = attributes(sp.attributes)
     if scope and semconv.OTLP_SCOPE_NAME not in attrs:
         attrs[semconv.OTLP_SCOPE_NAME] = scope
+    clean, cut, n = sanitize_attributes(attrs, pol)
+    if clean is not None:
+        attrs = mark_sanitized(clean, attrs, cut, n)
     parent = sp.parent_span_id
     start = int(sp.start_time_unix_nano)
     end = int(sp.end_time_unix_nano) or start
     events = None
     if len(sp.events):
-        events = _dumps(
-            [
-                {"name": e.name, "time_ns": int(e.time_unix_nano), "attributes": attributes(e.attributes)}
-                for e in sp.events
-            ]
-        )
+        ev = [
+            {"name": e.name, "time_ns": int(e.time_unix_nano), "attributes": attributes(e.attributes)}
+            for e in sp.events
+        ]
+        events = _dumps(sanitize_events(ev, pol) or ev)
     model = (
         attrs.get(semconv.GEN_AI_RESPONSE_MODEL)
         or attrs.get(semconv.GEN_AI_REQUEST_MODEL)
@@ -174,13 +209,13 @@ def _row(
         sp.trace_id.hex(),
         sp.span_id.hex(),
         parent.hex() if len(parent) == 8 and parent != b"\0" * 8 else None,
-        sp.name,
+        sanitize_name(sp.name, pol),
         _kind(attrs),
         start,
         end,
         (end - start) / 1e6,
         _STATUS.get(int(sp.status.code), "UNSET"),
-        sp.status.message or None,
+        pol.capped(sp.status.message)[0] if sp.status.message else None,
         model if isinstance(model, str) else None,
         # Only the current GenAI names are promoted to the token columns: vLLM's server spans (older
         # names) describe the same tokens as the client's LLM span and would count them twice.

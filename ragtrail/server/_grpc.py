@@ -10,8 +10,33 @@ if TYPE_CHECKING:
     from ragtrail.server._receiver import Receiver
 
 
+def auth_interceptor(receiver: Receiver) -> Any:
+    """A server interceptor checking the bearer token from the call's metadata, before the request
+    message is parsed: an unauthenticated call is answered UNAUTHENTICATED by a handler that never
+    deserialises it."""
+    import grpc
+
+    from ragtrail.server._receiver import Outcome
+
+    def deny(_request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+    denied = grpc.unary_unary_rpc_method_handler(deny)  # no request deserializer: the bytes stay unparsed
+
+    class _Auth(grpc.ServerInterceptor):  # type: ignore[misc]
+        def intercept_service(self, continuation: Any, details: Any) -> Any:
+            metadata = dict(details.invocation_metadata or ())
+            if receiver.authorized(metadata.get("authorization")):
+                return continuation(details)
+            receiver._count(Outcome("unauthorized"))
+            return denied
+
+    return _Auth()
+
+
 class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
-    """Export(): authenticate, then hand the request to the receiver; map outcomes to gRPC codes."""
+    """Export(): hand the request to the receiver (the token was checked by :func:`auth_interceptor`);
+    map outcomes to gRPC codes."""
 
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
@@ -19,14 +44,7 @@ class TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignor
     def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - generated name
         import grpc
 
-        from ragtrail.server._receiver import Outcome
-
         r = self.receiver
-        if r.token is not None:
-            auth = dict(context.invocation_metadata()).get("authorization")
-            if not r.authorized(auth):
-                r._count(Outcome("unauthorized"))
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         outcome = r.ingest(request)
         if outcome.status == "ok":
             resp = trace_service_pb2.ExportTraceServiceResponse()

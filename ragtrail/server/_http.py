@@ -15,9 +15,10 @@ if TYPE_CHECKING:
 
 _MAX_BODIES_IN_FLIGHT = 8
 # google.rpc.Code values used in OTLP error bodies
-_RPC_CODE = {"bad_request": 3, "unauthorized": 16, "too_large": 8, "busy": 8, "unavailable": 14, "unsupported": 3}
+_RPC_CODE = {"bad_request": 3, "unauthorized": 16, "too_large": 8, "busy": 8, "unavailable": 14, "unsupported": 3,
+             "timeout": 4}  # fmt: skip
 _HTTP_STATUS = {"ok": 200, "bad_request": 400, "unauthorized": 401, "too_large": 413, "busy": 429,
-                "unavailable": 503, "unsupported": 415}  # fmt: skip
+                "unavailable": 503, "unsupported": 415, "timeout": 408}  # fmt: skip
 
 
 def create_app(receiver: Receiver) -> FastAPI:
@@ -74,12 +75,34 @@ def create_app(receiver: Receiver) -> FastAPI:
         if receiver.queue.pending >= receiver.queue.max_spans:  # full already: refuse before reading the body
             busy = Outcome("busy", "the receiver's queue is full; retry later", retry_after_s=receiver.retry_after_s)
             return reply(receiver._count(busy), as_json)
-        async with bodies:
-            buf = bytearray()
-            async for chunk in request.stream():
-                buf += chunk
-                if len(buf) > limit:
+        # The body is read before a parsing slot is taken, with an idle and a total deadline: a slow or
+        # stalled sender times out (408) and never holds a slot; bytes buffered across all requests
+        # are bounded (429 past the budget).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + receiver.body_timeout_s
+        buf = bytearray()
+        stream = request.stream().__aiter__()
+        try:
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise asyncio.TimeoutError
+                try:
+                    chunk = await asyncio.wait_for(stream.__anext__(), min(left, receiver.idle_timeout_s))
+                except StopAsyncIteration:
+                    break
+                if len(buf) + len(chunk) > limit:
                     return reply(receiver._count(Outcome("too_large", f"the body exceeds {limit} bytes")), as_json)
+                if not receiver.reserve_bytes(len(chunk)):
+                    busy = Outcome("busy", "too many request bodies in flight; retry later", retry_after_s=1)
+                    return reply(receiver._count(busy), as_json)
+                buf += chunk
+        except asyncio.TimeoutError:
+            late = Outcome("timeout", f"the request body did not arrive within {receiver.body_timeout_s:g} s")
+            return reply(receiver._count(late), as_json)
+        finally:
+            receiver.release_bytes(len(buf))
+        async with bodies:
             try:
                 msg = receiver.decode(bytes(buf), ctype, request.headers.get("content-encoding"))
             except PayloadError as exc:

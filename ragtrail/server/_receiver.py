@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from ragtrail._log import logger
 from ragtrail.server._convert import PayloadError, parse_json, parse_protobuf, request_to_rows
 from ragtrail.server._queue import SpanQueue
 from ragtrail.store import Store, open_store
+from ragtrail.tracing._content import DEFAULT_MAX_BYTES, Sanitizer
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 4318
@@ -43,7 +45,7 @@ _JSON = "application/json"
 class Outcome:
     """What happened to one export request (transport-neutral)."""
 
-    status: str  # ok | bad_request | unauthorized | too_large | busy | unavailable | unsupported
+    status: str  # ok | bad_request | unauthorized | too_large | busy | unavailable | unsupported | timeout
     message: str = ""
     accepted: int = 0
     rejected: int = 0
@@ -61,6 +63,10 @@ class Receiver:
         max_body_bytes: largest accepted request (compressed and decompressed).
         queue_size: most spans waiting to be written before senders are told to back off.
         project: project of received spans that name none (``ragtrail.project`` attribute or resource).
+        body_timeout_s / idle_timeout_s: a request body must arrive within this total time, with no
+            pause longer than the idle time (408 otherwise); a stalled sender never holds a parsing slot.
+        mask / mask_secrets / max_attribute_bytes: the sanitising step received spans go through, as
+            in ``ragtrail.init()`` (secret masking, the user's hook, the byte cap).
     """
 
     def __init__(
@@ -75,6 +81,11 @@ class Receiver:
         queue_size: int = DEFAULT_QUEUE_SPANS,
         project: str = "default",
         retry_after_s: int = 1,
+        body_timeout_s: float = 30.0,
+        idle_timeout_s: float = 10.0,
+        mask: Callable[[str], str] | None = None,
+        mask_secrets: bool = True,
+        max_attribute_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if http_port is None and grpc_port is None:
             raise ConfigError("ragtrail serve needs at least one of the HTTP and gRPC ports")
@@ -90,6 +101,15 @@ class Receiver:
         self.max_body_bytes = int(max_body_bytes)
         self.project = project
         self.retry_after_s = max(1, int(retry_after_s))
+        if mask is not None and not callable(mask):
+            raise ConfigError("Receiver(mask=...) must be a callable taking and returning a str")
+        if max_attribute_bytes < 64:
+            raise ConfigError("Receiver(max_attribute_bytes=...) must be at least 64")
+        self.policy = Sanitizer(mask_secrets=bool(mask_secrets), hook=mask, max_bytes=int(max_attribute_bytes))
+        self.body_timeout_s = float(body_timeout_s)
+        self.idle_timeout_s = float(idle_timeout_s)
+        self._buffered = 0
+        self._max_buffered = 4 * self.max_body_bytes
         self.queue = SpanQueue(self.store, max_spans=int(queue_size))
         self.http_port: int | None = None
         self.grpc_port: int | None = None
@@ -99,7 +119,20 @@ class Receiver:
         self._stopping = False
         self._lock = threading.Lock()
         self.counts = {"requests": 0, "ok": 0, "bad_request": 0, "unauthorized": 0, "too_large": 0,
-                       "busy": 0, "unavailable": 0, "unsupported": 0}  # fmt: skip
+                       "busy": 0, "unavailable": 0, "unsupported": 0, "timeout": 0}  # fmt: skip
+        self.spans_rejected = 0  # spans refused in a request (invalid ids): never answered as stored
+
+    def reserve_bytes(self, n: int) -> bool:
+        """Account ``n`` more request-body bytes held in memory; False when over the budget."""
+        with self._lock:
+            if self._buffered and self._buffered + n > self._max_buffered:
+                return False
+            self._buffered += n
+            return True
+
+    def release_bytes(self, n: int) -> None:
+        with self._lock:
+            self._buffered -= n
 
     # ------------------------------------------------------------------------------ shared logic
     def authorized(self, header: str | None) -> bool:
@@ -123,10 +156,13 @@ class Receiver:
                 Outcome("unavailable", "the receiver is shutting down", retry_after_s=self.retry_after_s)
             )
         try:
-            rows, rejected, reason = request_to_rows(request, self.project)
+            rows, rejected, reason = request_to_rows(request, self.project, self.policy)
         except Exception as exc:  # a message that parsed but cannot be converted
             logger.debug("ragtrail serve: conversion failed", exc_info=True)
             return self._count(Outcome("bad_request", f"cannot convert the spans: {exc}"))
+        if rejected:
+            with self._lock:
+                self.spans_rejected += rejected
         if not rows and rejected:
             return self._count(Outcome("bad_request", f"no valid span in the request: {reason}", rejected=rejected))
         if not self._feedback(rows):
@@ -239,7 +275,7 @@ class Receiver:
         import grpc
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-        from ragtrail.server._grpc import TraceServicer
+        from ragtrail.server._grpc import TraceServicer, auth_interceptor
 
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="ragtrail-serve-grpc"),
@@ -248,6 +284,7 @@ class Receiver:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=64,
+            interceptors=[auth_interceptor(self)] if self.token is not None else None,
         )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceServicer(self), server)
         addr = f"[{self.host}]" if ":" in self.host else self.host
@@ -292,6 +329,8 @@ class Receiver:
         with self._lock:
             out = dict(self.counts)
         out.update({f"spans_{k}": v for k, v in self.queue.stats().items()})
+        out["spans_invalid"] = self.spans_rejected  # refused in the request, reported as rejected
+        out.update({f"spans_{k}": v for k, v in self.store.span_stats().items()})  # repaired/reduced/rejected
         return out
 
 

@@ -19,8 +19,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ragtrail._exceptions import ConfigError, SchemaVersionError, StoreError
+from ragtrail._log import warn_once
 from ragtrail.store._migrations import LATEST, MIGRATIONS
 from ragtrail.store._pool import Pool
+from ragtrail.store._storable import _is_transient, _reason, _row_ok, reduced_row, storable_row
 from ragtrail.store._url import resolve_store_url
 
 SPAN_COLUMNS: tuple[str, ...] = (
@@ -64,12 +66,88 @@ class Store:
 
     # -- spans ------------------------------------------------------------------------------------
     def write_spans(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert span rows (SPAN_COLUMNS order) in one transaction; re-inserting a span is a no-op."""
+        """Insert span rows (SPAN_COLUMNS order); re-inserting a span is a no-op.
+
+        One bad row never costs the others: values are made storable first (:func:`storable_row`), and
+        if the write still fails for a data reason the batch is split until the bad rows are found; a
+        bad row is stored in reduced form (ids, name, times, the reason) or, if even that fails, counted
+        by reason in :attr:`rejected`. Transient failures (server down, disk full, lock) raise
+        :class:`StoreError` as before, for the caller's bounded retry.
+        """
         if not rows:
             return
         rows = _full_rows(rows)
+        fixed = [r if _row_ok(r) else self._repaired(r) for r in rows]
+        self._write_split(fixed)
+
+    def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> None:
+        """One transaction inserting ``rows`` (the fast path; subclasses may override)."""
         with self.transaction() as cur:
             cur.executemany(_INSERT_SPANS, rows)
+
+    def _write_split(self, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self._insert_spans(rows)
+            return
+        except Exception as exc:
+            if _is_transient(exc):
+                raise
+            err: BaseException = exc
+        if len(rows) > 1:
+            mid = len(rows) // 2
+            self._write_split(rows[:mid])
+            self._write_split(rows[mid:])
+            return
+        self._write_bad_row(rows[0], err)
+
+    def _write_bad_row(self, row: Sequence[Any], err: BaseException) -> None:
+        reason = _reason(err)
+        for label, candidate in (("repaired", storable_row(row, deep=True)[0]), ("reduced", reduced_row(row, reason))):
+            try:
+                self._insert_spans([candidate])
+            except Exception as exc:
+                if _is_transient(exc):
+                    raise
+                continue
+            with self._counts_lock:
+                self.span_counts[label] = self.span_counts.get(label, 0) + 1
+            return
+        with self._counts_lock:
+            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        warn_once(f"span-rejected:{reason}", "ragtrail: the store %s refused a span (%s); it is counted in "
+                  "ragtrail.stats() and not stored", self.url, reason)  # fmt: skip
+
+    def _repaired(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        fixed, columns = storable_row(row)
+        if columns:
+            with self._counts_lock:
+                self.span_counts["repaired"] = self.span_counts.get("repaired", 0) + 1
+        return fixed
+
+    _counts_lock = threading.Lock()
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Spans the store refused even in reduced form, by reason."""
+        d = self.__dict__.get("_rejected")
+        if d is None:
+            d = self.__dict__["_rejected"] = {}
+        return d
+
+    def span_stats(self) -> dict[str, int]:
+        """``repaired``, ``reduced`` and ``rejected`` span counts, and ``rejected.<reason>`` per reason."""
+        with self._counts_lock:
+            out = {"repaired": 0, "reduced": 0, **self.span_counts, "rejected": sum(self.rejected.values())}
+            out.update({f"rejected.{k}": v for k, v in self.rejected.items()})
+        return out
+
+    @property
+    def span_counts(self) -> dict[str, int]:
+        """Spans written with columns emptied (``repaired``) or in reduced form (``reduced``)."""
+        d = self.__dict__.get("_span_counts")
+        if d is None:
+            d = self.__dict__["_span_counts"] = {}
+        return d
 
     def count_spans(self, project: str | None = None) -> int:
         if project is None:
@@ -177,7 +255,7 @@ class SQLiteStore(Store):
         self._setup_connections()
         parent = os.path.dirname(self.path)
         try:
-            os.makedirs(parent, exist_ok=True)
+            os.makedirs(parent, mode=0o700, exist_ok=True)  # prompts and outputs are private data
         except OSError as exc:
             raise StoreError(
                 f"cannot create the directory {parent!r} for the SQLite store {self.path!r}: {exc.strerror}. "
@@ -187,6 +265,9 @@ class SQLiteStore(Store):
             raise StoreError(
                 f"the store path {self.path!r} is a directory; pass a file path such as {self.path}/ragtrail.db"
             )
+        if not os.path.exists(self.path):  # a new store file: owner-only before anything is written
+            with contextlib.suppress(OSError):
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
             self._migrate()
         except SchemaVersionError:
@@ -536,12 +617,9 @@ class PostgresStore(Store):
                     with contextlib.suppress(Exception):
                         conn.rollback()  # a generator closed early leaves no open read transaction
 
-    def write_spans(self, rows: Sequence[Sequence[Any]]) -> None:
+    def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> None:
         """COPY the rows into a session temporary table, then ``INSERT … SELECT … ON CONFLICT DO
         NOTHING`` (re-inserting a span stays a no-op): 1.3-1.6x executemany's rate (benchmarks/store_load)."""
-        if not rows:
-            return
-        rows = _full_rows(rows)
         cols = ", ".join(SPAN_COLUMNS)
         with self._connection() as (conn, _nested):
             try:
@@ -591,16 +669,27 @@ _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
+def open_store(url: str | os.PathLike[str] | Store | None = None, *, create: bool = True) -> Store:
     """Open (creating and migrating if needed) the store at ``url``: a path, ``sqlite:///path``, or
-    ``postgresql://…``. ``None`` resolves ``$RAGTRAIL_STORE``, else ``$RAGTRAIL_HOME/ragtrail.db``."""
+    ``postgresql://…``. ``None`` resolves ``$RAGTRAIL_STORE``, else ``$RAGTRAIL_HOME/ragtrail.db``.
+
+    With ``create=False`` (read commands, :class:`~ragtrail.Client`) a SQLite file that does not exist
+    is an error ("no store at PATH") instead of a new empty store."""
     if isinstance(url, Store):
         return url
     if url is None:
         url = resolve_store_url(None)
-    text = os.fspath(url)
+    text = resolve_store_url(url)  # a path or URL given as str/PathLike, else a ConfigError naming it
     if not text.strip():
         raise ConfigError("the store location is empty; pass a path or a postgresql:// URL")
+    if "\x00" in text:
+        shown = text.replace("\x00", "\\0")
+        raise ConfigError(f"the store location {shown!r} contains a NUL character; pass a valid path")
+    if text.lower().startswith("file:"):
+        raise ConfigError(
+            f"file: URLs are not supported as a store ({_redact_url(text)!r}); pass the file path itself "
+            "or sqlite:///path/to/file.db"
+        )
     low = text.lower()
     if low.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         return PostgresStore(text.replace("postgresql+psycopg://", "postgresql://", 1))
@@ -618,4 +707,11 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
         )
     if text == ":memory:":
         raise ConfigError("':memory:' cannot be shared between threads; pass a file path (a temp file is fine)")
+    if not create:
+        path = os.path.abspath(os.path.expanduser(text))
+        if not os.path.isfile(path):
+            raise StoreError(
+                f"no store at {path}; check the path (--store / RAGTRAIL_STORE / RAGTRAIL_HOME), or write to it "
+                "first (ragtrail.init(store=...) creates it)"
+            )
     return SQLiteStore(text)

@@ -19,7 +19,7 @@ from ragtrail.tracing._background import finish as finish_background_span
 from ragtrail.tracing._background import start as start_background_span
 from ragtrail.tracing._collector import SpanCollector, collector
 from ragtrail.tracing._connector import FailureCounter, instrumented_connectors, note_instrumented, start_span
-from ragtrail.tracing._content import mask_secrets, safe_json, to_json
+from ragtrail.tracing._content import Sanitizer, mask_secrets, mask_value, safe_json, to_json
 from ragtrail.tracing._context import (
     CONTEXT_KEY,
     ContextSpanProcessor,
@@ -72,6 +72,7 @@ __all__ = [
     "FailureCounter",
     "PriceTable",
     "Recorder",
+    "Sanitizer",
     "SpanCollector",
     "SpanRecord",
     "StoreSpanExporter",
@@ -103,6 +104,7 @@ __all__ = [
     "log_feedback",
     "make_sampler",
     "mask_secrets",
+    "mask_value",
     "note_instrumented",
     "record_documents",
     "record_exception",

@@ -15,17 +15,21 @@ import json
 import re
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from ragtrail import semconv
+from ragtrail._log import warn_once
 
 DEFAULT_MAX_BYTES = 32_768
 _MAX_ITEMS = 200
 _MAX_DEPTH = 12
 _TRUNC_MARK = "…[truncated]"
 
-# Secrets: provider API keys, bearer tokens, passwords embedded in URLs, generic key=value secrets.
-# Speed matters (this runs on every content value and on every stored span): each pattern starts
-# with a literal so the regex engine can jump to candidates, and runs only when a plain substring
-# test (C speed) says a candidate is present. Word boundaries are checked in the replacement
+# Secrets: the credential families of a mainstream secret scanner's default rules that show up in LLM
+# app text. Speed matters (this runs on every content value and on every stored span): each pattern
+# runs only when a plain substring test (C speed) says a candidate is present, and most start with a
+# literal so the regex engine can jump to candidates. Word boundaries are checked in the replacement
 # function instead of with a leading \b, which would make the engine try every position.
 
 
@@ -39,60 +43,217 @@ def _bounded(repl: str) -> Callable[[re.Match[str]], str]:
     return sub
 
 
-# (substrings any of which must occur, pattern, replacement)
-_CASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
-    (("sk-",), re.compile(r"sk-(?:proj-|ant-|or-)?[A-Za-z0-9_\-]{16,}"), _bounded("sk-***")),
-    # one short needle per pattern where it can be ("IA" for AKIA/ASIA, "gh" for ghp_/gho_/…): each
-    # needle is a full scan of the text, and a false hit only costs one regex pass
-    (("IA",), re.compile(r"A[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])"), _bounded("AKIA***")),
-    (("gh",), re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"), _bounded("gh_***")),
-    (("xox",), re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}"), _bounded("xox-***")),
-    (("AIza",), re.compile(r"AIza[0-9A-Za-z_\-]{30,}"), _bounded("AIza***")),
-    (("hf_",), re.compile(r"hf_[A-Za-z0-9]{20,}"), _bounded("hf_***")),
-    (("://",), re.compile(r"://([^:/\s@\"']+):[^@\s/\"']+@"), r"://\1:***@"),
+def _keep_quote(m: re.Match[str]) -> str:
+    """``key: "value"`` → ``key: "***``: the key, the separator and the value's opening quote stay; a bare
+    value after a quoted key (``"api_key":123`` in JSON) becomes a quoted ``"***"`` so JSON stays valid."""
+    k, v = m.group("k"), m.group("v")
+    if v.startswith(('\\"', "\\'")):
+        return k + v[:2] + "***"
+    if v[:1] in "\"'":
+        return k + v[:1] + "***"
+    if '\\"' in k:
+        return k + '\\"***\\"'
+    if '"' in k or "'" in k:
+        return k + '"***"'
+    return k + "***"
+
+
+# key names whose value is a secret, matched where the name ends (``db_password``, ``aws_secret_access_key``,
+# ``GITHUB_TOKEN``, ``x-api-key``, ``AccountKey``); ``input_tokens`` does not end with one
+_CREDENTIAL_NAME_RE = (
+    r"(?:passw(?:or)?d|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
+    r"|account[_-]?key|credentials?|passphrase)"
 )
-# matched case-insensitively: (lower-case substrings, pattern, replacement)
-_UNCASED: tuple[tuple[tuple[str, ...], re.Pattern[str], Any], ...] = (
-    (("bearer",), re.compile(r"(?i)(bearer)\s+[A-Za-z0-9_\-\.=:/+]{8,}"), r"\1 ***"),
+# its value: a JSON / Python-repr / escaped-JSON quoted string (spaces allowed), or a bare word
+_CREDENTIAL_VALUE_RE = (
+    r"""(?P<v>"(?:[^"\\\r\n]|\\.)+|'(?:[^'\\\r\n]|\\.)+|\\["'](?:[^"'\\\r\n]|\\[^"'])+|[^\s"'\\,;&)}\]\[{]{3,})"""
+)
+
+# (needles, pattern, replacement): the pattern is tried only where a needle occurs, anchored there
+# (``pattern.match(text, i)``), so the cost of a rule is a few C-speed substring scans, not a regex pass
+_CASED: tuple[tuple[tuple[Any, ...], re.Pattern[str], Any], ...] = (
+    # OpenAI (sk-, sk-proj-, sk-svcacct-), Anthropic (sk-ant-), OpenRouter (sk-or-), DeepSeek
+    (("sk-",), re.compile(r"sk-[A-Za-z0-9_\-]{16,}"), _bounded("sk-***")),
+    # AWS access key ids
     (
-        ("key", "secret", "passw", "token"),
+        (("IA", 2),),
+        re.compile(r"A(?:KIA|SIA|BIA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
+        _bounded("AKIA***"),
+    ),
+    # GitHub: classic (ghp_, gho_, ghu_, ghs_, ghr_) and fine-grained (github_pat_)
+    (
+        ("gh", ("_pat_", 6)),
+        re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
+        _bounded("gh_***"),
+    ),
+    # GitLab personal / pipeline / deploy / runner / … tokens
+    (("gl",), re.compile(r"gl(?:pat|ptt|dt|rt|cbt|ft|imt|oas|soat|agent)-[A-Za-z0-9_\-]{20,}"), _bounded("gl-***")),
+    # Slack bot / user / app tokens and incoming webhooks
+    (("xox", ("p-", 3)), re.compile(r"(?:xox[abposre]|xapp)-[A-Za-z0-9-]{10,}"), _bounded("xox-***")),
+    (
+        ("hooks.slack.com/",),
+        re.compile(r"hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_\-]+"),
+        "hooks.slack.com/***",
+    ),
+    # Stripe secret and restricted keys (live and test), Groq keys
+    (
+        (("k_", 1), ("k_", 2)),
+        re.compile(r"(?:[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|gsk_[A-Za-z0-9_\-]{20,})"),
+        _bounded("sk_***"),
+    ),
+    # Google API keys and OAuth access tokens
+    (("AIza",), re.compile(r"AIza[0-9A-Za-z_\-]{30,}"), _bounded("AIza***")),
+    (("ya29.",), re.compile(r"ya29\.[0-9A-Za-z_\-]{20,}"), _bounded("ya29.***")),
+    # Hugging Face tokens
+    (("hf_",), re.compile(r"hf_[A-Za-z0-9]{20,}"), _bounded("hf_***")),
+    # other model providers with a prefix: Replicate, Perplexity, xAI, NVIDIA (needles at the dash)
+    (
+        ("r8_", ("i-", 2), ("i-", 4), ("x-", 3)),
+        re.compile(r"(?:r8_|pplx-|xai-|nvapi-)[A-Za-z0-9_\-]{20,}"),
+        _bounded("key-***"),
+    ),
+    # JSON Web Tokens (header.payload.signature, the first two base64url JSON objects)
+    (("eyJ",), re.compile(r"eyJ[A-Za-z0-9_\-]{6,}\.eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]*"), _bounded("jwt-***")),
+    # PEM private keys (to the END line, or to the end of the text when it was cut off)
+    (
+        ("-----BEGIN",),
         re.compile(
-            r"(?i)(api[_-]?key|apikey|secret|password|passwd|access[_-]?token)"
-            r"(\"?\s*[:=]\s*\"?)([^\s\"',;&]{4,})"
+            r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?!\*\*\*)"
+            r"(?:.*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|(?:[^\"\\]|\\.)*)",
+            re.S,
         ),
-        r"\1\2***",
+        "-----BEGIN PRIVATE KEY-----***",
+    ),
+    # Azure SAS signatures in URLs
+    (("sig=",), re.compile(r"(?<=[?&])(sig=)[A-Za-z0-9%+/=]{16,}"), r"\1***"),
+    # passwords in URLs of any scheme; the host follows the *last* '@', so passwords holding '@' or
+    # '/' are masked whole; ``redis://:pw@host`` (no user) too
+    (("://",), re.compile(r"://([^:/\s@\"'<>\\]*):([^\s\"'<>]+)@"), r"://\1:***@"),
+)
+# matched case-insensitively, needles searched in the lower-cased text
+_UNCASED: tuple[tuple[tuple[Any, ...], re.Pattern[str], Any], ...] = (
+    # Authorization headers: Bearer, Basic, token, Digest … (and a bare credential after the colon)
+    (
+        ("authorization",),
+        re.compile(
+            r"""(?i)(authorization\\?["']?\s*[:=]\s*\\?["']?\s*(?:(?:bearer|basic|token|digest|negotiate)\s+)?)"""
+            r"""(?!\*\*\*)(?!(?:bearer|basic|token|digest|negotiate)\s+\*\*\*)[^\s"'\\,;]{4,}"""
+        ),
+        r"\1***",
+    ),
+    (("bearer",), re.compile(r"(?i)(bearer)\s+(?!\*\*\*)[A-Za-z0-9_\-\.=:/+~]{8,}"), r"\1 ***"),
+    # key-value pairs: k=v, k: v, "k": "v", 'k': 'v', and the same inside escaped JSON; a needle points
+    # at where the key name starts ("key" is 3 to 8 characters into apikey, api_key, access_key …)
+    (
+        ("passw", "passp", "pwd", "secret", "token", "credential", *(("key", n) for n in (3, 4, 6, 7, 8))),
+        re.compile(
+            r"""(?i)(?P<k>"""
+            + _CREDENTIAL_NAME_RE
+            + r"""\\?["']?\s*[:=]\s*)(?!\\?["']?\*\*\*)"""
+            + _CREDENTIAL_VALUE_RE
+        ),
+        _keep_quote,
     ),
 )
 
 MaskHook = Callable[[str], str]
 
 
+def _sub_at(text: str, scan: str, needles: tuple[Any, ...], pattern: re.Pattern[str], repl: Any) -> tuple[str, int]:
+    """Replace matches of ``pattern`` that start where a needle occurs in ``scan`` (``text`` or its
+    lower-cased copy of the same length). A needle is a string (the match starts there) or a
+    ``(string, offset)`` pair (the match starts ``offset`` characters before it)."""
+    pos: list[int] = []
+    for needle in needles:
+        if type(needle) is str:
+            i = scan.find(needle)
+            while i != -1:
+                pos.append(i)
+                i = scan.find(needle, i + 1)
+        else:
+            nd, off = needle
+            i = scan.find(nd)
+            while i != -1:
+                if i >= off:
+                    pos.append(i - off)
+                i = scan.find(nd, i + 1)
+    if not pos:
+        return text, 0
+    if len(pos) > 1:
+        pos.sort()
+    out: list[str] = []
+    last = n = 0
+    for i in pos:
+        if i < last:
+            continue
+        m = pattern.match(text, i)
+        if m is None:
+            continue
+        rep = repl(m) if callable(repl) else m.expand(repl)
+        if rep == m.group(0):
+            continue  # declined (inside a longer word)
+        out.append(text[last:i])
+        out.append(rep)
+        last = m.end()
+        n += 1
+    if not n:
+        return text, 0
+    out.append(text[last:])
+    return "".join(out), n
+
+
+def _flat(rules: tuple[tuple[tuple[Any, ...], re.Pattern[str], Any], ...]) -> tuple[tuple[str, int], ...]:
+    """(needle text, rule index) pairs, one per distinct needle text of each rule."""
+    out: list[tuple[str, int]] = []
+    for i, (needles, _p, _r) in enumerate(rules):
+        for nd in dict.fromkeys(n if type(n) is str else n[0] for n in needles):
+            out.append((nd, i))
+    return tuple(out)
+
+
+_CASED_FLAT = _flat(_CASED)
+_UNCASED_FLAT = _flat(_UNCASED)
+_CASED_NEEDLES = tuple(n for n, _i in _CASED_FLAT)
+_UNCASED_NEEDLES = tuple(n for n, _i in _UNCASED_FLAT)
+
+
 def mask_secrets(text: str) -> tuple[str, int]:
     """Replace secrets in ``text``; returns the masked text and how many were replaced."""
+    short = len(text) <= _CLEAN_LEN
+    if short and text in _CLEAN:
+        return text, 0
+    total = _mask_all(text)
+    if short and not total[1]:
+        _remember_clean([text])
+    return total
+
+
+def _mask_all(text: str) -> tuple[str, int]:
     total = 0
-    for needles, pattern, repl in _CASED:
-        for needle in needles:
-            if needle in text:
-                if callable(repl):
-                    before = text
-                    text = pattern.sub(repl, text)
-                    if text != before:
-                        total += _count_changes(pattern, before)
-                else:
-                    text, n = pattern.subn(repl, text)
-                    total += n
-                break
-    low: str | None = None
-    for needles, pattern, repl in _UNCASED:
-        if low is None:
-            low = text.lower()
-        for needle in needles:
-            if needle in low:
-                text, n = pattern.subn(repl, text)
+    # one substring test per needle first, iterated in C: most texts hold none
+    hit = -1
+    for needle, i in _CASED_FLAT if any(map(text.__contains__, _CASED_NEEDLES)) else ():
+        if i != hit and needle in text:
+            hit = i
+            rule = _CASED[i]
+            text, n = _sub_at(text, text, rule[0], rule[1], rule[2])
+            total += n
+    low = text.lower()
+    if len(low) != len(text):  # a few characters change length when lower-cased: positions differ
+        for _needles, pattern, repl in _UNCASED:
+            before = text
+            text = pattern.sub(repl, text)
+            total += 0 if text == before else sum(1 for _ in pattern.finditer(before))
+        return text, total
+    hit = -1
+    for needle, i in _UNCASED_FLAT if any(map(low.__contains__, _UNCASED_NEEDLES)) else ():
+        if i != hit and needle in low:
+            hit = i
+            rule = _UNCASED[i]
+            text, n = _sub_at(text, low, rule[0], rule[1], rule[2])
+            if n:
                 total += n
-                if n:
-                    low = None
-                break
+                low = text.lower()
     return text, total
 
 
@@ -101,7 +262,7 @@ def mask_secrets(text: str) -> tuple[str, int]:
 # string itself, so its id cannot be reused while listed); bounded in count and characters.
 _PREMASKED: dict[int, str] = {}
 _premasked_chars = 0
-_PREMASKED_MIN = 256  # shorter values are cheaper to rescan than to track
+_PREMASKED_MIN = 48  # shorter values are cheaper to rescan than to track
 # The entries are the very strings the queued spans hold (no copies): the caps only bound what spans
 # dropped before export leave behind. They must cover the export queue's backlog under load, or every
 # evicted value is scanned again by the exporter, which then falls further behind (issue 24: at 5,000
@@ -137,26 +298,6 @@ def take_masked(text: str) -> bool:
             del _PREMASKED[id(text)]
             _premasked_chars -= len(text)
     return True
-
-
-def _count_changes(pattern: re.Pattern[str], text: str) -> int:
-    """How many matches of ``pattern`` in ``text`` are real secrets (start at a word boundary)."""
-    n = 0
-    for m in pattern.finditer(text):
-        i = m.start()
-        if i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_"):
-            n += 1
-    return n
-
-
-def _secret_hint(text: str) -> bool:
-    """Cheap test: could ``text`` hold a secret at all?"""
-    for needles, _p, _r in _CASED:
-        for needle in needles:
-            if needle in text:
-                return True
-    low = text.lower()
-    return any(n in low for needles, _p, _r in _UNCASED for n in needles)
 
 
 def _default(obj: Any, seen: set[int], depth: int) -> Any:
@@ -278,3 +419,252 @@ def _shrink(data: Any, str_cap: int) -> Any:
 def safe_json(value: Any) -> Any:
     """JSON-compatible copy of ``value`` (no size bound); for callers that embed it in larger JSON."""
     return _default(value, set(), 0)
+
+
+# --------------------------------------------------------------------------- the sanitising step
+# One step for everything ragtrail writes: spans made in-process (the store exporter), spans received
+# over OTLP (``ragtrail serve``) and eval data. Secrets are masked first, then the user's ``mask`` hook
+# runs, then the byte cap cuts: a secret is never half-kept by a cut.
+
+_MASK_WINDOW = 8_192  # characters past the cap masked before cutting: longer than any key, PEM included
+_NAME_MAX_CHARS = 1_024
+# attribute names whose whole value is a credential
+_SECRET_NAME = re.compile(r"(?i)(?:" + _CREDENTIAL_NAME_RE + r"|authorization|cookie|set-cookie)$")
+
+
+@dataclass(frozen=True)
+class Sanitizer:
+    """What the sanitising step does: mask secrets (``mask_secrets``), run the user's ``hook``, cap
+    each text at ``max_bytes`` UTF-8 bytes."""
+
+    mask_secrets: bool = True
+    hook: MaskHook | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def text(self, s: str) -> tuple[str, int]:
+        """``s`` masked (secrets, then the hook), uncapped; returns (text, secrets masked)."""
+        n = 0
+        if self.mask_secrets:
+            s, n = mask_secrets(s)
+        if self.hook is not None:
+            try:
+                out = self.hook(s)
+                s = out if isinstance(out, str) else "<masked: mask hook returned no str>"
+            except Exception:
+                warn_once("mask-hook", "ragtrail: the user mask hook raised; the value was dropped", exc_info=True)
+                s = "<masked: mask hook failed>"
+        return s, n
+
+    def capped(self, s: str, max_bytes: int | None = None) -> tuple[str, bool, int]:
+        """``s`` masked, then cut to the byte cap: (text, truncated, secrets masked)."""
+        cap = self.max_bytes if max_bytes is None else max_bytes
+        if len(s) * 4 <= cap or len(s.encode("utf-8", "surrogatepass")) <= cap:
+            out, n = self.text(s)
+            if len(out) * 4 <= cap or len(out.encode("utf-8", "surrogatepass")) <= cap:
+                return out, False, n
+            return _cut_str(out, cap - _TRUNC_BYTES), True, n
+        out, n = self.text(s[: cap + _MASK_WINDOW])  # mask what can be kept, and a margin past the cut
+        return _cut_str(out, cap - _TRUNC_BYTES), True, n
+
+
+_TRUNC_BYTES = len(_TRUNC_MARK.encode("utf-8"))
+DEFAULT_SANITIZER = Sanitizer()
+
+
+def active_sanitizer(mask: bool = True) -> Sanitizer:
+    """The sanitiser of the active ``ragtrail.init()`` configuration (defaults before it)."""
+    global _cached, _setup_mod
+    if _setup_mod is None:
+        from ragtrail.tracing import _setup as _setup_mod  # late: _setup imports this module
+    cfg = _setup_mod._config
+    if cfg is None:
+        return DEFAULT_SANITIZER if mask else _NO_MASK
+    hit = _cached
+    if hit[0] is cfg and hit[1] == (mask, cfg.mask_secrets, cfg.mask, cfg.max_attribute_bytes):
+        return hit[2]
+    key = (mask, cfg.mask_secrets, cfg.mask, cfg.max_attribute_bytes)
+    pol = Sanitizer(mask_secrets=mask and cfg.mask_secrets, hook=cfg.mask, max_bytes=cfg.max_attribute_bytes)
+    _cached = (cfg, key, pol)
+    return pol
+
+
+_setup_mod: Any = None
+_NO_MASK = Sanitizer(mask_secrets=False)
+_cached: tuple[Any, Any, Sanitizer] = (None, None, DEFAULT_SANITIZER)
+
+
+def sanitize_attributes(
+    attrs: Mapping[str, Any], policy: Sanitizer, skip: set[int] | None = None, name: str | None = None
+) -> tuple[dict[str, Any] | None, list[str], int]:
+    """The sanitising step over one attribute mapping: returns (new mapping or None when nothing
+    changes, names of attributes the cap truncated, secrets masked).
+
+    ``skip`` holds the ids of text values already sanitised when recorded (``set_content``): they
+    are neither scanned nor changed again. ``name`` (the span's) is searched with the attributes, so
+    that one search covers a span; when it returns None, the name holds no secret either.
+    Attributes named like a credential (``db_password``, ``x-api-key``, ``authorization``) are
+    replaced whole.
+    """
+    cap = policy.max_bytes
+    work = policy.hook is not None
+    if not work:
+        for v in attrs.values():
+            if type(v) is str and len(v) * 4 > cap and not (skip and id(v) in skip):
+                work = True
+                break
+    if not work and policy.mask_secrets:
+        work = _holds_secret(attrs, skip, name)
+    if not work:
+        return None, [], 0
+    out: dict[str, Any] = {}
+    truncated: list[str] = []
+    total = 0
+    for k, v in attrs.items():
+        if skip and type(v) is str and id(v) in skip:
+            out[k] = v
+            continue
+        if policy.mask_secrets and isinstance(k, str) and _SECRET_NAME.search(k) and v not in (None, "", True, False):
+            out[k] = "***"
+            total += 1
+            continue
+        v2, cut, n = _sanitize_value(v, policy, cap)
+        out[k] = v2
+        total += n
+        if cut:
+            truncated.append(str(k))
+    return out, truncated, total
+
+
+# Short texts known to hold no secret (attribute names, span kinds, model names … repeat on every
+# span): not searched again. Bounded; cleared when full.
+_CLEAN: dict[str, None] = {}
+_CLEAN_LEN = 160
+_CLEAN_MAX = 16_384
+
+
+def _remember_clean(texts: list[str]) -> None:
+    if len(_CLEAN) > _CLEAN_MAX:
+        _CLEAN.clear()
+    for t in texts:
+        if len(t) <= _CLEAN_LEN:
+            _CLEAN[t] = None
+
+
+def _holds_secret(attrs: Mapping[str, Any], skip: set[int] | None, name: str | None) -> bool:
+    """Whether the attributes (or ``name``) hold a secret: one search over the texts not seen clean
+    before, values masked when recorded left out; a credential-named attribute counts at once."""
+    clean = _CLEAN
+    novel: list[str] = []
+    for k, v in attrs.items():
+        if k not in clean:
+            if type(k) is not str:
+                k = str(k)
+            if _SECRET_NAME.search(k) and v not in (None, "", True, False):
+                return True
+            novel.append(k)
+        if type(v) is str:
+            if not ((skip and id(v) in skip) or (len(v) <= _CLEAN_LEN and v in clean)):
+                novel.append(v)
+        elif isinstance(v, (tuple, list)):
+            novel.extend(x if isinstance(x, str) else str(x) for x in v if not (type(x) is str and x in clean))
+        elif v is not None and not isinstance(v, (int, float)):
+            novel.append(str(v))
+    if name is not None and not (len(name) <= _CLEAN_LEN and name in clean):
+        novel.append(name)
+    if not novel:
+        return False
+    if mask_secrets("\x00".join(novel))[1]:
+        return True
+    _remember_clean(novel)
+    return False
+
+
+def _sanitize_value(v: Any, policy: Sanitizer, cap: int) -> tuple[Any, bool, int]:
+    if type(v) is str or isinstance(v, str):
+        return policy.capped(str(v), cap)
+    if isinstance(v, (tuple, list)):
+        items: list[Any] = []
+        cut_any = False
+        total = 0
+        for x in v:
+            x2, cut, n = _sanitize_value(x, policy, cap)
+            items.append(x2)
+            cut_any = cut_any or cut
+            total += n
+        return items, cut_any, total
+    if isinstance(v, Mapping):
+        new, cut_names, n = sanitize_attributes({str(a): b for a, b in v.items()}, policy)
+        return (dict(v) if new is None else new), bool(cut_names), n
+    return v, False, 0
+
+
+def sanitize_name(name: Any, policy: Sanitizer) -> str:
+    """A span or event name through the sanitising step (masked, at most 1,024 characters)."""
+    s = name if isinstance(name, str) else str(name)
+    if len(s) > _NAME_MAX_CHARS:
+        s = s[:_NAME_MAX_CHARS] + _TRUNC_MARK
+    return policy.text(s)[0] if (policy.mask_secrets or policy.hook is not None) else s
+
+
+def sanitize_events(events: list[dict[str, Any]], policy: Sanitizer) -> list[dict[str, Any]] | None:
+    """Events as ``{"name", "time_ns", "attributes"}`` dicts through the sanitising step; None when
+    nothing changes."""
+    changed = False
+    out: list[dict[str, Any]] = []
+    for e in events:
+        name = e.get("name") or ""
+        new_name = sanitize_name(name, policy)
+        attrs, _cut, _n = sanitize_attributes(e.get("attributes") or {}, policy)
+        if attrs is not None or new_name != name:
+            changed = True
+            e = {**e, "name": new_name, "attributes": attrs if attrs is not None else e.get("attributes") or {}}
+        out.append(e)
+    return out if changed else None
+
+
+def mask_value(obj: Any, policy: Sanitizer | None = None) -> Any:
+    """``obj`` with every text in it through the masking step (secrets, then the ``mask`` hook): strings,
+    and the strings inside lists, tuples and dicts (keys named like a credential get ``***``). Other
+    values are returned as they are. Uncapped: for eval data (examples, outputs, errors, reasons,
+    details, judge cache, run configs) and reports, which are written whole. Never raises."""
+    p = policy if policy is not None else active_sanitizer()
+    if not p.mask_secrets and p.hook is None:
+        return obj
+    try:
+        return _mask_obj(obj, p, 0)
+    except Exception:  # pragma: no cover - masking must never break a write
+        warn_once("mask-value", "ragtrail: could not mask a value; it was replaced", exc_info=True)
+        return "<masked: unmaskable value>"
+
+
+def _mask_obj(obj: Any, p: Sanitizer, depth: int) -> Any:
+    if isinstance(obj, str):
+        return p.text(obj)[0]
+    if depth > 64:
+        return obj
+    if isinstance(obj, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in obj.items():
+            if p.mask_secrets and isinstance(k, str) and _SECRET_NAME.search(k) and isinstance(v, (str, int, float)):
+                out[k] = "***" if v not in ("", None) and not isinstance(v, bool) else v
+            else:
+                out[k] = _mask_obj(v, p, depth + 1)
+        return out
+    if isinstance(obj, list):
+        return [_mask_obj(v, p, depth + 1) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_mask_obj(v, p, depth + 1) for v in obj)
+    return obj
+
+
+def mark_sanitized(clean: dict[str, Any], original: Mapping[str, Any], cut: list[str], n: int) -> dict[str, Any]:
+    """``clean`` with the markers of what the sanitising step did: the names the cap truncated added to
+    ``ragtrail.truncated`` and the secrets masked added to ``ragtrail.masked``."""
+    if cut:
+        prev = original.get(semconv.TRUNCATED)
+        names = [str(x) for x in prev] if isinstance(prev, (list, tuple)) else []
+        clean[semconv.TRUNCATED] = names + [c for c in cut if c not in names]
+    if n:
+        prev_n = original.get(semconv.MASKED)
+        clean[semconv.MASKED] = (prev_n if type(prev_n) is int else 0) + n
+    return clean

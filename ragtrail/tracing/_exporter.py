@@ -20,7 +20,15 @@ from opentelemetry.trace import StatusCode
 from ragtrail import semconv
 from ragtrail._log import warn_once
 from ragtrail.store import Store
-from ragtrail.tracing._content import mask_secrets, take_masked
+from ragtrail.tracing._content import (
+    Sanitizer,
+    active_sanitizer,
+    mark_sanitized,
+    sanitize_attributes,
+    sanitize_events,
+    sanitize_name,
+    take_masked,
+)
 from ragtrail.tracing._spool import Spool
 from ragtrail.tracing._writer import ProcessWriter, WriterGone, _attr_dict, pack_spans
 
@@ -68,56 +76,17 @@ def _resource_json(res: Any) -> str | None:
     return text
 
 
-# The last line of defence before storage: secrets that reached a span without set_content() (an
-# attribute set directly, an exception message quoting a connection URL). One cheap search of the
-# serialised text; only on a hit are the values masked one by one (so the JSON stays valid).
-_GUARD_NEEDLES = (
-    "sk-", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AIza", "hf_", "://", "earer", "EARER",
-)  # fmt: skip  # precise needles: a hit here re-serialises every value, so false hits must be rare
-
-
-def _guard_hit(text: str) -> bool:
-    """Could ``text`` hold a key, token or URL password? (substring tests only: C speed)"""
-    for needle in _GUARD_NEEDLES:
-        if needle in text:
-            return True
-    return False
-
-
-def _attrs_need_masking(attrs: Any, attrs_json: str) -> bool:
-    """The guard over a span's attributes. Long content values that were masked when recorded
-    (``set_content``) are not searched again: only the keys and the other values are."""
-    pre = {id(v) for v in attrs.values() if type(v) is str and take_masked(v)}
-    if not pre:
-        return _guard_hit(attrs_json)
-    parts: list[str] = list(attrs)
-    for v in attrs.values():
-        if type(v) is str:
-            if id(v) not in pre:
-                parts.append(v)
-        elif isinstance(v, (tuple, list)):
-            parts.extend(x for x in v if isinstance(x, str))
-        elif not isinstance(v, (int, float, bool)) and v is not None:
-            parts.append(str(v))
-    return _guard_hit("\x00".join(parts))
-
-
-def _mask_value(v: Any) -> Any:
-    if isinstance(v, str):
-        return mask_secrets(v)[0]
-    if isinstance(v, (tuple, list)):
-        return [mask_secrets(x)[0] if isinstance(x, str) else x for x in v]
-    if isinstance(v, dict):
-        return {k: _mask_value(x) for k, x in v.items()}
-    return v
-
-
-def span_to_row(span: ReadableSpan, project: str, *, mask: bool = True) -> tuple[Any, ...]:
+def span_to_row(
+    span: ReadableSpan, project: str, *, mask: bool = True, policy: Sanitizer | None = None
+) -> tuple[Any, ...]:
     """One store row (SPAN_COLUMNS order) from an ended SDK span.
 
-    With ``mask`` (the default), secrets anywhere in the attributes, events and status message are
-    masked, whichever way they got onto the span.
+    The span's name, attributes, events and status message go through the one sanitising step
+    (:mod:`ragtrail.tracing._content`: secret masking unless ``mask`` is False, the user's ``mask``
+    hook, the byte cap), whichever way they got onto the span.
     """
+    if policy is None:
+        policy = active_sanitizer(mask)
     ctx = span.context
     attrs = _attr_dict(span)
     get = attrs.get
@@ -129,29 +98,28 @@ def span_to_row(span: ReadableSpan, project: str, *, mask: bool = True) -> tuple
         events = span.events
     ev_json = None
     if events:
-        ev_json = _dumps(
-            [{"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in events]
-        )
+        ev = [{"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in events]
+        ev_json = _dumps(sanitize_events(ev, policy) or ev)
     model = get(_RESPONSE_MODEL) or get(_REQUEST_MODEL) or get(_EMBEDDING_MODEL)
     status = span.status
     code = status.status_code
+    pre = {id(v) for v in attrs.values() if type(v) is str and take_masked(v)}
     attrs_json = _attrs_json(attrs)
+    name = span.name
+    clean, cut, n = sanitize_attributes(attrs, policy, pre, name)  # one secret search per span, name included
+    if clean is not None:
+        attrs = mark_sanitized(clean, attrs, cut, n)
+        attrs_json = _attrs_json(attrs)
+    if clean is not None or policy.hook is not None or len(name) > 1024:
+        name = sanitize_name(name, policy)
     description = status.description
-    if mask:
-        if _attrs_need_masking(attrs, attrs_json):
-            attrs_json = _attrs_json({k: _mask_value(v) for k, v in attrs.items()})
-        if ev_json is not None and _guard_hit(ev_json):
-            ev_json = _dumps(
-                [{"name": e.name, "time_ns": e.timestamp, "attributes": _mask_value(dict(e.attributes or {}))}
-                 for e in events]
-            )  # fmt: skip
-        if description and _guard_hit(description):
-            description = mask_secrets(description)[0]
+    if description:
+        description = policy.capped(description)[0]
     return (
         format(ctx.trace_id, "032x"),
         format(ctx.span_id, "016x"),
         format(parent.span_id, "016x") if parent is not None and parent.is_valid else None,
-        span.name,
+        name,
         get(_KIND),
         start,
         end,

@@ -216,6 +216,14 @@ def init(
     for exp in extra_exporters:
         if not isinstance(exp, SpanExporter):
             raise ConfigError(f"ragtrail.init(exporters=...): {exp!r} is not an OpenTelemetry SpanExporter")
+    gpu_prices = options.get("gpu_prices") or {}
+    if not isinstance(gpu_prices, Mapping):
+        raise ConfigError("ragtrail.init(gpu_prices=...) must map GPU types to $/GPU-hour, e.g. {'H100': 2.5}")
+    for gpu, price in gpu_prices.items():
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not price >= 0 or price == float("inf"):
+            raise ConfigError(
+                f"ragtrail.init(gpu_prices=...): the price of {gpu!r} is {price!r}; give $/GPU-hour as a number >= 0"
+            )
     bsp_kwargs = _batch_options(options)
     prices = load_prices(options.get("prices"))  # a bad price file fails here, before anything changes
     set_defaults(**{k: options.get(k) for k in ("session_id", "user_id", "tags", "metadata")})  # checked here too
@@ -409,19 +417,24 @@ def stats() -> dict[str, int]:
     """Counts since :func:`init`: spans ``exported`` to the store, ``dropped`` (queue full, or the
     spool's size cap), ``failed`` (store errors after retries with no spool, or connector spans that
     could not be built off-thread), ``export_errors`` (failed store writes), ``spooled`` (waiting in
-    the spool for the store to come back)."""
+    the spool for the store to come back), ``repaired`` (stored with unstorable columns emptied),
+    ``reduced`` (stored as ids, name and times only), ``rejected`` (refused by the store even so) and
+    ``rejected.<reason>`` per reason."""
     cfg = _config
     if cfg is None:
         return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0, "spooled": 0}
     sw = _switch_of(cfg.provider)
     exp = cfg.store_exporter
-    return {
+    out = {
         "exported": exp.exported if exp else 0,
         "dropped": (sw.dropped if sw else 0) + (exp.spool_dropped if exp else 0),
         "spooled": exp.spooled if exp else 0,
         "failed": (exp.failed if exp else 0) + _background.failures_for(cfg.tracer),
         "export_errors": exp.errors if exp else 0,
     }
+    if cfg.store is not None:  # spans stored with columns emptied / in reduced form / refused, by reason
+        out.update(cfg.store.span_stats())
+    return out
 
 
 def _register_hooks() -> None:

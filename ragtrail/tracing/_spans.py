@@ -20,7 +20,7 @@ from ragtrail import semconv
 from ragtrail._exceptions import ConfigError
 from ragtrail._log import logger
 from ragtrail.tracing import _setup
-from ragtrail.tracing._content import mask_secrets, note_masked, to_json
+from ragtrail.tracing._content import Sanitizer, active_sanitizer, mask_value, note_masked, safe_json, to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
@@ -44,23 +44,26 @@ def capture_content() -> bool:
 
 
 def content_value(value: Any) -> tuple[str, bool, int]:
-    """Serialise, cap and mask ``value`` per the active config: (text, truncated, secrets_masked)."""
+    """Serialise, mask and cap ``value`` per the active config: (text, truncated, secrets_masked).
+
+    Masking runs before the cap (a secret is never half-kept by a cut): the one sanitising step of
+    :mod:`ragtrail.tracing._content`."""
     cfg = _setup._config
-    max_bytes = cfg.max_attribute_bytes if cfg else 32_768
-    text, truncated = to_json(value, max_bytes)
-    n = 0
-    masked = cfg is None or cfg.mask_secrets
-    if masked:
-        text, n = mask_secrets(text)
-    if cfg is not None and cfg.mask is not None:
-        try:
-            text = cfg.mask(text)
-        except Exception:
-            logger.warning("ragtrail: the user mask hook raised; the value was dropped", exc_info=True)
-            text = "<masked: mask hook failed>"
-    if masked and cfg is not None and cfg.store_exporter is not None:
+    pol = active_sanitizer()
+    if isinstance(value, str):
+        text, truncated, n = pol.capped(value)
+    else:
+        text, truncated = to_json(value, pol.max_bytes)
+        if truncated and pol.mask_secrets:  # mask inside the structure before it is shrunk and cut
+            text, truncated = to_json(mask_value(safe_json(value), _SECRETS_ONLY), pol.max_bytes)
+        text, cut, n = pol.capped(text)
+        truncated = truncated or cut
+    if pol.mask_secrets and cfg is not None and cfg.store_exporter is not None:
         note_masked(text)  # the store exporter need not scan it again
     return text, truncated, n
+
+
+_SECRETS_ONLY = Sanitizer()
 
 
 def set_content(span: Span, key: str, value: Any, *, force: bool = False) -> None:
