@@ -471,12 +471,17 @@ _TRUNC_BYTES = len(_TRUNC_MARK.encode("utf-8"))
 DEFAULT_SANITIZER = Sanitizer()
 
 
+def use_config(cfg: Any) -> None:
+    """Called by ``ragtrail.init()`` / ``shutdown()`` with the active configuration (or None): the
+    masking settings are read from it (``mask_secrets``, ``mask``, ``max_attribute_bytes``)."""
+    global _active_cfg
+    _active_cfg = cfg
+
+
 def active_sanitizer(mask: bool = True) -> Sanitizer:
     """The sanitiser of the active ``ragtrail.init()`` configuration (defaults before it)."""
-    global _cached, _setup_mod
-    if _setup_mod is None:
-        from ragtrail.tracing import _setup as _setup_mod  # late: _setup imports this module
-    cfg = _setup_mod._config
+    global _cached
+    cfg = _active_cfg
     if cfg is None:
         return DEFAULT_SANITIZER if mask else _NO_MASK
     hit = _cached
@@ -488,7 +493,7 @@ def active_sanitizer(mask: bool = True) -> Sanitizer:
     return pol
 
 
-_setup_mod: Any = None
+_active_cfg: Any = None
 _NO_MASK = Sanitizer(mask_secrets=False)
 _cached: tuple[Any, Any, Sanitizer] = (None, None, DEFAULT_SANITIZER)
 

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from ragtrail._exceptions import ConfigError, RagtrailWarning
 from ragtrail._log import logger
-from ragtrail.tracing import _background, _sampling
+from ragtrail.tracing import _background, _content, _sampling
 from ragtrail.tracing._content import DEFAULT_MAX_BYTES, MaskHook
 from ragtrail.tracing._context import apply_context, set_defaults
 
@@ -297,9 +297,8 @@ def init(
         switch.dropped = 0
         tracer = provider.get_tracer(_TRACER_NAME)
         if getattr(provider, _OWNED_ATTR, False):
-            # ragtrail's processor is the provider's first: its flush and shutdown drain background spans
-            # before any other processor flushes or stops (see ragtrail.tracing._background); with another
-            # sampler than the SDK's default spans are built the ordinary way
+            # background spans only on ragtrail's own provider, with a sampler that keeps every trace
+            # (see ragtrail.tracing._background); otherwise spans are built the ordinary way
             _background.enable(tracer)
 
         _config = Config(
@@ -320,6 +319,7 @@ def init(
             error_keeper=keeper,
             metrics=metrics,
         )
+        _content.use_config(_config)  # the masking step reads its settings from here (pushed, not pulled)
         _register_hooks()
         return _config
 
@@ -350,6 +350,7 @@ def _shutdown_locked() -> None:
     if cfg is None:
         return
     _config = None
+    _content.use_config(None)
     _background.stop_for(cfg.tracer)  # queued background spans go out before the processors stop
     if cfg.metrics is not None:
         cfg.metrics.shutdown()  # the last metric points go to the store before it closes
