@@ -216,6 +216,11 @@ class _Engine:
                     "ragtrail: %s; stopping after the examples in flight (resume to continue)", self.stop_reason
                 )
 
+    def _count_call(self) -> None:
+        """Counted as each pipeline call starts (the Ray backend also tells the run's driver)."""
+        with self._lock:
+            self.pipeline_calls += 1
+
     # ---------------------------------------------------------------------- per-example hook (sweeps, #22)
     def _scored(self, ex_id: str, results: Sequence[tuple[str, Score]]) -> None:
         """Tell ``on_example_scored(example_id, {scorer: Score})`` (a sweep trial's running metric);
@@ -359,8 +364,7 @@ class _Engine:
         output: Any = None
         exc: BaseException | None = None
         try:
-            with self._lock:
-                self.pipeline_calls += 1
+            self._count_call()
             output = self.limiter.call(fn, arg, **kw)  # type: ignore[arg-type]
         except Exception as e:
             exc = e
@@ -397,8 +401,7 @@ class _Engine:
         output: Any = None
         exc: BaseException | None = None
         try:
-            with self._lock:
-                self.pipeline_calls += 1
+            self._count_call()
             if self.ev.timeout_s:
                 output = await self.limiter.acall(lambda: asyncio.wait_for(fn(arg, **kw), self.ev.timeout_s))
             else:
@@ -795,7 +798,9 @@ class Evaluation:
         return todo, rerun, rescore
 
     # ------------------------------------------------------------------------------ driving
-    async def _drive(self, engine: _Engine, todo: list[Example], rerun: set[str], rescore: dict[str, set[str]]) -> None:
+    async def _drive(self, engine: _Engine, todo: list[Example], rerun: set[str], rescore: dict[str, set[str]],
+                     pool: concurrent.futures.ThreadPoolExecutor | None = None) -> None:  # fmt: skip
+        """``pool``: threads to run on, kept by the caller (a Ray worker reuses its own across tasks)."""
         total = len(todo) + len(rescore)
         bar = None
         if self.progress and total:
@@ -805,9 +810,11 @@ class Evaluation:
                 bar = tqdm(total=total, desc=f"{engine.run.ref}", unit="ex", leave=True)
             except ImportError:  # pragma: no cover
                 bar = None
-        pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.max_concurrency + 1, thread_name_prefix="ragtrail-eval"
-        )
+        own_pool = pool is None
+        if pool is None:
+            pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.max_concurrency + 1, thread_name_prefix="ragtrail-eval"
+            )
         loop = asyncio.get_running_loop()
         batch: list[_Done] = []
         batch_lock = asyncio.Lock()
@@ -866,7 +873,8 @@ class Evaluation:
                 await loop.run_in_executor(pool, engine.flush_batched, list(batch), None)
                 batch.clear()
         finally:
-            pool.shutdown(wait=True)
+            if own_pool:
+                pool.shutdown(wait=True)
             if bar is not None:
                 bar.close()
 
