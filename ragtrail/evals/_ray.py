@@ -197,9 +197,18 @@ def _connect(ray: Any, opts: RayBackend, secret: str | None) -> bool:
                 "process the cluster's Ray auth token: RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or the file "
                 "~/.ray/auth_token) as the nodes have it, then run again."
             ) from exc
+        hint = ""
+        has_token = any(os.environ.get(v) for v in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) or os.path.exists(
+            os.path.expanduser("~/.ray/auth_token")
+        )
+        if kw.get("address") and not has_token:
+            hint = (
+                " This process has no Ray auth token: if the cluster uses token authentication, a driver without "
+                "it is refused this way; set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token."
+            )
         raise EvalError(
             f"could not start or reach Ray ({where}): {exc}. Check RAY_ADDRESS / "
-            "RayBackend(address=...), or call ray.init(...) yourself before running the evaluation."
+            f"RayBackend(address=...), or call ray.init(...) yourself before running the evaluation.{hint}"
         ) from exc
     return True
 
