@@ -470,3 +470,21 @@ def test_store_connections_per_worker_are_bounded_reused_and_closed_after_the_ru
     assert 0 < peak[0] <= bound
     assert len(seen) <= bound  # reused across the 40 tasks, not opened anew per task
     assert left <= 1  # only the driver's own connection stays open
+
+
+def env_pipeline(question: str, config: dict[str, Any]) -> dict[str, Any]:
+    (Path(config["calls_dir"]) / f"env-{os.getpid()}").write_text(os.environ.get("RAGTRAIL_TEST_PROBE", "unset"))
+    return pipeline(question, config)
+
+
+def test_runtime_env_applies_to_the_tasks_when_ray_was_initialised_before(tmp_path: Path, traced: Any) -> None:
+    """This module called ray.init() itself: RayBackend(runtime_env=...) then goes on every task."""
+    d = tmp_path / "env_calls"
+    d.mkdir()
+    run = Evaluation("with-env", dataset(), env_pipeline, [n_chars], store=traced.store_path, progress=False).run(
+        {"seed": 7, "calls_dir": str(d)},
+        backend=RayBackend(chunk_size=4, runtime_env={"env_vars": {"RAGTRAIL_TEST_PROBE": "from-runtime-env"}}),
+    )
+    assert run.status == "finished"
+    seen = {p.read_text() for p in d.iterdir() if p.name.startswith("env-")}
+    assert seen == {"from-runtime-env"}
