@@ -645,7 +645,7 @@ def _engine_class() -> type:
     """The harness engine, reporting to the run's tally and writing each trace before its commit."""
     if _ENGINE:
         return _ENGINE[0]
-    from ragtrail.evals._harness import _Engine
+    from ragtrail.evals._harness import _details_cost, _Engine
 
     class _RayEngine(_Engine):
         tally: Any = None
@@ -665,10 +665,8 @@ def _engine_class() -> type:
             super()._count_call()
             self._report(1, 0.0)
 
-        def _add_cost(self, v: float) -> None:
-            super()._add_cost(v)
-            if v:
-                self._report(0, v)
+        # every cost the engine adds (``_add_cost``) follows a commit of exactly that cost: it is told to
+        # the tally just before the commit, so that a worker dying right after still counted it
 
         def _commit(self, ex_id: str, row: Any, results: Any, trace_id: str | None,
                     replace_example: bool = False) -> None:  # fmt: skip
@@ -679,7 +677,16 @@ def _engine_class() -> type:
                     f"the spans of example {ex_id!r} could not be written out before committing its results "
                     "(see ragtrail.stats()); the example stays uncommitted: resume the run to run it again"
                 )
+            cost = (float(row[-1] or 0.0) if row is not None else 0.0) + sum(_details_cost(sc) for _n, sc in results)
+            if cost:
+                self._report(0, cost)
             super()._commit(ex_id, row, results, trace_id, replace_example)
+
+        def _commit_batch(self, rows: Any) -> None:
+            cost = sum(_details_cost(sc) for _e, _n, sc, _t in rows)
+            if cost:
+                self._report(0, cost)
+            super()._commit_batch(rows)
 
     _ENGINE.append(_RayEngine)
     return _RayEngine
