@@ -347,3 +347,144 @@ def test_langchain_pipeline_instrumented_in_the_driver_is_traced_on_the_workers(
     assert results(remote) == results(local)
     assert {st for _v, st, _r in results(remote).values()} <= {"ok"}
     assert any(v for (_e, s), (v, _st, _r) in results(remote).items() if s.startswith("recall"))
+
+
+# ------------------------------------------------------------------------------------- PostgreSQL: credentials, connections
+def probe_pipeline(question: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``pipeline``, and a note per worker process of whether its store got the password (by any route)."""
+    import hashlib
+    from urllib.parse import urlparse
+
+    from ragtrail.evals import _ray as worker_side
+
+    pws = [urlparse(str(getattr(st, "_dsn", ""))).password for st in worker_side._stores.values()]
+    pws.append(os.environ.get("PGPASSWORD"))
+    got = config["secret_sha"] in {hashlib.sha256(p.encode()).hexdigest() for p in pws if p}
+    (Path(config["calls_dir"]) / f"secret-{os.getpid()}").write_text(str(got))
+    return pipeline(question, config)
+
+
+def test_store_password_never_travels_in_task_arguments(
+    tmp_path: Path, traced: Any, baseline: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every argument and option the driver gives Ray for the tasks is serialised and searched for the
+    password; the workers still get it (here through Ray's object store: the test initialised Ray)."""
+    import hashlib
+    import uuid
+
+    from ray import cloudpickle
+
+    from ragtrail.evals import _ray as ray_backend
+
+    secret = "s3cret-" + uuid.uuid4().hex[:8]  # the test server trusts 127.0.0.1: any password logs in
+    url = pg_url.replace("postgres@", f"postgres:{secret}@", 1)
+    assert secret in url
+    sha = hashlib.sha256(secret.encode()).hexdigest()  # the probe pipeline's config must not hold the password
+    sent: list[bytes] = []
+    real_remote = ray.remote
+
+    class Spy:
+        def __init__(self, rf: Any) -> None:
+            self.rf = rf
+
+        def options(self, **kw: Any) -> Spy:
+            sent.append(cloudpickle.dumps(kw))
+            return Spy(self.rf.options(**kw))
+
+        def remote(self, *args: Any, **kw: Any) -> Any:
+            sent.append(cloudpickle.dumps((args, kw)))
+            return self.rf.remote(*args, **kw)
+
+    def spy_remote(*args: Any, **kw: Any) -> Any:
+        rf = real_remote(*args, **kw)
+        return Spy(rf) if args and args[0] is ray_backend._run_chunk else rf
+
+    monkeypatch.setattr(ray, "remote", spy_remote)
+    d = tmp_path / "secret_calls"
+    d.mkdir()
+    run = Evaluation("secret", dataset(), probe_pipeline,
+                     [scorers.recall_at_k(3), scorers.ndcg_at_k(4), scorers.token_f1(), n_chars],
+                     store=url, progress=False).run({"seed": 7, "calls_dir": str(d), "secret_sha": sha},
+                                                     backend=RayBackend(chunk_size=3))  # fmt: skip
+    assert run.status == "finished" and results(run) == baseline
+    assert len(sent) >= 1 + N // 3  # the options once, then every task's arguments
+    assert not [b for b in sent if secret.encode() in b]
+    assert any(b"postgres@127.0.0.1" in b for b in sent)  # the URL went, without its password
+    notes = [p.read_text() for p in d.iterdir() if p.name.startswith("secret-")]
+    assert notes and set(notes) == {"True"}
+
+
+def dataset_of(n: int) -> Dataset:
+    return Dataset.from_records([{"id": f"q{i}", "input": f"question {i}", "reference": f"answer {i}"} for i in range(n)],
+                                name=f"ray-qa-{n}")  # fmt: skip
+
+
+def test_store_connections_per_worker_are_bounded_reused_and_closed_after_the_run(
+    tmp_path: Path, traced: Any, pg_url: str
+) -> None:
+    """40 tasks of one example each at max_concurrency=8: connections are reused across tasks, so the
+    server never sees more than (max_concurrency + 3) per worker process plus the driver's, in total
+    over the whole run, and the workers close theirs once the run is over. (Before, every task left
+    its thread pool's connections open: 40 tasks left >= 40.)"""
+    import threading
+    import time
+    import uuid
+
+    import psycopg
+
+    app = "rt-ray-" + uuid.uuid4().hex[:8]  # counts only this test's connections on the shared server
+    url = f"{pg_url}&application_name={app}"
+    seen: set[int] = set()
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            while not stop.is_set():
+                pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                                   (app,)).fetchall()]  # fmt: skip
+                seen.update(pids)
+                peak[0] = max(peak[0], len(pids))
+                time.sleep(0.02)
+
+    d = tmp_path / "bounded_calls"
+    d.mkdir()
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        run = Evaluation("bounded", dataset_of(40), pipeline, [n_chars], store=url, progress=False,
+                         max_concurrency=8).run({"seed": 7, "calls_dir": str(d)},
+                                                backend=RayBackend(chunk_size=1, idle_close_s=0.5))  # fmt: skip
+        assert run.status == "finished" and run.summary["ray_tasks"] == 40 and run.summary["pipeline_calls"] == 40
+        deadline = time.monotonic() + 20
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            q = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            while (left := conn.execute(q, (app,)).fetchone()[0]) > 1 and time.monotonic() < deadline:  # type: ignore[index]
+                time.sleep(0.2)
+    finally:
+        stop.set()
+        t.join(10)
+    workers = worker_pids(d)
+    bound = len(workers) * (8 + 3) + 1
+    print(f"connections: peak {peak[0]}, distinct {len(seen)}, {len(workers)} worker processes, bound {bound}")
+    assert 0 < peak[0] <= bound
+    assert len(seen) <= bound  # reused across the 40 tasks, not opened anew per task
+    assert left <= 1  # only the driver's own connection stays open
+
+
+def env_pipeline(question: str, config: dict[str, Any]) -> dict[str, Any]:
+    (Path(config["calls_dir"]) / f"env-{os.getpid()}").write_text(os.environ.get("RAGTRAIL_TEST_PROBE", "unset"))
+    return pipeline(question, config)
+
+
+def test_runtime_env_applies_to_the_tasks_when_ray_was_initialised_before(tmp_path: Path, traced: Any) -> None:
+    """This module called ray.init() itself: RayBackend(runtime_env=...) then goes on every task."""
+    d = tmp_path / "env_calls"
+    d.mkdir()
+    run = Evaluation("with-env", dataset(), env_pipeline, [n_chars], store=traced.store_path, progress=False).run(
+        {"seed": 7, "calls_dir": str(d)},
+        backend=RayBackend(chunk_size=4, runtime_env={"env_vars": {"RAGTRAIL_TEST_PROBE": "from-runtime-env"}}),
+    )
+    assert run.status == "finished"
+    seen = {p.read_text() for p in d.iterdir() if p.name.startswith("env-")}
+    assert seen == {"from-runtime-env"}

@@ -210,6 +210,11 @@ class _Engine:
                     "ragtrail: %s; stopping after the examples in flight (resume to continue)", self.stop_reason
                 )
 
+    def _count_call(self) -> None:
+        """Counted as each pipeline call starts (the Ray backend also tells the run's driver)."""
+        with self._lock:
+            self.pipeline_calls += 1
+
     # ---------------------------------------------------------------------- per-example hook (sweeps, #22)
     def _scored(self, ex_id: str, results: Sequence[tuple[str, Score]]) -> None:
         """Tell ``on_example_scored(example_id, {scorer: Score})`` (a sweep trial's running metric);
@@ -324,8 +329,7 @@ class _Engine:
         output: Any = None
         exc: BaseException | None = None
         try:
-            with self._lock:
-                self.pipeline_calls += 1
+            self._count_call()
             output = self.limiter.call(fn, arg, **kw)  # type: ignore[arg-type]
         except Exception as e:
             exc = e
@@ -362,8 +366,7 @@ class _Engine:
         output: Any = None
         exc: BaseException | None = None
         try:
-            with self._lock:
-                self.pipeline_calls += 1
+            self._count_call()
             if self.ev.timeout_s:
                 output = await self.limiter.acall(lambda: asyncio.wait_for(fn(arg, **kw), self.ev.timeout_s))
             else:

@@ -343,7 +343,9 @@ class Evaluation:
         return todo, rerun, rescore
 
     # ------------------------------------------------------------------------------ driving
-    async def _drive(self, engine: _Engine, todo: list[Example], rerun: set[str], rescore: dict[str, set[str]]) -> None:
+    async def _drive(self, engine: _Engine, todo: list[Example], rerun: set[str], rescore: dict[str, set[str]],
+                     pool: concurrent.futures.ThreadPoolExecutor | None = None) -> None:  # fmt: skip
+        """``pool``: threads to run on, kept by the caller (a Ray worker reuses its own across tasks)."""
         total = len(todo) + len(rescore)
         bar = None
         if self.progress and total:
@@ -353,9 +355,11 @@ class Evaluation:
                 bar = tqdm(total=total, desc=f"{engine.run.ref}", unit="ex", leave=True)
             except ImportError:  # pragma: no cover
                 bar = None
-        pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.max_concurrency + 1, thread_name_prefix="ragtrail-eval"
-        )
+        own_pool = pool is None
+        if pool is None:
+            pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.max_concurrency + 1, thread_name_prefix="ragtrail-eval"
+            )
         loop = asyncio.get_running_loop()
         batch: list[_Done] = []
         batch_lock = asyncio.Lock()
@@ -414,7 +418,8 @@ class Evaluation:
                 await loop.run_in_executor(pool, engine.flush_batched, list(batch), None)
                 batch.clear()
         finally:
-            pool.shutdown(wait=True)
+            if own_pool:
+                pool.shutdown(wait=True)
             if bar is not None:
                 bar.close()
 

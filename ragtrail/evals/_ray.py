@@ -23,7 +23,16 @@ Constraints:
 * the ragtrail connectors instrumented in the driver (``ragtrail.connectors.langchain.instrument()``…)
   are instrumented in every worker too (with default options);
 * ``max_cost`` is checked by each task and by the driver between tasks: spending can overshoot by
-  at most the examples in flight.
+  at most the examples in flight. Pipeline calls and spending are counted by a small actor of the
+  run (on the driver's node) as they happen, so the work of a task whose worker died still counts;
+* the store URL the tasks get has no password: when ragtrail starts Ray, the password goes into the
+  job's ``runtime_env`` as ``PGPASSWORD`` (libpq reads it); when you started Ray, ragtrail hands it over
+  in Ray's object store unless your job's ``runtime_env`` already sets ``PGPASSWORD``. A ``PGPASSFILE``
+  (``~/.pgpass``) on every node works too, with a URL without a password;
+* each Ray worker process keeps one store and one thread pool (``max_concurrency + 1`` threads) for
+  all the tasks it runs, and closes its store connections ``idle_close_s`` after its last task;
+* an example's spans are written out before its results are committed, so a committed example
+  always has its trace (when they cannot be written, the task fails and resume runs the example).
 """
 
 from __future__ import annotations
@@ -35,9 +44,11 @@ import math
 import os
 import socket
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlparse
 
 from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, EvalError
@@ -65,10 +76,14 @@ class RayBackend:
         max_retries: how often Ray re-runs a task whose worker died (only its unfinished
             examples run again).
         num_cpus: CPUs each task reserves (``num_gpus`` likewise, for GPU pipelines/scorers).
-        runtime_env: passed to ``ray.init`` when ragtrail starts or connects to Ray.
+        runtime_env: the job's ``runtime_env`` when ragtrail starts or connects to Ray; when Ray is
+            already initialised, set on every task instead (``working_dir``, ``py_modules``, ``pip``,
+            ``env_vars``…).
         otlp_endpoint: workers also export their spans to this OTLP endpoint (``ragtrail serve``).
         trace_to_store: workers write their spans into the store (False: OTLP only).
         init_kwargs: more keyword arguments for ``ray.init``.
+        idle_close_s: a worker process closes its store connections this many seconds after its
+            last task of a run.
     """
 
     address: str | None = None
@@ -81,6 +96,7 @@ class RayBackend:
     otlp_endpoint: str | None = None
     trace_to_store: bool = True
     init_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    idle_close_s: float = 2.0
 
     name = "ray"
 
@@ -89,6 +105,8 @@ class RayBackend:
                              ("max_retries", self.max_retries, 0)):  # fmt: skip
             if v is not None and (not isinstance(v, int) or v < low):
                 raise ConfigError(f"RayBackend({what}={v!r}): must be an integer >= {low}")
+        if self.idle_close_s < 0:
+            raise ConfigError(f"RayBackend(idle_close_s={self.idle_close_s!r}) must not be negative")
         if self.num_cpus < 0 or self.num_gpus < 0:
             raise ConfigError("RayBackend(num_cpus=..., num_gpus=...) must not be negative")
 
@@ -106,6 +124,43 @@ def _store_dsn(store: Store) -> str:
     return str(getattr(store, "_dsn", None) or store.url)
 
 
+def _split_password(url: str) -> tuple[str, str | None]:
+    """``postgresql://u:pw@h/db`` -> (``postgresql://u@h/db``, ``pw``); a ``password=`` query parameter too."""
+    p = urlparse(url)
+    if not p.scheme.startswith("postgres"):
+        return url, None
+    secret = unquote(p.password) if p.password else None
+    netloc = p.netloc
+    if p.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query, qs = p.query, parse_qsl(p.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in qs if k != "password"]
+    if len(kept) != len(qs):  # rebuilt only then: libpq wants every "=" inside a value percent-encoded
+        secret = secret or next(v for k, v in qs if k == "password")
+        query = urlencode(kept, safe="", quote_via=quote)
+    return p._replace(netloc=netloc, query=query).geturl(), secret
+
+
+def _with_password(url: str, secret: str) -> str:
+    p = urlparse(url)
+    user, _, host = p.netloc.rpartition("@")
+    return p._replace(netloc=f"{user}:{quote(secret, safe='')}@{host}").geturl()
+
+
+_LOOPBACK = ("localhost", "127.", "::1")
+
+
+def _is_loopback(url: str) -> bool:
+    """A PostgreSQL URL (or an OTLP endpoint) that every node would resolve to itself."""
+    p = urlparse(url)
+    if p.scheme.startswith("postgres"):
+        hosts = [h for k, v in parse_qsl(p.query) if k == "host" for h in v.split(",")] or [p.hostname or ""]
+    else:
+        hosts = [p.hostname or ""]
+    return any(not h or h.startswith("/") or h.lower().startswith(_LOOPBACK) for h in hosts)
+
+
 def _is_sqlite(store: Store) -> bool:
     return type(store).__name__ == "SQLiteStore"
 
@@ -114,23 +169,80 @@ def _ray_module() -> Any:
     return require("ray", extra="ray", package="Ray")
 
 
-def _connect(ray: Any, opts: RayBackend) -> None:
+def _connect(ray: Any, opts: RayBackend, secret: str | None) -> bool:
+    """Start or join Ray unless this process already did; True when ragtrail initialised it here
+    (its job-level ``runtime_env`` then carries ``opts.runtime_env`` and ``PGPASSWORD``)."""
     if ray.is_initialized():
-        return
+        return False
     kw: dict[str, Any] = dict(opts.init_kwargs)
     if opts.address or os.environ.get("RAY_ADDRESS"):
         kw.setdefault("address", opts.address or os.environ["RAY_ADDRESS"])
-    if opts.runtime_env:
-        kw.setdefault("runtime_env", dict(opts.runtime_env))
+    env = {**dict(opts.runtime_env or {}), **dict(kw.get("runtime_env") or {})}
+    if secret is not None:
+        env["env_vars"] = {"PGPASSWORD": secret, **dict(env.get("env_vars") or {})}
+    if env:
+        kw["runtime_env"] = env
     kw.setdefault("log_to_driver", True)
-    logger.info("ragtrail: connecting to Ray (%s)", kw.get("address") or "a new local instance")
+    where = kw.get("address") or "a new local instance"
+    logger.info("ragtrail: connecting to Ray (%s)", where)
     try:
         ray.init(**kw)
     except Exception as exc:
+        text = str(exc)
+        if type(exc).__name__ == "AuthenticationError" or any(
+            w in text.lower() for w in ("unauthenticated", "authentication", "auth token")
+        ):
+            raise EvalError(
+                f"Ray at {where} refused this driver: authentication failed ({text.strip()[:300]}). Give this "
+                "process the cluster's Ray auth token: RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or the file "
+                "~/.ray/auth_token) as the nodes have it, then run again."
+            ) from exc
+        hint = ""
+        has_token = any(os.environ.get(v) for v in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) or os.path.exists(
+            os.path.expanduser("~/.ray/auth_token")
+        )
+        if kw.get("address") and not has_token:
+            hint = (
+                " This process has no Ray auth token: if the cluster uses token authentication, a driver without "
+                "it is refused this way; set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token."
+            )
         raise EvalError(
-            f"could not start or reach Ray ({kw.get('address') or 'local'}): {exc}. Check RAY_ADDRESS / "
-            "RayBackend(address=...), or call ray.init(...) yourself before running the evaluation."
+            f"could not start or reach Ray ({where}): {exc}. Check RAY_ADDRESS / "
+            f"RayBackend(address=...), or call ray.init(...) yourself before running the evaluation.{hint}"
         ) from exc
+    return True
+
+
+class _Tally:
+    """A Ray actor per run execution: pipeline calls and spending as the workers report them (so a
+    task whose worker died still counts what it ran)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.spent = 0.0
+
+    def add(self, calls: int, spent: float) -> None:
+        self.calls += int(calls)
+        self.spent += float(spent)
+
+    def totals(self) -> tuple[int, float]:
+        return self.calls, self.spent
+
+
+def _start_tally(ray: Any) -> Any:
+    """The run's tally actor, on the driver's node (it outlives any worker node); None if Ray cannot start it."""
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = ray.get_runtime_context().get_node_id()
+        actor = ray.remote(num_cpus=0, max_restarts=0)(_Tally).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=True)
+        ).remote()  # fmt: skip
+        ray.get(actor.totals.remote(), timeout=120)
+        return actor
+    except Exception as exc:  # counts then come from the tasks' own reports (a dead worker's work is missed)
+        logger.warning("ragtrail: could not start the run's tally actor on Ray (%s); counting per task", exc)
+        return None
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -169,18 +281,37 @@ def run_on_ray(
             "pipeline/scorer, or define the pipeline in an importable module."
         ) from exc
 
-    _connect(ray, opts)
+    # the tasks get the store URL without its password (see the module doc)
+    url, secret = _split_password(_store_dsn(store))
+    if secret is None and url.startswith("postgres"):
+        secret = os.environ.get("PGPASSWORD") or None  # what libpq used here; the workers need it too
+    ours = _connect(ray, opts, secret)
+    secret_ref = None
+    if secret is not None and not ours:
+        job_env = dict((ray.get_runtime_context().runtime_env or {}).get("env_vars") or {})
+        if job_env.get("PGPASSWORD") != secret:
+            secret_ref = ray.put(secret)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if _is_sqlite(store) and len(nodes) > 1:
         raise ConfigError(
             f"backend='ray' on a cluster of {len(nodes)} nodes cannot share the SQLite store {store.url}: use a "
             "PostgreSQL store (store='postgresql://…') that every worker can reach"
         )
+    if len(nodes) > 1:
+        for what, where in (("store", url), ("OTLP endpoint", opts.otlp_endpoint)):
+            if where and _is_loopback(where):
+                logger.warning(
+                    "ragtrail: the %s %s is a loopback address, but the Ray cluster has %d nodes: a worker on "
+                    "another machine reaches its own machine there. Use an address every node can reach.",
+                    what, _split_password(where)[0], len(nodes),
+                )  # fmt: skip
     from ragtrail.tracing import get_config
 
     tcfg = get_config()
     spec = {
-        "store": _store_dsn(store),
+        "store": url,
+        "secret": secret_ref,
+        "idle_close_s": opts.idle_close_s,
         "project": (tcfg.project if tcfg is not None else None) or ev.project or ev.name,
         "capture_content": bool(tcfg.capture_content) if tcfg is not None else True,
         "max_attribute_bytes": tcfg.max_attribute_bytes if tcfg is not None else None,
@@ -213,10 +344,19 @@ def run_on_ray(
     in_flight_max = max(1, opts.max_in_flight or 2 * cpus)
     max_cost = max_cost if max_cost is not None else ev.max_cost
 
-    task = ray.remote(_run_chunk).options(
-        max_retries=opts.max_retries, num_cpus=opts.num_cpus, num_gpus=opts.num_gpus or None,
-        name=f"ragtrail-eval:{run.ref}",
-    )  # fmt: skip
+    task_opts: dict[str, Any] = {"max_retries": opts.max_retries, "num_cpus": opts.num_cpus,
+                                 "num_gpus": opts.num_gpus or None, "name": f"ragtrail-eval:{run.ref}"}  # fmt: skip
+    task = ray.remote(_run_chunk).options(**task_opts)
+    if opts.runtime_env and not ours:  # Ray was initialised before: the runtime_env goes on every task
+        try:
+            task = ray.remote(_run_chunk).options(**task_opts, runtime_env=dict(opts.runtime_env))
+        except Exception as exc:
+            logger.warning(
+                "ragtrail: RayBackend(runtime_env=...) cannot apply to the tasks (%s); the workers run in the job's "
+                "environment. Pass runtime_env to ray.init(...) instead.", exc,
+            )  # fmt: skip
+    tally = _start_tally(ray)
+    spec["tally"] = tally
     blob_ref = ray.put(blob)
     bar = _bar(ev, run, len(ids))
     pending: dict[Any, list[str]] = {}
@@ -247,6 +387,9 @@ def run_on_ray(
                 totals["pipeline_calls"] += int(res["pipeline_calls"])
                 totals["backoffs"] += int(res["backoffs"])
                 spent += float(res["spent"])
+                if tally is not None:  # what ran, including the work of attempts whose worker died
+                    with contextlib.suppress(Exception):
+                        totals["pipeline_calls"], spent = ray.get(tally.totals.remote(), timeout=60)
                 if res.get("stop_reason") and stop_reason is None:
                     stop_reason = str(res["stop_reason"])
                 if max_cost is not None and spent >= max_cost and stop_reason is None:
@@ -274,6 +417,9 @@ def run_on_ray(
     finally:
         if bar is not None:
             bar.close()
+        if tally is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(tally)
     extra: dict[str, Any] = {"pipeline_calls": totals["pipeline_calls"], "backend": "ray", "ray_tasks": len(chunks)}
     if stop_reason:
         extra["stopped_reason"] = stop_reason
@@ -301,13 +447,98 @@ def _bar(ev: Evaluation, run: Run, total: int) -> Any:
 
 
 # ------------------------------------------------------------------------------------- worker side
+# One store per URL and one thread pool per Ray worker process, kept across the tasks of a run and
+# closed ``idle_close_s`` after the last one (Ray runs one task at a time in a worker process).
 _worker: dict[str, Any] = {}
+_stores: dict[str, Store] = {}
+_worker_lock = threading.Lock()
+
+_AUTH_FAILED = ("password authentication failed", "no password supplied", "authentication failed")
+
+
+def _open_worker_store(spec: Mapping[str, Any]) -> Store:
+    from ragtrail._exceptions import StoreError
+    from ragtrail.store import open_store
+
+    url = spec["store"]
+    store = _stores.get(url)
+    if store is not None:
+        return store
+    dsn = url
+    if spec.get("secret") is not None:
+        import ray
+
+        dsn = _with_password(url, ray.get(spec["secret"]))
+    try:
+        store = open_store(dsn)
+    except StoreError as exc:
+        if any(w in str(exc).lower() for w in _AUTH_FAILED):
+            raise EvalError(
+                f"a Ray worker on {socket.gethostname()} could not log in to the PostgreSQL store {url}: "
+                "authentication failed. Tasks get the URL without its password: give the workers PGPASSWORD "
+                "(ray.init(runtime_env={'env_vars': {'PGPASSWORD': ...}})) or a PGPASSFILE on every node."
+            ) from exc
+        raise
+    _stores[url] = store
+    return store
+
+
+def _thread_pool(n: int) -> Any:
+    """This worker process's threads for the pipeline and the commits (not one pool per task)."""
+    import concurrent.futures
+
+    with _worker_lock:
+        pool = _worker.get("pool")
+        if pool is None or _worker.get("pool_size") != n:
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="ragtrail-ray")
+            _worker.update(pool=pool, pool_size=n)
+        return pool
+
+
+def _task_started() -> None:
+    with _worker_lock:
+        _worker["active"] = _worker.get("active", 0) + 1
+        timer = _worker.pop("timer", None)
+    if timer is not None:
+        timer.cancel()
+
+
+def _task_ended(idle_close_s: float) -> None:
+    with _worker_lock:
+        _worker["active"] = max(0, _worker.get("active", 1) - 1)
+        if _worker["active"]:
+            return
+        timer = threading.Timer(idle_close_s, _close_idle)
+        timer.daemon = True
+        _worker["timer"] = timer
+    timer.start()
+
+
+def _close_idle() -> None:
+    """No task for ``idle_close_s``: close this process's store connections and threads (the next
+    task opens them again)."""
+    from ragtrail.tracing import flush
+
+    with _worker_lock:
+        if _worker.get("active"):
+            return
+        _worker.pop("timer", None)
+        pool = _worker.pop("pool", None)
+        _worker.pop("pool_size", None)
+        stores = list(_stores.values())
+    flush(10.0)
+    if pool is not None:
+        pool.shutdown(wait=False)
+    for st in stores:
+        with contextlib.suppress(Exception):
+            st.close()
 
 
 def _worker_setup(spec: Mapping[str, Any]) -> Store:
     """Once per worker process (and again if the store or project changes): trace into the run's store."""
     from ragtrail import tracing
-    from ragtrail.store import open_store
     from ragtrail.tracing import get_config
 
     for p in spec.get("sys_path") or ():  # appended: never shadows what the worker already imports from
@@ -315,7 +546,7 @@ def _worker_setup(spec: Mapping[str, Any]) -> Store:
             sys.path.append(p)
     key = (spec["store"], spec["project"], spec.get("otlp_endpoint"), spec.get("trace_to_store"))
     if _worker.get("key") != key or get_config() is None:
-        store = open_store(spec["store"])
+        store = _open_worker_store(spec)
         kw: dict[str, Any] = {}
         if spec.get("max_attribute_bytes"):
             kw["max_attribute_bytes"] = spec["max_attribute_bytes"]
@@ -378,22 +609,80 @@ def _plan(ev: Evaluation, store: Store, run_id: str, ids: Sequence[str]) -> tupl
     return todo, rescore
 
 
+_ENGINE: list[type] = []
+
+
+def _engine_class() -> type:
+    """The harness engine, reporting to the run's tally and writing each trace before its commit."""
+    if _ENGINE:
+        return _ENGINE[0]
+    from ragtrail.evals._engine import _details_cost, _Engine
+
+    class _RayEngine(_Engine):
+        tally: Any = None
+
+        def _report(self, calls: int, spent: float) -> None:
+            if self.tally is None:
+                return
+            try:
+                import ray
+
+                ray.get(self.tally.add.remote(calls, spent), timeout=60)
+            except Exception as exc:  # the driver then counts from the task reports
+                logger.warning("ragtrail: could not report to the run's tally actor: %s", exc)
+                self.tally = None
+
+        def _count_call(self) -> None:
+            super()._count_call()
+            self._report(1, 0.0)
+
+        # every cost the engine adds (``_add_cost``) follows a commit of exactly that cost: it is told to
+        # the tally just before the commit, so that a worker dying right after still counted it
+
+        def _commit(self, ex_id: str, row: Any, results: Any, trace_id: str | None,
+                    replace_example: bool = False) -> None:  # fmt: skip
+            from ragtrail.tracing import flush
+
+            if row is not None and trace_id and not flush(30.0):
+                raise EvalError(
+                    f"the spans of example {ex_id!r} could not be written out before committing its results "
+                    "(see ragtrail.stats()); the example stays uncommitted: resume the run to run it again"
+                )
+            cost = (float(row[-1] or 0.0) if row is not None else 0.0) + sum(_details_cost(sc) for _n, sc in results)
+            if cost:
+                self._report(0, cost)
+            super()._commit(ex_id, row, results, trace_id, replace_example)
+
+        def _commit_batch(self, rows: Any) -> None:
+            cost = sum(_details_cost(sc) for _e, _n, sc, _t in rows)
+            if cost:
+                self._report(0, cost)
+            super()._commit_batch(rows)
+
+    _ENGINE.append(_RayEngine)
+    return _RayEngine
+
+
 def _run_chunk(blob: bytes, spec: Mapping[str, Any], run_id: str, ids: Sequence[str], config: Mapping[str, Any],
                max_cost: float | None) -> dict[str, Any]:  # fmt: skip
     """One Ray task: run the examples ``ids`` of run ``run_id`` that are not committed yet."""
-    from ragtrail.evals._engine import _Engine
     from ragtrail.evals._runs import load_run
     from ragtrail.tracing import flush
 
-    store = _worker_setup(spec)
-    ev = _evaluation(blob, store)
-    ev._ensure_tracing(store)
-    run = load_run(store, run_id)
-    todo, rescore = _plan(ev, store, run_id, ids)
-    engine = _Engine(ev, store, run, ev.scorers, max_cost, config)
-    if todo or rescore:
-        asyncio.run(ev._drive(engine, todo, set(), rescore))
-    flush(30.0)
+    _task_started()
+    try:
+        store = _worker_setup(spec)
+        ev = _evaluation(blob, store)
+        ev._ensure_tracing(store)
+        run = load_run(store, run_id)
+        todo, rescore = _plan(ev, store, run_id, ids)
+        engine = _engine_class()(ev, store, run, ev.scorers, max_cost, config)
+        engine.tally = spec.get("tally")
+        if todo or rescore:
+            asyncio.run(ev._drive(engine, todo, set(), rescore, pool=_thread_pool(ev.max_concurrency + 1)))
+        flush(30.0)
+    finally:
+        _task_ended(float(spec.get("idle_close_s", 2.0)))
     return {
         "pipeline_calls": engine.pipeline_calls,
         "spent": engine.spent,
