@@ -357,3 +357,7 @@ PROMPT_VERSION = "ragtrail.prompt.version"
 """Version number (N of ``name:vN``) of that registry prompt."""
 PROMPT_DIGEST = "ragtrail.prompt.digest"
 """Content digest (sha256 hex) of that registry prompt version."""
+
+# --- issue 21 ---
+LLAMA_INDEX_SELECTOR_CHOICES = "ragtrail.llama_index.selector.choices"
+"""The choices (descriptions) a LlamaIndex selector chose among, as JSON (content)."""
