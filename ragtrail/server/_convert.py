@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.tracing._classify import classify
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
@@ -151,6 +152,7 @@ def _row(
     sp: Any, res_project: Any, default_project: str, resource_json: str | None, scope: str | None
 ) -> tuple[Any, ...]:
     attrs = attributes(sp.attributes)
+    attrs = classify(attrs) or attrs  # kind, tokens and cost for GenAI spans of any SDK (issue 21)
     if scope and semconv.OTLP_SCOPE_NAME not in attrs:
         attrs[semconv.OTLP_SCOPE_NAME] = scope
     parent = sp.parent_span_id

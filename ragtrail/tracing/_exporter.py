@@ -20,6 +20,7 @@ from opentelemetry.trace import StatusCode
 from ragtrail import semconv
 from ragtrail._log import warn_once
 from ragtrail.store import Store
+from ragtrail.tracing._classify import classify
 from ragtrail.tracing._content import mask_secrets, take_masked
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
@@ -127,6 +128,8 @@ def span_to_row(span: ReadableSpan, project: str, *, mask: bool = True) -> tuple
     """
     ctx = span.context
     attrs = _attr_dict(span)
+    if _KIND not in attrs:  # a span from another instrumentation: kind, tokens, cost (issue 21)
+        attrs = classify(attrs) or attrs
     get = attrs.get
     parent = span.parent
     start = span.start_time or 0
