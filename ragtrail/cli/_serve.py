@@ -11,6 +11,24 @@ import typer
 from ragtrail.cli._common import StoreOpt
 
 
+def _log_to_stderr(level: str) -> None:
+    """The receiver's warnings (lost writes, refused spans) on stderr: the library logger has a NullHandler."""
+    import logging
+
+    from ragtrail._exceptions import ConfigError
+
+    value = logging.getLevelName(level.upper())
+    if not isinstance(value, int):
+        raise ConfigError(f"--log-level {level!r} is not a logging level; use DEBUG, INFO, WARNING or ERROR")
+    log = logging.getLogger("ragtrail")
+    if not any(getattr(h, "_ragtrail_serve", False) for h in log.handlers):
+        handler = logging.StreamHandler()  # stderr
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._ragtrail_serve = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(value)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``serve`` command to the CLI."""
 
@@ -35,9 +53,14 @@ def register(app: typer.Typer) -> None:
             100_000, "--queue-size", help="Most spans waiting for the store; beyond it senders get 429 + Retry-After."
         ),
         project: str = typer.Option("default", "--project", "-p", help="Project of received spans that name none."),
+        log_level: str = typer.Option(
+            "INFO", "--log-level", envvar="RAGTRAIL_LOG_LEVEL", help="Level of the 'ragtrail' log on stderr."
+        ),
     ) -> None:
         """Receive OTLP traces (HTTP protobuf/JSON on 4318, gRPC on 4317) and write them into the store."""
         from ragtrail.server import Receiver
+
+        _log_to_stderr(log_level)
 
         if host not in ("127.0.0.1", "localhost", "::1") and not token:
             typer.secho(
@@ -75,7 +98,8 @@ def register(app: typer.Typer) -> None:
             ok = receiver.stop()
             st = receiver.stats()
             typer.echo(
-                f"ragtrail serve: stopped; {st['spans_written']} spans written, {st['spans_failed']} failed, "
+                f"ragtrail serve: stopped; {st['spans_written']} spans written "
+                f"({st.get('spans_duplicates', 0)} re-sent duplicates not stored again), {st['spans_failed']} failed, "
                 f"{st['busy']} requests refused while busy"
             )
             if not ok:

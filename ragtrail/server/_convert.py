@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.server import _otel_fields as _otel
 from ragtrail.tracing._classify import classify
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
@@ -131,8 +132,7 @@ def request_to_rows(request: Any, default_project: str) -> tuple[list[tuple[Any,
     reason = ""
     for rs in request.resource_spans:
         res_attrs = attributes(rs.resource.attributes)
-        service = res_attrs.get(semconv.SERVICE_NAME)
-        resource_json = _dumps({semconv.SERVICE_NAME: service}) if service is not None else None
+        resource_json = _otel.resource_json(res_attrs)  # every resource attribute (issue 21)
         res_project = res_attrs.get(semconv.PROJECT)
         for ss in rs.scope_spans:
             scope = ss.scope.name or None
@@ -144,7 +144,8 @@ def request_to_rows(request: Any, default_project: str) -> tuple[list[tuple[Any,
                         f"{len(sp.span_id)} bytes (OTLP needs 16 and 8)"
                     )
                     continue
-                rows.append(_row(sp, res_project, default_project, resource_json, scope))
+                row = _row(sp, res_project, default_project, resource_json, scope)
+                rows.append(row + _otel.otel_fields(sp, ss.scope))  # span kind, links, scope (issue 21)
     return rows, rejected, reason
 
 

@@ -163,10 +163,21 @@ CREATE TABLE IF NOT EXISTS prompts (
 )
 """
 
+# issue 21: the OTel span kind, links (JSON list of {trace_id, span_id, attributes[, trace_state]}) and the
+# instrumentation scope's name and version; ``resource`` now holds every resource attribute. Existing rows
+# keep NULLs (read as "not recorded"), so stores written before stay readable.
+_OTEL_FIELDS = """
+ALTER TABLE spans ADD COLUMN span_kind TEXT;
+ALTER TABLE spans ADD COLUMN links TEXT;
+ALTER TABLE spans ADD COLUMN scope_name TEXT;
+ALTER TABLE spans ADD COLUMN scope_version TEXT
+"""
+
 MIGRATIONS: list[tuple[int, str, str, str]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
     (7, "artifacts_prompts", _ARTIFACTS, _ARTIFACTS),
+    (10, "span_kind_links_scope", _OTEL_FIELDS, _OTEL_FIELDS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -23,8 +23,17 @@ from ragtrail.store._migrations import LATEST, MIGRATIONS
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
     "status", "status_message", "model", "input_tokens", "output_tokens", "cost_usd", "project",
-    "attributes", "events", "resource",
+    "attributes", "events", "resource", "span_kind", "links", "scope_name", "scope_version",
 )  # fmt: skip
+
+def _full_rows(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+    """Rows padded with NULLs for the OTel columns when a writer gives only the first 18 columns (as
+    writers did before issue 21): those still write."""
+    n = len(SPAN_COLUMNS)
+    if all(len(r) == n for r in rows):
+        return rows
+    return [r if len(r) == n else (*r, *(None,) * (n - len(r))) for r in rows]
+
 
 _INSERT_SPANS = (
     f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "  # noqa: S608 - fixed column names
@@ -59,12 +68,16 @@ class Store:
         """Close this thread's connections."""
 
     # -- spans ------------------------------------------------------------------------------------
-    def write_spans(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert span rows (SPAN_COLUMNS order) in one transaction; re-inserting a span is a no-op."""
+    def write_spans(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Insert span rows (SPAN_COLUMNS order) in one transaction; re-inserting a span is a no-op.
+
+        Returns how many rows were stored (spans already stored are not counted)."""
         if not rows:
-            return
+            return 0
+        rows = _full_rows(rows)
         with self.transaction() as cur:
             cur.executemany(_INSERT_SPANS, rows)
+            return int(getattr(cur, "rowcount", len(rows)))
 
     def count_spans(self, project: str | None = None) -> int:
         if project is None:
@@ -447,11 +460,13 @@ class PostgresStore(Store):
                 conn.rollback()
             raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
 
-    def write_spans(self, rows: Sequence[Sequence[Any]]) -> None:
+    def write_spans(self, rows: Sequence[Sequence[Any]]) -> int:
         """COPY the rows into a session temporary table, then ``INSERT … SELECT … ON CONFLICT DO
-        NOTHING`` (re-inserting a span stays a no-op): 1.3-1.6x executemany's rate (benchmarks/store_load)."""
+        NOTHING`` (re-inserting a span stays a no-op): 1.3-1.6x executemany's rate (benchmarks/store_load).
+        Returns how many rows were stored."""
         if not rows:
-            return
+            return 0
+        rows = _full_rows(rows)
         conn = self._conn()
         cols = ", ".join(SPAN_COLUMNS)
         try:
@@ -466,10 +481,12 @@ class PostgresStore(Store):
                     f"INSERT INTO spans ({cols}) SELECT {cols} FROM ragtrail_spans_in "  # noqa: S608 - fixed names
                     "ON CONFLICT (trace_id, span_id) DO NOTHING"
                 )
+                stored = int(raw.rowcount if raw.rowcount is not None and raw.rowcount >= 0 else len(rows))
         except BaseException:
             self._local.spans_in = None  # created again (IF NOT EXISTS) on the next call
             raise
         self._local.spans_in = conn
+        return stored
 
     def close(self) -> None:
         if self._pid != os.getpid():

@@ -22,6 +22,7 @@ from ragtrail._log import warn_once
 from ragtrail.store import Store
 from ragtrail.tracing._classify import classify
 from ragtrail.tracing._content import mask_secrets, take_masked
+from ragtrail.tracing._otel_fields import otel_fields, resource_json
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _STATUS = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
@@ -57,23 +58,6 @@ def _attrs_json(attrs: Any) -> str:
     if not attrs:
         return "{}"
     return _dumps(attrs)  # tuples (sequence attributes) serialise as JSON arrays
-
-
-_resource_cache: dict[int, tuple[Any, str | None]] = {}
-
-
-def _resource_json(res: Any) -> str | None:
-    if res is None:
-        return None
-    hit = _resource_cache.get(id(res))
-    if hit is not None and hit[0] is res:
-        return hit[1]
-    attrs = res.attributes
-    text = _dumps({"service.name": attrs.get("service.name")}) if attrs else None
-    if len(_resource_cache) > 64:
-        _resource_cache.clear()
-    _resource_cache[id(res)] = (res, text)
-    return text
 
 
 # The last line of defence before storage: secrets that reached a span without set_content() (an
@@ -175,7 +159,8 @@ def span_to_row(span: ReadableSpan, project: str, *, mask: bool = True) -> tuple
         get(_PROJECT) or project,
         attrs_json,
         ev_json,
-        _resource_json(span.resource),
+        resource_json(span.resource),
+        *otel_fields(span, mask),  # span_kind, links, scope_name, scope_version (issue 21)
     )
 
 
