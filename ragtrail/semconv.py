@@ -379,3 +379,5 @@ TRACELOOP_SPAN_KIND = "traceloop.span.kind"
 """OpenLLMetry's span kind: workflow | task | agent | tool."""
 OTEL_SPAN_KINDS: tuple[str, ...] = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 """The OTel span kinds as stored in the ``span_kind`` column (index = the OTLP enum value - 1)."""
+OI_PROJECT_NAME = "openinference.project.name"
+"""Resource attribute that routes spans to a Phoenix project (OpenInference)."""

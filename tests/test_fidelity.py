@@ -269,3 +269,58 @@ def test_a_store_written_before_migration_10_stays_readable(tmp_path):
     df = ragtrail.Client(store=store).spans_df()
     assert list(df["name"]) == ["old"] and df.iloc[0]["links"] == [] and df.iloc[0]["resource"] == {"service.name": "s"}
     assert df["span_kind"].isna().all()
+
+
+def test_serve_logs_the_ragtrail_logger_to_stderr_at_the_chosen_level(capfd):
+    import logging
+
+    from ragtrail._log import logger
+    from ragtrail.cli._serve import _log_to_stderr
+
+    before_handlers, before_level = list(logger.handlers), logger.level
+    try:
+        _log_to_stderr("INFO")
+        _log_to_stderr("info")  # idempotent: one handler
+        assert len(logger.handlers) == len(before_handlers) + 1 and logger.level == logging.INFO
+        logger.info("receiver listening")
+        logger.debug("not shown at INFO")
+        err = capfd.readouterr().err
+        assert "INFO ragtrail: receiver listening" in err and "not shown" not in err
+        with pytest.raises(ragtrail.ConfigError, match="not a logging level"):
+            _log_to_stderr("LOUD")
+    finally:
+        logger.handlers[:] = before_handlers
+        logger.setLevel(before_level)
+
+
+def test_openinference_translation_names_the_phoenix_project_and_keeps_links_kind_and_scope():
+    from ragtrail.tracing._otlp import OpenInferenceSpanExporter
+
+    _, spans = make_spans()
+    mem = InMemorySpanExporter()
+    OpenInferenceSpanExporter(mem).export(spans)
+    out = {s.name: s for s in mem.get_finished_spans()}
+    src = {s.name: s for s in spans}
+    for name, s in out.items():
+        # Phoenix routes spans by this resource attribute; without a ragtrail project: the service name
+        assert s.resource.attributes[semconv.OI_PROJECT_NAME] == "checkout"
+        assert {k: v for k, v in s.resource.attributes.items() if k != semconv.OI_PROJECT_NAME} == dict(
+            src[name].resource.attributes
+        )
+        assert s.kind == src[name].kind and s.instrumentation_scope == src[name].instrumentation_scope
+        assert [(link.context, dict(link.attributes)) for link in s.links] == [
+            (link.context, dict(link.attributes)) for link in src[name].links
+        ]
+    tp = TracerProvider(resource=Resource({"service.name": "svc", semconv.OI_PROJECT_NAME: "chosen"}))
+    mem2 = InMemorySpanExporter()
+    tp.add_span_processor(SimpleSpanProcessor(OpenInferenceSpanExporter(mem2)))
+    with tp.get_tracer("t").start_as_current_span("x", attributes={semconv.PROJECT: "rt-project"}):
+        pass
+    (s,) = mem2.get_finished_spans()
+    assert s.resource.attributes[semconv.OI_PROJECT_NAME] == "chosen"  # the app's own choice is kept
+    tp3 = TracerProvider(resource=Resource({"service.name": "svc"}))
+    mem3 = InMemorySpanExporter()
+    tp3.add_span_processor(SimpleSpanProcessor(OpenInferenceSpanExporter(mem3)))
+    with tp3.get_tracer("t").start_as_current_span("x", attributes={semconv.PROJECT: "rt-project"}):
+        pass
+    assert mem3.get_finished_spans()[0].resource.attributes[semconv.OI_PROJECT_NAME] == "rt-project"
