@@ -26,6 +26,7 @@ SPAN_COLUMNS: tuple[str, ...] = (
     "attributes", "events", "resource", "span_kind", "links", "scope_name", "scope_version",
 )  # fmt: skip
 
+
 def _full_rows(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
     """Rows padded with NULLs for the OTel columns when a writer gives only the first 18 columns (as
     writers did before issue 21): those still write."""
