@@ -27,6 +27,8 @@ from ragtrail._exceptions import (
     StoreError,
 )
 from ragtrail._version import __version__
+from ragtrail.tracing._context import context
+from ragtrail.tracing._feedback import current_trace_id, log_feedback
 from ragtrail.tracing._setup import flush, init, shutdown, stats
 from ragtrail.tracing._spans import span, trace
 from ragtrail.tracing._usage import record_documents, record_usage
@@ -45,7 +47,7 @@ def __getattr__(name: str) -> Any:
         from ragtrail.artifacts import Artifact
 
         return Artifact
-    if name in ("artifacts", "prompts"):
+    if name in ("artifacts", "prompts", "ui"):
         import importlib
 
         return importlib.import_module(f"ragtrail.{name}")
@@ -67,8 +69,11 @@ __all__ = [
     "SchemaVersionError",
     "StoreError",
     "__version__",
+    "context",
+    "current_trace_id",
     "flush",
     "init",
+    "log_feedback",
     "record_documents",
     "record_usage",
     "shutdown",

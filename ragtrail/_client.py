@@ -236,9 +236,12 @@ class Client:
             sql += f" LIMIT {int(limit)}"
         it = getattr(self.store, "iter_query", None)
         batches = it(sql, params) if it is not None else [self.store.query(sql, params)]
+        from ragtrail._production import add_span_feedback_columns
+
         extra: list[list[Any]] = [[] for _ in _otel_columns.OTEL_COLUMNS]
         df = _spans_frame(_otel_columns.collect(batches, extra), parse_attributes)
-        return _otel_columns.add_columns(df, extra, parse_attributes)
+        df = _otel_columns.add_columns(df, extra, parse_attributes)
+        return add_span_feedback_columns(df, self.store)
 
     def spans_linking_to(self, span_id: str, trace_id: str | None = None) -> list[dict[str, Any]]:
         """The spans whose links point at ``span_id`` (optionally in ``trace_id``): for each, its trace_id,
@@ -254,26 +257,36 @@ class Client:
         start: Any = None,
         end: Any = None,
         limit: int | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        tags: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """One row per trace: trace_id, root_name, root_kind, start_time, end_time, duration_ms,
-        n_spans, n_errors, status, input_tokens, output_tokens, cost_usd, project. Newest first."""
+        n_spans, n_errors, status, input_tokens, output_tokens, cost_usd, project, session_id, user_id,
+        then ``feedback.<name>`` (the latest value) per feedback name given. Newest first.
+
+        ``session_id`` / ``user_id`` / ``tags`` keep the traces of that session / user / carrying every tag."""
         import pandas as pd
 
+        from ragtrail._production import add_trace_feedback_columns, combine_where
+        from ragtrail.store._feedback import trace_filter
+
         where, params = self._span_where(project, start, end, None, None, None)
+        where, params = combine_where(where, params, *trace_filter(self.store, project, session_id, user_id, tags))
         sql = (
             "SELECT trace_id, MIN(start_time_ns), MAX(end_time_ns), COUNT(*), "  # noqa: S608 - fixed columns, values bound as parameters
             "SUM(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), "
             "SUM(cost_usd), COUNT(cost_usd), MIN(project), "
-            "MIN(CASE WHEN parent_span_id IS NULL THEN name END), MIN(CASE WHEN parent_span_id IS NULL THEN kind END) "
-            f"FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"
+            "MIN(CASE WHEN parent_span_id IS NULL THEN name END), MIN(CASE WHEN parent_span_id IS NULL THEN kind END), "
+            f"MIN(session_id), MIN(user_id) FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = self.store.query(sql, params)
-        data: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(12)]
+        data: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(14)]
         start_ns = pd.Series(data[1], dtype="int64")
         end_ns = pd.Series(data[2], dtype="int64")
-        return pd.DataFrame(
+        df = pd.DataFrame(
             {
                 "trace_id": pd.array(data[0], dtype="string"),
                 "root_name": pd.array(data[10], dtype="string"),
@@ -290,8 +303,11 @@ class Client:
                     [float(c) if n else float("nan") for c, n in zip(data[7], data[8], strict=True)], dtype="float64"
                 ),
                 "project": pd.array(data[9], dtype="string"),
+                "session_id": pd.array(data[12], dtype="string"),
+                "user_id": pd.array(data[13], dtype="string"),
             }
         )
+        return add_trace_feedback_columns(df, self.store)
 
     def trace(self, trace_id: str) -> Trace:
         """The trace with this id (a unique prefix of at least 8 hex digits works too)."""
@@ -309,20 +325,80 @@ class Client:
             raise StoreError(
                 f"no trace {trace_id!r} in the store {self.store.url}; `ragtrail traces list` shows the ids"
             )
-        return Trace(spans)
+        from ragtrail._production import trace_feedback
 
-    def traces(self, project: str | None = None, *, limit: int = 100) -> list[Trace]:
-        """The newest ``limit`` traces as :class:`Trace` objects."""
-        where = " WHERE project = ?" if project else ""
-        sql = f"SELECT trace_id FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC LIMIT ?"  # noqa: S608
-        df_rows = self.store.query(sql, ((project,) if project else ()) + (int(limit),))
-        ids = [r[0] for r in df_rows]
+        t = Trace(spans)
+        t.feedback = trace_feedback(self.store, [tid]).get(tid, {})
+        return t
+
+    def traces(
+        self,
+        project: str | None = None,
+        *,
+        limit: int | None = 100,
+        start: Any = None,
+        end: Any = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> list[Trace]:
+        """The newest ``limit`` traces (``None``: all) as :class:`Trace` objects, each with ``.feedback``
+        (latest value per name); filtered like :meth:`traces_df`."""
+        from ragtrail._production import combine_where, trace_feedback
+        from ragtrail.store._feedback import trace_filter
+
+        where, params = self._span_where(project, start, end, None, None, None)
+        where, params = combine_where(where, params, *trace_filter(self.store, project, session_id, user_id, tags))
+        sql = f"SELECT trace_id FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"  # noqa: S608
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        ids = [r[0] for r in self.store.query(sql, params)]
         if not ids:
             return []
         by: dict[str, list[SpanRecord]] = {}
-        for s in self.spans(trace_id=ids):
-            by.setdefault(s.trace_id, []).append(s)
-        return [Trace(by[i]) for i in ids if i in by]
+        for i in range(0, len(ids), 500):
+            for s in self.spans(trace_id=ids[i : i + 500]):
+                by.setdefault(s.trace_id, []).append(s)
+        fbk = trace_feedback(self.store, ids)
+        out = []
+        for i in ids:
+            if i in by:
+                t = Trace(by[i])
+                t.feedback = fbk.get(i, {})
+                out.append(t)
+        return out
+
+    # ------------------------------------------------------------------- feedback and sessions
+    def feedback_df(
+        self,
+        trace_id: str | Sequence[str] | None = None,
+        *,
+        name: str | None = None,
+        source: str | None = None,
+        since: Any = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Every feedback record (history, oldest first): feedback_id, trace_id, span_id, name, value
+        (float | bool | str), value_type, comment, source, by, created_at, cost_usd."""
+        from ragtrail._production import feedback_frame
+        from ragtrail.store._feedback import select_feedback
+
+        ids = None if trace_id is None else ([trace_id] if isinstance(trace_id, str) else list(trace_id))
+        t = _to_ns(since)
+        rows = select_feedback(
+            self.store, trace_ids=ids, name=name, source=source, since=None if t is None else t / 1e9, limit=limit
+        )
+        return feedback_frame(rows)
+
+    def sessions_df(
+        self, project: str | None = None, *, user_id: str | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
+        """One row per session (newest activity first): session_id, user_id, n_traces, n_spans,
+        first_time, last_time, input_tokens, output_tokens, cost_usd, project, n_feedback, then
+        ``feedback.<name>``: the mean over the session's traces of their latest numeric/boolean value."""
+        from ragtrail._production import sessions_frame
+
+        return sessions_frame(self.store, project, user_id, limit)
 
     def reprice(self, project: str | None = None, prices: Any = None) -> int:
         """Recompute ``cost_usd`` of stored LLM/embedding spans from the current price table; returns

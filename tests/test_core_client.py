@@ -50,6 +50,8 @@ TRACE_COLUMNS = [
     "output_tokens",
     "cost_usd",
     "project",
+    "session_id",
+    "user_id",
 ]
 
 T0 = int(datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc).timestamp() * 1e9)

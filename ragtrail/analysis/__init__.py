@@ -299,8 +299,24 @@ def trace_html(trace: Trace) -> str:
             f"</div></td><td style='white-space:nowrap;text-align:right'>{s.duration_ms:.1f} ms {html.escape(' '.join(extra))}</td>"
             "</tr>"
         )
-    out.append("</table></div>")
+    out.append("</table>" + _context_feedback_html(trace) + "</div>")
     return "".join(out)
+
+
+def _context_feedback_html(trace: Trace) -> str:
+    """Session, user and the latest feedback per name under a trace's waterfall (text escaped)."""
+    root = trace.root
+    parts = []
+    if root is not None and (root.session_id or root.user_id):
+        parts.append(
+            f"session {html.escape(str(root.session_id or '-'))}, user {html.escape(str(root.user_id or '-'))}"
+        )
+    fb = getattr(trace, "feedback", None) or {}
+    if fb:
+        parts.append(
+            "feedback: " + ", ".join(f"{html.escape(str(k))} = {html.escape(str(v))}" for k, v in sorted(fb.items()))
+        )
+    return "".join(f"<div style='color:#555'>{p}</div>" for p in parts)
 
 
 def run_html(name: str, summary: dict[str, Any]) -> str:

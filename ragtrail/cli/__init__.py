@@ -33,6 +33,9 @@ _PARTS: list[tuple[str, str, str | None]] = [
     ("ragtrail.cli._report", "register", None),
     ("ragtrail.cli._serve", "register", None),
     ("ragtrail.cli._artifacts", "register", None),
+    ("ragtrail.cli._ui", "register", None),
+    ("ragtrail.cli._feedback", "register", None),
+    ("ragtrail.cli._monitor", "register", None),
 ]
 
 for _mod, _attr, _name in _PARTS:

@@ -80,6 +80,7 @@ def register(app: typer.Typer) -> None:
         where = []
         if receiver.http_port is not None:
             where.append(f"OTLP/HTTP http://{host}:{receiver.http_port}/v1/traces")
+            where.append(f"web UI http://{host}:{receiver.http_port}/ui/")
         if receiver.grpc_port is not None:
             where.append(f"OTLP/gRPC {host}:{receiver.grpc_port}")
         typer.echo(f"ragtrail serve: {' and '.join(where)} → {receiver.store.url}  (Ctrl-C to stop)")

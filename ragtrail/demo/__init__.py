@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -274,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"  ragtrail runs list                                # versioned runs; {runs[1].ref} is the newest")
     say(f"  ragtrail runs compare {runs[0].ref} {runs[1].ref}")
     say("  jupyter lab notebooks/02_analyze_traces.ipynb     # latency, cost and scores in pandas")
+    say(f"  ragtrail ui --store {shlex.quote(store_url)}   # the web UI: traces, runs, comparison")
     ragtrail.shutdown()
     return 0
 

@@ -11,6 +11,7 @@ from ragtrail.evals._gates import GateReport, check_gates, load_gates, promote
 from ragtrail.evals._harness import CostEstimate, Evaluation, evaluate_traces, rescore, score_items
 from ragtrail.evals._judge import Judge
 from ragtrail.evals._judge_cache import JudgeCache
+from ragtrail.evals._monitor import Alert, AlertEvent, Monitor, MonitorReport
 from ragtrail.evals._ray import RayBackend
 from ragtrail.evals._report import write_report
 from ragtrail.evals._runs import Run, alias_history, list_runs, load_run, runs_df, set_alias
@@ -19,6 +20,8 @@ from ragtrail.evals._types import Example, Score, Scorer
 
 __all__ = [
     "AdaptiveLimiter",
+    "Alert",
+    "AlertEvent",
     "Comparison",
     "CostEstimate",
     "Dataset",
@@ -28,6 +31,8 @@ __all__ = [
     "GateReport",
     "Judge",
     "JudgeCache",
+    "Monitor",
+    "MonitorReport",
     "RayBackend",
     "Run",
     "Score",

@@ -260,6 +260,47 @@ class Dataset:
             raise
         return version
 
+    # ------------------------------------------------------------------------------ from traces
+    @classmethod
+    def from_traces(
+        cls,
+        traces: Iterable[Any],
+        input: Any = "input",  # noqa: A002 - the public name of the mapping
+        output: Any = "output",
+        reference: Any = None,
+        *,
+        name: str = "traces",
+        description: str | None = None,
+        store: Any = None,
+    ) -> Dataset:
+        """One example per trace (``Client().traces(...)`` objects or trace ids, looked up in ``store``):
+        ``id`` the trace id; ``input``/``reference`` and ``metadata["output"]`` from a callable
+        ``f(trace)`` or a dotted path into the root span's ``input``/``output``/``attributes`` or the
+        trace's ``feedback`` (``reference="feedback.corrected_answer"``); ``metadata["source_trace_id"]``
+        and ``meta["trace_ids"]`` keep the lineage. See :mod:`ragtrail.evals._from_traces`."""
+        from ragtrail.evals._from_traces import from_traces
+
+        return from_traces(cls, traces, input, output, reference, name=name, description=description, store=store)
+
+    def add_traces(
+        self,
+        traces: Iterable[Any],
+        input: Any = None,  # noqa: A002 - the public name of the mapping
+        output: Any = None,
+        reference: Any = None,
+        *,
+        store: Any = None,
+    ) -> Dataset:
+        """The next version: this dataset's examples plus one per new trace (traces already in it are
+        skipped); mappings default to the ones this dataset was made with."""
+        from ragtrail.evals._from_traces import from_traces
+
+        m = self.meta.get("mapping") or {}
+        return from_traces(
+            type(self), traces, input or m.get("input") or "input", output or m.get("output") or "output",
+            reference or m.get("reference"), name=self.name, store=store, base=self,
+        )  # fmt: skip
+
     # ------------------------------------------------------------------------------ loaders
     @classmethod
     def from_records(

@@ -287,12 +287,16 @@ class _Engine:
 
     # ---------------------------------------------------------------------- pipeline call
     def _root_attrs(self, ex: Example) -> dict[str, Any]:
-        return {
+        attrs = {
             semconv.SPAN_KIND: semconv.CHAIN,
             semconv.EVAL_RUN_ID: self.run.run_id,
             semconv.EVAL_EXAMPLE_ID: ex.id,
             semconv.EVAL_NAME: self.run.name,
         }
+        source = ex.metadata.get("source_trace_id")  # an example made from a production trace links back to it
+        if isinstance(source, str):
+            attrs[semconv.EVAL_SOURCE_TRACE_ID] = source
+        return attrs
 
     def _start_root(self, ex: Example) -> tuple[Any, int, Any]:
         from opentelemetry import context as otel_context

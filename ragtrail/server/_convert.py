@@ -194,7 +194,13 @@ def _row(
         _dumps(attrs),
         events,
         resource_json,
+        _text_or_none(attrs.get(semconv.SESSION_ID)),
+        _text_or_none(attrs.get(semconv.USER_ID)),
     )
+
+
+def _text_or_none(v: Any) -> str | None:
+    return None if v is None or isinstance(v, (dict, list)) else str(v)
 
 
 def iter_span_ids(request: Any) -> Iterator[tuple[str, str]]:

@@ -95,4 +95,22 @@ def create_app(receiver: Receiver) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok" if receiver.queue.healthy else "store_failing", **receiver.stats()}
 
+    _mount_ui(app, receiver)
     return app
+
+
+def _mount_ui(app: FastAPI, receiver: Receiver) -> None:
+    """The web UI under ``/ui`` (issue 14), on the receiver's store and token, when the ui extra is installed."""
+    import importlib.util
+
+    from ragtrail._exceptions import ConfigError
+    from ragtrail._log import logger
+
+    if importlib.util.find_spec("jinja2") is None:
+        return
+    from ragtrail.ui._launch import build_app
+
+    try:
+        app.mount("/ui", build_app(receiver.store, host=receiver.host, token=receiver.token))
+    except ConfigError as exc:
+        logger.warning("ragtrail serve: the web UI is not mounted: %s", exc)

@@ -129,6 +129,10 @@ class Receiver:
             return self._count(Outcome("bad_request", f"cannot convert the spans: {exc}"))
         if not rows and rejected:
             return self._count(Outcome("bad_request", f"no valid span in the request: {reason}", rejected=rejected))
+        if not self._feedback(rows):
+            return self._count(
+                Outcome("unavailable", "could not store feedback; retry later", retry_after_s=self.retry_after_s)
+            )
         if not self.queue.offer(rows):
             if not self.queue.healthy:
                 return self._count(
@@ -142,6 +146,18 @@ class Receiver:
                 )
             )
         return self._count(Outcome("ok", reason, accepted=len(rows), rejected=rejected))
+
+    def _feedback(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Store the feedback records carried by ``gen_ai.evaluation.result`` events (idempotent by id)."""
+        from ragtrail.store._feedback import insert_feedback
+        from ragtrail.tracing._feedback import rows_from_span_rows
+
+        try:
+            insert_feedback(self.store, rows_from_span_rows(rows))
+            return True
+        except Exception:
+            logger.debug("ragtrail serve: could not store feedback", exc_info=True)
+            return False
 
     def decode(self, body: bytes, content_type: str, encoding: str | None) -> Any:
         """Decompress (bounded) and parse an HTTP body; raises PayloadError / _TooLarge / _Unsupported."""

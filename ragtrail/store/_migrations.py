@@ -163,6 +163,57 @@ CREATE TABLE IF NOT EXISTS prompts (
 )
 """
 
+# issue 14 (the web UI): root spans by time (the trace list and its keyset pages; with the end time, the
+# overview's latencies), by project; error spans by trace (errors filter, error rate); spans with a model
+# or usage (a fraction of all spans) by time, covering the overview's sums, and by trace, covering the
+# per-trace token and cost sums of the min-cost filter and the cost/token sorts
+_UI_INDICES = """
+CREATE INDEX IF NOT EXISTS spans_roots_start ON spans (start_time_ns, trace_id, end_time_ns, parent_span_id)
+    WHERE parent_span_id IS NULL;
+CREATE INDEX IF NOT EXISTS spans_roots_project_start ON spans (project, start_time_ns, trace_id)
+    WHERE parent_span_id IS NULL;
+CREATE INDEX IF NOT EXISTS spans_errors ON spans (trace_id, start_time_ns) WHERE status = 'ERROR';
+CREATE INDEX IF NOT EXISTS spans_usage_start
+    ON spans (start_time_ns, kind, model, input_tokens, output_tokens, cost_usd, project)
+    WHERE model IS NOT NULL OR input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR cost_usd IS NOT NULL;
+CREATE INDEX IF NOT EXISTS spans_usage_trace ON spans (trace_id, input_tokens, output_tokens, cost_usd)
+    WHERE model IS NOT NULL OR input_tokens IS NOT NULL OR output_tokens IS NOT NULL OR cost_usd IS NOT NULL
+"""
+
+# issue 15: session and user promoted on spans; feedback (history, never overwritten); monitor cursors
+_PRODUCTION = """
+ALTER TABLE spans ADD COLUMN session_id TEXT;
+ALTER TABLE spans ADD COLUMN user_id TEXT;
+CREATE INDEX IF NOT EXISTS spans_session ON spans (session_id, start_time_ns) WHERE session_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS spans_user ON spans (user_id, start_time_ns) WHERE user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS spans_roots_end ON spans (end_time_ns, trace_id) WHERE parent_span_id IS NULL;
+CREATE INDEX IF NOT EXISTS spans_roots_project_end ON spans (project, end_time_ns, trace_id) WHERE parent_span_id IS NULL;
+CREATE TABLE IF NOT EXISTS feedback (
+    feedback_id TEXT PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    span_id TEXT,
+    name TEXT NOT NULL,
+    value_type TEXT NOT NULL,
+    value_num DOUBLE PRECISION,
+    value_text TEXT,
+    comment TEXT,
+    source TEXT NOT NULL,
+    author TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    cost_usd DOUBLE PRECISION,
+    details TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id, name, created_at);
+CREATE INDEX IF NOT EXISTS feedback_name_time ON feedback (name, created_at);
+CREATE TABLE IF NOT EXISTS monitor_cursors (
+    monitor TEXT PRIMARY KEY,
+    end_time_ns BIGINT NOT NULL,
+    trace_id TEXT NOT NULL,
+    scored BIGINT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+)
+"""
+
 # issue 21: the OTel span kind, links (JSON list of {trace_id, span_id, attributes[, trace_state]}) and the
 # instrumentation scope's name and version; ``resource`` now holds every resource attribute. Existing rows
 # keep NULLs (read as "not recorded"), so stores written before stay readable.
@@ -176,6 +227,8 @@ ALTER TABLE spans ADD COLUMN scope_version TEXT
 MIGRATIONS: list[tuple[int, str, str, str]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
+    (4, "sessions_users_feedback_monitor", _PRODUCTION, _PRODUCTION),
+    (6, "ui_root_span_indices", _UI_INDICES, _UI_INDICES),
     (7, "artifacts_prompts", _ARTIFACTS, _ARTIFACTS),
     (10, "span_kind_links_scope", _OTEL_FIELDS, _OTEL_FIELDS),
 ]

@@ -23,13 +23,14 @@ from ragtrail.store._migrations import LATEST, MIGRATIONS
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
     "status", "status_message", "model", "input_tokens", "output_tokens", "cost_usd", "project",
-    "attributes", "events", "resource", "span_kind", "links", "scope_name", "scope_version",
+    "attributes", "events", "resource", "session_id", "user_id", "span_kind", "links", "scope_name",
+    "scope_version",
 )  # fmt: skip
 
 
 def _full_rows(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
-    """Rows padded with NULLs for the OTel columns when a writer gives only the first 18 columns (as
-    writers did before issue 21): those still write."""
+    """Rows padded with NULLs for the columns a writer did not give (the 18-column layout from before
+    migration 4, the 20-column one from before migration 10): those still write."""
     n = len(SPAN_COLUMNS)
     if all(len(r) == n for r in rows):
         return rows

@@ -10,8 +10,17 @@ from opentelemetry import trace as _otel_trace
 
 from ragtrail.tracing._collector import SpanCollector, collector
 from ragtrail.tracing._content import mask_secrets, safe_json, to_json
+from ragtrail.tracing._context import (
+    CONTEXT_KEY,
+    ContextSpanProcessor,
+    ContextValues,
+    context,
+    current_context,
+    with_framework_context,
+)
 from ragtrail.tracing._dedupe import active_llm_span, llm_span_active
 from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
+from ragtrail.tracing._feedback import current_trace_id, log_feedback
 from ragtrail.tracing._model import SpanRecord, Trace
 from ragtrail.tracing._setup import Config, flush, get_config, init, shutdown, stats
 from ragtrail.tracing._spans import (
@@ -42,7 +51,10 @@ def suppress_instrumentation():  # type: ignore[no-untyped-def]
 
 
 __all__ = [
+    "CONTEXT_KEY",
     "Config",
+    "ContextSpanProcessor",
+    "ContextValues",
     "PriceTable",
     "SpanCollector",
     "SpanRecord",
@@ -53,7 +65,10 @@ __all__ = [
     "collector",
     "compute_cost",
     "content_value",
+    "context",
+    "current_context",
     "current_span",
+    "current_trace_id",
     "flush",
     "get_config",
     "get_tracer",
@@ -63,6 +78,7 @@ __all__ = [
     "is_suppressed",
     "llm_span_active",
     "load_prices",
+    "log_feedback",
     "mask_secrets",
     "record_documents",
     "record_exception",
@@ -76,4 +92,5 @@ __all__ = [
     "suppress_instrumentation",
     "to_json",
     "trace",
+    "with_framework_context",
 ]

@@ -160,6 +160,8 @@ def span_to_row(span: ReadableSpan, project: str, *, mask: bool = True) -> tuple
         attrs_json,
         ev_json,
         resource_json(span.resource),
+        get(_SESSION),
+        get(_USER),
         *otel_fields(span, mask),  # span_kind, links, scope_name, scope_version (issue 21)
     )
 
@@ -172,6 +174,8 @@ _IN_TOKENS = semconv.GEN_AI_USAGE_INPUT_TOKENS
 _OUT_TOKENS = semconv.GEN_AI_USAGE_OUTPUT_TOKENS
 _COST = semconv.COST_USD
 _PROJECT = semconv.PROJECT
+_SESSION = semconv.SESSION_ID
+_USER = semconv.USER_ID
 _ERROR = StatusCode.ERROR
 _OK = StatusCode.OK
 

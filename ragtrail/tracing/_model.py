@@ -61,6 +61,14 @@ class SpanRecord:
         return self.attributes.get(semconv.TTFT_S)
 
     @property
+    def session_id(self) -> str | None:
+        return self.attributes.get(semconv.SESSION_ID)
+
+    @property
+    def user_id(self) -> str | None:
+        return self.attributes.get(semconv.USER_ID)
+
+    @property
     def is_error(self) -> bool:
         return self.status == "ERROR"
 
@@ -130,6 +138,8 @@ class Trace:
         for s in self.spans:
             parent = s.parent_span_id if s.parent_span_id in self._by_id else None
             self._children.setdefault(parent, []).append(s)
+        self.feedback: dict[str, Any] = {}
+        """Latest feedback value per name (filled by ``Client.traces``/``Client.trace``; scorers may read it)."""
 
     def __len__(self) -> int:
         return len(self.spans)

@@ -27,6 +27,7 @@ from ragtrail._exceptions import ConfigError, RagtrailWarning
 from ragtrail._log import logger
 from ragtrail.tracing import _background
 from ragtrail.tracing._content import DEFAULT_MAX_BYTES, MaskHook
+from ragtrail.tracing._context import apply_context, set_defaults
 
 if TYPE_CHECKING:
     from ragtrail.store import Store
@@ -90,6 +91,10 @@ class _Switch(SpanProcessor):
         self._starts = tuple(p for p in self._targets if not isinstance(p, BatchSpanProcessor))
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            apply_context(span, parent_context)  # ragtrail.context(): session, user, tags, metadata
+        except Exception:  # pragma: no cover - never raise into the traced code
+            logger.debug("ragtrail: could not apply the context to a span", exc_info=True)
         for p in self._starts:
             p.on_start(span, parent_context)
 
@@ -187,7 +192,8 @@ def init(
             ``gpu_prices`` ($/GPU-hour by GPU type), ``max_queue_size`` (default 65,536),
             ``max_export_batch_size`` (default 8,192), ``schedule_delay_ms`` (default 500),
             ``exporters`` (extra SpanExporters), ``tracer_provider`` (use this provider),
-            ``store_exporter`` (False to skip the store, e.g. OTLP only).
+            ``store_exporter`` (False to skip the store, e.g. OTLP only), ``session_id``, ``user_id``,
+            ``tags``, ``metadata`` (defaults under every ``ragtrail.context()``).
 
     Raises:
         ConfigError: a bad option; StoreError: the store cannot be opened (the message says why).
@@ -201,6 +207,7 @@ def init(
     known = {
         "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",
         "max_export_batch_size", "schedule_delay_ms", "exporters", "tracer_provider", "store_exporter",
+        "session_id", "user_id", "tags", "metadata",
     }  # fmt: skip
     unknown = set(options) - known
     if unknown:
@@ -220,6 +227,7 @@ def init(
             raise ConfigError(f"ragtrail.init(exporters=...): {exp!r} is not an OpenTelemetry SpanExporter")
     bsp_kwargs = _batch_options(options)
     prices = load_prices(options.get("prices"))  # a bad price file fails here, before anything changes
+    set_defaults(**{k: options.get(k) for k in ("session_id", "user_id", "tags", "metadata")})  # checked here too
 
     with _lock:
         # open the new store first: if it cannot be opened, the running configuration stays as it was

@@ -37,7 +37,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY as _SPAN_CONTEXT_KEY
 from ragtrail import semconv
 from ragtrail._log import warn_once
 from ragtrail.connectors.langchain import _extract as ex
-from ragtrail.tracing import _setup
+from ragtrail.tracing import CONTEXT_KEY, _setup, with_framework_context
 from ragtrail.tracing._dedupe import LLM_SPAN_KEY
 from ragtrail.tracing._spans import content_value, record_exception
 from ragtrail.tracing._usage import record_documents, record_usage
@@ -164,6 +164,8 @@ class CallbackHandler(BaseCallbackHandler):
         attrs: dict[str, Any],
         *,
         llm: bool = False,
+        tags: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> _Run | None:
         cfg = _setup._config
         if cfg is None:
@@ -180,6 +182,8 @@ class CallbackHandler(BaseCallbackHandler):
                 attrs[semconv.LANGCHAIN_PARENT_RUN_ID] = str(parent_run_id)
         if parent_ctx is None:
             parent_ctx = _strip_langchain(cur) if parent_run_id is None else cur
+        if parent_run_id is None and (tags or metadata):  # config={"metadata": …, "tags": …} → ragtrail.context
+            parent_ctx = with_framework_context(parent_ctx, tags, metadata)
         attrs[semconv.SPAN_KIND] = kind
         attrs[semconv.LANGCHAIN_RUN_ID] = str(run_id)
         attrs[semconv.LANGCHAIN_RUN_TYPE] = run_type
@@ -189,6 +193,7 @@ class CallbackHandler(BaseCallbackHandler):
         values = dict(cur)  # one copy instead of one per set_value()
         values[_SPAN_KEY] = span
         values[_RUN_KEY] = run
+        values[CONTEXT_KEY] = parent_ctx.get(CONTEXT_KEY)  # spans inside the run get the run's context
         if llm:
             values[LLM_SPAN_KEY] = span
         ctx = Context(values)
@@ -369,7 +374,7 @@ class CallbackHandler(BaseCallbackHandler):
             prompt = self._prompt(parent_run_id, metadata, run_type == "prompt")
             if prompt and run_type == "prompt":
                 attrs.update(prompt)
-            run = self._start(run_id, parent_run_id, name, kind, run_type, attrs)
+            run = self._start(run_id, parent_run_id, name, kind, run_type, attrs, tags=tags, metadata=metadata)
             if run is not None:
                 run.prompt = prompt
         except Exception:
@@ -449,7 +454,9 @@ class CallbackHandler(BaseCallbackHandler):
         if self._capture():
             self._content(attrs, content_key, content())
         name = f"{op} {model or ex.run_name(serialized, kwargs, run_type)}"
-        run = self._start(run_id, parent_run_id, name, semconv.LLM, run_type, attrs, llm=True)
+        run = self._start(
+            run_id, parent_run_id, name, semconv.LLM, run_type, attrs, llm=True, tags=tags, metadata=metadata
+        )
         if run is not None:
             run.model = model
             run.provider = provider
@@ -556,7 +563,9 @@ class CallbackHandler(BaseCallbackHandler):
             if self._capture():
                 self._content(attrs, semconv.RETRIEVAL_QUERY, query)
             name = ex.run_name(serialized, kwargs, "Retriever")
-            self._start(run_id, parent_run_id, name, semconv.RETRIEVER, "retriever", attrs)
+            self._start(
+                run_id, parent_run_id, name, semconv.RETRIEVER, "retriever", attrs, tags=tags, metadata=metadata
+            )
         except Exception:
             self._fail("on_retriever_start")
 
@@ -611,7 +620,7 @@ class CallbackHandler(BaseCallbackHandler):
                 self._root_extras(attrs, tags, metadata)
             if self._capture():
                 self._content(attrs, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, inputs if inputs is not None else input_str)
-            self._start(run_id, parent_run_id, name, semconv.TOOL, "tool", attrs)
+            self._start(run_id, parent_run_id, name, semconv.TOOL, "tool", attrs, tags=tags, metadata=metadata)
         except Exception:
             self._fail("on_tool_start")
 
