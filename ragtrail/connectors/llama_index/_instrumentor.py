@@ -382,15 +382,19 @@ def _own_stream(rec: _Open, result: Any) -> bool:
     The wrapper yields exactly the chunks of the original stream; it only makes the spans that returned
     the stream current while LlamaIndex produces each chunk, and ends them after the last one.
     """
-    gen: Any = getattr(result, "response_gen", None)
-    owners = _WRAPPED.get(gen) if gen is not None else None
-    if owners is None:
-        owners = [rec]
-        wrapped: Any = _async_stream(gen, owners) if inspect.isasyncgen(gen) else _sync_stream(gen, owners)
-        result.response_gen = wrapped
-        _WRAPPED[wrapped] = owners
-    else:
-        owners.append(rec)
+    try:
+        gen: Any = getattr(result, "response_gen", None)
+        owners = _WRAPPED.get(gen) if gen is not None else None
+        if owners is None:
+            owners = [rec]
+            wrapped: Any = _async_stream(gen, owners) if inspect.isasyncgen(gen) else _sync_stream(gen, owners)
+            result.response_gen = wrapped
+            _WRAPPED[wrapped] = owners
+        else:
+            owners.append(rec)
+    except Exception:
+        _failed("stream wrap")
+        return False  # the span ends now and the stream is left as it was
     rec.stream_owner = True
     return True
 
@@ -556,8 +560,10 @@ def _exit_span(id_: str, result: Any) -> _Open | None:
     streaming = _is_stream(result)
     if streaming:
         if rec.kind != semconv.LLM and getattr(result, "response_gen", None) is not None:
-            rec.pending = _own_stream(rec, result)  # ends after the user reads the last chunk
-            return rec
+            if _own_stream(rec, result):
+                rec.pending = True  # ends after the user reads the last chunk
+                return rec
+            streaming = False
         with _STATE.lock:
             # an LLM stream ends on LlamaIndex's end event; a generator-returning span ends with the
             # streamed LLM call below it, or with the span above it that owns the response's stream
