@@ -324,3 +324,24 @@ def test_openinference_translation_names_the_phoenix_project_and_keeps_links_kin
     with tp3.get_tracer("t").start_as_current_span("x", attributes={semconv.PROJECT: "rt-project"}):
         pass
     assert mem3.get_finished_spans()[0].resource.attributes[semconv.OI_PROJECT_NAME] == "rt-project"
+
+
+def test_postgresql_stores_the_same_fields(pg_url, reference):
+    """The OTel columns on PostgreSQL (migration 10 there too): in-process and received, equal to SQLite's."""
+    spans, expected = reference
+    store = open_store(pg_url)
+    assert StoreSpanExporter(store, project="default").export(spans).name == "SUCCESS"
+    assert _stored(store) == expected
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+    store.execute("DELETE FROM spans")
+    rec = Receiver(open_store(pg_url), http_port=None, grpc_port=0, project="default").start()
+    try:
+        assert Grpc(endpoint=f"127.0.0.1:{rec.grpc_port}", insecure=True).export(spans).name == "SUCCESS"
+        assert rec.queue.drain(10)
+        assert _stored(rec.store) == expected
+        producer = next(s for s in spans if s.name == "publish order")
+        linking = ragtrail.Client(store=rec.store).spans_linking_to(format(producer.context.span_id, "016x"))
+        assert [d["name"] for d in linking] == ["process order"]
+    finally:
+        rec.stop()
