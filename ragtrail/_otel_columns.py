@@ -19,9 +19,9 @@ def collect(batches: Iterable[list[tuple[Any, ...]]], out: list[list[Any]]) -> I
     """Pass the batches through unchanged, keeping the OTel columns' values in ``out`` (5 lists)."""
     for rows in batches:
         if rows:
-            cols = list(zip(*rows, strict=True))
             for i in range(len(OTEL_COLUMNS)):
-                out[i].extend(cols[_FIRST + i])
+                j = _FIRST + i
+                out[i].extend([r[j] for r in rows])  # ~3x faster than transposing the whole batch
         yield rows
 
 
@@ -34,14 +34,29 @@ def _json(text: Any, empty: Any) -> Any:
         return empty
 
 
+def _objects(values: Iterable[Any], n: int) -> Any:
+    """A 1-D object array (numpy would turn a list of lists into a 2-D array)."""
+    import numpy as np
+
+    return np.fromiter(values, dtype=object, count=n)
+
+
 def add_columns(df: Any, out: list[list[Any]], parse: bool = True) -> Any:
     """The frame with span_kind, links (a list per span), resource (a dict), scope_name, scope_version."""
     import pandas as pd
 
     kinds, links, resources, names, versions = out
+    n = len(df)
     df["span_kind"] = pd.array(kinds, dtype="string")
-    df["links"] = pd.Series([_json(x, []) for x in links] if parse else links, dtype=object, index=df.index)
-    df["resource"] = pd.Series([_json(x, {}) for x in resources] if parse else resources, dtype=object, index=df.index)
+    if parse:
+        df["links"] = pd.Series(_objects(([] if x is None else _json(x, []) for x in links), n), index=df.index)
+        # a store holds few distinct resources (one per process): each is parsed once and its dict is shared
+        # by the rows of that resource (read it; copy it before changing it)
+        parsed = {x: _json(x, {}) for x in set(resources)}
+        df["resource"] = pd.Series(_objects((parsed[x] for x in resources), n), index=df.index)
+    else:
+        df["links"] = pd.Series(_objects(links, n), index=df.index)
+        df["resource"] = pd.Series(_objects(resources, n), index=df.index)
     df["scope_name"] = pd.array(names, dtype="string")
     df["scope_version"] = pd.array(versions, dtype="string")
     return df
