@@ -1,8 +1,10 @@
-"""Writes the three notebooks from the cells below (``python notebooks/_build.py``).
+"""Writes the three notebooks from the cells below.
 
-The notebooks are committed without outputs; CI executes them (tests/test_notebooks.py) and the
-``assert`` cells check what they produced. Each notebook uses ``$RAGTRAIL_STORE`` when set (CI points it
-at a temporary file) and otherwise the default store.
+``python notebooks/_build.py --execute`` (what is committed) also runs them, offline, into a temporary
+store and keeps their outputs, so they read on GitHub; without ``--execute`` it writes them without
+outputs. CI executes them again (tests/test_notebooks.py) and the ``assert`` cells check what they
+produced; a test checks that the committed cells are the ones below. Each notebook uses
+``$RAGTRAIL_STORE`` when set and otherwise the default store.
 """
 
 from __future__ import annotations
@@ -201,17 +203,65 @@ NB3 = [
 ]
 
 
-def main() -> None:
+def _execute(nb: nbformat.NotebookNode) -> None:
+    """Run ``nb`` in a fresh kernel against a temporary store; temporary paths are removed from its outputs."""
+    import os
+    import sys
+    import tempfile
+
+    from nbclient import NotebookClient
+
+    with tempfile.TemporaryDirectory(prefix="ragtrail-nb-") as tmp:
+        env = {"RAGTRAIL_STORE": os.path.join(tmp, "ragtrail.db"), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+               "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}  # fmt: skip
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp}}).execute()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        def scrub(text: str) -> str:  # no paths of the machine that ran it
+            return text.replace(tmp + os.sep, "").replace(tmp, ".").replace(sys.prefix, "<venv>")
+
+        for cell in (c for c in nb.cells if c.cell_type == "code"):
+            # warnings on stderr (progress-bar widgets, …) are noise in a committed notebook
+            cell["outputs"] = [o for o in cell.get("outputs", []) if o.get("name") != "stderr"]
+            for out in cell["outputs"]:
+                if "text" in out:
+                    out["text"] = scrub(out["text"])
+                for mime, value in out.get("data", {}).items():
+                    if isinstance(value, str) and not mime.startswith("image/"):
+                        out["data"][mime] = scrub(value)
+
+
+def notebooks() -> dict[str, nbformat.NotebookNode]:
+    """The three notebooks as built from the cells above (no outputs)."""
+    out = {}
     for name, cells in (
         ("01_trace_a_rag_app.ipynb", NB1),
         ("02_analyze_traces.ipynb", NB2),
         ("03_evaluate_and_compare.ipynb", NB3),
     ):
+        cells = [nbformat.from_dict(dict(c)) for c in cells]
         for i, cell in enumerate(cells):
             cell["id"] = f"{name[:2]}-{i:02d}"  # stable ids: rebuilding gives identical files
-        nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        meta = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+        out[name] = new_notebook(cells=cells, metadata=meta)
+    return out
+
+
+def main(execute: bool = False) -> None:
+    for name, nb in notebooks().items():
+        if execute:
+            _execute(nb)
         nbformat.write(nb, HERE / name)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(execute="--execute" in sys.argv[1:])

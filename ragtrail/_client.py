@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ragtrail import semconv
+from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, StoreError
 from ragtrail.store import SPAN_COLUMNS, Store, open_store
 from ragtrail.tracing._model import SpanRecord, Trace
@@ -35,6 +36,7 @@ except ImportError:  # pragma: no cover
 def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
     """Build the spans DataFrame from row batches (the 15 spans_df columns in order) in bounded memory:
     each batch becomes Arrow arrays at once, so the Python row tuples of only one batch are alive."""
+    require("pandas", extra="analysis", feature="Client.spans_df()")
     import pandas as pd
 
     try:
@@ -250,6 +252,49 @@ class Client:
 
         return spans_linking_to(self.store, span_id, trace_id)
 
+    def trace_summaries(
+        self,
+        project: str | None = None,
+        *,
+        start: Any = None,
+        end: Any = None,
+        limit: int | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One dict per trace, newest first, without pandas: trace_id, root_name, root_kind,
+        start_time_ns, end_time_ns, duration_ms, n_spans, n_errors, status, input_tokens, output_tokens,
+        cost_usd (None when no span has a cost), project, session_id, user_id.
+
+        ``session_id`` / ``user_id`` / ``tags`` keep the traces of that session / user / carrying every tag."""
+        from ragtrail._production import combine_where
+        from ragtrail.store._feedback import trace_filter
+
+        where, params = self._span_where(project, start, end, None, None, None)
+        where, params = combine_where(where, params, *trace_filter(self.store, project, session_id, user_id, tags))
+        sql = (
+            "SELECT trace_id, MIN(start_time_ns), MAX(end_time_ns), COUNT(*), "  # noqa: S608 - fixed columns, values bound as parameters
+            "SUM(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), "
+            "SUM(cost_usd), COUNT(cost_usd), MIN(project), "
+            "MIN(CASE WHEN parent_span_id IS NULL THEN name END), MIN(CASE WHEN parent_span_id IS NULL THEN kind END), "
+            f"MIN(session_id), MIN(user_id) FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        out = []
+        for tid, s, e, n, errs, tin, tout, cost, n_cost, proj, root, root_kind, sess, user in self.store.query(
+            sql, params
+        ):
+            out.append({
+                "trace_id": tid, "root_name": root, "root_kind": root_kind,
+                "start_time_ns": int(s), "end_time_ns": int(e), "duration_ms": (int(e) - int(s)) / 1e6,
+                "n_spans": int(n), "n_errors": int(errs or 0), "status": "ERROR" if errs else "OK",
+                "input_tokens": None if tin is None else int(tin), "output_tokens": None if tout is None else int(tout),
+                "cost_usd": float(cost) if n_cost else None, "project": proj, "session_id": sess, "user_id": user,
+            })  # fmt: skip
+        return out
+
     def traces_df(
         self,
         project: str | None = None,
@@ -264,50 +309,67 @@ class Client:
         """One row per trace: trace_id, root_name, root_kind, start_time, end_time, duration_ms,
         n_spans, n_errors, status, input_tokens, output_tokens, cost_usd, project, session_id, user_id,
         then ``feedback.<name>`` (the latest value) per feedback name given. Newest first.
+        (:meth:`trace_summaries` gives the same without pandas.)
 
         ``session_id`` / ``user_id`` / ``tags`` keep the traces of that session / user / carrying every tag."""
+        require("pandas", extra="analysis", feature="Client.traces_df()")
         import pandas as pd
 
-        from ragtrail._production import add_trace_feedback_columns, combine_where
-        from ragtrail.store._feedback import trace_filter
+        from ragtrail._production import add_trace_feedback_columns
 
-        where, params = self._span_where(project, start, end, None, None, None)
-        where, params = combine_where(where, params, *trace_filter(self.store, project, session_id, user_id, tags))
-        sql = (
-            "SELECT trace_id, MIN(start_time_ns), MAX(end_time_ns), COUNT(*), "  # noqa: S608 - fixed columns, values bound as parameters
-            "SUM(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), "
-            "SUM(cost_usd), COUNT(cost_usd), MIN(project), "
-            "MIN(CASE WHEN parent_span_id IS NULL THEN name END), MIN(CASE WHEN parent_span_id IS NULL THEN kind END), "
-            f"MIN(session_id), MIN(user_id) FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"
+        rows = self.trace_summaries(
+            project, start=start, end=end, limit=limit, session_id=session_id, user_id=user_id, tags=tags
         )
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = self.store.query(sql, params)
-        data: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(14)]
-        start_ns = pd.Series(data[1], dtype="int64")
-        end_ns = pd.Series(data[2], dtype="int64")
+
+        def col(name: str) -> list[Any]:
+            return [r[name] for r in rows]
+
+        start_ns = pd.Series(col("start_time_ns"), dtype="int64")
+        end_ns = pd.Series(col("end_time_ns"), dtype="int64")
         df = pd.DataFrame(
             {
-                "trace_id": pd.array(data[0], dtype="string"),
-                "root_name": pd.array(data[10], dtype="string"),
-                "root_kind": pd.array(data[11], dtype="string"),
+                "trace_id": pd.array(col("trace_id"), dtype="string"),
+                "root_name": pd.array(col("root_name"), dtype="string"),
+                "root_kind": pd.array(col("root_kind"), dtype="string"),
                 "start_time": pd.to_datetime(start_ns, unit="ns", utc=True),
                 "end_time": pd.to_datetime(end_ns, unit="ns", utc=True),
                 "duration_ms": (end_ns - start_ns) / 1e6,
-                "n_spans": pd.Series(data[3], dtype="int64"),
-                "n_errors": pd.Series(data[4], dtype="int64"),
-                "status": ["ERROR" if e else "OK" for e in data[4]],
-                "input_tokens": pd.array([int(x) if x is not None else None for x in data[5]], dtype="Int64"),
-                "output_tokens": pd.array([int(x) if x is not None else None for x in data[6]], dtype="Int64"),
-                "cost_usd": pd.Series(
-                    [float(c) if n else float("nan") for c, n in zip(data[7], data[8], strict=True)], dtype="float64"
-                ),
-                "project": pd.array(data[9], dtype="string"),
-                "session_id": pd.array(data[12], dtype="string"),
-                "user_id": pd.array(data[13], dtype="string"),
+                "n_spans": pd.Series(col("n_spans"), dtype="int64"),
+                "n_errors": pd.Series(col("n_errors"), dtype="int64"),
+                "status": col("status"),
+                "input_tokens": pd.array(col("input_tokens"), dtype="Int64"),
+                "output_tokens": pd.array(col("output_tokens"), dtype="Int64"),
+                "cost_usd": pd.Series([float("nan") if c is None else c for c in col("cost_usd")], dtype="float64"),
+                "project": pd.array(col("project"), dtype="string"),
+                "session_id": pd.array(col("session_id"), dtype="string"),
+                "user_id": pd.array(col("user_id"), dtype="string"),
             }
         )
         return add_trace_feedback_columns(df, self.store)
+
+    def metrics_df(
+        self, metric: str | None = None, project: str | None = None, *, start: Any = None, end: Any = None
+    ) -> pd.DataFrame:
+        """Per-minute GenAI metric aggregates (every call, sampled or not): minute, project, metric,
+        operation, provider, model, response_model, token_type, error_type, count, sum, min, max.
+
+        ``metric`` e.g. ``"gen_ai.client.token.usage"`` (sum = tokens), ``"ragtrail.gen_ai.client.cost"``
+        (sum = USD), ``"gen_ai.client.operation.duration"`` (sum / count = mean seconds). ``start`` /
+        ``end``: datetimes or epoch seconds. Oldest first."""
+        import pandas as pd
+
+        from ragtrail.store._metrics import METRIC_COLUMNS, read_metric_minutes
+
+        def secs(v: Any) -> float | None:
+            return None if v is None else (v.timestamp() if isinstance(v, datetime) else float(v))
+
+        rows = read_metric_minutes(self.store, metric=metric, project=project, since_s=secs(start), until_s=secs(end))
+        df = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+        df["minute"] = pd.to_datetime(df["minute"].astype("int64"), unit="s", utc=True)
+        df["count"] = df["count"].astype("int64")
+        for c in ("sum", "min", "max"):
+            df[c] = df[c].astype("float64")
+        return df
 
     def trace(self, trace_id: str) -> Trace:
         """The trace with this id (a unique prefix of at least 8 hex digits works too)."""

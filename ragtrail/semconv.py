@@ -380,6 +380,17 @@ FEEDBACK_SPAN_NAME = "feedback"
 """Name of the span that carries feedback events when the span they are about has ended."""
 EVAL_SOURCE_TRACE_ID = "ragtrail.eval.source_trace_id"
 """Trace id of the production trace a dataset example was made from (on the example's eval span)."""
+# --- issue 16 ---
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+"""Token type of a ``gen_ai.client.token.usage`` point: ``input`` or ``output``."""
+METRIC_GEN_AI_TOKEN_USAGE = "gen_ai.client.token.usage"
+"""Histogram ({token}): input and output tokens per GenAI call."""
+METRIC_GEN_AI_OPERATION_DURATION = "gen_ai.client.operation.duration"
+"""Histogram (s): duration of a GenAI call."""
+METRIC_GEN_AI_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+"""Histogram (s): time to the first chunk of a streamed GenAI call."""
+METRIC_COST = "ragtrail.gen_ai.client.cost"
+"""Counter (USD): cost of GenAI calls whose price is known (ragtrail's; the conventions have none)."""
 
 # --- issue 21 ---
 LLAMA_INDEX_SELECTOR_CHOICES = "ragtrail.llama_index.selector.choices"

@@ -37,3 +37,10 @@ def test_demo_runs_offline_and_reports(tmp_path):
     assert (llm["input_tokens"] > 0).all() and llm["cost_usd"].notna().all()
     run = client.run("rag-demo:v2")
     assert run.summary["n_examples"] == 36
+    # the demo's lesson: the tight context budget costs answer quality, significantly, and saves money
+    assert run.config["context_chars"] == 1000 and client.run("rag-demo:v1").config["context_chars"] == 120
+    rows = {m.metric: m for m in client.compare("rag-demo:v1", "rag-demo:v2").metrics}
+    assert rows["token_f1"].significant and rows["token_f1"].delta > 0.1
+    assert rows["recall@4"].delta == 0  # the same retrieval: the difference is what reaches the model
+    assert rows["cost_usd"].significant and rows["cost_usd"].delta > 0
+    assert "Conclusion: rag-demo:v2 is better on" in out and "token_f1" in out

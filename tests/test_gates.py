@@ -112,6 +112,7 @@ def test_non_inferiority_uses_ci_lower_bound(store) -> None:  # type: ignore[no-
     rep = check_gates(store, "rag-qa:v2", ["faithfulness >= production - 0.01"])
     r = rep.results[0]
     assert r.status == "fail" and r.observed < -0.01 and "lower bound must be > -0.0100" in r.detail
+    assert r.detail.startswith("observed = the CI's lower bound")  # the observed column explained
     rep = check_gates(store, "rag-qa:v2", ["faithfulness >= production - 0.05"])
     assert rep.passed and rep.results[0].observed > -0.05
     assert rep.comparison is not None and rep.comparison["faithfulness"].delta == pytest.approx(-0.03, abs=0.01)

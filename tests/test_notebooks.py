@@ -35,11 +35,17 @@ def test_notebook_executes_and_asserts(name, tmp_path, monkeypatch):
 
 
 def test_notebooks_are_built_from_source():
-    """The committed notebooks are exactly what notebooks/_build.py writes (no stale copies)."""
+    """The committed notebooks hold exactly the cells notebooks/_build.py writes (no stale copies), with
+    the outputs of an execution (`python notebooks/_build.py --execute`), so they read on GitHub."""
     import runpy
 
-    before = {p.name: p.read_text() for p in NOTEBOOKS.glob("*.ipynb")}
-    assert len(before) == 3
-    runpy.run_path(str(NOTEBOOKS / "_build.py"), run_name="__main__")
-    after = {p.name: p.read_text() for p in NOTEBOOKS.glob("*.ipynb")}
-    assert before == after
+    built = runpy.run_path(str(NOTEBOOKS / "_build.py"))["notebooks"]()
+    committed = {p.name: nbformat.read(p, as_version=4) for p in NOTEBOOKS.glob("*.ipynb")}
+    assert sorted(committed) == sorted(built)
+    for name, nb in built.items():
+        have = [(c.cell_type, c.source, c.get("id")) for c in committed[name].cells]
+        assert have == [(c.cell_type, c.source, c.get("id")) for c in nb.cells], f"{name} is stale: rebuild it"
+        code = [c for c in committed[name].cells if c.cell_type == "code"]
+        assert all(c.get("execution_count") for c in code), f"{name} is committed without outputs"
+        outputs = [o for c in code for o in c.get("outputs", [])]
+        assert outputs and not [o for o in outputs if o.get("output_type") == "error"]

@@ -44,13 +44,13 @@ __all__ = [
 def _pd() -> Any:
     from ragtrail._deps import require
 
-    return require("pandas", extra="notebook")
+    return require("pandas", extra="analysis")
 
 
 def _plt() -> Any:
     from ragtrail._deps import require
 
-    require("matplotlib", extra="notebook")
+    require("matplotlib", extra="analysis")
     import matplotlib.pyplot as plt
 
     return plt

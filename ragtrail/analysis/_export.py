@@ -28,8 +28,8 @@ def export_spans(client: Any, path: str | os.PathLike[str], *, fmt: str = "jsonl
                     f.write(json.dumps(d, ensure_ascii=False, default=str) + "\n")
                     n += 1
         return n
-    pa = require("pyarrow", extra="notebook")
-    pq = require("pyarrow.parquet", extra="notebook", package="pyarrow")
+    pa = require("pyarrow", extra="analysis")
+    pq = require("pyarrow.parquet", extra="analysis", package="pyarrow")
     # one fixed schema: a batch whose column is all NULL must not change the file's types
     ints = {"start_time_ns", "end_time_ns", "input_tokens", "output_tokens"}
     floats = {"duration_ms", "cost_usd"}

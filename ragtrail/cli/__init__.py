@@ -12,9 +12,11 @@ import sys
 import typer
 
 from ragtrail._exceptions import RagtrailError
+from ragtrail.cli._help import RootGroup
 
 app = typer.Typer(
     name="ragtrail",
+    cls=RootGroup,
     help="Trace LLM/RAG pipelines and evaluate them as versioned runs.",
     no_args_is_help=True,
     add_completion=False,
@@ -51,15 +53,21 @@ for _mod, _attr, _name in _PARTS:
         app.add_typer(getattr(_m, _attr), name=_name)
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from ragtrail import __version__
 
         typer.echo(__version__)
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """Trace LLM/RAG pipelines and evaluate them as versioned runs."""
 
 
 def main() -> None:

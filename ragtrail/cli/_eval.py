@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -24,11 +24,19 @@ def run(
         None, "--store", "-s", envvar="RAGTRAIL_STORE", help="Store path or URL (overrides the YAML)."
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    overrides: Optional[list[str]] = typer.Option(
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config value (repeatable; VALUE is read as YAML, KEY may be dotted: retriever.k=3).",
+    ),
 ) -> None:
     """Run the evaluation and print the new run's summary."""
     from ragtrail.evals._config import build, load_spec
 
     spec = load_spec(config_file)
+    if overrides:
+        spec.config = apply_overrides(spec.config, overrides)
     if store:
         spec.store = store
     ev = build(spec, Path(config_file).resolve().parent)
@@ -52,3 +60,37 @@ def run(
             f"stopped: {s.get('stopped_reason')}; continue with: ragtrail eval run {config_file} --resume {r.ref}"
         )
         raise typer.Exit(3)
+
+
+def apply_overrides(config: Optional[dict[str, Any]], overrides: list[str]) -> dict[str, Any]:
+    """``config`` with each ``KEY=VALUE`` applied (VALUE parsed as YAML; dotted keys go into nested dicts)."""
+    import copy
+
+    import yaml
+
+    from ragtrail._exceptions import ConfigError
+
+    out = copy.deepcopy(dict(config or {}))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set top_k=5")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
+        *parents, last = key.strip().split(".")
+        node = out
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {} if child is None else _not_a_mapping(item, part)
+            node = child
+        node[last] = value
+    return out
+
+
+def _not_a_mapping(item: str, part: str) -> dict[str, Any]:
+    from ragtrail._exceptions import ConfigError
+
+    raise ConfigError(f"--set {item!r}: config key {part!r} is not a mapping, so it has no sub-keys")

@@ -26,27 +26,35 @@ def list_(
     limit: int = typer.Option(20, "--limit", "-n", help="How many runs (newest first)."),
     store: Optional[str] = StoreOpt,
 ) -> None:
-    """Runs, newest first, with status, dataset, size, errors and metric means."""
+    """Runs, newest first: status, dataset, size, errors, the config keys that differ between the runs of an
+    evaluation, latency, cost and metric means."""
+    from datetime import datetime, timezone
+
     from rich.console import Console
     from rich.table import Table
 
-    cl = client(store)
-    df = cl.runs_df(name).head(limit)
-    sweeps = {rid: cl.run(rid).sweep_id for rid in df["run_id"]}  # the id `ragtrail sweep --resume` takes
-    base = ["ref", "status", "created_at", "dataset", "dataset_version", "n_examples", "n_errors", "aliases"]
-    metrics = [c for c in df.columns if c not in {
-        "run_id", "name", "version", "ref", "status", "created_at", "finished_at", "dataset", "dataset_version",
-        "config_hash", "n_examples", "n_errors", "latency_p50_ms", "latency_p95_ms", "cost_usd", "aliases",
-        "sweep_id"}]  # fmt: skip
-    table = Table(title=f"{len(df)} run(s)")
-    for col in (*base, "p50 ms", "cost", *(["sweep"] if any(sweeps.values()) else []), *metrics):
+    from ragtrail.evals._runs import list_runs
+
+    runs = list_runs(client(store).store, name, limit=limit)
+    metrics: list[str] = []
+    for r in runs:
+        metrics += [m for m in r.metrics if m not in metrics]
+    differing = config_differences(runs)
+    table = Table(title=f"{len(runs)} run(s)")
+    for col in ("ref", "status", "created_at", "dataset", "dataset_version", "n_examples", "n_errors", "aliases"):
+        table.add_column(col)
+    table.add_column("config", min_width=min(60, max([6, *(len(v) for v in differing.values())])))
+    with_sweep = any(r.sweep_id for r in runs)  # the id `ragtrail sweep --resume` takes
+    for col in ("p50 ms", "cost", *(["sweep"] if with_sweep else []), *metrics):
         table.add_column(col, no_wrap=col == "sweep")
-    for _, r in df.iterrows():
+    for r in runs:
+        s = r.summary
+        created = datetime.fromtimestamp(r.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(
-            r["ref"], r["status"], r["created_at"].strftime("%Y-%m-%d %H:%M:%S"), _fmt(r["dataset"]),
-            _fmt(r["dataset_version"]), _fmt(r["n_examples"]), _fmt(r["n_errors"]), ",".join(r["aliases"]),
-            _fmt(r["latency_p50_ms"]), _fmt(r["cost_usd"]),
-            *([_fmt(sweeps[r["run_id"]])] if any(sweeps.values()) else []), *[_fmt(r[m]) for m in metrics],
+            r.ref, r.status, created, _fmt(r.dataset_name), _fmt(r.dataset_version), _fmt(s.get("n_examples")),
+            _fmt(s.get("n_error")), ",".join(r.aliases()), differing.get(r.run_id, ""),
+            _fmt((s.get("latency_ms") or {}).get("p50")), _fmt(s.get("cost_usd")),
+            *([_fmt(r.sweep_id)] if with_sweep else []), *[_fmt(r.metrics.get(m)) for m in metrics],
         )  # fmt: skip
     Console(width=240).print(table)
 
@@ -55,6 +63,9 @@ def list_(
 def show(
     ref: str = typer.Argument(..., help="name:vN, name:alias (latest, production…) or a run id."),
     examples: bool = typer.Option(False, "--examples", "-e", help="Also print per-example scores."),
+    text: bool = typer.Option(
+        False, "--text", "-t", help="With --examples: also each example's input, reference and output."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run (lineage and summary) as JSON."),
     store: Optional[str] = StoreOpt,
 ) -> None:
@@ -65,7 +76,7 @@ def show(
             "run_id": run.run_id, "ref": run.ref, "status": run.status, "created_at": run.created_at,
             "finished_at": run.finished_at, "dataset": run.dataset_name, "dataset_version": run.dataset_version,
             "config": run.config, "config_hash": run.config_hash, "lineage": run.lineage, "summary": run.summary,
-            "source_run_id": run.source_run_id, "aliases": run.aliases(), "sweep_id": run.sweep_id,
+            "source_run_id": run.source_run_id, "aliases": run.aliases(),
         }, indent=2, default=str))  # fmt: skip
         return
     s = run.summary
@@ -80,8 +91,6 @@ def show(
     )
     if run.source_run_id:
         typer.echo(f"source   {run.source_run_id}")
-    if run.sweep_id:
-        typer.echo(f"sweep    {run.sweep_id}")
     if s.get("stopped_reason"):
         typer.echo(f"stopped  {s['stopped_reason']}")
     lat = s.get("latency_ms") or {}
@@ -96,9 +105,20 @@ def show(
         )
     if examples:
         typer.echo("")
-        for r in run.results():
+        shown: set[str] = set()
+        for r in run.results(with_text=text):
+            if text and r["example_id"] not in shown:
+                shown.add(r["example_id"])
+                for key in ("input", "reference", "output"):
+                    typer.echo(f"  {r['example_id']:<24}{key + ':':<11}{_clip(r[key])}")
             val = _fmt(r["score"]) if r["status"] == "ok" else r["status"]
             typer.echo(f"  {r['example_id']:<24}{r['scorer']:<24}{val:>10}  {r['reason'] or ''}")
+
+
+def _clip(value: object, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 try:  # the runs/compare helper adds `runs compare|alias|promote` in its own module
@@ -108,3 +128,32 @@ except ModuleNotFoundError as _exc:
         raise
 else:
     _runs_extra.register(app)
+
+
+def _flat(config: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(config, dict) or not config:
+        return {prefix: config} if prefix else {}
+    out: dict[str, object] = {}
+    for k, v in config.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_differences(runs: list) -> dict[str, str]:  # type: ignore[type-arg]
+    """Per run id, ``key=value`` for the config keys (dotted when nested) whose values differ between the
+    listed runs of the same evaluation; empty when an evaluation has one run or identical configs."""
+    by_name: dict[str, list] = {}  # type: ignore[type-arg]
+    for r in runs:
+        by_name.setdefault(r.name, []).append(r)
+    out: dict[str, str] = {}
+    for group in by_name.values():
+        flats = {r.run_id: _flat(r.config) for r in group}
+        keys = sorted({k for f in flats.values() for k in f})
+        differ = [
+            k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats.values()}) > 1
+        ]
+        for r in group:
+            f = flats[r.run_id]
+            out[r.run_id] = " ".join(f"{k}={json.dumps(f[k], default=str) if not isinstance(f[k], str) else f[k]}"
+                                     for k in differ if k in f)  # fmt: skip
+    return out

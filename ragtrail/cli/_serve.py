@@ -56,6 +56,13 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option(
             "INFO", "--log-level", envvar="RAGTRAIL_LOG_LEVEL", help="Level of the 'ragtrail' log on stderr."
         ),
+        retention: Optional[str] = typer.Option(
+            None,
+            "--retention",
+            envvar="RAGTRAIL_RETENTION",
+            help="Prune traces older than this (30d, 12h…) every --retention-every; referenced traces are kept.",
+        ),
+        retention_every: str = typer.Option("1h", "--retention-every", help="How often the retention prune runs."),
     ) -> None:
         """Receive OTLP traces (HTTP protobuf/JSON on 4318, gRPC on 4317) and write them into the store."""
         from ragtrail.server import Receiver
@@ -85,6 +92,10 @@ def register(app: typer.Typer) -> None:
             where.append(f"OTLP/gRPC {host}:{receiver.grpc_port}")
         typer.echo(f"ragtrail serve: {' and '.join(where)} → {receiver.store.url}  (Ctrl-C to stop)")
         stop = threading.Event()
+        if retention:  # the automatic retention policy (issue 16)
+            from ragtrail.store._retention import parse_age, start_retention
+
+            start_retention(receiver.store, retention, every_s=parse_age(retention_every), stop=stop)
 
         def on_signal(signum: int, frame: object) -> None:
             stop.set()

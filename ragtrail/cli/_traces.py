@@ -23,20 +23,23 @@ def list_(
     store: Optional[str] = StoreOpt,
 ) -> None:
     """The newest traces: id, root span, start, duration, spans, errors, tokens, cost."""
+    from datetime import datetime, timezone
+
     from rich.console import Console
     from rich.table import Table
 
-    df = client(store).traces_df(project=project, start=_utc(since), limit=limit)
-    table = Table(title=f"{len(df)} trace(s)")
+    rows = client(store).trace_summaries(project=project, start=_utc(since), limit=limit)
+    table = Table(title=f"{len(rows)} trace(s)")
     for col in ("trace_id", "root", "start (UTC)", "duration", "spans", "errors", "tokens in→out", "cost"):
         table.add_column(col)
-    for r in df.itertuples():
-        cost = "-" if r.cost_usd != r.cost_usd else f"${r.cost_usd:.6f}"
-        tin = 0 if r.input_tokens is None or str(r.input_tokens) == "<NA>" else int(r.input_tokens)
-        tout = 0 if r.output_tokens is None or str(r.output_tokens) == "<NA>" else int(r.output_tokens)
+    for r in rows:
+        cost = "-" if r["cost_usd"] is None else f"${r['cost_usd']:.6f}"
+        tokens = "–" if r["input_tokens"] is None and r["output_tokens"] is None else (
+            f"{r['input_tokens'] or 0}→{r['output_tokens'] or 0}")  # fmt: skip
+        started = datetime.fromtimestamp(r["start_time_ns"] / 1e9, tz=timezone.utc)
         table.add_row(
-            str(r.trace_id), str(r.root_name), r.start_time.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{r.duration_ms:.1f} ms", str(r.n_spans), str(r.n_errors), f"{tin}→{tout}", cost,
+            str(r["trace_id"]), str(r["root_name"]), started.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{r['duration_ms']:.1f} ms", str(r["n_spans"]), str(r["n_errors"]), tokens, cost,
         )  # fmt: skip
     Console(width=200).print(table)
 
@@ -74,7 +77,7 @@ def show(
 def export(
     output: str = typer.Option(..., "--output", "-o", help="File to write."),
     fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl or parquet."),
-    project: Optional[str] = typer.Option(None, "--project", "-p"),
+    project: Optional[str] = typer.Option(None, "--project", "-p", help="Only this project."),
     store: Optional[str] = StoreOpt,
 ) -> None:
     """Export spans (one per line/row, attributes included) to JSONL or Parquet."""
@@ -89,7 +92,7 @@ def export(
 @app.command("reprice")
 def reprice(
     prices: Optional[str] = typer.Option(None, "--prices", help="A JSON price file overriding the built-in table."),
-    project: Optional[str] = typer.Option(None, "--project", "-p"),
+    project: Optional[str] = typer.Option(None, "--project", "-p", help="Only this project."),
     store: Optional[str] = StoreOpt,
 ) -> None:
     """Recompute the cost of stored spans from the current price table."""

@@ -3,7 +3,8 @@
 1. Index the bundled help-centre corpus (``ragtrail/data/demo``) into Chroma with all-MiniLM-L6-v2.
 2. Answer questions with a LangChain RAG chain (retriever → prompt → chat model → parser), traced by
    ragtrail's LangChain handler and its Chroma and sentence-transformers connectors.
-3. Evaluate two configs (top_k = 2 and 5) over the bundled QA dataset as versioned runs.
+3. Evaluate two configs over the bundled QA dataset as versioned runs: the same retriever (top_k = 4)
+   with a tight context budget (120 characters reach the model) and with the whole context.
 4. Compare them with paired bootstrap confidence intervals, write an HTML report, and say where
    everything is.
 
@@ -108,7 +109,7 @@ def _llm(base_url: str | None, model: str | None) -> Any:
         return ExtractiveChatModel()
     from ragtrail._deps import require
 
-    lco = require("langchain_openai", extra="openai", package="langchain-openai")
+    lco = require("langchain_openai", extra="langchain-openai", package="langchain-openai")
     if not model:
         import httpx
 
@@ -124,8 +125,11 @@ def _llm(base_url: str | None, model: str | None) -> Any:
     )
 
 
-def build_chain(vectorstore: Any, top_k: int, llm: Any) -> Any:
-    """retriever (top_k) → prompt → chat model → string; returns a runnable giving answer and contexts."""
+def build_chain(vectorstore: Any, top_k: int, llm: Any, max_context_chars: int | None = None) -> Any:
+    """retriever (top_k) → prompt → chat model → string; returns a runnable giving answer and contexts.
+
+    ``max_context_chars`` caps the context put into the prompt (a budget that saves input tokens and
+    cuts off what does not fit); None sends every retrieved document whole."""
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
@@ -134,7 +138,8 @@ def build_chain(vectorstore: Any, top_k: int, llm: Any) -> Any:
     prompt = ChatPromptTemplate.from_template(PROMPT)
 
     def fmt(docs: list[Any]) -> str:
-        return "\n".join(f"[{d.metadata.get('doc_id', d.id)}] {d.page_content}" for d in docs)
+        text = "\n".join(f"[{d.metadata.get('doc_id', d.id)}] {d.page_content}" for d in docs)
+        return text if max_context_chars is None else text[:max_context_chars]
 
     answer = (
         RunnableLambda(lambda x: {"context": fmt(x["docs"]), "question": x["question"]}).with_config(
@@ -169,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--llm-model", default=os.environ.get("OPENAI_MODEL"), help="Model name on that server.")
     parser.add_argument("--report", default="ragtrail-demo-report.html", help="Where to write the HTML report.")
-    parser.add_argument("--top-k", default="2,5", help="The two retriever depths to compare (default 2,5).")
+    parser.add_argument("--top-k", default="4,4", help="The two configs' retriever depths (default 4,4).")
+    parser.add_argument(
+        "--context-chars", default="120,1000",
+        help="The two configs' context budgets in characters (default 120,1000: a tight budget vs the whole context).",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -185,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     ks = [int(k) for k in args.top_k.split(",")]
+    budgets = [int(c) for c in args.context_chars.split(",")]
+    configs = [{"top_k": k, "context_chars": c} for k, c in zip(ks, budgets, strict=True)]
     cfg = ragtrail.init(
         project=PROJECT,
         store=args.store,
@@ -212,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     say(f"[1/5] Indexed {len(load_corpus())} help-centre articles into Chroma with all-MiniLM-L6-v2 "
         f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
 
-    chains = {k: build_chain(vs, k, llm) for k in ks}
+    chains = [build_chain(vs, c["top_k"], llm, max_context_chars=c["context_chars"]) for c in configs]
     question = "How long can deleted notes be restored from the Trash?"
-    first = _pipeline(chains[ks[0]], handler)(question)
+    first = _pipeline(chains[-1], handler)(question)
     ragtrail.flush()
     client = ragtrail.Client(cfg.store)
     trace = client.traces(project=PROJECT, limit=1)[0]
@@ -235,31 +246,32 @@ def main(argv: list[str] | None = None) -> int:
         scorers.cost(),
     ]
     runs = []
-    for k in ks:
+    for config, chain in zip(configs, chains, strict=True):
         ev = Evaluation(
             EVAL_NAME,
             dataset=ds,
-            pipeline=_pipeline(chains[k], handler),
+            pipeline=_pipeline(chain, handler),
             scorers=metrics,
             max_concurrency=4,
             store=cfg.store,
             progress=False,
         )
-        runs.append(ev.run(config={"top_k": k, "model": str(model_label)}))
+        runs.append(ev.run(config={**config, "model": str(model_label)}))
     say(f"[3/5] Evaluated {len(ds)} questions with 2 configs (dataset {DATASET_NAME}@{ds.version[:12]}):")
-    for k, run in zip(ks, runs, strict=False):
-        say(f"      {run.ref:14} top_k={k}  " + _summary_line(run.summary))
+    for config, run in zip(configs, runs, strict=True):
+        label = f"top_k={config['top_k']} context={config['context_chars']} chars"
+        say(f"      {run.ref:14} {label:28} " + _summary_line(run.summary))
 
     comp = client.compare(runs[0], runs[1])
     say(f"[4/5] {runs[1].ref} vs {runs[0].ref} (paired by question; delta = b − a, 95% bootstrap CI):")
     df = comp.to_df()
     say(f"      {'metric':24} {'a':>8} {'b':>8} {'delta':>8}  {'95% CI':>20}  {'p (Holm)':>8}")
     for r in df.itertuples():
-        sig = "  *" if (r.ci_low > 0 or r.ci_high < 0) else ""
+        sig = "  *" if r.significant else ""
         unit = _UNITS.get(r.metric, "")
         say(f"      {r.metric + unit:24} {_num(r.mean_a)} {_num(r.mean_b)} {_num(r.delta, True)}  "
             f"[{_num(r.ci_low, True).strip()}, {_num(r.ci_high, True).strip()}]  {r.p_adjusted:8.3g}{sig}")  # fmt: skip
-    say("      (* the CI excludes 0: a real difference, not noise)")
+    say("      (* significant: Holm-adjusted p < 0.05 and the CI excludes 0 — a real difference, not noise)")
     say("      " + _conclusion(df, runs[0].ref, runs[1].ref))
 
     from ragtrail.evals._report import write_report
@@ -287,7 +299,7 @@ def _conclusion(df: Any, a: str, b: str) -> str:
     better: list[str] = []
     worse: list[str] = []
     for r in df.itertuples():
-        if r.ci_low > 0 or r.ci_high < 0:
+        if r.significant:
             up = r.delta > 0
             (better if up == higher_is_better(r.metric) else worse).append(r.metric)
     quality = [m for m in df["metric"] if m not in ("latency_ms", "cost_usd", "tokens")]

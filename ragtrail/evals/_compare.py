@@ -21,8 +21,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ragtrail.evals import _needs_numpy  # noqa: F401  (numpy + scipy, or a one-line install hint)
+
+# isort: split
 import numpy as np
 
+from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, EvalError, RagtrailWarning
 from ragtrail.evals._stats import TESTS, bootstrap_ci_many, holm, paired_p_value
 
@@ -245,6 +249,7 @@ class Comparison:
     def to_df(self) -> pd.DataFrame:
         """One row per metric: ``metric, mean_a, mean_b, delta, ci_low, ci_high, p_value, p_adjusted,
         n_pairs`` then ``significant, higher_is_better``, status counts, regression counts, ``test``."""
+        require("pandas", extra="analysis", feature="Comparison.to_df()")
         import pandas as pd
 
         cols = list(COLUMNS) + list(EXTRA_COLUMNS)
@@ -257,6 +262,7 @@ class Comparison:
     def regressions_df(self, metric: str | None = None) -> pd.DataFrame:
         """Examples that got worse: example_id, metric, score_a, score_b, delta, status_a, status_b,
         reason_b, trace_id_a, trace_id_b — worst first."""
+        require("pandas", extra="analysis", feature="Comparison.regressions_df()")
         import pandas as pd
 
         cols = ["example_id", "metric", "score_a", "score_b", "delta", "status_a", "status_b", "reason_b",
@@ -266,6 +272,7 @@ class Comparison:
 
     def improvements_df(self, metric: str | None = None) -> pd.DataFrame:
         """Examples that got better, best first (same columns as :meth:`regressions_df`)."""
+        require("pandas", extra="analysis", feature="Comparison.improvements_df()")
         import pandas as pd
 
         cols = ["example_id", "metric", "score_a", "score_b", "delta", "status_a", "status_b", "reason_b",
@@ -301,7 +308,7 @@ class Comparison:
         t = Table(title=f"{self.b.ref} vs {self.a.ref}  (delta = b − a, {pct}% paired bootstrap CI, Holm-adjusted)")
         for col, just in (("metric", "left"), ("a", "right"), ("b", "right"), ("delta", "right"),
                           (f"{pct}% CI", "right"), ("p", "right"), ("p adj", "right"), ("pairs", "right"),
-                          ("", "left")):  # fmt: skip
+                          ("verdict", "left")):  # fmt: skip
             t.add_column(col, justify=just)  # type: ignore[arg-type]
         for m in self.metrics:
             verdict = m.verdict
@@ -349,8 +356,22 @@ class Comparison:
                           _fmt(r["delta"], signed=True), str(r["trace_id_b"] or "—"))  # fmt: skip
             console.print(t)
 
+    def __repr__(self) -> str:
+        verdicts = [m.verdict for m in self.metrics]
+        better, worse = verdicts.count("better"), verdicts.count("worse")
+        named = ", ".join(f"{m.metric} {m.delta:+.3g}" for m in self.metrics if m.significant and m.delta is not None)
+        return (f"<Comparison {self.b.ref} vs {self.a.ref}: {len(self.metrics)} metrics, {better} better, "
+                f"{worse} worse at {self.confidence:.0%}" + (f" ({named})" if named else "") + ">")  # fmt: skip
+
     def _repr_html_(self) -> str:
-        return self.to_df()._repr_html_()  # type: ignore[no-any-return, operator]
+        try:
+            from ragtrail.analysis import comparison_html
+
+            return comparison_html(self.to_df(), title=f"{self.b.ref} vs {self.a.ref} (b − a)")
+        except ImportError:  # no pandas: the text table
+            import html
+
+            return f"<pre>{html.escape(self.render())}</pre>"
 
     def __str__(self) -> str:
         return self.render()
@@ -363,6 +384,8 @@ def _nan(v: Any) -> bool:
 def _fmt(v: Any, *, signed: bool = False) -> str:
     if _nan(v):
         return "—"
+    if v and abs(v) < 1e-3:  # tiny figures (per-example cost in USD) keep their digits
+        return f"{v:+.3g}" if signed else f"{v:.3g}"
     return f"{v:+.4f}" if signed else f"{v:.4f}"
 
 
@@ -547,11 +570,14 @@ def compare(
                 n_regressed=n_reg, n_improved=n_imp, test=test,
             )
         )  # fmt: skip
-    adj = holm([r.p_value if r.p_value is not None else float("nan") for r in rows])
-    for r, pa in zip(rows, adj, strict=True):
-        r.p_adjusted = float(pa)
-        excl0 = not _nan(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0)  # type: ignore[operator]
-        r.significant = bool(not math.isnan(pa) and pa < alpha and excl0)
+    # Holm within two families: the quality metrics, and the operational ones (latency, cost, tokens), so
+    # that comparing operational figures too never weakens the adjustment of the quality metrics
+    for family in ([r for r in rows if r.metric not in OPERATIONAL], [r for r in rows if r.metric in OPERATIONAL]):
+        adj = holm([r.p_value if r.p_value is not None else float("nan") for r in family])
+        for r, pa in zip(family, adj, strict=True):
+            r.p_adjusted = float(pa)
+            excl0 = not _nan(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0)  # type: ignore[operator]
+            r.significant = bool(not math.isnan(pa) and pa < alpha and excl0)
 
     def worst_first(rec: dict[str, Any]) -> tuple[int, int, float]:
         # quality metrics before latency/cost/tokens (different scales), errors first, then the largest drop

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from ragtrail._deps import require
 from ragtrail._exceptions import DatasetError, StoreError
 from ragtrail.evals._types import Example
 
@@ -211,6 +212,7 @@ class Dataset:
         return [e.model_dump(mode="json") for e in self.examples]
 
     def to_pandas(self) -> pd.DataFrame:
+        require("pandas", extra="analysis", feature="Dataset.to_pandas()")
         import pandas as pd
 
         return pd.DataFrame(self.to_records(), columns=list(_FIELDS))

@@ -41,6 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ragtrail.evals import _needs_numpy  # noqa: F401  (numpy + scipy, or a one-line install hint)
+
+# isort: split
 import numpy as np
 
 from ragtrail._exceptions import ConfigError, EvalError, RagtrailWarning
@@ -608,12 +611,12 @@ def _evaluate(
     pct = round(cmp.confidence * 100)
     if hib:
         ok = m.ci_low > -g.value
-        detail = (f"delta {m.delta:+.4f} vs {cmp.a.ref}, {pct}% CI [{m.ci_low:+.4f}, {m.ci_high:+.4f}]; "
-                  f"lower bound must be > {-g.value:+.4f}")  # fmt: skip
+        detail = (f"observed = the CI's lower bound; delta {m.delta:+.4f} vs {cmp.a.ref}, {pct}% CI "
+                  f"[{m.ci_low:+.4f}, {m.ci_high:+.4f}]; lower bound must be > {-g.value:+.4f}")  # fmt: skip
         return GateResult(g, "pass" if ok else "fail", m.ci_low, detail)
     ok = m.ci_high < g.value  # type: ignore[operator]
-    detail = (f"delta {m.delta:+.4f} vs {cmp.a.ref}, {pct}% CI [{m.ci_low:+.4f}, {m.ci_high:+.4f}]; "
-              f"upper bound must be < {g.value:+.4f} (lower is better)")  # fmt: skip
+    detail = (f"observed = the CI's upper bound; delta {m.delta:+.4f} vs {cmp.a.ref}, {pct}% CI "
+              f"[{m.ci_low:+.4f}, {m.ci_high:+.4f}]; upper bound must be < {g.value:+.4f} (lower is better)")  # fmt: skip
     return GateResult(g, "pass" if ok else "fail", m.ci_high, detail)
 
 

@@ -701,7 +701,7 @@ class Evaluation:
             raise ConfigError(
                 f"Evaluation({self.name!r}) has no pipeline; use evaluate_traces() to score recorded traces"
             )
-        from ragtrail.evals._sweep import current_trial
+        from ragtrail.evals._sweep_trial import current_trial
 
         trial = current_trial()  # a sweep's trial: linked from the start, reports its running metric
         if on_example_scored is None and trial is not None:

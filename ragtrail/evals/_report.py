@@ -23,6 +23,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ragtrail.evals import _needs_numpy  # noqa: F401  (numpy + scipy, or a one-line install hint)
+
+# isort: split
 import numpy as np
 
 from ragtrail import semconv
@@ -56,17 +59,11 @@ def _short(v: Any, limit: int = _MAX_TEXT) -> str | None:
     return s if len(s) <= limit else s[:limit] + f"… [{len(s) - limit} more characters]"
 
 
-def _mean_ci(vals: Sequence[float]) -> tuple[float | None, float | None, float | None]:
-    if not vals:
-        return None, None, None
-    a = np.asarray(vals, dtype=float)
-    m = float(a.mean())
-    if a.size < 2:
-        return m, None, None
-    from scipy import stats
+def _mean_ci(vals: Sequence[float]) -> tuple[float | None, float | None, float | None, str | None]:
+    """Mean and 95% interval inside the scores' range: Wilson for 0/1 scores, bootstrap percentile otherwise."""
+    from ragtrail.evals._stats import mean_interval
 
-    half = float(stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
-    return m, m - half, m + half
+    return mean_interval(list(vals), 0.95, seed=0)
 
 
 def _run_block(store: Store, run: RunInfo) -> dict[str, Any]:
@@ -76,9 +73,9 @@ def _run_block(store: Store, run: RunInfo) -> dict[str, Any]:
     for name in sorted(scores):
         cells = scores[name].values()
         vals = [float(c.score) for c in cells if c.status == "ok" and c.score is not None]
-        m, lo, hi = _mean_ci(vals)
+        m, lo, hi, method = _mean_ci(vals)
         metrics.append({
-            "metric": name, "mean": m, "ci_low": lo, "ci_high": hi, "n_ok": len(vals),
+            "metric": name, "mean": m, "ci_low": lo, "ci_high": hi, "ci_method": method, "n_ok": len(vals),
             "n_undefined": sum(c.status == "undefined" for c in cells), "n_error": sum(c.status == "error" for c in cells),
         })  # fmt: skip
     lat = sorted(float(r["latency_ms"]) for r in examples.values() if r.get("latency_ms") is not None)

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ragtrail._exceptions import ConfigError, EvalError, StoreError
+from ragtrail._deps import require
+from ragtrail._exceptions import ConfigError, DatasetError, EvalError, StoreError
 from ragtrail.evals._types import Score
 
 if TYPE_CHECKING:
@@ -190,13 +191,10 @@ class Run:
         return self.ref
 
     def __repr__(self) -> str:
-        m = ", ".join(f"{k}={v:.4g}" if v is not None else f"{k}=undefined" for k, v in self.metrics.items())
+        m = " ".join(f"{k}={v:.4g}" if v is not None else f"{k}=undefined" for k, v in self.metrics.items())
         n = self.summary.get("n_examples")
-        return (
-            f"Run({self.ref!r}, status={self.status!r}, examples={n}, {m})"
-            if m
-            else f"Run({self.ref!r}, status={self.status!r})"
-        )
+        size = f" {n} examples" if n is not None else ""
+        return f"<Run {self.ref} {self.status}{size}" + (f" {m}" if m else "") + ">"
 
     @classmethod
     def from_row(cls, row: Sequence[Any], store: Any = None) -> Run:
@@ -226,8 +224,28 @@ class Run:
     def scorers(self) -> list[str]:
         return [s.get("name") for s in self.lineage.get("scorers", [])]  # type: ignore[misc]
 
-    def results(self) -> list[dict[str, Any]]:
-        """One dict per example x scorer (the rows of :meth:`results_df`)."""
+    def results(self, with_text: bool = False) -> list[dict[str, Any]]:
+        """One dict per example x scorer (the rows of :meth:`results_df`); ``with_text=True`` adds the
+        example's ``input`` and ``reference`` (from the run's dataset snapshot) and the pipeline's ``output``."""
+        rows = self._results()
+        if with_text:
+            texts = self._texts()
+            for r in rows:
+                r.update(texts.get(r["example_id"], {"input": None, "reference": None, "output": None}))
+        return rows
+
+    def _texts(self) -> dict[str, dict[str, Any]]:
+        """``{example_id: {input, reference, output}}``; input/reference None when the dataset is gone."""
+        out = {e["example_id"]: {"input": None, "reference": None, "output": e["output"]} for e in self.examples()}
+        try:
+            examples = self.dataset().examples
+        except (EvalError, StoreError, ConfigError, DatasetError):
+            return out
+        for ex in examples:
+            out.setdefault(ex.id, {"output": None}).update(input=ex.input, reference=ex.reference)
+        return out
+
+    def _results(self) -> list[dict[str, Any]]:
         rows = self._st().query(
             "SELECT r.example_id, r.scorer, r.score, r.status, r.reason, r.trace_id, r.details, "
             "e.latency_ms, e.cost_usd, e.status, e.error FROM run_results r LEFT JOIN run_examples e "
@@ -245,14 +263,18 @@ class Run:
             })  # fmt: skip
         return out
 
-    def results_df(self) -> pd.DataFrame:
+    def results_df(self, with_text: bool = False) -> pd.DataFrame:
         """One row per example x scorer: example_id, scorer, score, status, reason, trace_id, details,
-        latency_ms, cost_usd, example_status, example_error, run_id. ``score`` is NaN unless status is ok."""
+        latency_ms, cost_usd, example_status, example_error, run_id. ``score`` is NaN unless status is ok.
+        ``with_text=True`` adds ``input``, ``reference`` and ``output`` (see :meth:`results`)."""
+        require("pandas", extra="analysis", feature="Run.results_df()")
         import pandas as pd
 
         cols = ["example_id", "scorer", "score", "status", "reason", "trace_id", "details", "latency_ms",
                 "cost_usd", "example_status", "example_error", "run_id"]  # fmt: skip
-        rows = self.results()
+        if with_text:
+            cols += ["input", "reference", "output"]
+        rows = self.results(with_text=with_text)
         df = pd.DataFrame(rows, columns=cols)
         df["score"] = pd.to_numeric(df["score"], errors="coerce").astype("float64")
         return df
@@ -290,6 +312,9 @@ class Run:
         return out
 
     def examples_df(self) -> pd.DataFrame:
+        """One row per example (the pipeline's side): example_id, status, output, error, trace_id,
+        latency_ms, input_tokens, output_tokens, cost_usd. Scores are in :meth:`results_df`."""
+        require("pandas", extra="analysis", feature="Run.examples_df()")
         import pandas as pd
 
         return pd.DataFrame(self.examples(), columns=["example_id", "status", "output", "error", "trace_id",
@@ -337,13 +362,10 @@ class Run:
         return artifacts_of_run(self, store=self._st())
 
     def _repr_html_(self) -> str:
-        import html
+        from ragtrail.analysis import run_html
 
-        m = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{'' if v is None else f'{v:.4f}'}</td></tr>"
-            for k, v in self.metrics.items()
-        )
-        return f"<b>{html.escape(self.ref)}</b> ({html.escape(self.status)})<table>{m}</table>"
+        n = self.summary.get("n_examples")
+        return run_html(f"{self.ref} ({self.status}{f', {n} examples' if n is not None else ''})", self.summary)
 
 
 # ------------------------------------------------------------------------------------- creation
@@ -482,6 +504,7 @@ def runs_df(store: Any, name: str | None = None) -> pd.DataFrame:
     """One row per run, newest first: run_id, name, version, ref, status, created_at, finished_at,
     dataset, dataset_version, config_hash, n_examples, n_errors, latency_p50_ms, latency_p95_ms,
     cost_usd, aliases, then one column per metric (its mean)."""
+    require("pandas", extra="analysis", feature="runs_df()")
     import pandas as pd
 
     st = _store(store)

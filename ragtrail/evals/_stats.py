@@ -23,6 +23,9 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+from ragtrail.evals import _needs_numpy  # noqa: F401  (numpy + scipy, or a one-line install hint)
+
+# isort: split
 import numpy as np
 
 TestName = Literal["t", "wilcoxon"]
@@ -175,4 +178,46 @@ def holm(p_values: list[float] | np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["TESTS", "bootstrap_ci", "bootstrap_ci_many", "holm", "paired_p_value"]
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion: always inside [0, 1], sensible at 0/n and n/n and for small n."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    z = float(_norm_ppf(0.5 + confidence / 2))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(
+    values: list[float] | np.ndarray, confidence: float = 0.95, *, n_resamples: int = 10_000, seed: int | None = 0
+) -> tuple[float | None, float | None, float | None, str | None]:
+    """Mean of one run's scores with an interval that respects the scores' range: ``(mean, low, high,
+    method)``. 0/1 scores (exact match, hit rate…) get the Wilson score interval of a proportion; any
+    other scores a seeded bootstrap percentile interval of the mean, which never leaves [min, max] of the
+    data (so a metric bounded in [0, 1] stays inside it). ``method`` is ``"wilson"`` or
+    ``"bootstrap percentile"``; low/high are None with fewer than 2 values."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return None, None, None, None
+    m = float(a.mean())
+    if a.size < 2:
+        return m, None, None, None
+    if bool(np.all((a == 0) | (a == 1))):
+        lo, hi = wilson_interval(int(a.sum()), int(a.size), confidence)
+        return m, lo, hi, "wilson"
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_resamples, _CHUNK_ELEMENTS // a.size))
+    means = np.empty(n_resamples)
+    for start in range(0, n_resamples, chunk):
+        k = min(chunk, n_resamples - start)
+        means[start : start + k] = a[rng.integers(0, a.size, size=(k, a.size))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return m, float(lo), float(hi), "bootstrap percentile"
+
+
+__all__ = [
+    "TESTS", "bootstrap_ci", "bootstrap_ci_many", "holm", "mean_interval", "paired_p_value", "wilson_interval",
+]  # fmt: skip

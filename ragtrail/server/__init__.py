@@ -4,6 +4,9 @@ Imported only by the CLI and by code that runs a receiver; it needs the ``otlp``
 (fastapi, uvicorn, grpcio, opentelemetry-proto).
 """
 
+from ragtrail.server import _needs_otlp  # noqa: F401  (the otlp extra, or a one-line install hint)
+
+# isort: split
 from ragtrail.server._convert import PayloadError, parse_json, parse_protobuf, request_to_rows
 from ragtrail.server._queue import SpanQueue
 from ragtrail.server._receiver import (

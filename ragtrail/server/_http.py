@@ -91,6 +91,10 @@ def create_app(receiver: Receiver) -> FastAPI:
             del buf
             return reply(receiver.ingest(msg), as_json)
 
+    from ragtrail.server._metrics import add_metrics_route
+
+    add_metrics_route(app, receiver)  # POST /v1/metrics (issue 16)
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok" if receiver.queue.healthy else "store_failing", **receiver.stats()}

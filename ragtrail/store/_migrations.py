@@ -214,6 +214,28 @@ CREATE TABLE IF NOT EXISTS monitor_cursors (
 )
 """
 
+# issue 16: per-minute aggregates of the GenAI metrics (every call, sampled or not). One row per minute x
+# series; the series columns are '' when an attribute is absent so that they can be part of the key.
+_METRIC_MINUTES = """
+CREATE TABLE IF NOT EXISTS metric_minutes (
+    minute BIGINT NOT NULL,
+    project TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    response_model TEXT NOT NULL,
+    token_type TEXT NOT NULL,
+    error_type TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    sum DOUBLE PRECISION NOT NULL,
+    min DOUBLE PRECISION,
+    max DOUBLE PRECISION,
+    PRIMARY KEY (project, metric, minute, operation, provider, model, response_model, token_type, error_type)
+);
+CREATE INDEX IF NOT EXISTS metric_minutes_minute ON metric_minutes (minute)
+"""
+
 # issue 21: the OTel span kind, links (JSON list of {trace_id, span_id, attributes[, trace_state]}) and the
 # instrumentation scope's name and version; ``resource`` now holds every resource attribute. Existing rows
 # keep NULLs (read as "not recorded"), so stores written before stay readable.
@@ -230,6 +252,7 @@ MIGRATIONS: list[tuple[int, str, str, str]] = [
     (4, "sessions_users_feedback_monitor", _PRODUCTION, _PRODUCTION),
     (6, "ui_root_span_indices", _UI_INDICES, _UI_INDICES),
     (7, "artifacts_prompts", _ARTIFACTS, _ARTIFACTS),
+    (9, "metric_minutes", _METRIC_MINUTES, _METRIC_MINUTES),
     (10, "span_kind_links_scope", _OTEL_FIELDS, _OTEL_FIELDS),
 ]
 

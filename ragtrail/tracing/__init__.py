@@ -19,9 +19,12 @@ from ragtrail.tracing._context import (
     with_framework_context,
 )
 from ragtrail.tracing._dedupe import active_llm_span, llm_span_active
+from ragtrail.tracing._evalevents import emit_evaluation_events
 from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
 from ragtrail.tracing._feedback import current_trace_id, log_feedback
+from ragtrail.tracing._gpu import sampler_settings as gpu_sampler_settings
 from ragtrail.tracing._model import SpanRecord, Trace
+from ragtrail.tracing._sampling import make_sampler
 from ragtrail.tracing._setup import Config, flush, get_config, init, shutdown, stats
 from ragtrail.tracing._spans import (
     capture_content,
@@ -69,16 +72,19 @@ __all__ = [
     "current_context",
     "current_span",
     "current_trace_id",
+    "emit_evaluation_events",
     "flush",
     "get_config",
     "get_tracer",
     "gpu_cost",
+    "gpu_sampler_settings",
     "init",
     "is_enabled",
     "is_suppressed",
     "llm_span_active",
     "load_prices",
     "log_feedback",
+    "make_sampler",
     "mask_secrets",
     "record_documents",
     "record_exception",

@@ -149,7 +149,10 @@ class Trace:
 
     def __repr__(self) -> str:
         root = self.root
-        return f"Trace({self.trace_id[:8]}…, {len(self.spans)} spans, root={root.name if root else None!r})"
+        errors = sum(1 for s in self.spans if s.is_error)
+        return (f"<Trace {self.trace_id[:8]}… {root.name if root else None!r} {len(self.spans)} spans "
+                f"{self.duration_ms:.1f} ms" + (f" ${self.cost_usd:.6f}" if self.cost_usd is not None else "")
+                + (f" {errors} errors" if errors else "") + ">")  # fmt: skip
 
     @property
     def roots(self) -> list[SpanRecord]:

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from ragtrail._exceptions import ConfigError, RagtrailWarning
 from ragtrail._log import logger
-from ragtrail.tracing import _background
+from ragtrail.tracing import _background, _sampling
 from ragtrail.tracing._content import DEFAULT_MAX_BYTES, MaskHook
 from ragtrail.tracing._context import apply_context, set_defaults
 
@@ -57,6 +57,9 @@ class Config:
     gpu_prices: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     flushed_counts: dict[str, int] = field(default_factory=dict)
+    sampling: Any = None  # ragtrail.tracing._sampling.SamplingConfig
+    error_keeper: Any = None  # ragtrail.tracing._sampling.ErrorKeeper, when unsampled traces are recorded
+    metrics: Any = None  # ragtrail.tracing._metrics.GenAIMetrics, when metrics have somewhere to go
 
 
 _config: Config | None = None
@@ -194,6 +197,11 @@ def init(
             ``exporters`` (extra SpanExporters), ``tracer_provider`` (use this provider),
             ``store_exporter`` (False to skip the store, e.g. OTLP only), ``session_id``, ``user_id``,
             ``tags``, ``metadata`` (defaults under every ``ragtrail.context()``).
+            ``store_exporter`` (False to skip the store, e.g. OTLP only), ``sample_rate`` (0.0–1.0 or
+            ``{project: rate}``; default ``$RAGTRAIL_SAMPLE_RATE`` else 1.0), ``sample_rules`` (root span
+            name glob → rate), ``keep_errors`` (default True), ``metrics`` (GenAI metrics for every
+            call, default True), ``metrics_interval_s`` (default 60), ``prometheus_port``,
+            ``metric_readers`` — see docs/production-scale.md.
 
     Raises:
         ConfigError: a bad option; StoreError: the store cannot be opened (the message says why).
@@ -208,6 +216,8 @@ def init(
         "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",
         "max_export_batch_size", "schedule_delay_ms", "exporters", "tracer_provider", "store_exporter",
         "session_id", "user_id", "tags", "metadata",
+        "sample_rate", "sample_rules", "keep_errors", "metrics", "metrics_interval_s", "prometheus_port",
+        "metric_readers",
     }  # fmt: skip
     unknown = set(options) - known
     if unknown:
@@ -228,6 +238,10 @@ def init(
     bsp_kwargs = _batch_options(options)
     prices = load_prices(options.get("prices"))  # a bad price file fails here, before anything changes
     set_defaults(**{k: options.get(k) for k in ("session_id", "user_id", "tags", "metadata")})  # checked here too
+    sampling = _sampling.sampling_from_options(project, options)
+    from ragtrail.tracing import _metrics
+
+    _metrics.validate(options)
 
     with _lock:
         # open the new store first: if it cannot be opened, the running configuration stays as it was
@@ -268,7 +282,9 @@ def init(
             if isinstance(current, TracerProvider):
                 provider = current  # the app's own provider: add to it, never replace it
             else:
-                provider = TracerProvider(resource=Resource.create({"service.name": project}))
+                provider = TracerProvider(
+                    resource=Resource.create({"service.name": project}), sampler=_sampling.RagtrailSampler(sampling)
+                )
                 otel_trace.set_tracer_provider(provider)
                 if otel_trace.get_tracer_provider() is not provider:  # someone else won the race
                     provider = otel_trace.get_tracer_provider()
@@ -280,7 +296,9 @@ def init(
             setattr(provider, _SWITCH_ATTR, switch)
             provider.add_span_processor(switch)
             _move_to_front(provider, switch)
-        switch.targets = tuple(processors)
+        keeper = _sampling.apply(provider, sampling, processors)
+        metrics = _metrics.setup(project, store_obj, otlp_endpoint, options)
+        switch.targets = (*processors, keeper) if keeper is not None else tuple(processors)
         switch.dropped = 0
 
         _config = Config(
@@ -297,6 +315,9 @@ def init(
             prices=prices,
             gpu_prices=dict(options.get("gpu_prices") or {}),
             options=dict(options),
+            sampling=sampling,
+            error_keeper=keeper,
+            metrics=metrics,
         )
         _register_hooks()
         return _config
@@ -329,6 +350,8 @@ def _shutdown_locked() -> None:
         return
     _config = None
     _background.stop_for(cfg.tracer)  # queued background spans go out before the processors stop
+    if cfg.metrics is not None:
+        cfg.metrics.shutdown()  # the last metric points go to the store before it closes
     if cfg.provider is not None:
         sw = _switch_of(cfg.provider)
         if sw is not None:
@@ -371,6 +394,8 @@ def flush(timeout_s: float = 10.0) -> bool:
                 ok = bool(p.force_flush(left_ms)) and ok
             except Exception:
                 ok = False
+        if cfg.metrics is not None:
+            ok = cfg.metrics.flush(max(0.001, deadline - time.monotonic())) and ok
         if time.monotonic() > deadline:
             ok = False
         now = stats()

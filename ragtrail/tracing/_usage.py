@@ -241,14 +241,33 @@ def record_usage(
     gpu_seconds: float | None = None,
     gpu_type: str | None = None,
     gpu_count: int | None = None,
+    operation: str | None = None,
+    response_model: str | None = None,
+    duration_s: float | None = None,
+    error_type: str | None = None,
 ) -> None:
-    """Set token usage (with provenance), time to first token and cost on ``span``. Never raises.
+    """Set token usage (with provenance), time to first token and cost on ``span``, and count the call
+    in the GenAI metrics (even when ``span`` is not recording: a sampled-out trace). Never raises.
 
     Cost comes from GPU time when ``gpu_seconds`` is given (self-hosted models), else from the price
     table; an unknown model gets no cost attribute.
+
+    The metric-only arguments (``operation``, ``response_model``, ``duration_s``, ``error_type``) are
+    read from a recording span's attributes and start time when not given; a connector whose span may
+    be non-recording passes them. A call reported twice on one span is counted once.
     """
     try:
-        if not span.is_recording():
+        cfg = _setup._config
+        metrics = cfg.metrics if cfg is not None else None
+        recording = span.is_recording()
+        if not recording:
+            if metrics is not None:
+                cost = _cost_only(
+                    provider, model, input_tokens, output_tokens, cached_input_tokens, gpu_seconds, gpu_type
+                )
+                metrics.record(span, operation=operation, provider=provider, request_model=model,
+                               response_model=response_model, input_tokens=input_tokens, output_tokens=output_tokens,
+                               cost_usd=cost, ttft_s=ttft_s, duration_s=duration_s, error_type=error_type)  # fmt: skip
             return
         if source not in semconv.USAGE_SOURCES:
             logger.debug("ragtrail: unknown usage source %r", source)
@@ -287,8 +306,53 @@ def record_usage(
                 if price.date:
                     attrs[semconv.COST_PRICE_DATE] = price.date
         span.set_attributes(attrs)
+        if metrics is not None:
+            _record_metrics(metrics, span, attrs, operation, response_model, duration_s, error_type)
     except Exception:
         logger.debug("ragtrail: record_usage failed", exc_info=True)
+
+
+def _cost_only(
+    provider: str | None,
+    model: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cached_input_tokens: int | None,
+    gpu_seconds: float | None,
+    gpu_type: str | None,
+) -> float | None:
+    if gpu_seconds is not None:
+        return gpu_cost(gpu_seconds, gpu_type)
+    res = compute_cost(provider, model, input_tokens, output_tokens, cached_input_tokens)
+    return res[0] if res is not None else None
+
+
+def _record_metrics(
+    metrics: Any,
+    span: Span,
+    attrs: Mapping[str, Any],
+    operation: str | None,
+    response_model: str | None,
+    duration_s: float | None,
+    error_type: str | None,
+) -> None:
+    """Count a call on a recording span: what the arguments lack is read from the span."""
+    from ragtrail.tracing._metrics import now_minus
+
+    have = getattr(span, "attributes", None) or {}
+    metrics.record(
+        span,
+        operation=operation or have.get(semconv.GEN_AI_OPERATION_NAME),
+        provider=attrs.get(semconv.GEN_AI_PROVIDER_NAME) or have.get(semconv.GEN_AI_PROVIDER_NAME),
+        request_model=attrs.get(semconv.GEN_AI_REQUEST_MODEL) or have.get(semconv.GEN_AI_REQUEST_MODEL),
+        response_model=response_model or have.get(semconv.GEN_AI_RESPONSE_MODEL),
+        input_tokens=attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+        output_tokens=attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+        cost_usd=attrs.get(semconv.COST_USD),
+        ttft_s=attrs.get(semconv.TTFT_S),
+        duration_s=duration_s if duration_s is not None else now_minus(getattr(span, "start_time", None)),
+        error_type=error_type or have.get(semconv.ERROR_TYPE),
+    )
 
 
 def record_documents(span: Span, documents: Iterable[Mapping[str, Any]], *, score_kind: str | None = None) -> None:

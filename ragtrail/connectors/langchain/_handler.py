@@ -105,6 +105,10 @@ def _same(a: Any, b: Any) -> bool:
 _PROMPT_KEYS = (semconv.PROMPT_NAME, semconv.PROMPT_VERSION, semconv.PROMPT_DIGEST)
 
 
+def _operation(run_type: str) -> str:
+    return "chat" if run_type == "chat_model" else "text_completion"
+
+
 def _is_control_flow(error: BaseException) -> bool:
     return any(c.__name__ in _CONTROL_FLOW for c in type(error).__mro__)
 
@@ -310,10 +314,16 @@ class CallbackHandler(BaseCallbackHandler):
         self._memo[i & 7] = (memo_key, captured)
         self._memo_i = i + 1
 
-    @staticmethod
-    def _capture() -> bool:
+    def _capture(self, run_id: UUID | None = None, span: Span | None = None) -> bool:
+        """Whether to record content; never for a span that will not be recorded (a sampled-out trace):
+        ``run_id`` names the run whose span receives it (a start's parent run, an end's own run)."""
         cfg = _setup._config
-        return cfg is not None and cfg.capture_content
+        if cfg is None or not cfg.capture_content:
+            return False
+        if span is None and run_id is not None:
+            run = self._runs.get(run_id)
+            span = run.span if run is not None else None
+        return span is None or span.is_recording()
 
     @staticmethod
     def _root_extras(attrs: dict[str, Any], tags: Sequence[str] | None, metadata: Mapping[str, Any] | None) -> None:
@@ -369,7 +379,7 @@ class CallbackHandler(BaseCallbackHandler):
                         attrs[semconv.LANGGRAPH_STEP] = step
             if parent_run_id is None:
                 self._root_extras(attrs, tags, metadata)
-            if self._capture():
+            if self._capture(parent_run_id):
                 self._content(attrs, semconv.INPUT_VALUE, inputs)
             prompt = self._prompt(parent_run_id, metadata, run_type == "prompt")
             if prompt and run_type == "prompt":
@@ -382,7 +392,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            if self._capture():
+            if self._capture(run_id):
                 attrs: dict[str, Any] = {}
                 self._content(attrs, semconv.OUTPUT_VALUE, outputs)
                 self._end(run_id, attrs)
@@ -405,7 +415,7 @@ class CallbackHandler(BaseCallbackHandler):
             span = run.span
             span.set_attribute(semconv.SPAN_KIND, semconv.AGENT)
             ev: dict[str, Any] = {semconv.GEN_AI_TOOL_NAME: str(getattr(action, "tool", ""))}
-            if self._capture():
+            if self._capture(run_id):
                 self._content(ev, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, getattr(action, "tool_input", None))
                 self._content(ev, semconv.LANGCHAIN_AGENT_LOG, getattr(action, "log", ""))
             span.add_event(semconv.LANGCHAIN_AGENT_ACTION_EVENT, ev)
@@ -451,7 +461,7 @@ class CallbackHandler(BaseCallbackHandler):
             attrs.update(prompt)
         if parent_run_id is None:
             self._root_extras(attrs, tags, metadata)
-        if self._capture():
+        if self._capture(parent_run_id):
             self._content(attrs, content_key, content())
         name = f"{op} {model or ex.run_name(serialized, kwargs, run_type)}"
         run = self._start(
@@ -512,17 +522,19 @@ class CallbackHandler(BaseCallbackHandler):
             ex.response_info(response, attrs)
             if run.ttft_ns is not None:
                 attrs[semconv.STREAMING] = True
-            if self._capture():
+            if self._capture(span=run.span):
                 self._content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, ex.output_messages(response))
             if attrs:
                 span.set_attributes(attrs)
             usage = ex.token_usage(response)
             ttft = (run.ttft_ns - run.t0) / 1e9 if run.ttft_ns is not None else None
-            if usage is not None or ttft is not None:
-                inp, out, cached = usage if usage is not None else (None, None, None)
-                model = run.model or attrs.get(semconv.GEN_AI_RESPONSE_MODEL)
-                record_usage(span, provider=run.provider, model=model, input_tokens=inp, output_tokens=out,
-                             cached_input_tokens=cached, ttft_s=ttft)  # fmt: skip
+            inp, out, cached = usage if usage is not None else (None, None, None)
+            model = run.model or attrs.get(semconv.GEN_AI_RESPONSE_MODEL)
+            # always: the GenAI metrics count every call (duration too), sampled or not
+            record_usage(span, provider=run.provider, model=model, input_tokens=inp, output_tokens=out,
+                         cached_input_tokens=cached, ttft_s=ttft, operation=_operation(run.run_type),
+                         response_model=attrs.get(semconv.GEN_AI_RESPONSE_MODEL),
+                         duration_s=(_monotonic_ns() - run.t0) / 1e9)  # fmt: skip
             span.end()
             self._restore(run)
         except Exception:
@@ -530,6 +542,10 @@ class CallbackHandler(BaseCallbackHandler):
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         try:
+            run = self._runs.get(run_id)
+            if run is not None:  # a failed call still counts in the GenAI metrics (duration, error.type)
+                record_usage(run.span, provider=run.provider, model=run.model, operation=_operation(run.run_type),
+                             duration_s=(_monotonic_ns() - run.t0) / 1e9, error_type=type(error).__qualname__)  # fmt: skip
             self._error(run_id, error)
         except Exception:
             self._fail("on_llm_error")
@@ -560,7 +576,7 @@ class CallbackHandler(BaseCallbackHandler):
                     attrs[semconv.EMBEDDING_MODEL] = em
             if parent_run_id is None:
                 self._root_extras(attrs, tags, metadata)
-            if self._capture():
+            if self._capture(parent_run_id):
                 self._content(attrs, semconv.RETRIEVAL_QUERY, query)
             name = ex.run_name(serialized, kwargs, "Retriever")
             self._start(
@@ -574,7 +590,7 @@ class CallbackHandler(BaseCallbackHandler):
             run = self._pop(run_id)
             if run is None:
                 return
-            capture = self._capture()
+            capture = self._capture(span=run.span)
             docs = ex.documents_for_record(documents, capture)
             record_documents(run.span, docs)
             if capture and documents:
@@ -618,7 +634,7 @@ class CallbackHandler(BaseCallbackHandler):
                 attrs[semconv.GEN_AI_TOOL_CALL_ID] = str(call_id)
             if parent_run_id is None:
                 self._root_extras(attrs, tags, metadata)
-            if self._capture():
+            if self._capture(parent_run_id):
                 self._content(attrs, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, inputs if inputs is not None else input_str)
             self._start(run_id, parent_run_id, name, semconv.TOOL, "tool", attrs, tags=tags, metadata=metadata)
         except Exception:
@@ -626,7 +642,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
-            if self._capture():
+            if self._capture(run_id):
                 attrs: dict[str, Any] = {}
                 value = output.content if hasattr(output, "content") and hasattr(output, "tool_call_id") else output
                 self._content(attrs, semconv.GEN_AI_TOOL_CALL_RESULT, value)

@@ -108,7 +108,8 @@ class _Call:
             return
         record_usage(
             self.span, provider=self.provider, model=self.model, input_tokens=inp, output_tokens=out,
-            cached_input_tokens=cached, source="provider", ttft_s=ttft,
+            cached_input_tokens=cached, source="provider", ttft_s=ttft, operation=self.op,
+            response_model=self.resp_model, duration_s=time.perf_counter() - self.t0,
         )  # fmt: skip
 
     def on_response(self, resp: Any) -> None:

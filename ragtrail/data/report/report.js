@@ -274,10 +274,11 @@
     cards.appendChild(c);
   });
   DATA.runs.forEach(function (r) {
-    sum.appendChild(el("h3", { text: r.ref + " — metrics (mean over ok scores, 95% t-interval)" }));
+    sum.appendChild(el("h3", { text: r.ref + " — metrics (mean over ok scores, 95% interval: Wilson for 0/1 scores, bootstrap percentile otherwise)" }));
     sum.appendChild(sortableTable([
       { label: "metric", key: "metric", left: true }, { label: "mean", key: "mean", num: true, render: function (m) { return num(m.mean); } },
       { label: "95% CI", key: "ci_low", num: true, render: function (m) { return m.ci_low === null ? "—" : "[" + num(m.ci_low) + ", " + num(m.ci_high) + "]"; } },
+      { label: "interval", key: "ci_method", left: true, render: function (m) { return m.ci_method || "—"; } },
       { label: "ok", key: "n_ok", num: true }, { label: "undefined", key: "n_undefined", num: true }, { label: "error", key: "n_error", num: true }
     ], r.metrics.slice()));
   });
