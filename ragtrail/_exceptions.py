@@ -9,7 +9,8 @@
     │   └── ArtifactError      an artifact version or its files cannot be stored, found or verified
     ├── DatasetError           a dataset cannot be loaded or validated (names file:line and field)
     ├── EvalError              an evaluation cannot run or resume
-    │   └── JudgeError         an LLM judge cannot be used
+    │   ├── JudgeError         an LLM judge cannot be used
+    │   └── AliasConflictError an alias moved between reading and moving it (compare-and-swap lost)
     ├── ConnectorError         a connector cannot instrument its library
     └── MissingDependencyError (also an ImportError) an optional extra is not installed
 
@@ -54,6 +55,10 @@ class JudgeError(EvalError):
     """An LLM judge cannot be used."""
 
 
+class AliasConflictError(EvalError):
+    """The alias moved between reading it and moving it (another promotion won the race)."""
+
+
 class ConnectorError(RagtrailError):
     """A connector cannot instrument its library."""
 
@@ -67,6 +72,7 @@ class RagtrailWarning(UserWarning):
 
 
 __all__ = [
+    "AliasConflictError",
     "ArtifactError",
     "ConfigError",
     "ConnectorError",

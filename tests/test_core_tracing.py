@@ -58,7 +58,7 @@ def test_helpers_are_noops_before_init():
     assert f(1) == 2
     assert list(g()) == [1, 2]
     assert ragtrail.flush() is True
-    assert ragtrail.stats() == {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0}
+    assert ragtrail.stats() == {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0, "spooled": 0}
     from ragtrail.tracing import get_tracer, is_enabled
 
     assert not is_enabled()

@@ -345,3 +345,29 @@ def test_postgresql_stores_the_same_fields(pg_url, reference):
         assert [d["name"] for d in linking] == ["process order"]
     finally:
         rec.stop()
+
+
+def test_the_process_writer_keeps_every_otel_field(tmp_path):
+    """ragtrail.init(writer="process"): the child rebuilds the spans with kind, links, scope and resource."""
+    from opentelemetry import trace
+
+    path = str(tmp_path / "proc.db")
+    ragtrail.init(project="proc", store=path, writer="process", schedule_delay_ms=50)
+    try:
+        tracer = trace.get_tracer("my.worker", "0.3.0")
+        with tracer.start_as_current_span("publish", kind=SpanKind.PRODUCER) as p:
+            ctx = p.get_span_context()
+        with tracer.start_as_current_span("consume", kind=SpanKind.CONSUMER, links=[Link(ctx, {"i": 3, "w": (0.5,)})]):
+            pass
+        resource = dict(trace.get_tracer_provider().resource.attributes)  # type: ignore[attr-defined]
+        assert ragtrail.flush(20)
+    finally:
+        ragtrail.shutdown()
+    rows = {d["name"]: d for d in _stored(open_store(path)).values()}
+    assert rows["consume"]["span_kind"] == "CONSUMER" and rows["publish"]["span_kind"] == "PRODUCER"
+    assert (rows["consume"]["scope_name"], rows["consume"]["scope_version"]) == ("my.worker", "0.3.0")
+    assert rows["consume"]["links"] == [
+        {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x"),
+         "attributes": {"i": 3, "w": [0.5]}}
+    ]  # fmt: skip
+    assert rows["consume"]["resource"] == resource

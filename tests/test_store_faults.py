@@ -104,7 +104,7 @@ def _fail_then_check(store_label, caplog, break_it):
 
 def test_sqlite_directory_removed_while_tracing(tmp_path, caplog):
     d = tmp_path / "gone"
-    ragtrail.init(project="p", store=str(d / "s.db"), schedule_delay_ms=60_000)
+    ragtrail.init(project="p", store=str(d / "s.db"), schedule_delay_ms=60_000, spool_max_bytes=0)
     try:
         _fail_then_check("s.db", caplog, lambda: shutil.rmtree(d))
     finally:
@@ -114,13 +114,13 @@ def test_sqlite_directory_removed_while_tracing(tmp_path, caplog):
 def test_sqlite_disk_full_while_tracing(tmp_path, caplog):
     """SQLite's own page limit produces the real 'database or disk is full' error on the next write."""
     path = str(tmp_path / "full.db")
-    cfg = ragtrail.init(project="p", store=path, schedule_delay_ms=60_000)
+    cfg = ragtrail.init(project="p", store=path, schedule_delay_ms=60_000, spool_max_bytes=0)
     try:
 
         def fill():
-            # flush() exports on the calling thread: cap this thread's connection at its current size
+            # cap the store's one writer connection at the file's current size
             n = cfg.store.query("PRAGMA page_count")[0][0]
-            cfg.store.query(f"PRAGMA max_page_count={n}")
+            cfg.store._conn().execute(f"PRAGMA max_page_count={n}")
 
         _fail_then_check("full.db", caplog, fill)
     finally:
@@ -190,7 +190,7 @@ def test_postgres_server_gone_while_tracing(pg_url, caplog):
     p = urlparse(pg_url)
     proxy = _Proxy((p.hostname, p.port or 5432))
     url = pg_url.replace(f"{p.hostname}:{p.port or 5432}", f"127.0.0.1:{proxy.port}", 1)
-    ragtrail.init(project="pg", store=url, schedule_delay_ms=60_000)
+    ragtrail.init(project="pg", store=url, schedule_delay_ms=60_000, spool_max_bytes=0)
     try:
         _fail_then_check(f"127.0.0.1:{proxy.port}", caplog, proxy.cut)
     finally:
@@ -399,7 +399,7 @@ def _conn_identity() -> object:
     store = ragtrail.tracing.get_config().store
     if store.kind == "postgresql":
         return store.query("SELECT pg_backend_pid()")[0][0]
-    return id(store._conn())
+    return id(store._conn())  # the writer connection
 
 
 def _fork_worker(w: int, parent_conn: object) -> None:

@@ -41,12 +41,7 @@ _PARTS: list[tuple[str, str, str | None]] = [
 ]
 
 for _mod, _attr, _name in _PARTS:
-    try:
-        _m = importlib.import_module(_mod)
-    except ModuleNotFoundError as _exc:  # a part not written yet
-        if _exc.name != _mod:
-            raise
-        continue
+    _m = importlib.import_module(_mod)  # a broken part fails loudly here
     if _name is None:
         getattr(_m, _attr)(app)
     else:

@@ -21,7 +21,6 @@ range, and raises :class:`~ragtrail.MissingDependencyError` when the library is 
 from __future__ import annotations
 
 import importlib.util
-import threading
 import warnings
 from collections.abc import Callable, Collection
 from importlib import metadata
@@ -30,7 +29,9 @@ from typing import Any, ClassVar
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from ragtrail._exceptions import MissingDependencyError, RagtrailWarning
-from ragtrail._log import warn_once
+from ragtrail.tracing import FailureCounter, note_instrumented
+
+__all__ = ["FailureCounter", "RagtrailInstrumentor", "installed_version", "module_functions", "version_in_range"]
 
 
 def installed_version(distribution: str) -> str | None:
@@ -77,10 +78,12 @@ class RagtrailInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
         kwargs["skip_dep_check"] = True
         super().instrument(**kwargs)
+        note_instrumented(type(self), bool(self.is_instrumented_by_opentelemetry))
 
     def uninstrument(self, **kwargs: Any) -> None:
         """Stop tracing the library and remove every patch (idempotent)."""
         super().uninstrument(**kwargs)
+        note_instrumented(type(self), bool(self.is_instrumented_by_opentelemetry))
 
 
 def module_functions(cls: type[RagtrailInstrumentor]) -> tuple[Callable[..., None], Callable[..., None]]:
@@ -95,26 +98,3 @@ def module_functions(cls: type[RagtrailInstrumentor]) -> tuple[Callable[..., Non
     instrument.__doc__ = f"Trace every {cls.library} call in this process (idempotent). See {cls.__name__}."
     uninstrument.__doc__ = f"Stop tracing {cls.library} and remove the patches (idempotent)."
     return instrument, uninstrument
-
-
-class FailureCounter:
-    """Counts a connector's own failures to record something (the user's call never fails because of
-    them) and logs each kind of failure once. A connector exposes ``failures = counter.count``."""
-
-    def __init__(self, key: str, label: str) -> None:
-        self.key = key
-        self.label = label
-        self._n = 0
-        self._lock = threading.Lock()
-
-    def count(self) -> int:
-        """How many times the connector's own attribute extraction failed."""
-        return self._n
-
-    def failed(self, where: str) -> None:
-        """Count one failure to record ``where``; log it once per kind (with the traceback)."""
-        with self._lock:
-            self._n += 1
-        warn_once(
-            f"{self.key}:{where}", "ragtrail: %s could not record %s (logged once)", self.label, where, exc_info=True
-        )

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from ragtrail.evals import metrics, scorers
 from ragtrail.evals._concurrency import AdaptiveLimiter
 from ragtrail.evals._datasets import Dataset, DatasetDiff, list_datasets, load_dataset
-from ragtrail.evals._harness import CostEstimate, Evaluation, evaluate_traces, rescore, score_items
+from ragtrail.evals._harness import CostEstimate, Evaluation, score_items
 from ragtrail.evals._judge import Judge
 from ragtrail.evals._judge_cache import JudgeCache
 from ragtrail.evals._judge_scorers import estimate as estimate_judge_cost
 from ragtrail.evals._monitor import Alert, AlertEvent, Monitor, MonitorReport
+from ragtrail.evals._offline import evaluate_traces, rescore
 from ragtrail.evals._ray import RayBackend
 from ragtrail.evals._runs import Run, alias_history, list_runs, load_run, runs_df, set_alias
 from ragtrail.evals._types import Example, Score, Scorer

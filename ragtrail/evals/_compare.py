@@ -13,11 +13,10 @@ the CI excludes 0: a conservative rule, so a change is never promoted on noise.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,9 @@ import numpy as np
 
 from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, EvalError, RagtrailWarning
+from ragtrail.evals._runs import Run, load_run
 from ragtrail.evals._stats import TESTS, bootstrap_ci_many, holm, paired_p_value
+from ragtrail.store import _evals as repo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,72 +53,16 @@ _LOWER_IS_BETTER = re.compile(r"(latency|cost|tokens|_ms$|_s$|duration|error|tox
 
 
 # ------------------------------------------------------------------------------------------ runs
-@dataclass(frozen=True)
-class RunInfo:
-    """The identity and lineage of a stored run, as the comparison needs it."""
-
-    run_id: str
-    name: str
-    version: int
-    status: str
-    dataset_name: str | None
-    dataset_version: str | None
-    config: dict[str, Any]
-    config_hash: str | None
-    summary: dict[str, Any]
-    created_at: float
-    sweep_id: str | None = None
-
-    @property
-    def ref(self) -> str:
-        """``name:vN``."""
-        return f"{self.name}:v{self.version}"
+RunInfo = Run
+"""The run type of a comparison: the one :class:`~ragtrail.evals._runs.Run` (kept as a name for callers)."""
 
 
-_RUN_COLS = (
-    "run_id, name, version, status, dataset_name, dataset_version, config, config_hash, summary, created_at, sweep_id"
-)
-
-
-def _loads(text: Any) -> dict[str, Any]:
-    if not text:
-        return {}
-    if isinstance(text, dict):
-        return text
-    try:
-        v = json.loads(text)
-    except (TypeError, ValueError):
-        return {}
-    return v if isinstance(v, dict) else {}
-
-
-def _run_from_row(row: Sequence[Any]) -> RunInfo:
-    return RunInfo(
-        run_id=row[0], name=row[1], version=int(row[2]), status=row[3], dataset_name=row[4],
-        dataset_version=row[5], config=_loads(row[6]), config_hash=row[7], summary=_loads(row[8]),
-        created_at=float(row[9] or 0.0), sweep_id=row[10],
-    )  # fmt: skip
-
-
-def _run_by_id(store: Store, run_id: str) -> RunInfo | None:
-    rows = store.query(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))  # noqa: S608
-    return _run_from_row(rows[0]) if rows else None
-
-
-def resolve_run(store: Store, ref: Any) -> RunInfo:
-    """A :class:`RunInfo` from a reference (``name:vN``, ``name:latest``, ``name:<alias>``, a run id),
-    a harness ``Run`` or a ``RunInfo``. References resolve through the harness's ``resolve_run_id``,
-    so every place that names a run resolves it the same way."""
-    if isinstance(ref, RunInfo):
+def resolve_run(store: Store, ref: Any) -> Run:
+    """The :class:`Run` of a reference (``name:vN``, ``name:latest``, ``name:<alias>``, a run id) or
+    of a ``Run``; resolved by the store's one resolver, so every place that names a run agrees."""
+    if isinstance(ref, Run):
         return ref
-    from ragtrail.evals._runs import resolve_run_id
-
-    run_id = getattr(ref, "run_id", None)
-    rid = str(run_id) if run_id is not None else resolve_run_id(store, ref)
-    hit = _run_by_id(store, rid)
-    if hit is None:
-        raise EvalError(f"run {rid!r} is not in the store {store.url}; `ragtrail runs list` shows the runs")
-    return hit
+    return load_run(store, ref)
 
 
 # --------------------------------------------------------------------------------- per-example data
@@ -132,11 +77,15 @@ class _Cell:
 def load_scores(store: Store, run_id: str) -> dict[str, dict[str, _Cell]]:
     """``{metric: {example_id: cell}}`` from ``run_results``."""
     out: dict[str, dict[str, _Cell]] = {}
-    rows = store.query(
-        "SELECT example_id, scorer, score, status, reason, trace_id FROM run_results WHERE run_id = ?", (run_id,)
-    )
-    for ex, scorer, score, status, reason, trace_id in rows:
-        val = None if score is None else float(score)
+    for r in repo.result_rows(store, run_id):
+        ex, scorer, val, status, reason, trace_id = (
+            r["example_id"],
+            r["scorer"],
+            r["score"],
+            r["status"],
+            r["reason"],
+            r["trace_id"],
+        )
         if status == "ok" and (val is None or not math.isfinite(val)):
             status, reason = "undefined", reason or "non-finite score stored"
         out.setdefault(scorer, {})[ex] = _Cell(val if status == "ok" else None, status, reason, trace_id)
@@ -145,13 +94,8 @@ def load_scores(store: Store, run_id: str) -> dict[str, dict[str, _Cell]]:
 
 def load_examples(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
     """``{example_id: {status, error, trace_id, latency_ms, cost_usd, input_tokens, output_tokens}}``."""
-    rows = store.query(
-        "SELECT example_id, status, error, trace_id, latency_ms, cost_usd, input_tokens, output_tokens "
-        "FROM run_examples WHERE run_id = ?",
-        (run_id,),
-    )
     keys = ("status", "error", "trace_id", "latency_ms", "cost_usd", "input_tokens", "output_tokens")
-    return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
+    return {r["example_id"]: {k: r[k] for k in keys} for r in repo.example_rows(store, run_id)}
 
 
 def _operational_cells(examples: Mapping[str, Mapping[str, Any]], col: str) -> dict[str, _Cell]:

@@ -111,7 +111,8 @@ def import_object(ref: str, base_dir: str | os.PathLike[str] | None = None, what
 
 
 def _scorer(item: str | dict[str, Any], base_dir: Path) -> Any:
-    from ragtrail.evals._scorers import FunctionScorer, Scorer, as_scorer
+    from ragtrail.evals._registry import as_scorer
+    from ragtrail.evals._scorers import FunctionScorer, Scorer
 
     if isinstance(item, str) and ":" in item:
         obj = import_object(item, base_dir, "scorer")

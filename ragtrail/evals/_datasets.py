@@ -10,7 +10,6 @@ import csv
 import hashlib
 import json
 import os
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ragtrail._deps import require
-from ragtrail._exceptions import DatasetError, StoreError
+from ragtrail._exceptions import DatasetError
 from ragtrail.evals._types import Example
+from ragtrail.store import _evals as repo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -239,27 +239,11 @@ class Dataset:
         """Store this snapshot (idempotent: identical content is stored once); returns the version."""
         st = _store(store)
         version = self.version
-        exists = st.query("SELECT 1 FROM datasets WHERE name = ? AND version = ?", (self.name, version))
-        if exists:
-            return version
-        rows = [(self.name, version, e.id, i, _example_json(e)) for i, e in enumerate(self.examples)]
-        try:
-            with st.transaction() as cur:
-                cur.execute("SELECT 1 FROM datasets WHERE name = ? AND version = ?", (self.name, version))
-                if cur.fetchone():
-                    return version
-                cur.execute(
-                    "INSERT INTO datasets (name, version, created_at, n_examples, description, meta) VALUES (?, ?, ?, ?, ?, ?)",
-                    (self.name, version, time.time(), len(self.examples), self.description, _canonical(self.meta)),
-                )
-                cur.executemany(
-                    "INSERT INTO dataset_examples (dataset, version, example_id, position, data) VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-        except StoreError:
-            if st.query("SELECT 1 FROM datasets WHERE name = ? AND version = ?", (self.name, version)):
-                return version  # another process pushed the same content at the same time
-            raise
+        if not repo.dataset_exists(st, self.name, version):
+            repo.insert_dataset(
+                st, self.name, version, description=self.description, meta=_canonical(self.meta),
+                examples=[(e.id, _example_json(e)) for e in self.examples],
+            )  # fmt: skip
         return version
 
     # ------------------------------------------------------------------------------ from traces
@@ -500,17 +484,9 @@ class Dataset:
 
 
 def _store(store: Any) -> Store:
-    from ragtrail.store import Store, open_store
+    from ragtrail.evals._store import store_of
 
-    if isinstance(store, Store):
-        return store
-    if store is None:
-        from ragtrail.tracing._setup import get_config
-
-        cfg = get_config()
-        if cfg is not None and cfg.store is not None:
-            return cfg.store
-    return open_store(store)
+    return store_of(store)
 
 
 def load_dataset(store: Any, ref: str) -> Dataset:
@@ -518,26 +494,24 @@ def load_dataset(store: Any, ref: str) -> Dataset:
     st = _store(store)
     name, _, version = ref.partition(":")
     if not version:
-        rows = st.query("SELECT version FROM datasets WHERE name = ? ORDER BY created_at DESC LIMIT 1", (name,))
-        if not rows:
-            known = ", ".join(r[0] for r in st.query("SELECT DISTINCT name FROM datasets ORDER BY name")) or "none"
+        latest = repo.latest_dataset_version(st, name)
+        if latest is None:
+            known = ", ".join(repo.dataset_names(st)) or "none"
             raise DatasetError(f"no dataset {name!r} in the store {st.url} (stored datasets: {known})")
-        version = rows[0][0]
-    meta = st.query("SELECT description, meta FROM datasets WHERE name = ? AND version = ?", (name, version))
-    if not meta:
-        vs = [r[0] for r in st.query("SELECT version FROM datasets WHERE name = ? ORDER BY created_at", (name,))]
+        version = latest
+    meta = repo.dataset_meta(st, name, version)
+    if meta is None:
+        vs = repo.dataset_versions(st, name)
         raise DatasetError(
             f"no version {version!r} of dataset {name!r} in the store {st.url} "
             f"(versions: {', '.join(vs) or 'none'}); `ragtrail datasets list` shows what is stored"
         )
-    rows = st.query(
-        "SELECT data FROM dataset_examples WHERE dataset = ? AND version = ? ORDER BY position", (name, version)
-    )
+    rows = repo.dataset_example_data(st, name, version)
     ds = Dataset(
-        [Example.model_validate_json(r[0]) for r in rows],
+        [Example.model_validate_json(data) for _ex_id, data in rows],
         name,
-        description=meta[0][0],
-        meta=json.loads(meta[0][1]) if meta[0][1] else None,
+        description=meta[0],
+        meta=json.loads(meta[1]) if meta[1] else None,
     )
     if ds.version != version:  # pragma: no cover - only if the stored rows were edited by hand
         raise DatasetError(f"dataset {name}:{version} in the store does not hash to its version (edited by hand?)")
@@ -546,11 +520,4 @@ def load_dataset(store: Any, ref: str) -> Dataset:
 
 def list_datasets(store: Any, name: str | None = None) -> list[dict[str, Any]]:
     """Stored datasets, newest first: name, version, created_at, n_examples, description."""
-    st = _store(store)
-    sql = "SELECT name, version, created_at, n_examples, description FROM datasets"
-    params: tuple[Any, ...] = ()
-    if name:
-        sql += " WHERE name = ?"
-        params = (name,)
-    rows = st.query(sql + " ORDER BY created_at DESC", params)
-    return [dict(zip(("name", "version", "created_at", "n_examples", "description"), r, strict=False)) for r in rows]
+    return repo.list_datasets(_store(store), name)

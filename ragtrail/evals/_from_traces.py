@@ -124,16 +124,17 @@ def _load(traces: Iterable[Any], store: Any) -> list[Trace]:
 
 
 def _by_ids(store: Any, ids: list[str]) -> list[Trace]:
-    from ragtrail._client import Client
     from ragtrail._production import trace_feedback
+    from ragtrail.evals._store import store_of
+    from ragtrail.store import _evals as repo
     from ragtrail.tracing._model import SpanRecord, Trace
 
-    c = Client(store)
+    store = store_of(store)
     by: dict[str, list[SpanRecord]] = {}
-    for i in range(0, len(ids), 500):
-        for s in c.spans(trace_id=ids[i : i + 500]):
-            by.setdefault(s.trace_id, []).append(s)
-    fb = trace_feedback(c.store, list(by))
+    for row in repo.trace_span_rows(store, ids):
+        s = SpanRecord.from_row(row)
+        by.setdefault(s.trace_id, []).append(s)
+    fb = trace_feedback(store, list(by))
     out = []
     for tid, spans in by.items():
         t = Trace(spans)

@@ -30,7 +30,6 @@ compare-and-swap so that concurrent promotions never lose an update.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -46,7 +45,7 @@ from ragtrail.evals import _needs_numpy  # noqa: F401  (numpy + scipy, or a one-
 # isort: split
 import numpy as np
 
-from ragtrail._exceptions import ConfigError, EvalError, RagtrailWarning
+from ragtrail._exceptions import AliasConflictError, ConfigError, EvalError, RagtrailWarning
 from ragtrail.evals._compare import (
     OPERATIONAL,
     Comparison,
@@ -57,7 +56,8 @@ from ragtrail.evals._compare import (
     load_scores,
     resolve_run,
 )
-from ragtrail.store import Store
+from ragtrail.evals._report import error_junit_xml, gates_junit_xml, gates_markdown, gates_table, print_gates
+from ragtrail.store import Store, _aliases
 
 GateKind = Literal[
     "threshold", "non_inferiority", "error_rate", "undefined_rate", "cost", "cost_per_example", "latency"
@@ -148,103 +148,20 @@ class GateReport:
             lines += [f"  ✗ {r.gate.text}: {r.detail}" for r in self.failed]
             raise AssertionError("\n".join(lines))
 
-    # ---------------------------------------------------------------- outputs
+    # ---------------------------------------------------------------- outputs (rendered by _report)
     def to_junit_xml(self) -> str:
         """JUnit XML: one test case per gate (failure/skipped elements), for CI test reporters."""
-        return _junit(
-            f"ragtrail gates: {self.run.ref}",
-            [(r.gate.text, r.status, r.detail, r.observed) for r in self.results],
-            {"run_id": self.run.run_id, "run": self.run.ref, "baseline": self.baseline.ref if self.baseline else ""},
-        )
+        return gates_junit_xml(self)
 
     def to_markdown(self) -> str:
         """A Markdown summary (GitHub's job summary, a PR comment)."""
-        icon = {"pass": "✅", "fail": "❌", "skipped": "⏭️"}
-        head = "✅ passed" if self.passed else f"❌ {len(self.failed)} failed"
-        base = f" vs `{self.baseline_ref}` (= `{self.baseline.ref}`)" if self.baseline else ""
-        out = [f"## ragtrail gates: {head} — `{self.run.ref}`{base}", "",
-               "| | gate | observed | detail |", "|---|---|---|---|"]  # fmt: skip
-        for r in self.results:
-            obs = "—" if r.observed is None else f"{r.observed:.4g}"
-            out.append(f"| {icon[r.status]} | `{_md(r.gate.text)}` | {obs} | {_md(r.detail)} |")
-        if self.comparison is not None and self.comparison.metrics:
-            c = self.comparison
-            pct = round(c.confidence * 100)
-            out += ["", f"### `{c.b.ref}` vs `{c.a.ref}` (paired by example, delta = run − baseline)", "",
-                    f"| metric | baseline | run | delta | {pct}% CI | p (Holm) | pairs |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-            for m in c.metrics:
-                out.append(
-                    f"| {_md(m.metric)} | {_num(m.mean_a)} | {_num(m.mean_b)} | {_num(m.delta, True)} | "
-                    f"[{_num(m.ci_low, True)}, {_num(m.ci_high, True)}] | {_num(m.p_adjusted)} | {m.n_pairs} |"
-                )
-        for n in self.notes:
-            out += ["", f"> {_md(n)}"]
-        return "\n".join(out) + "\n"
+        return gates_markdown(self)
 
     def table(self) -> Any:
-        from rich.table import Table
-
-        t = Table(title=f"Gates for {self.run.ref}" + (f" (baseline {self.baseline.ref})" if self.baseline else ""))
-        for c in ("", "gate", "observed", "detail"):
-            t.add_column(c)
-        style = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "skipped": "[dim]SKIP[/dim]"}
-        for r in self.results:
-            t.add_row(style[r.status], r.gate.text, "—" if r.observed is None else f"{r.observed:.4g}", r.detail)
-        return t
+        return gates_table(self)
 
     def print(self, console: Any = None) -> None:
-        from rich.console import Console
-
-        console = console or Console()
-        for n in self.notes:
-            console.print(f"[yellow]note:[/yellow] {n}")
-        console.print(self.table())
-        if self.comparison is not None and self.comparison.metrics:
-            console.print(self.comparison.table())
-        console.print(
-            "[green]all gates passed[/green]" if self.passed else f"[red]{len(self.failed)} gate(s) failed[/red]"
-        )
-
-
-def _md(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
-def _num(v: float | None, signed: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    return f"{v:+.4f}" if signed else f"{v:.4f}"
-
-
-def _junit(suite: str, cases: Sequence[tuple[str, str, str, float | None]], props: Mapping[str, str]) -> str:
-    import xml.etree.ElementTree as ET
-
-    failures = sum(1 for c in cases if c[1] == "fail")
-    errors = sum(1 for c in cases if c[1] == "error")
-    skipped = sum(1 for c in cases if c[1] == "skipped")
-    root = ET.Element("testsuites", tests=str(len(cases)), failures=str(failures), errors=str(errors))
-    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failures),
-                       errors=str(errors), skipped=str(skipped), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
-    pe = ET.SubElement(ts, "properties")
-    for k, v in props.items():
-        ET.SubElement(pe, "property", name=k, value=str(v))
-    for name, status, detail, observed in cases:
-        tc = ET.SubElement(ts, "testcase", classname="ragtrail.gates", name=name, time="0")
-        if status == "fail":
-            ET.SubElement(tc, "failure", message=detail, type="GateFailed").text = detail
-        elif status == "error":
-            ET.SubElement(tc, "error", message=detail, type="GateError").text = detail
-        elif status == "skipped":
-            ET.SubElement(tc, "skipped", message=detail)
-        if observed is not None:
-            ET.SubElement(tc, "system-out").text = f"observed: {observed}"
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def error_junit_xml(message: str, suite: str = "ragtrail gates") -> str:
-    """JUnit XML with one errored test case: written when the gates could not be evaluated."""
-    return _junit(suite, [("gates", "error", message, None)], {})
+        print_gates(self, console)
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -621,69 +538,24 @@ def _evaluate(
 
 
 # ------------------------------------------------------------------------------------ aliases
-class AliasConflictError(EvalError):
-    """The alias moved between reading it and moving it (another promotion won the race)."""
-
-
-_ANY: Any = object()
-_VERSION_TAG = re.compile(r"^v\d+$")
-
-
-def _lock_key(name: str, alias: str) -> int:
-    h = hashlib.sha256(f"ragtrail-alias\0{name}\0{alias}".encode()).digest()
-    return int.from_bytes(h[:8], "big", signed=True)
+_ANY: Any = _aliases.UNSET
 
 
 def current_alias(store: Store, name: str, alias: str) -> str | None:
     """The run id ``name:alias`` points at (None when unset)."""
-    rows = store.query("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (name, alias))
-    return str(rows[0][0]) if rows else None
+    return _aliases.alias_target(store, name, alias)
 
 
 def move_alias(store: Store, run: Any, alias: str, *, by: str | None = None, expected: Any = _ANY) -> str | None:
     """Point ``alias`` of the run's evaluation at ``run`` atomically; returns the previous run id.
 
-    One transaction reads the alias, updates it and appends the history row (who, when, from which
-    run); on PostgreSQL it first takes a transaction-scoped advisory lock on (evaluation, alias),
-    on SQLite ``BEGIN IMMEDIATE`` serialises writers. With ``expected`` (a run id or None for
-    "unset"), the move happens only if the alias still points there, else
-    :class:`AliasConflictError` (compare-and-swap).
+    :func:`ragtrail.store._aliases.move_alias` for a run reference: with ``expected`` (a run id or
+    None for "unset") the move happens only if the alias still points there, else
+    :class:`~ragtrail.AliasConflictError` (compare-and-swap).
     """
-    if (
-        not isinstance(alias, str)
-        or not alias.strip()
-        or ":" in alias
-        or _VERSION_TAG.match(alias)
-        or alias == "latest"
-    ):
-        raise ConfigError(
-            f"alias {alias!r} is not allowed: it must be non-empty, without ':', not 'vN' and not 'latest'"
-        )
+    _aliases.validate_alias(alias)
     info = resolve_run(store, run)
-    who = by or os.environ.get("RAGTRAIL_USER") or os.environ.get("USER") or os.environ.get("USERNAME")
-    with store.transaction() as cur:
-        if store.kind == "postgresql":
-            cur.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(info.name, alias),))
-        cur.execute("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (info.name, alias))
-        row = cur.fetchone()
-        previous = row[0] if row else None
-        if expected is not _ANY and previous != expected:
-            raise AliasConflictError(
-                f"{info.name}:{alias} moved to {previous!r} while promoting {info.ref} (expected {expected!r}); "
-                "re-check the gates against the new holder"
-            )
-        now = time.time()
-        if previous is None:
-            cur.execute("INSERT INTO aliases (name, alias, run_id, set_at, set_by) VALUES (?, ?, ?, ?, ?)",
-                        (info.name, alias, info.run_id, now, who))  # fmt: skip
-        else:
-            cur.execute("UPDATE aliases SET run_id = ?, set_at = ?, set_by = ? WHERE name = ? AND alias = ?",
-                        (info.run_id, now, who, info.name, alias))  # fmt: skip
-        cur.execute(
-            "INSERT INTO alias_history (name, alias, run_id, previous_run_id, set_at, set_by) VALUES (?, ?, ?, ?, ?, ?)",
-            (info.name, alias, info.run_id, previous, now, who),
-        )
-    return previous
+    return _aliases.move_alias(store, info.name, alias, info.run_id, by=by, expected=expected, label=info.ref)
 
 
 @dataclass

@@ -25,268 +25,42 @@ What a judge call does, in order:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import math
-import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from ragtrail import semconv
 from ragtrail._exceptions import ConfigError, JudgeError
 from ragtrail._log import logger
+from ragtrail.evals._aio import judge_loop, on_judge_loop, run_sync
 from ragtrail.evals._concurrency import AdaptiveLimiter
 from ragtrail.evals._judge_cache import JudgeCache, cache_key
-
-T = TypeVar("T")
+from ragtrail.evals._judge_limiter import JudgeLimiter
+from ragtrail.evals._judge_result import Estimate, JudgeResult
+from ragtrail.evals._structured import (
+    OPENAI_COMPATIBLE,
+    REFUSAL,
+    ai_message,
+    convo_dicts,
+    detect_capabilities,
+    human_message,
+    json_schema_of,
+    model_identity,
+    parse_json_text,
+    read_output,
+    repair_prompt,
+    to_messages,
+)
 
 METHODS = ("auto", "json_schema", "guided", "tool", "prompt")
 """Decoding methods a :class:`Judge` can use (``auto`` picks the best the model supports)."""
 
-_OPENAI_COMPATIBLE = {"ChatOpenAI", "AzureChatOpenAI", "ChatVLLM", "ChatDeepSeek", "ChatXAI", "ChatFireworks"}
 _CHARS_PER_TOKEN = 4.0
-_REFUSAL = re.compile(
-    r"^\s*(i\s*(am|'m)\s*(sorry|unable|not able)|i\s*(can(no|')t|cannot|won't)|as an ai|sorry,)", re.IGNORECASE
-)
-
-
-# ----------------------------------------------------------------------------------- schemas
-_schema_cache: dict[type[BaseModel], dict[str, Any]] = {}
-
-
-def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON schema sent to the model: refs inlined, titles dropped, objects closed."""
-    hit = _schema_cache.get(model)
-    if hit is None:
-        hit = _schema_cache[model] = _json_schema_of(model)
-    return hit
-
-
-def _json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    raw = model.model_json_schema()
-    defs = raw.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                name = str(node["$ref"]).rsplit("/", 1)[-1]
-                return walk(dict(defs[name]))
-            out = {k: walk(v) for k, v in node.items() if k not in ("title", "description", "default")}
-            if out.get("type") == "object":
-                out.setdefault("additionalProperties", False)
-                if "properties" in out:
-                    out["required"] = list(out["properties"])
-            return out
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    return walk(raw)  # type: ignore[no-any-return]
-
-
-def parse_json_text(text: str) -> Any:
-    """JSON from a model's reply: the whole text, else a fenced block, else the first balanced object."""
-    s = text.strip()
-    if not s:
-        raise ValueError("empty reply")
-    try:
-        return json.loads(s)
-    except ValueError:
-        pass
-    m = re.search(r"```(?:json)?\s*(.*?)```", s, re.DOTALL)
-    if m:
-        try:
-            return json.loads(m.group(1))
-        except ValueError:
-            pass
-    start = s.find("{")
-    while start != -1:
-        depth, in_str, esc = 0, False, False
-        for i in range(start, len(s)):
-            c = s[i]
-            if in_str:
-                if esc:
-                    esc = False
-                elif c == "\\":
-                    esc = True
-                elif c == '"':
-                    in_str = False
-            elif c == '"':
-                in_str = True
-            elif c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    try:
-                        return json.loads(s[start : i + 1])
-                    except ValueError:
-                        break
-        start = s.find("{", start + 1)
-    raise ValueError("no JSON object found in the reply")
-
-
-# ------------------------------------------------------------------------------ concurrency
-class JudgeLimiter(AdaptiveLimiter):
-    """The harness's :class:`AdaptiveLimiter`, cutting the limit once per congestion event.
-
-    Requests already in flight when a 429 arrives will mostly be rejected too; counting each of
-    them as a new event would collapse the limit to its floor (one call at a time: a throughput of
-    1 / latency, far below what the server allows). A rejection that arrives before the current
-    pause has ended plus one round trip (an EWMA of successful call times) only extends the pause.
-    """
-
-    def __init__(self, max_concurrency: int = 8, **kw: Any) -> None:
-        kw.setdefault("increase_after", 5)
-        super().__init__(max_concurrency, **kw)
-        self.rtt_s = 0.0
-        self._event_until = 0.0
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-    # Waiting tasks are woken by release() (through their own loop) instead of polling: the parent's
-    # polling backs off to 50 ms, longer than a local model's whole call.
-    async def aacquire(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                paused = now < self._paused_until
-                if not paused and self._in_flight < self._limit:
-                    self._in_flight += 1
-                    return
-                fut: asyncio.Future[None] = loop.create_future()
-                self._waiters.append((loop, fut))
-                timeout = (self._paused_until - now) if paused else 1.0
-            try:
-                await asyncio.wait_for(fut, timeout=max(timeout, 0.0005))
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                with self._cond:
-                    if (loop, fut) in self._waiters:
-                        self._waiters.remove((loop, fut))
-
-    def release(self) -> None:
-        super().release()
-        self._wake(1)
-
-    def on_success(self) -> None:
-        before = self._limit
-        super().on_success()
-        if self._limit > before:
-            self._wake(self._limit - before)
-
-    def _wake(self, n: int) -> None:
-        with self._cond:
-            woken = self._waiters[:n]
-            del self._waiters[:n]
-        try:
-            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            here = None
-        for loop, fut in woken:
-            if loop is here:
-                _resolve(fut)  # same loop: no self-pipe write
-                continue
-            try:
-                loop.call_soon_threadsafe(_resolve, fut)
-            except RuntimeError:  # that loop has closed
-                pass
-
-    def observe_rtt(self, seconds: float) -> None:
-        self.rtt_s = seconds if self.rtt_s == 0.0 else 0.8 * self.rtt_s + 0.2 * seconds
-
-    def on_backoff(self, kind: str, retry_after: float | None, attempt: int = 0) -> float:
-        now = time.monotonic()
-        with self._cond:
-            same_event = now < self._event_until
-            if same_event:
-                wait = retry_after if retry_after is not None else self.backoff.delay(attempt)
-                wait = min(max(0.0, wait), self.max_wait_s)
-                self._paused_until = max(self._paused_until, now + wait)
-                self._successes = 0
-                return wait
-        wait = super().on_backoff(kind, retry_after, attempt)
-        with self._cond:
-            self._event_until = self._paused_until + max(self.rtt_s, 0.01)
-        return wait
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-# --------------------------------------------------------------------------------- results
-@dataclass
-class JudgeResult:
-    """One judge call: the validated verdict or the reason it failed, with everything needed to audit it."""
-
-    parsed: BaseModel | None
-    error: str | None
-    raw: list[str]
-    method: str
-    model_id: str
-    params: dict[str, Any]
-    cached: bool = False
-    usage: dict[str, int] = field(default_factory=dict)
-    cost_usd: float | None = None
-    attempts: int = 1
-    key: str = ""
-    logprob: float | None = None
-    trial: int = 0
-    called: bool = True
-
-    @property
-    def ok(self) -> bool:
-        return self.parsed is not None and self.error is None
-
-    def details(self) -> dict[str, Any]:
-        """What a Score keeps in ``details["judge"]``: raw output of every attempt, method, params…"""
-        d: dict[str, Any] = {
-            "model": self.model_id,
-            "method": self.method,
-            "params": self.params,
-            "raw": self.raw,
-            "attempts": self.attempts,
-            "cached": self.cached,
-            "cache_key": self.key,
-        }
-        if self.usage:
-            d["usage"] = self.usage
-        if self.cost_usd is not None:
-            d["cost_usd"] = self.cost_usd
-        if self.logprob is not None:
-            d["logprob"] = self.logprob
-        if self.parsed is not None:
-            d["verdict"] = self.parsed.model_dump()
-        if self.error:
-            d["error"] = self.error
-        return d
-
-
-@dataclass
-class Estimate:
-    """A dry-run estimate of judge work: calls, cache hits, tokens and cost (None when the price is unknown)."""
-
-    calls: int
-    cached: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None
-
-    def __str__(self) -> str:
-        cost = "unknown price" if self.cost_usd is None else f"${self.cost_usd:.4f}"
-        return (
-            f"{self.calls} judge calls ({self.cached} cached), ~{self.input_tokens} input + "
-            f"≤{self.output_tokens} output tokens, {cost}"
-        )
 
 
 # ----------------------------------------------------------------------------------- Judge
@@ -358,7 +132,7 @@ class Judge:
         self.want_logprobs = logprobs
         self.capabilities = detect_capabilities(model)
         self.method = self._pick_method(method)
-        self.provider, self.model_name = _model_identity(model)
+        self.provider, self.model_name = model_identity(model)
         self.model_id = model_id or f"{self.provider}/{self.model_name}"
         if cache is True:
             self.cache: JudgeCache | None = JudgeCache(None)
@@ -509,7 +283,7 @@ class Judge:
                 model = model.model_copy(update=update)
             except Exception:
                 logger.debug("ragtrail: could not pin sampling params on %s", type(model).__name__, exc_info=True)
-        openai_like = type(self.model).__name__ in _OPENAI_COMPATIBLE
+        openai_like = type(self.model).__name__ in OPENAI_COMPATIBLE
         if self.method == "json_schema":
             if openai_like:
                 rf = {"type": "json_schema", "json_schema": {"name": schema_name, "schema": schema}}
@@ -652,7 +426,7 @@ class Judge:
         try:
             data = parse_json_text(text)
         except ValueError as exc:
-            hint = " (it looks like a refusal)" if _REFUSAL.search(text or "") else ""
+            hint = " (it looks like a refusal)" if REFUSAL.search(text or "") else ""
             return None, f"the judge's reply is not JSON{hint}: {exc}"
         try:
             parsed = schema_model.model_validate(data)
@@ -689,7 +463,7 @@ class Judge:
         want_lp: bool,
     ) -> JudgeResult:
         runnable = self._runnable(schema_model.__name__, schema, trial, want_lp)
-        convo: list[Any] = _to_messages(self._with_instructions(msgs, schema))
+        convo: list[Any] = to_messages(self._with_instructions(msgs, schema))
         raws: list[str] = []
         usage = {"input_tokens": 0, "output_tokens": 0}
         got_usage = False
@@ -718,7 +492,7 @@ class Judge:
                 err = f"judge call failed: {type(exc).__name__}: {exc}"
                 return JudgeResult(None, err, raws, self.method, self.model_id, params, usage=usage if got_usage else {},
                                    attempts=attempts, key=key, trial=trial, called=True)  # fmt: skip
-            text, msg_usage, refusal_text, lp = _read_output(out, self.method)
+            text, msg_usage, refusal_text, lp = read_output(out, self.method)
             with self._lock:
                 self.calls += 1
             if msg_usage:
@@ -742,7 +516,7 @@ class Judge:
             if parsed is not None:
                 break
             if attempt < self.max_repairs:
-                convo = [*convo, _ai(text), _human(_repair_prompt(err or "", schema))]
+                convo = [*convo, ai_message(text), human_message(repair_prompt(err or "", schema))]
         res = JudgeResult(
             parsed, err, raws, self.method, self.model_id, params, cached=False, usage=usage if got_usage else {},
             cost_usd=cost_total, attempts=attempts, key=key, logprob=logprob, trial=trial, called=True,
@@ -802,180 +576,11 @@ class Judge:
         return f"Judge({self.model_id!r}, method={self.method!r}, temperature={self.temperature}, seed={self.seed})"
 
 
-# ------------------------------------------------------------------------------- helpers
-def detect_capabilities(model: Any) -> dict[str, bool]:
-    """What a LangChain chat model can do: native structured output (JSON schema), tool calling, logprobs."""
-    cls = type(model)
-    structured = False
-    tools = False
-    try:
-        from langchain_core.language_models import BaseChatModel
-
-        wso = getattr(cls, "with_structured_output", None)
-        if wso is not None and wso is not BaseChatModel.with_structured_output:
-            structured = "json_schema" in str(inspect.signature(wso))
-        bt = getattr(cls, "bind_tools", None)
-        tools = bt is not None and bt is not BaseChatModel.bind_tools
-    except Exception:
-        logger.debug("ragtrail: capability detection failed for %s", cls.__name__, exc_info=True)
-    if cls.__name__ in _OPENAI_COMPATIBLE:
-        structured = True
-    fields = getattr(cls, "model_fields", {})
-    return {"structured_output": structured, "tool_calling": tools, "logprobs": "logprobs" in fields}
-
-
-def _model_identity(model: Any) -> tuple[str, str]:
-    provider, name = "", ""
-    try:
-        ls = model._get_ls_params()
-        provider = str(ls.get("ls_provider") or "")
-        name = str(ls.get("ls_model_name") or "")
-    except Exception:
-        pass
-    for attr in ("model_name", "model", "model_id"):
-        if not name:
-            v = getattr(model, attr, None)
-            if isinstance(v, str) and v:
-                name = v
-    return provider or type(model).__name__.lower(), name or type(model).__name__
-
-
-def _to_messages(msgs: Sequence[Mapping[str, str]]) -> list[Any]:
-    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
-
-    out: list[Any] = []
-    for m in msgs:
-        cls = {"system": SystemMessage, "assistant": AIMessage}.get(m["role"], HumanMessage)
-        out.append(cls(content=m["content"]))
-    return out
-
-
-def convo_dicts(convo: Sequence[Any]) -> list[dict[str, str]]:
-    return [{"role": getattr(m, "type", "user"), "content": str(getattr(m, "content", m))} for m in convo]
-
-
-def _ai(text: str) -> Any:
-    from langchain_core.messages import AIMessage
-
-    return AIMessage(content=text)
-
-
-def _human(text: str) -> Any:
-    from langchain_core.messages import HumanMessage
-
-    return HumanMessage(content=text)
-
-
-def _repair_prompt(error: str, schema: dict[str, Any]) -> str:
-    return (
-        f"Your reply could not be used: {error}. Reply again with only one JSON object that follows this "
-        f"schema exactly:\n{json.dumps(schema, separators=(',', ':'))}"
-    )
-
-
-def _read_output(out: Any, method: str) -> tuple[str, dict[str, int], str | None, float | None]:
-    """(raw text, usage, refusal, sequence logprob) from what the runnable returned."""
-    msg = out
-    if isinstance(out, dict) and "raw" in out:  # with_structured_output(include_raw=True)
-        msg = out["raw"]
-    text = ""
-    if method == "tool":
-        calls = getattr(msg, "tool_calls", None) or []
-        if calls:
-            text = json.dumps(calls[0].get("args", {}), ensure_ascii=False)
-    if not text:
-        content = getattr(msg, "content", msg)
-        if isinstance(content, list):  # content blocks
-            parts = [c.get("text", "") if isinstance(c, dict) else str(c) for c in content]
-            content = "".join(parts)
-        text = "" if content is None else str(content)
-    usage: dict[str, int] = {}
-    um = getattr(msg, "usage_metadata", None)
-    if um:
-        usage = {"input_tokens": int(um.get("input_tokens") or 0), "output_tokens": int(um.get("output_tokens") or 0)}
-    refusal = None
-    ak = getattr(msg, "additional_kwargs", None) or {}
-    if ak.get("refusal"):
-        refusal = str(ak["refusal"])
-    lp: float | None = None
-    rm = getattr(msg, "response_metadata", None) or {}
-    content_lp = (rm.get("logprobs") or {}).get("content") if isinstance(rm.get("logprobs"), dict) else None
-    if content_lp:
-        try:
-            lp = float(sum(float(t["logprob"]) for t in content_lp if t.get("logprob") is not None))
-        except (TypeError, ValueError, KeyError):
-            lp = None
-    return text, usage, refusal, lp
-
-
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
-
-
-def judge_loop() -> asyncio.AbstractEventLoop:
-    """The one long-lived event loop (a daemon thread, started on first use) that runs model calls.
-
-    Async clients of LangChain chat models (httpx pools) are bound to the loop that first used them;
-    running every judge request on one loop lets judges be called from ``asyncio.run`` after
-    ``asyncio.run``, from several threads and from Jupyter's loop alike.
-    """
-    global _loop
-    with _loop_lock:
-        if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            # LangChain runs sync steps (parsers, sync callbacks) in the loop's default executor, whose
-            # default size (cores + 4) would cap the number of judge calls in flight
-            loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="ragtrail-judge"))
-            t = threading.Thread(target=loop.run_forever, name="ragtrail-judge-loop", daemon=True)
-            t.start()
-            _loop = loop
-        return _loop
-
-
-async def on_judge_loop(coro: Awaitable[T]) -> T:
-    """Await ``coro`` on :func:`judge_loop` from any loop (cancellation is forwarded)."""
-    loop = judge_loop()
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:  # pragma: no cover - always called from a coroutine
-        running = None
-    if running is loop:
-        return await coro
-    fut: Any = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
-    try:
-        return await asyncio.wrap_future(fut)
-    except asyncio.CancelledError:
-        fut.cancel()
-        raise
-
-
 async def _ainvoke_suppressed(runnable: Any, convo: list[Any]) -> Any:
     from ragtrail.tracing import suppress_instrumentation
 
     with suppress_instrumentation():
         return await runnable.ainvoke(convo)
-
-
-def run_sync(coro: Awaitable[T]) -> T:
-    """Run a coroutine to completion from sync code, also inside a running event loop (Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["v"] = asyncio.run(coro)  # type: ignore[arg-type]
-        except BaseException as exc:
-            box["e"] = exc
-
-    t = threading.Thread(target=target, name="ragtrail-judge")
-    t.start()
-    t.join()
-    if "e" in box:
-        raise box["e"]
-    return box["v"]  # type: ignore[no-any-return]
 
 
 __all__ = [

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ragtrail._log import logger, warn_once
 from ragtrail.store import Store, open_store
+from ragtrail.store import _evals as repo
 
 CACHE_FORMAT = "1"
 """Bumped when the layout of cached values changes (old entries then simply miss)."""
@@ -113,7 +113,7 @@ class JudgeCache:
     def get(self, key: str) -> dict[str, Any] | None:
         """The cached value of ``key``, or None (a miss)."""
         try:
-            rows = self.store.query("SELECT value FROM judge_cache WHERE key = ?", (key,))
+            text = repo.judge_cache_get(self.store, key)
         except Exception as exc:
             with self._lock:
                 self.stats.errors += 1
@@ -121,14 +121,14 @@ class JudgeCache:
             warn_once("judge-cache-read", "ragtrail: judge cache read failed (%s); treating as a miss", exc)
             return None
         with self._lock:
-            if rows:
+            if text is not None:
                 self.stats.hits += 1
             else:
                 self.stats.misses += 1
-        if not rows:
+        if text is None:
             return None
         try:
-            value = json.loads(rows[0][0])
+            value = json.loads(text)
         except (TypeError, ValueError):
             logger.debug("ragtrail: unreadable judge cache entry %s ignored", key)
             return None
@@ -137,7 +137,7 @@ class JudgeCache:
     def contains(self, key: str) -> bool:
         """Whether ``key`` is cached (does not count as a hit or a miss)."""
         try:
-            return bool(self.store.query("SELECT 1 FROM judge_cache WHERE key = ?", (key,)))
+            return repo.judge_cache_has(self.store, key)
         except Exception:
             return False
 
@@ -145,10 +145,7 @@ class JudgeCache:
         """Store ``value`` under ``key``; the first writer wins, later writers are no-ops."""
         try:
             text = json.dumps(dict(value), ensure_ascii=False, default=str)
-            self.store.execute(
-                "INSERT INTO judge_cache (key, value, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                (key, text, time.time()),
-            )
+            repo.judge_cache_put(self.store, key, text)
         except Exception as exc:
             with self._lock:
                 self.stats.errors += 1
@@ -159,13 +156,13 @@ class JudgeCache:
 
     def __len__(self) -> int:
         try:
-            return int(self.store.query("SELECT COUNT(*) FROM judge_cache")[0][0])
+            return repo.judge_cache_count(self.store)
         except Exception:
             return 0
 
     def clear(self) -> int:
         """Delete every cached verdict; returns how many were deleted."""
-        return self.store.execute("DELETE FROM judge_cache")
+        return repo.judge_cache_clear(self.store)
 
 
 __all__ = ["CacheStats", "JudgeCache", "cache_key"]

@@ -35,7 +35,6 @@ import math
 import os
 import socket
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, EvalError
 from ragtrail._log import logger
+from ragtrail.store import _evals as repo
 
 if TYPE_CHECKING:
     from ragtrail.evals._harness import Evaluation
@@ -144,7 +144,7 @@ def run_on_ray(
     backend: Any = "ray",
 ) -> Run:
     """Run ``ev`` with its examples spread over Ray tasks; returns the logged run (see the module doc)."""
-    from ragtrail.evals._runs import _json, create_run, finish_run, git_info, load_run
+    from ragtrail.evals._runs import create_run, finish_run, load_run
 
     opts = _coerce(backend)
     if ev._sync_fn is None and ev._async_fn is None:
@@ -195,25 +195,10 @@ def run_on_ray(
         run = load_run(store, resume)
         ev._check_resume(run, cfg, force)
         todo, rerun, rescore = ev._resume_plan(store, run)
-        lineage = dict(run.lineage)
-        known = {d.get("name") for d in lineage.get("scorers", [])}
-        lineage["scorers"] = [
-            *lineage.get("scorers", []),
-            *(dict(s.describe()) for s in ev.scorers if s.name not in known),
-        ]
-        lineage.setdefault("resumes", []).append(
-            {"at": time.time(), "forced": bool(force), "git": git_info(), "backend": "ray"}
-        )
-        with store.transaction() as cur:
-            cur.execute(
-                "UPDATE runs SET status = 'running', finished_at = NULL, lineage = ? WHERE run_id = ?",
-                (_json(lineage), run.run_id),
-            )
-            # examples that failed before run again from scratch: clear their old rows now, so that a
-            # task retried after a worker died can tell "committed in this execution" by presence alone
-            for ex_id in rerun:
-                cur.execute("DELETE FROM run_examples WHERE run_id = ? AND example_id = ?", (run.run_id, ex_id))
-                cur.execute("DELETE FROM run_results WHERE run_id = ? AND example_id = ?", (run.run_id, ex_id))
+        lineage = ev._resume_lineage(run, force, backend="ray")
+        # examples that failed before run again from scratch: clear their old rows now, so that a
+        # task retried after a worker died can tell "committed in this execution" by presence alone
+        repo.reopen_run(store, run.run_id, lineage, clear_examples=rerun)
         want = {e.id for e in todo} | set(rescore)
     else:
         lin = ev._lineage(cfg, {"backend": "ray"})
@@ -300,19 +285,9 @@ def run_on_ray(
 
 def _instrumented_connectors() -> list[tuple[str, str]]:
     """The ragtrail connectors instrumented in this process, so that the workers instrument them too."""
-    if "ragtrail.connectors._common" not in sys.modules:
-        return []
-    from ragtrail.connectors._common import RagtrailInstrumentor
+    from ragtrail.tracing import instrumented_connectors
 
-    out: list[tuple[str, str]] = []
-    todo: list[type] = list(RagtrailInstrumentor.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        todo.extend(cls.__subclasses__())
-        inst = cls.__dict__.get("_instance")
-        if inst is not None and getattr(inst, "is_instrumented_by_opentelemetry", False):
-            out.append((cls.__module__, cls.__qualname__))
-    return sorted(out)
+    return instrumented_connectors()
 
 
 def _bar(ev: Evaluation, run: Run, total: int) -> Any:
@@ -331,7 +306,7 @@ _worker: dict[str, Any] = {}
 
 def _worker_setup(spec: Mapping[str, Any]) -> Store:
     """Once per worker process (and again if the store or project changes): trace into the run's store."""
-    import ragtrail
+    from ragtrail import tracing
     from ragtrail.store import open_store
     from ragtrail.tracing import get_config
 
@@ -347,8 +322,8 @@ def _worker_setup(spec: Mapping[str, Any]) -> Store:
         if not spec.get("trace_to_store", True):
             kw["store_exporter"] = False
         if get_config() is not None:
-            ragtrail.shutdown()
-        ragtrail.init(project=spec["project"], store=store, capture_content=spec.get("capture_content", True),
+            tracing.shutdown()
+        tracing.init(project=spec["project"], store=store, capture_content=spec.get("capture_content", True),
                       otlp_endpoint=spec.get("otlp_endpoint"), **kw)  # fmt: skip
         _worker.update(key=key, store=store, blob_id=None, ev=None)
     for mod, qual in spec.get("connectors") or ():
@@ -384,14 +359,10 @@ def _plan(ev: Evaluation, store: Store, run_id: str, ids: Sequence[str]) -> tupl
     but missing some scores (a worker died before its batched scorers ran) are scored from the
     stored output. Examples committed as errors in this execution stay as they are."""
     wanted = set(ids)
-    status = {
-        r[0]: r[1]
-        for r in store.query("SELECT example_id, status FROM run_examples WHERE run_id = ?", (run_id,))
-        if r[0] in wanted
-    }
+    status = {e: v for e, v in repo.example_statuses(store, run_id).items() if e in wanted}
     have: dict[str, set[str]] = {}
-    for e, s, st in store.query("SELECT example_id, scorer, status FROM run_results WHERE run_id = ?", (run_id,)):
-        if e in wanted and st != "error":
+    for e, s, result_status in repo.result_statuses(store, run_id):
+        if e in wanted and result_status != "error":
             have.setdefault(e, set()).add(s)
     names = {s.name for s in ev.scorers}
     todo = []
@@ -410,7 +381,7 @@ def _plan(ev: Evaluation, store: Store, run_id: str, ids: Sequence[str]) -> tupl
 def _run_chunk(blob: bytes, spec: Mapping[str, Any], run_id: str, ids: Sequence[str], config: Mapping[str, Any],
                max_cost: float | None) -> dict[str, Any]:  # fmt: skip
     """One Ray task: run the examples ``ids`` of run ``run_id`` that are not committed yet."""
-    from ragtrail.evals._harness import _Engine
+    from ragtrail.evals._engine import _Engine
     from ragtrail.evals._runs import load_run
     from ragtrail.tracing import flush
 

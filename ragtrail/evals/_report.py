@@ -17,11 +17,12 @@ import html
 import json
 import math
 import os
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragtrail.evals import _needs_numpy  # noqa: F401  (numpy + scipy, or a one-line install hint)
 
@@ -32,6 +33,10 @@ from ragtrail import semconv
 from ragtrail._exceptions import ConfigError, RagtrailWarning
 from ragtrail.evals._compare import OPERATIONAL, Comparison, RunInfo, compare, load_examples, load_scores, resolve_run
 from ragtrail.store import Store
+from ragtrail.store import _evals as repo
+
+if TYPE_CHECKING:
+    from ragtrail.evals._gates import GateReport
 
 _MAX_TEXT = 2000  # characters kept per embedded input/output
 
@@ -124,63 +129,41 @@ def _example_context(store: Store, runs: Sequence[RunInfo], example_ids: set[str
     ids = sorted(example_ids)
     for run in runs:
         if run.dataset_name and run.dataset_version:
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                rows = store.query(
-                    f"SELECT example_id, data FROM dataset_examples WHERE dataset = ? AND version = ? "  # noqa: S608
-                    f"AND example_id IN ({', '.join('?' * len(chunk))})",
-                    (run.dataset_name, run.dataset_version, *chunk),
-                )
-                for ex, data in rows:
-                    if "input" in out[ex]:
-                        continue
-                    try:
-                        d = json.loads(data)
-                    except (TypeError, ValueError):
-                        d = {}
-                    out[ex]["input"] = _short(d.get("input"))
-                    out[ex]["reference"] = _short(d.get("reference"))
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = store.query(
-                f"SELECT example_id, output, error FROM run_examples WHERE run_id = ? "  # noqa: S608
-                f"AND example_id IN ({', '.join('?' * len(chunk))})",
-                (run.run_id, *chunk),
-            )
-            for ex, output, error in rows:
-                val: Any = output
+            for ex, data in repo.dataset_example_data(store, run.dataset_name, run.dataset_version, ids):
+                if "input" in out[ex]:
+                    continue
                 try:
-                    val = json.loads(output) if output else None
+                    d = json.loads(data)
                 except (TypeError, ValueError):
-                    pass
-                out[ex]["outputs"][run.ref] = {"output": _short(val), "error": _short(error, 500)}
+                    d = {}
+                out[ex]["input"] = _short(d.get("input"))
+                out[ex]["reference"] = _short(d.get("reference"))
+        for r in repo.example_rows(store, run.run_id, ids):
+            ex, output, error = r["example_id"], r["output"], r["error"]
+            val: Any = output
+            try:
+                val = json.loads(output) if output else None
+            except (TypeError, ValueError):
+                pass
+            out[ex]["outputs"][run.ref] = {"output": _short(val), "error": _short(error, 500)}
     return out
 
 
 def _traces(store: Store, trace_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    from ragtrail.store import SPAN_COLUMNS
     from ragtrail.tracing._model import SpanRecord
 
     out: dict[str, list[dict[str, Any]]] = {}
-    ids = sorted({t for t in trace_ids if t})
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        rows = store.query(
-            f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE trace_id IN ({', '.join('?' * len(chunk))}) "  # noqa: S608
-            "ORDER BY start_time_ns",
-            chunk,
-        )
-        for row in rows:
-            s = SpanRecord.from_row(row)
-            a = s.attributes
-            out.setdefault(s.trace_id, []).append({
-                "id": s.span_id, "parent": s.parent_span_id, "name": s.name, "kind": s.kind,
-                "start_ns": s.start_time_ns, "ms": round(s.duration_ms, 3), "status": s.status,
-                "status_message": s.status_message, "model": s.model, "in_tokens": s.input_tokens,
-                "out_tokens": s.output_tokens, "cost": a.get(semconv.COST_USD),
-                "input": _short(a.get(semconv.INPUT_VALUE), 1000), "output": _short(a.get(semconv.OUTPUT_VALUE), 1000),
-                "docs": [{"id": d.get("id"), "score": d.get("score")} for d in s.documents()[:20]],
-            })  # fmt: skip
+    for row in repo.trace_span_rows(store, sorted({t for t in trace_ids if t})):
+        s = SpanRecord.from_row(row)
+        a = s.attributes
+        out.setdefault(s.trace_id, []).append({
+            "id": s.span_id, "parent": s.parent_span_id, "name": s.name, "kind": s.kind,
+            "start_ns": s.start_time_ns, "ms": round(s.duration_ms, 3), "status": s.status,
+            "status_message": s.status_message, "model": s.model, "in_tokens": s.input_tokens,
+            "out_tokens": s.output_tokens, "cost": a.get(semconv.COST_USD),
+            "input": _short(a.get(semconv.INPUT_VALUE), 1000), "output": _short(a.get(semconv.OUTPUT_VALUE), 1000),
+            "docs": [{"id": d.get("id"), "score": d.get("score")} for d in s.documents()[:20]],
+        })  # fmt: skip
     return out
 
 
@@ -237,7 +220,7 @@ def build_report(
 
 
 def _version() -> str:
-    from ragtrail import __version__
+    from ragtrail._version import __version__
 
     return str(__version__)
 
@@ -270,3 +253,109 @@ def write_report(store: Store, runs: Sequence[Any], path: str | os.PathLike[str]
 
 
 __all__ = ["build_report", "render_html", "write_report"]
+
+
+# ------------------------------------------------------------------------------------------ gates
+def gates_junit_xml(report: GateReport) -> str:
+    """JUnit XML: one test case per gate (failure/skipped elements), for CI test reporters."""
+    return _junit(
+        f"ragtrail gates: {report.run.ref}",
+        [(r.gate.text, r.status, r.detail, r.observed) for r in report.results],
+        {
+            "run_id": report.run.run_id,
+            "run": report.run.ref,
+            "baseline": report.baseline.ref if report.baseline else "",
+        },
+    )
+
+
+def gates_markdown(report: GateReport) -> str:
+    """A Markdown summary (GitHub's job summary, a PR comment)."""
+    icon = {"pass": "✅", "fail": "❌", "skipped": "⏭️"}
+    head = "✅ passed" if report.passed else f"❌ {len(report.failed)} failed"
+    base = f" vs `{report.baseline_ref}` (= `{report.baseline.ref}`)" if report.baseline else ""
+    out = [f"## ragtrail gates: {head} — `{report.run.ref}`{base}", "",
+           "| | gate | observed | detail |", "|---|---|---|---|"]  # fmt: skip
+    for r in report.results:
+        obs = "—" if r.observed is None else f"{r.observed:.4g}"
+        out.append(f"| {icon[r.status]} | `{_md(r.gate.text)}` | {obs} | {_md(r.detail)} |")
+    if report.comparison is not None and report.comparison.metrics:
+        c = report.comparison
+        pct = round(c.confidence * 100)
+        out += ["", f"### `{c.b.ref}` vs `{c.a.ref}` (paired by example, delta = run − baseline)", "",
+                f"| metric | baseline | run | delta | {pct}% CI | p (Holm) | pairs |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for m in c.metrics:
+            out.append(
+                f"| {_md(m.metric)} | {_num(m.mean_a)} | {_num(m.mean_b)} | {_num(m.delta, True)} | "
+                f"[{_num(m.ci_low, True)}, {_num(m.ci_high, True)}] | {_num(m.p_adjusted)} | {m.n_pairs} |"
+            )
+    for n in report.notes:
+        out += ["", f"> {_md(n)}"]
+    return "\n".join(out) + "\n"
+
+
+def gates_table(report: GateReport) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"Gates for {report.run.ref}" + (f" (baseline {report.baseline.ref})" if report.baseline else ""))
+    for c in ("", "gate", "observed", "detail"):
+        t.add_column(c)
+    style = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "skipped": "[dim]SKIP[/dim]"}
+    for r in report.results:
+        t.add_row(style[r.status], r.gate.text, "—" if r.observed is None else f"{r.observed:.4g}", r.detail)
+    return t
+
+
+def print_gates(report: GateReport, console: Any = None) -> None:
+    from rich.console import Console
+
+    console = console or Console()
+    for n in report.notes:
+        console.print(f"[yellow]note:[/yellow] {n}")
+    console.print(gates_table(report))
+    if report.comparison is not None and report.comparison.metrics:
+        console.print(report.comparison.table())
+    console.print(
+        "[green]all gates passed[/green]" if report.passed else f"[red]{len(report.failed)} gate(s) failed[/red]"
+    )
+
+
+def _md(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _num(v: float | None, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:+.4f}" if signed else f"{v:.4f}"
+
+
+def _junit(suite: str, cases: Sequence[tuple[str, str, str, float | None]], props: Mapping[str, str]) -> str:
+    import xml.etree.ElementTree as ET
+
+    failures = sum(1 for c in cases if c[1] == "fail")
+    errors = sum(1 for c in cases if c[1] == "error")
+    skipped = sum(1 for c in cases if c[1] == "skipped")
+    root = ET.Element("testsuites", tests=str(len(cases)), failures=str(failures), errors=str(errors))
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failures),
+                       errors=str(errors), skipped=str(skipped), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
+    pe = ET.SubElement(ts, "properties")
+    for k, v in props.items():
+        ET.SubElement(pe, "property", name=k, value=str(v))
+    for name, status, detail, observed in cases:
+        tc = ET.SubElement(ts, "testcase", classname="ragtrail.gates", name=name, time="0")
+        if status == "fail":
+            ET.SubElement(tc, "failure", message=detail, type="GateFailed").text = detail
+        elif status == "error":
+            ET.SubElement(tc, "error", message=detail, type="GateError").text = detail
+        elif status == "skipped":
+            ET.SubElement(tc, "skipped", message=detail)
+        if observed is not None:
+            ET.SubElement(tc, "system-out").text = f"observed: {observed}"
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def error_junit_xml(message: str, suite: str = "ragtrail gates") -> str:
+    """JUnit XML with one errored test case: written when the gates could not be evaluated."""
+    return _junit(suite, [("gates", "error", message, None)], {})

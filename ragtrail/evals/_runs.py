@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import re
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, DatasetError, EvalError, StoreError
+from ragtrail.evals._store import store_of
 from ragtrail.evals._types import Score
+from ragtrail.store import _aliases
+from ragtrail.store import _evals as repo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,15 +42,8 @@ __all__ = [
     "set_alias",
 ]
 
-_RUN_COLS = ("run_id, name, version, created_at, finished_at, status, dataset_name, dataset_version, "
-             "config, config_hash, lineage, summary, source_run_id, sweep_id")  # fmt: skip
-_REF = re.compile(r"^(?P<name>[^:]+):(?P<tag>[^:]+)$")
-_VERSION = re.compile(r"^v(\d+)$")
-RESERVED_ALIASES = ("latest",)
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+RESERVED_ALIASES = _aliases.RESERVED_ALIASES
+_json = repo.dumps
 
 
 def config_hash(config: Mapping[str, Any] | None) -> str:
@@ -59,10 +51,7 @@ def config_hash(config: Mapping[str, Any] | None) -> str:
     return hashlib.sha256(_json(config or {}).encode()).hexdigest()[:16]
 
 
-def _store(store: Any) -> Store:
-    from ragtrail.evals._datasets import _store as ds_store
-
-    return ds_store(store)
+_store = store_of
 
 
 # ------------------------------------------------------------------------------------- lineage
@@ -100,62 +89,9 @@ def package_versions(extra: Iterable[str] = ()) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------- summaries
-def _quantile(sorted_vals: Sequence[float], q: float) -> float | None:
-    if not sorted_vals:
-        return None
-    pos = (len(sorted_vals) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return float(sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo))
-
-
 def compute_summary(store: Store, run_id: str) -> dict[str, Any]:
     """Per-metric mean over ok scores with counts of ok/undefined/error; latency p50/p95, tokens, cost."""
-    metrics: dict[str, dict[str, Any]] = {}
-    for scorer, status, n, total, sq, lo, hi in store.query(
-        "SELECT scorer, status, COUNT(*), SUM(score), SUM(score * score), MIN(score), MAX(score) "
-        "FROM run_results WHERE run_id = ? GROUP BY scorer, status",
-        (run_id,),
-    ):
-        m = metrics.setdefault(
-            scorer, {"mean": None, "std": None, "min": None, "max": None, "n_ok": 0, "n_undefined": 0, "n_error": 0}
-        )
-        m[f"n_{status}"] = int(n)
-        if status == "ok" and n:
-            mean = float(total) / n
-            m["mean"] = mean
-            var = max(0.0, float(sq) / n - mean * mean)
-            m["std"] = math.sqrt(var * n / (n - 1)) if n > 1 else 0.0
-            m["min"], m["max"] = float(lo), float(hi)
-    rows = store.query(
-        "SELECT status, latency_ms, input_tokens, output_tokens, cost_usd FROM run_examples WHERE run_id = ?", (run_id,)
-    )
-    lat = sorted(float(r[1]) for r in rows if r[1] is not None)
-    costs = [float(r[4]) for r in rows if r[4] is not None]
-    judge_cost = store.query(
-        "SELECT details FROM run_results WHERE run_id = ? AND details LIKE '%cost_usd%'", (run_id,)
-    )
-    jc = 0.0
-    for (d,) in judge_cost:
-        try:
-            v = json.loads(d).get("cost_usd")
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                jc += float(v)
-        except (ValueError, AttributeError):
-            continue
-    return {
-        "n_examples": len(rows),
-        "n_ok": sum(1 for r in rows if r[0] == "ok"),
-        "n_error": sum(1 for r in rows if r[0] == "error"),
-        "metrics": metrics,
-        "latency_ms": {
-            "p50": _quantile(lat, 0.5),
-            "p95": _quantile(lat, 0.95),
-            "mean": (sum(lat) / len(lat)) if lat else None,
-        },
-        "tokens": {"input": sum(int(r[2] or 0) for r in rows), "output": sum(int(r[3] or 0) for r in rows)},
-        "cost_usd": (sum(costs) if costs else None),
-        "judge_cost_usd": jc if judge_cost else None,
-    }
+    return repo.run_summary(store, run_id)
 
 
 # ------------------------------------------------------------------------------------- Run
@@ -197,14 +133,9 @@ class Run:
         return f"<Run {self.ref} {self.status}{size}" + (f" {m}" if m else "") + ">"
 
     @classmethod
-    def from_row(cls, row: Sequence[Any], store: Any = None) -> Run:
-        return cls(
-            run_id=row[0], name=row[1], version=int(row[2]), created_at=float(row[3]),
-            finished_at=None if row[4] is None else float(row[4]), status=row[5], dataset_name=row[6],
-            dataset_version=row[7], config=json.loads(row[8]) if row[8] else {}, config_hash=row[9],
-            lineage=json.loads(row[10]) if row[10] else {}, summary=json.loads(row[11]) if row[11] else {},
-            source_run_id=row[12], sweep_id=row[13], store=store,
-        )  # fmt: skip
+    def from_record(cls, record: Mapping[str, Any], store: Any = None) -> Run:
+        """A Run from a record of :func:`ragtrail.store._evals.get_run` / ``list_runs``."""
+        return cls(**{k: record[k] for k in repo.RUN_FIELDS}, store=store)
 
     def _st(self) -> Store:
         if self.store is None:
@@ -227,7 +158,7 @@ class Run:
     def results(self, with_text: bool = False) -> list[dict[str, Any]]:
         """One dict per example x scorer (the rows of :meth:`results_df`); ``with_text=True`` adds the
         example's ``input`` and ``reference`` (from the run's dataset snapshot) and the pipeline's ``output``."""
-        rows = self._results()
+        rows = [{**r, "run_id": self.run_id} for r in repo.result_rows(self._st(), self.run_id)]
         if with_text:
             texts = self._texts()
             for r in rows:
@@ -243,24 +174,6 @@ class Run:
             return out
         for ex in examples:
             out.setdefault(ex.id, {"output": None}).update(input=ex.input, reference=ex.reference)
-        return out
-
-    def _results(self) -> list[dict[str, Any]]:
-        rows = self._st().query(
-            "SELECT r.example_id, r.scorer, r.score, r.status, r.reason, r.trace_id, r.details, "
-            "e.latency_ms, e.cost_usd, e.status, e.error FROM run_results r LEFT JOIN run_examples e "
-            "ON e.run_id = r.run_id AND e.example_id = r.example_id WHERE r.run_id = ? "
-            "ORDER BY r.example_id, r.scorer",
-            (self.run_id,),
-        )
-        out = []
-        for r in rows:
-            out.append({
-                "run_id": self.run_id, "example_id": r[0], "scorer": r[1],
-                "score": None if r[2] is None else float(r[2]), "status": r[3], "reason": r[4],
-                "trace_id": r[5], "details": json.loads(r[6]) if r[6] else {}, "latency_ms": r[7],
-                "cost_usd": r[8], "example_status": r[9], "example_error": r[10],
-            })  # fmt: skip
         return out
 
     def results_df(self, with_text: bool = False) -> pd.DataFrame:
@@ -288,27 +201,9 @@ class Run:
 
     def examples(self) -> list[dict[str, Any]]:
         """One dict per example: example_id, status, output, error, trace_id, latency_ms, tokens, cost."""
-        rows = self._st().query(
-            "SELECT example_id, status, output, error, trace_id, latency_ms, input_tokens, output_tokens, cost_usd "
-            "FROM run_examples WHERE run_id = ? ORDER BY created_at, example_id",
-            (self.run_id,),
-        )
-        keys = (
-            "example_id",
-            "status",
-            "output",
-            "error",
-            "trace_id",
-            "latency_ms",
-            "input_tokens",
-            "output_tokens",
-            "cost_usd",
-        )
-        out = []
-        for r in rows:
-            d = dict(zip(keys, r, strict=False))
+        out = repo.example_rows(self._st(), self.run_id)
+        for d in out:
             d["output"] = json.loads(d["output"]) if d["output"] else None
-            out.append(d)
         return out
 
     def examples_df(self) -> pd.DataFrame:
@@ -330,18 +225,21 @@ class Run:
 
     def trace(self, example_id: str) -> Trace:
         """The stored trace of one example (needs the spans flushed to the store)."""
-        from ragtrail._client import Client
+        from ragtrail.tracing._model import SpanRecord, Trace
 
-        rows = self._st().query(
-            "SELECT trace_id FROM run_examples WHERE run_id = ? AND example_id = ?", (self.run_id, example_id)
-        )
-        if not rows or not rows[0][0]:
+        trace_id = repo.example_trace_id(self._st(), self.run_id, example_id)
+        if trace_id is None:
             raise EvalError(f"run {self.ref} has no trace for example {example_id!r}")
-        return Client(self._st()).trace(rows[0][0])
+        rows = repo.trace_span_rows(self._st(), [trace_id])
+        if not rows:
+            raise StoreError(
+                f"no trace {trace_id!r} in the store {self._st().url}; its spans may not be flushed yet "
+                "(ragtrail.flush())"
+            )
+        return Trace([SpanRecord.from_row(r) for r in rows])
 
     def aliases(self) -> list[str]:
-        rows = self._st().query("SELECT alias FROM aliases WHERE run_id = ? ORDER BY alias", (self.run_id,))
-        return [r[0] for r in rows]
+        return _aliases.aliases_of_target(self._st(), self.run_id)
 
     def log_artifact(self, artifact: Any, *, aliases: Iterable[str] = (), blobs: Any = None) -> Any:
         """Log a ``ragtrail.Artifact`` as produced by this run (see ``ragtrail.artifacts.log_artifact``)."""
@@ -369,8 +267,7 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------- creation
-def new_run_id() -> str:
-    return "run_" + uuid.uuid4().hex[:16]
+new_run_id = repo.new_run_id
 
 
 def create_run(
@@ -386,42 +283,19 @@ def create_run(
     status: str = "running",
 ) -> Run:
     """Insert a new run with the next version of ``name`` (safe against concurrent creators)."""
-    if not name or ":" in name:
-        raise ConfigError(f"evaluation name {name!r} must be non-empty and contain no ':'")
     cfg = dict(config or {})
-    chash = config_hash(cfg)
-    run_id = new_run_id()
-    now = time.time()
-    for attempt in range(20):
-        try:
-            with store.transaction() as cur:
-                cur.execute("SELECT MAX(version) FROM runs WHERE name = ?", (name,))
-                row = cur.fetchone()
-                version = int(row[0] or 0) + 1 if row else 1
-                cur.execute(
-                    f"INSERT INTO runs ({_RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                    (
-                        run_id,
-                        name,
-                        version,
-                        now,
-                        None,
-                        status,
-                        dataset_name,
-                        dataset_version,
-                        _json(cfg),
-                        chash,
-                        _json(lineage),
-                        None,
-                        source_run_id,
-                        sweep_id,
-                    ),
-                )
-            break
-        except StoreError:
-            if attempt == 19:
-                raise
-            time.sleep(0.01 * (attempt + 1))
+    run_id = repo.insert_run(
+        store,
+        name,
+        dataset_name=dataset_name,
+        dataset_version=dataset_version,
+        config=cfg,
+        config_hash=config_hash(cfg),
+        lineage=lineage,
+        source_run_id=source_run_id,
+        sweep_id=sweep_id,
+        status=status,
+    )
     return load_run(store, run_id)
 
 
@@ -429,75 +303,33 @@ def finish_run(store: Store, run_id: str, status: str, extra: Mapping[str, Any] 
     summary = compute_summary(store, run_id)
     if extra:
         summary.update(extra)
-    with store.transaction() as cur:
-        cur.execute("UPDATE runs SET status = ?, finished_at = ?, summary = ? WHERE run_id = ?",
-                    (status, time.time(), _json(summary), run_id))  # fmt: skip
+    repo.finish_run(store, run_id, status, summary)
     return summary
 
 
 # ------------------------------------------------------------------------------------- references
 def resolve_run_id(store: Store, ref: Any) -> str:
     """The run id of ``ref``: a Run, ``name:vN``, ``name:latest``, ``name:<alias>``, a run id, or a bare
-    evaluation name (its latest run)."""
-    if isinstance(ref, Run):
-        return ref.run_id
-    if not isinstance(ref, str) or not ref.strip():
-        raise ConfigError(f"a run reference must be 'name:vN', 'name:alias' or a run id, not {ref!r}")
-    ref = ref.strip()
-    rows = store.query("SELECT run_id FROM runs WHERE run_id = ?", (ref,))
-    if rows:
-        return str(rows[0][0])
-    m = _REF.match(ref)
-    if m:
-        name, tag = m.group("name"), m.group("tag")
-        vm = _VERSION.match(tag)
-        if vm:
-            rows = store.query("SELECT run_id FROM runs WHERE name = ? AND version = ?", (name, int(vm.group(1))))
-        elif tag == "latest":
-            rows = store.query("SELECT run_id FROM runs WHERE name = ? ORDER BY version DESC LIMIT 1", (name,))
-        else:
-            rows = store.query("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (name, tag))
-        if rows:
-            return str(rows[0][0])
-        versions = [
-            f"v{r[0]}" for r in store.query("SELECT version FROM runs WHERE name = ? ORDER BY version", (name,))
-        ]
-        if not versions:
-            raise EvalError(f"no runs named {name!r} in the store {store.url}; `ragtrail runs list` shows the runs")
-        aliases = [r[0] for r in store.query("SELECT alias FROM aliases WHERE name = ? ORDER BY alias", (name,))]
-        raise EvalError(
-            f"no run {ref!r}: {name} has versions {', '.join(versions)} and aliases {', '.join(['latest', *aliases])}"
-        )
-    rows = store.query("SELECT run_id FROM runs WHERE name = ? ORDER BY version DESC LIMIT 1", (ref,))
-    if rows:
-        return str(rows[0][0])
-    raise EvalError(f"no run {ref!r} in the store {store.url}; give 'name:vN', 'name:alias' or a run id")
+    evaluation name (its latest run). See :func:`ragtrail.store._evals.resolve_run_id`."""
+    return repo.resolve_run_id(store, ref)
 
 
 def load_run(store: Any, ref: Any) -> Run:
     """A stored run by reference (``name:vN``, ``name:latest``, ``name:<alias>``, run id)."""
     st = _store(store)
-    run_id = resolve_run_id(st, ref)
-    rows = st.query(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))  # noqa: S608
-    run = Run.from_row(rows[0], st)
-    if not run.summary and run.status != "running":
-        run.summary = compute_summary(st, run_id)
-    elif run.status == "running":
+    run_id = repo.resolve_run_id(st, ref)
+    record = repo.get_run(st, run_id)
+    if record is None:
+        raise EvalError(f"run {run_id!r} is not in the store {st.url}; `ragtrail runs list` shows the runs")
+    run = Run.from_record(record, st)
+    if not run.summary or run.status == "running":
         run.summary = compute_summary(st, run_id)
     return run
 
 
 def list_runs(store: Any, name: str | None = None, *, limit: int | None = None) -> list[Run]:
     st = _store(store)
-    sql = f"SELECT {_RUN_COLS} FROM runs"  # noqa: S608
-    params: tuple[Any, ...] = ()
-    if name:
-        sql += " WHERE name = ?"
-        params = (name,)
-    sql += " ORDER BY created_at DESC, version DESC"
-    if limit:
-        sql += f" LIMIT {int(limit)}"
-    return [Run.from_row(r, st) for r in st.query(sql, params)]
+    return [Run.from_record(r, st) for r in repo.list_runs(st, name, limit=limit)]
 
 
 def runs_df(store: Any, name: str | None = None) -> pd.DataFrame:
@@ -509,10 +341,7 @@ def runs_df(store: Any, name: str | None = None) -> pd.DataFrame:
 
     st = _store(store)
     runs = list_runs(st, name)
-    alias_rows = st.query("SELECT run_id, alias FROM aliases")
-    aliases: dict[str, list[str]] = {}
-    for rid, a in alias_rows:
-        aliases.setdefault(rid, []).append(a)
+    aliases = _aliases.alias_map(st)
     base = ["run_id", "name", "version", "ref", "status", "created_at", "finished_at", "dataset", "dataset_version",
             "config_hash", "n_examples", "n_errors", "latency_p50_ms", "latency_p95_ms", "cost_usd", "aliases"]  # fmt: skip
     rows = []
@@ -546,29 +375,15 @@ def set_alias(store: Any, run: Any, alias: str, *, by: str | None = None) -> Run
     (who, when, the previous run). ``latest`` is reserved (always the newest run).
 
     The move is atomic also between processes on PostgreSQL (an advisory lock per evaluation and
-    alias): it is :func:`ragtrail.evals._gates.move_alias` without a compare-and-swap condition.
+    alias): it is :func:`ragtrail.store._aliases.move_alias` without a compare-and-swap condition.
     """
-    from ragtrail.evals._gates import move_alias
-
     st = _store(store)
-    if not alias or ":" in alias or _VERSION.match(alias) or alias in RESERVED_ALIASES:
-        raise ConfigError(
-            f"alias {alias!r} is not allowed: it must be non-empty, without ':', not 'vN' and not 'latest'"
-        )
+    _aliases.validate_alias(alias)
     target = load_run(st, run)
-    move_alias(st, target.run_id, alias, by=by)
+    _aliases.move_alias(st, target.name, alias, target.run_id, by=by, label=target.ref)
     return target
 
 
 def alias_history(store: Any, name: str, alias: str | None = None) -> list[dict[str, Any]]:
     """Alias moves of evaluation ``name`` (one alias or all), oldest first."""
-    st = _store(store)
-    sql = "SELECT name, alias, run_id, previous_run_id, set_at, set_by FROM alias_history WHERE name = ?"
-    params: list[Any] = [name]
-    if alias:
-        sql += " AND alias = ?"
-        params.append(alias)
-    rows = st.query(sql + " ORDER BY set_at", params)
-    return [
-        dict(zip(("name", "alias", "run_id", "previous_run_id", "set_at", "set_by"), r, strict=False)) for r in rows
-    ]
+    return _aliases.alias_history(_store(store), name, alias)

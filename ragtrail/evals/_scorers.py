@@ -11,13 +11,13 @@ A scorer is called as ``scorer(example, output, trace)``. Built-ins:
   (sentence-transformers, batched across examples).
 * from spans — ``latency`` (ms of the example's root span), ``tokens``, ``cost``.
 
-The registry (:func:`get`, :func:`available`) reads the ``ragtrail.scorers`` entry-point group; the
-built-ins are registered there the same way, and :func:`register` adds one at run time.
+Names map to scorers through the registry (:mod:`ragtrail.evals._registry`), which reads the
+``ragtrail.scorers`` entry-point group: the built-ins are registered there the same way as any
+third-party scorer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragtrail._exceptions import ConfigError, MissingDependencyError
 from ragtrail.evals import _metrics as M  # noqa: N812
+from ragtrail.evals._aio import run_sync
 from ragtrail.evals._types import Example, Score, Scorer
 
 if TYPE_CHECKING:
@@ -38,13 +39,10 @@ __all__ = [
     "SemanticSimilarity",
     "TextScorer",
     "answer_of",
-    "as_scorer",
-    "available",
     "average_precision",
     "bleu",
     "cost",
     "exact_match",
-    "get",
     "hit_rate",
     "latency",
     "map",
@@ -54,7 +52,6 @@ __all__ = [
     "ranked_ids",
     "recall_at_k",
     "reciprocal_rank",
-    "register",
     "rouge_l",
     "scorer",
     "semantic_similarity",
@@ -522,7 +519,7 @@ class FunctionScorer(Scorer):
         a, kw = self._args(example, output, trace)
         res = self.fn(*a, **kw)
         if inspect.isawaitable(res):
-            return _run_sync(res)
+            return run_sync(res)
         return res
 
     async def ascore(self, example: Example, output: Any, trace: Trace) -> Any:
@@ -539,7 +536,7 @@ class FunctionScorer(Scorer):
             return [self.score(e, o, t) for e, o, t in items]
         res = self.fn(list(items))
         if inspect.isawaitable(res):
-            res = _run_sync(res)
+            res = run_sync(res)
         res = list(res)
         if len(res) != len(items):
             raise ValueError(f"batched scorer {self.name!r} returned {len(res)} scores for {len(items)} examples")
@@ -551,13 +548,6 @@ class FunctionScorer(Scorer):
         return d
 
 
-def _run_sync(aw: Any) -> Any:
-    async def _w() -> Any:
-        return await aw
-
-    return asyncio.run(_w())
-
-
 def scorer(fn: Callable[..., Any] | None = None, *, name: str | None = None, version: str = "1",
            batched: bool = False) -> Any:  # fmt: skip
     """Decorator: ``@scorer`` / ``@scorer(name="faithful", batched=True)`` turns a function into a Scorer."""
@@ -566,127 +556,3 @@ def scorer(fn: Callable[..., Any] | None = None, *, name: str | None = None, ver
         return FunctionScorer(f, name=name, version=version, batched=batched)
 
     return wrap(fn) if fn is not None else wrap
-
-
-def as_scorer(obj: Any) -> Scorer:
-    """A Scorer from a Scorer instance or class, a function, or a registered name (``"token_f1"``)."""
-    if isinstance(obj, Scorer):
-        return obj
-    if isinstance(obj, type) and issubclass(obj, Scorer):
-        return obj()
-    if isinstance(obj, str):
-        return get(obj)
-    if isinstance(obj, Mapping):
-        if len(obj) == 1 and not {"name"} & set(obj):
-            ((n, p),) = obj.items()
-            return get(n, **(p or {}))
-        p = dict(obj)
-        n = p.pop("name", None)
-        if not n:
-            raise ConfigError(f"a scorer given as a mapping needs a name: {dict(obj)!r}")
-        return get(n, **p)
-    if callable(obj):
-        return FunctionScorer(obj)
-    raise ConfigError(f"cannot use {obj!r} as a scorer: give a Scorer, a function, or a registered scorer name")
-
-
-# ------------------------------------------------------------------------------------- registry
-BUILTINS: dict[str, Callable[..., Scorer]] = {
-    "recall_at_k": recall_at_k,
-    "precision_at_k": precision_at_k,
-    "ndcg_at_k": ndcg_at_k,
-    "hit_rate": hit_rate,
-    "reciprocal_rank": reciprocal_rank,
-    "mrr": reciprocal_rank,
-    "average_precision": average_precision,
-    "map": average_precision,
-    "exact_match": exact_match,
-    "token_f1": token_f1,
-    "rouge_l": rouge_l,
-    "bleu": bleu,
-    "semantic_similarity": semantic_similarity,
-    "latency": latency,
-    "tokens": tokens,
-    "cost": cost,
-}
-ENTRY_POINT_GROUP = "ragtrail.scorers"
-_registry: dict[str, Any] = {}
-_loaded = False
-_reg_lock = threading.Lock()
-
-
-def _load_entry_points() -> None:
-    global _loaded
-    with _reg_lock:
-        if _loaded:
-            return
-        from importlib.metadata import entry_points
-
-        try:
-            eps = entry_points(group=ENTRY_POINT_GROUP)
-        except Exception:  # pragma: no cover - broken metadata must not break scoring
-            eps = ()  # type: ignore[assignment]
-        for ep in eps:
-            _registry.setdefault(ep.name, ep)
-        for n, f in BUILTINS.items():
-            _registry.setdefault(n, f)
-        _loaded = True
-
-
-def register(name: str, factory: Callable[..., Any], *, replace: bool = False) -> None:
-    """Register a scorer factory (a Scorer class, a function returning a Scorer, or a plain scoring
-    function) under ``name`` so that YAML configs and :func:`get` can use it."""
-    _load_entry_points()
-    with _reg_lock:
-        if name in _registry and not replace:
-            raise ConfigError(f"a scorer named {name!r} is already registered (pass replace=True to override)")
-        _registry[name] = factory
-
-
-def available() -> list[str]:
-    """Names of every registered scorer (built-ins, entry points, run-time registrations)."""
-    _load_entry_points()
-    return sorted(_registry)
-
-
-def get(name: str, **params: Any) -> Scorer:
-    """The registered scorer ``name`` built with ``params`` (``get("recall_at_k", k=5)``)."""
-    _load_entry_points()
-    entry = _registry.get(name)
-    if entry is None:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(_registry), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown scorer {name!r}.{hint} Available: {', '.join(sorted(_registry))}")
-    if hasattr(entry, "load") and hasattr(entry, "group"):  # an EntryPoint
-        try:
-            entry = entry.load()
-        except Exception as exc:
-            raise ConfigError(f"scorer {name!r}: cannot load its entry point {entry.value!r}: {exc}") from exc
-        with _reg_lock:
-            _registry[name] = entry
-    try:
-        if isinstance(entry, Scorer):
-            if params:
-                raise ConfigError(f"scorer {name!r} is a ready-made instance and takes no parameters")
-            return entry
-        if isinstance(entry, type) and issubclass(entry, Scorer):
-            return entry(**params)
-        if callable(entry):
-            if not params and not isinstance(entry, type) and entry not in BUILTINS.values():
-                try:
-                    sig = inspect.signature(entry)
-                    names = {p.name for p in sig.parameters.values()}
-                except (TypeError, ValueError):
-                    names = set()
-                if names and names <= set(_ARG_NAMES):
-                    return FunctionScorer(entry, name=name)
-            made = entry(**params)
-            if isinstance(made, Scorer):
-                return made
-            if callable(made):
-                return FunctionScorer(made, name=name, params=params)
-    except TypeError as exc:
-        raise ConfigError(f"scorer {name!r}: bad parameters {params!r}: {exc}") from exc
-    raise ConfigError(f"scorer {name!r} is registered as {entry!r}, which does not build a Scorer")

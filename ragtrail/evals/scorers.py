@@ -1,18 +1,16 @@
 """Scorers: built-ins, user scorers from functions, and the registry (see :mod:`ragtrail.evals._scorers`)."""
 
+from ragtrail.evals._registry import as_scorer, available, get, register
 from ragtrail.evals._scorers import (
     FunctionScorer,
     RetrievalScorer,
     SemanticSimilarity,
     TextScorer,
     answer_of,
-    as_scorer,
-    available,
     average_precision,
     bleu,
     cost,
     exact_match,
-    get,
     hit_rate,
     latency,
     map,  # noqa: A004
@@ -22,7 +20,6 @@ from ragtrail.evals._scorers import (
     ranked_ids,
     recall_at_k,
     reciprocal_rank,
-    register,
     rouge_l,
     scorer,
     semantic_similarity,
@@ -91,16 +88,3 @@ __all__ += [
     "faithfulness",
     "rubric",
 ]
-
-# The judge scorers are built-ins too: YAML configs and scorers.get() can name them.
-from ragtrail.evals import _scorers as _registry_module  # noqa: E402
-
-_registry_module.BUILTINS.update(
-    {
-        "faithfulness": faithfulness,
-        "answer_relevance": answer_relevance,
-        "context_relevance": context_relevance,
-        "correctness": correctness,
-        "rubric": rubric,
-    }
-)

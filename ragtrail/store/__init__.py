@@ -1,6 +1,20 @@
-"""The embedded store (SQLite by default, PostgreSQL by URL): schema migrations and queries."""
+"""The embedded store (SQLite by default, PostgreSQL by URL): schema migrations and ALL SQL.
+
+The eval repository (runs, results, datasets, judge cache) is :mod:`ragtrail.store._evals`; aliases
+(of runs, and of any other kind of thing) are :mod:`ragtrail.store._aliases`.
+"""
 
 from ragtrail.store._retention import PruneResult, prune
 from ragtrail.store._store import SPAN_COLUMNS, PostgresStore, SQLiteStore, Store, open_store
+from ragtrail.store._url import resolve_store_url
 
-__all__ = ["SPAN_COLUMNS", "PostgresStore", "PruneResult", "SQLiteStore", "Store", "open_store", "prune"]
+__all__ = [
+    "SPAN_COLUMNS",
+    "PostgresStore",
+    "PruneResult",
+    "SQLiteStore",
+    "Store",
+    "open_store",
+    "prune",
+    "resolve_store_url",
+]

@@ -13,12 +13,15 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
 from ragtrail._exceptions import ConfigError, SchemaVersionError, StoreError
 from ragtrail.store._migrations import LATEST, MIGRATIONS
+from ragtrail.store._pool import Pool
+from ragtrail.store._url import resolve_store_url
 
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
@@ -67,7 +70,7 @@ class Store:
             return int(getattr(cur, "rowcount", 0) or 0)
 
     def close(self) -> None:  # pragma: no cover - abstract
-        """Close this thread's connections."""
+        """Close the store's connections (a later call opens them again)."""
 
     # -- spans ------------------------------------------------------------------------------------
     def write_spans(self, rows: Sequence[Sequence[Any]]) -> int:
@@ -137,20 +140,17 @@ class Store:
         """Serialise concurrent migrations (SQLite: BEGIN IMMEDIATE already does)."""
 
     _pid: int = -1
-    _local: threading.local
-    _all: list[Any]
-    _all_lock: threading.Lock
 
-    def _after_fork(self) -> None:
+    def _after_fork(self) -> None:  # pragma: no cover - abstract
         """In a forked child: never touch the parent's connections (a SQLite handle or a PostgreSQL
-        socket shared across fork corrupts both sides). They are kept referenced, unclosed, so that
-        garbage collection cannot close them under the parent either; the child opens its own."""
-        with _inherited_lock:
-            _inherited.extend(getattr(self, "_all", []))
-        self._local = threading.local()
-        self._all = []
-        self._all_lock = threading.Lock()
-        self._pid = os.getpid()
+        socket shared across fork corrupts both sides). They are kept referenced, unclosed, in
+        ``_inherited`` so that garbage collection cannot close them under the parent either; the child
+        opens its own."""
+
+    @property
+    def open_connections(self) -> int:  # pragma: no cover - abstract
+        """Connections this store holds open now (bounded per process, whichever threads call)."""
+        return 0
 
 
 _inherited: list[Any] = []  # connections a forked child got from its parent (see Store._after_fork)
@@ -165,18 +165,22 @@ def _is_locked(exc: BaseException) -> bool:
 
 
 class SQLiteStore(Store):
-    """A SQLite file in WAL mode. Safe with several threads and processes writing at once."""
+    """A SQLite file in WAL mode. Safe with several threads and processes writing at once.
+
+    Per process: one writer connection (transactions take turns on it, whichever thread calls) and a
+    small pool of reader connections (``readers``, default 4), so threads that come and go (each one
+    that calls ``ragtrail.flush()`` exports on itself) never leave connections behind.
+    """
 
     kind = "sqlite"
 
-    def __init__(self, path: str, *, busy_timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str, *, busy_timeout_s: float = 60.0, readers: int = 4) -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
         self.url = self.path
         self.busy_timeout_s = busy_timeout_s
+        self.readers = max(1, int(readers))
         self._pid = os.getpid()
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
+        self._setup_connections()
         parent = os.path.dirname(self.path)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -199,120 +203,171 @@ class SQLiteStore(Store):
                 "and writable, or pass another path to init(store=...)."
             ) from exc
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():
-            self._after_fork()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+    def _setup_connections(self) -> None:
+        self._writer: sqlite3.Connection | None = None
+        self._writer_ident: tuple[int, int] | None = None
+        self._writer_lock = threading.RLock()  # one write transaction at a time in this process
+        self._writer_owner = threading.local()  # set on the thread inside a write transaction
+        self._pool = Pool(self._open_reader, _close_sqlite, size=self.readers)
+
+    def _after_fork(self) -> None:
+        with _inherited_lock:  # never touch the parent's handles (see Store._after_fork)
+            _inherited.append(self._writer)
+            _inherited.extend(self._pool._idle)
+        self._setup_connections()
+        self._pid = os.getpid()
+
+    def _open(self, cache_kib: int) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
             try:
-                conn = sqlite3.connect(
-                    self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
-                )
                 conn.execute("PRAGMA page_size=8192")  # takes effect only when the file is created
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
                 conn.execute("PRAGMA foreign_keys=OFF")
-                conn.execute("PRAGMA cache_size=-32768")  # 32 MiB page cache: large batches, big reads
+                conn.execute(f"PRAGMA cache_size=-{cache_kib}")
                 # checkpoint the WAL every ~80 MB instead of every 8 MB: fewer copies during ingest
                 conn.execute("PRAGMA wal_autocheckpoint=10000")
-                st = os.stat(self.path)
-            except (sqlite3.DatabaseError, OSError) as exc:
-                raise StoreError(
-                    f"cannot open the SQLite store {self.path!r}: {exc}. Check that the directory exists and "
-                    "is writable, or pass another path to init(store=...) / Client(store=...)."
-                ) from exc
-            self._local.conn = conn
-            self._local.ident = (st.st_dev, st.st_ino)
-            with self._all_lock:
-                self._all.append(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StoreError(
+                f"cannot open the SQLite store {self.path!r}: {exc}. Check that the directory exists and "
+                "is writable, or pass another path to init(store=...) / Client(store=...)."
+            ) from exc
         return conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        return self._open(16_384)  # 16 MiB page cache per reader
+
+    def _conn(self) -> sqlite3.Connection:
+        """The process's writer connection (opened on first use)."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._writer_lock:
+            conn = self._writer
+            if conn is None:
+                conn = self._open(32_768)  # 32 MiB page cache: large batches
+                try:
+                    st = os.stat(self.path)
+                except OSError as exc:
+                    conn.close()
+                    raise StoreError(f"the SQLite store {self.path!r} is gone ({exc.strerror})") from exc
+                self._writer = conn
+                self._writer_ident = (st.st_dev, st.st_ino)
+            return conn
+
+    @property
+    def open_connections(self) -> int:
+        """Connections this store holds open now (the writer and the pooled readers)."""
+        return (self._writer is not None) + self._pool.open_connections
 
     def _check_file(self) -> None:
         """Refuse to write into a file that was deleted or replaced since it was opened: SQLite would
         carry on writing into the unlinked inode and the data would silently vanish."""
-        ident = getattr(self._local, "ident", None)
         try:
             st = os.stat(self.path)
         except OSError as exc:
-            self._drop_thread_conn()
+            self._drop_connections()
             raise StoreError(
                 f"the SQLite store {self.path!r} is gone ({exc.strerror}); it was deleted or its directory "
                 "removed while in use. Restore it or point init(store=...) at another path."
             ) from exc
-        if ident is not None and ident != (st.st_dev, st.st_ino):
-            self._drop_thread_conn()
+        if self._writer_ident is not None and self._writer_ident != (st.st_dev, st.st_ino):
+            self._drop_connections()
             raise StoreError(
                 f"the SQLite store {self.path!r} was replaced by another file while in use; the next write reopens it"
             )
 
-    def _drop_thread_conn(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        self._local.ident = None
+    def _drop_connections(self) -> None:
+        """Close the writer and the idle readers; the next call opens the file again."""
+        conn, self._writer, self._writer_ident = self._writer, None, None
         if conn is not None:
-            with self._all_lock:
-                if conn in self._all:
-                    self._all.remove(conn)
-            with contextlib.suppress(Exception):
-                conn.close()
+            _close_sqlite(conn)
+        self._pool.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
-        conn = self._conn()
-        self._check_file()
-        deadline = time.monotonic() + self.busy_timeout_s
-        while True:  # BEGIN IMMEDIATE takes the write lock up front; retry it while another writer has it
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._writer_lock:
+            conn = self._conn()
+            self._check_file()
+            deadline = time.monotonic() + self.busy_timeout_s
+            while True:  # BEGIN IMMEDIATE takes the write lock up front; retry it while another process has it
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_locked(exc) or time.monotonic() > deadline:
+                        raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+                    time.sleep(0.005 + random.random() * 0.02)
+            cur = conn.cursor()
+            self._writer_owner.conn = conn
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if not _is_locked(exc) or time.monotonic() > deadline:
-                    raise StoreError(f"SQLite store {self.path}: {exc}") from exc
-                time.sleep(0.005 + random.random() * 0.02)
-        cur = conn.cursor()
-        try:
-            yield cur
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"SQLite store {self.path}: {exc}") from exc
-            raise
-        else:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+                yield cur
+            except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                raise StoreError(f"SQLite store {self.path}: commit failed: {exc}") from exc
-        finally:
-            cur.close()
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise StoreError(f"SQLite store {self.path}: commit failed: {exc}") from exc
+            finally:
+                self._writer_owner.conn = None
+                cur.close()
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A reader from the pool, or the writer when this thread is inside a write transaction (so
+        it reads its own uncommitted writes)."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        own = getattr(self._writer_owner, "conn", None)
+        if own is not None:
+            yield own
+            return
+        with self._pool.connection() as conn:
+            yield conn
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        conn = self._conn()
-        deadline = time.monotonic() + self.busy_timeout_s
-        while True:
-            try:
-                return conn.execute(sql, tuple(params)).fetchall()
-            except sqlite3.OperationalError as exc:
-                if not _is_locked(exc) or time.monotonic() > deadline:
+        with self._reader() as conn:
+            deadline = time.monotonic() + self.busy_timeout_s
+            while True:
+                try:
+                    return conn.execute(sql, tuple(params)).fetchall()
+                except sqlite3.OperationalError as exc:
+                    if not _is_locked(exc) or time.monotonic() > deadline:
+                        raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+                    time.sleep(0.01)
+                except sqlite3.Error as exc:
                     raise StoreError(f"SQLite store {self.path}: {exc}") from exc
-                time.sleep(0.01)
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
     def iter_query(self, sql: str, params: Sequence[Any] = (), batch: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
         """Yield rows of a read query in batches (bounded memory for large exports)."""
-        try:
-            cur = self._conn().execute(sql, tuple(params))
-            while True:
-                rows = cur.fetchmany(batch)
-                if not rows:
-                    return
-                yield rows
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+        with self._reader() as conn:
+            try:
+                cur = conn.execute(sql, tuple(params))
+                try:
+                    while True:
+                        rows = cur.fetchmany(batch)
+                        if not rows:
+                            return
+                        yield rows
+                finally:
+                    cur.close()
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
     def info(self) -> dict[str, Any]:
         data = super().info()
@@ -324,14 +379,16 @@ class SQLiteStore(Store):
         return data
 
     def close(self) -> None:
+        """Close the writer and the pooled readers (the next call opens them again)."""
         if self._pid != os.getpid():
             self._after_fork()
-        with self._all_lock:
-            conns, self._all = self._all, []
-        for c in conns:
-            with contextlib.suppress(Exception):
-                c.close()
-        self._local = threading.local()
+        with self._writer_lock:
+            self._drop_connections()
+
+
+def _close_sqlite(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 # --------------------------------------------------------------------------------------- PostgreSQL
@@ -372,95 +429,118 @@ def _pg_sql(sql: str) -> str:
 
 
 class PostgresStore(Store):
-    """A PostgreSQL database (``postgresql://user@host:port/db``); one connection per thread."""
+    """A PostgreSQL database (``postgresql://user@host:port/db``).
+
+    Connections come from a bounded pool per process (``pool_size``, default 4) whichever threads
+    call; a broken connection (server restarted, network cut) is dropped and replaced on next use.
+    """
 
     kind = "postgresql"
 
-    def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: int = 10, pool_size: int = 4) -> None:
         from ragtrail._deps import require
 
         self._psycopg = require("psycopg", extra="postgres")
         self.url = _redact_url(url)
         self._dsn = url
         self.connect_timeout_s = connect_timeout_s
+        self.pool_size = max(1, int(pool_size))
         self._pid = os.getpid()
-        self._local = threading.local()
-        self._all: list[Any] = []
-        self._all_lock = threading.Lock()
+        self._setup_connections()
         self._migrate()
 
-    def _conn(self) -> Any:
+    def _setup_connections(self) -> None:
+        self._pool = Pool(self._connect, _close_pg, size=self.pool_size, usable=_pg_usable)
+        self._temp_ready: weakref.WeakSet[Any] = weakref.WeakSet()  # connections with the COPY table
+
+    def _after_fork(self) -> None:
+        with _inherited_lock:  # never touch the parent's sockets (see Store._after_fork)
+            _inherited.extend(self._pool._idle)
+        self._setup_connections()
+        self._pid = os.getpid()
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(self._dsn, connect_timeout=self.connect_timeout_s, autocommit=False)
+        except self._psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to the PostgreSQL store {self.url}: {str(exc).strip()}. "
+                "Check the URL (postgresql://user@host:port/database) and that the server is running."
+            ) from exc
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[tuple[Any, bool]]:
+        """A pooled connection, and whether this thread already held it (an enclosing block owns it)."""
         if self._pid != os.getpid():
             self._after_fork()
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            try:
-                conn = self._psycopg.connect(self._dsn, connect_timeout=self.connect_timeout_s, autocommit=False)
-            except self._psycopg.Error as exc:
-                raise StoreError(
-                    f"cannot connect to the PostgreSQL store {self.url}: {str(exc).strip()}. "
-                    "Check the URL (postgresql://user@host:port/database) and that the server is running."
-                ) from exc
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
-        return conn
+        nested = self._pool.held() is not None
+        with self._pool.connection() as conn:
+            yield conn, nested
+
+    @property
+    def open_connections(self) -> int:
+        """Pooled connections open now."""
+        return self._pool.open_connections
 
     def _lock_for_migration(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(727271)")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
-        conn = self._conn()
         pg = self._psycopg
-        try:
-            with conn.transaction():
-                cur = conn.cursor()
-                try:
-                    yield _PgCursor(cur)
-                finally:
-                    cur.close()
-        except pg.Error as exc:
-            if conn.closed or getattr(conn, "broken", False):
-                self._local.conn = None
-            raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
-        finally:
-            # leave no idle transaction behind on this thread's connection
-            if not conn.closed and conn.info.transaction_status != pg.pq.TransactionStatus.IDLE:
-                with contextlib.suppress(Exception):
-                    conn.rollback()
+        with self._connection() as (conn, _nested):
+            try:
+                with conn.transaction():
+                    cur = conn.cursor()
+                    try:
+                        yield _PgCursor(cur)
+                    finally:
+                        cur.close()
+            except pg.Error as exc:
+                raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
+            finally:
+                # leave no idle transaction behind on a connection going back to the pool
+                if not _nested and not conn.closed and conn.info.transaction_status != pg.pq.TransactionStatus.IDLE:
+                    with contextlib.suppress(Exception):
+                        conn.rollback()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        conn = self._conn()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(_pg_sql(sql), tuple(params))
-                rows = cur.fetchall() if cur.description else []
-            conn.rollback()  # end the implicit read transaction
-            return [tuple(r) for r in rows]
-        except self._psycopg.Error as exc:
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            if conn.closed:
-                self._local.conn = None
-            raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
+        with self._connection() as (conn, nested):
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(_pg_sql(sql), tuple(params))
+                    rows = cur.fetchall() if cur.description else []
+                if not nested:
+                    conn.rollback()  # end the implicit read transaction
+                return [tuple(r) for r in rows]
+            except self._psycopg.Error as exc:
+                if not nested:
+                    with contextlib.suppress(Exception):
+                        conn.rollback()
+                raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
 
     def iter_query(self, sql: str, params: Sequence[Any] = (), batch: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
-        conn = self._conn()
-        try:
-            with conn.cursor(name=f"ragtrail_iter_{random.randrange(1 << 30)}") as cur:
-                cur.itersize = batch
-                cur.execute(_pg_sql(sql), tuple(params))
-                while True:
-                    rows = cur.fetchmany(batch)
-                    if not rows:
-                        break
-                    yield [tuple(r) for r in rows]
-            conn.rollback()
-        except self._psycopg.Error as exc:
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
+        with self._connection() as (conn, nested):
+            try:
+                with conn.cursor(name=f"ragtrail_iter_{random.randrange(1 << 30)}") as cur:
+                    cur.itersize = batch
+                    cur.execute(_pg_sql(sql), tuple(params))
+                    while True:
+                        rows = cur.fetchmany(batch)
+                        if not rows:
+                            break
+                        yield [tuple(r) for r in rows]
+                if not nested:
+                    conn.rollback()
+            except self._psycopg.Error as exc:
+                if not nested:
+                    with contextlib.suppress(Exception):
+                        conn.rollback()
+                raise StoreError(f"PostgreSQL store {self.url}: {str(exc).strip()}") from exc
+            finally:
+                if not nested and not conn.closed:
+                    with contextlib.suppress(Exception):
+                        conn.rollback()  # a generator closed early leaves no open read transaction
 
     def write_spans(self, rows: Sequence[Sequence[Any]]) -> int:
         """COPY the rows into a session temporary table, then ``INSERT … SELECT … ON CONFLICT DO
@@ -469,36 +549,43 @@ class PostgresStore(Store):
         if not rows:
             return 0
         rows = _full_rows(rows)
-        conn = self._conn()
         cols = ", ".join(SPAN_COLUMNS)
-        try:
-            with self.transaction() as cur:
-                raw = cur._cur
-                if getattr(self._local, "spans_in", None) is not conn:
-                    raw.execute("CREATE TEMP TABLE IF NOT EXISTS ragtrail_spans_in (LIKE spans) ON COMMIT DELETE ROWS")
-                with raw.copy(f"COPY ragtrail_spans_in ({cols}) FROM STDIN") as cp:
-                    for r in rows:
-                        cp.write_row(r)
-                raw.execute(
-                    f"INSERT INTO spans ({cols}) SELECT {cols} FROM ragtrail_spans_in "  # noqa: S608 - fixed names
-                    "ON CONFLICT (trace_id, span_id) DO NOTHING"
-                )
-                stored = int(raw.rowcount if raw.rowcount is not None and raw.rowcount >= 0 else len(rows))
-        except BaseException:
-            self._local.spans_in = None  # created again (IF NOT EXISTS) on the next call
-            raise
-        self._local.spans_in = conn
+        with self._connection() as (conn, _nested):
+            try:
+                with self.transaction() as cur:
+                    raw = cur._cur
+                    if conn not in self._temp_ready:
+                        raw.execute(
+                            "CREATE TEMP TABLE IF NOT EXISTS ragtrail_spans_in (LIKE spans) ON COMMIT DELETE ROWS"
+                        )
+                    with raw.copy(f"COPY ragtrail_spans_in ({cols}) FROM STDIN") as cp:
+                        for r in rows:
+                            cp.write_row(r)
+                    raw.execute(
+                        f"INSERT INTO spans ({cols}) SELECT {cols} FROM ragtrail_spans_in "  # noqa: S608 - fixed names
+                        "ON CONFLICT (trace_id, span_id) DO NOTHING"
+                    )
+                    stored = int(raw.rowcount if raw.rowcount is not None and raw.rowcount >= 0 else len(rows))
+            except BaseException:
+                self._temp_ready.discard(conn)  # created again (IF NOT EXISTS) on the next call
+                raise
+            self._temp_ready.add(conn)
         return stored
 
     def close(self) -> None:
+        """Close the pooled connections (the next call opens new ones)."""
         if self._pid != os.getpid():
             self._after_fork()
-        with self._all_lock:
-            conns, self._all = self._all, []
-        for c in conns:
-            with contextlib.suppress(Exception):
-                c.close()
-        self._local = threading.local()
+        self._pool.close()
+
+
+def _pg_usable(conn: Any) -> bool:
+    return not conn.closed and not getattr(conn, "broken", False)
+
+
+def _close_pg(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 def _redact_url(url: str) -> str:
@@ -519,9 +606,7 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
     if isinstance(url, Store):
         return url
     if url is None:
-        from ragtrail.tracing._setup import _resolve_store_url
-
-        url = _resolve_store_url(None)
+        url = resolve_store_url(None)
     text = os.fspath(url)
     if not text.strip():
         raise ConfigError("the store location is empty; pass a path or a postgresql:// URL")

@@ -1,14 +1,24 @@
 """Tracing core: SDK setup, span helpers, usage/cost, content capture, the store exporter.
 
-Connectors use :func:`record_usage`, :func:`record_documents`, :func:`set_content`,
-:func:`record_exception`, :func:`is_enabled` and :func:`get_tracer` from here.
+The public connector API is here too (connectors import nothing else from ragtrail but ``semconv``):
+:func:`get_config`, :func:`start_span`, :func:`is_enabled`, :func:`set_content`,
+:func:`content_value`, :func:`capture_content`, :func:`record_exception`, :func:`record_usage`,
+:func:`record_documents`, :func:`active_llm_span` / :data:`LLM_SPAN_KEY`, :class:`FailureCounter`
+(with its ``guard`` decorator), background spans for hot paths (:func:`start_background_span`,
+:func:`finish_background_span`, :func:`defer_attributes`, :class:`Recorder`) and :mod:`gpu`
+(GPU sampling around a call).
 """
 
 from __future__ import annotations
 
 from opentelemetry import trace as _otel_trace
 
+from ragtrail.tracing import _gpu as gpu
+from ragtrail.tracing._background import Recorder, defer_attributes
+from ragtrail.tracing._background import finish as finish_background_span
+from ragtrail.tracing._background import start as start_background_span
 from ragtrail.tracing._collector import SpanCollector, collector
+from ragtrail.tracing._connector import FailureCounter, instrumented_connectors, note_instrumented, start_span
 from ragtrail.tracing._content import mask_secrets, safe_json, to_json
 from ragtrail.tracing._context import (
     CONTEXT_KEY,
@@ -18,7 +28,7 @@ from ragtrail.tracing._context import (
     current_context,
     with_framework_context,
 )
-from ragtrail.tracing._dedupe import active_llm_span, llm_span_active
+from ragtrail.tracing._dedupe import LLM_SPAN_KEY, active_llm_span, llm_span_active
 from ragtrail.tracing._evalevents import emit_evaluation_events
 from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
 from ragtrail.tracing._feedback import current_trace_id, log_feedback
@@ -55,10 +65,13 @@ def suppress_instrumentation():  # type: ignore[no-untyped-def]
 
 __all__ = [
     "CONTEXT_KEY",
+    "LLM_SPAN_KEY",
     "Config",
     "ContextSpanProcessor",
     "ContextValues",
+    "FailureCounter",
     "PriceTable",
+    "Recorder",
     "SpanCollector",
     "SpanRecord",
     "StoreSpanExporter",
@@ -72,13 +85,17 @@ __all__ = [
     "current_context",
     "current_span",
     "current_trace_id",
+    "defer_attributes",
     "emit_evaluation_events",
+    "finish_background_span",
     "flush",
     "get_config",
     "get_tracer",
+    "gpu",
     "gpu_cost",
     "gpu_sampler_settings",
     "init",
+    "instrumented_connectors",
     "is_enabled",
     "is_suppressed",
     "llm_span_active",
@@ -86,6 +103,7 @@ __all__ = [
     "log_feedback",
     "make_sampler",
     "mask_secrets",
+    "note_instrumented",
     "record_documents",
     "record_exception",
     "record_usage",
@@ -94,6 +112,8 @@ __all__ = [
     "shutdown",
     "span",
     "span_to_row",
+    "start_background_span",
+    "start_span",
     "stats",
     "suppress_instrumentation",
     "to_json",

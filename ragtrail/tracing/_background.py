@@ -3,29 +3,35 @@
 A Chroma query over an in-memory index takes about a millisecond. Building an OpenTelemetry SDK span
 for it (sampler, limits, attribute validation, processors) and turning its result into attributes
 (documents as capped, secret-masked JSON) would cost the caller several percent of that. Connectors on
-such hot paths use :func:`start` / :func:`finish` instead of the SDK's ``start_span``:
+such hot paths use :func:`start` / :func:`finish` instead of ``tracer.start_span``, with only
+OpenTelemetry's public API:
 
-* On the caller's thread: the span's ids are drawn from the tracer's id generator, a lightweight
-  :class:`BackgroundSpan` carrying them becomes the current span while the call runs (so child spans —
-  an embedding call, an HTTP client span — get the right parent; code that
-  adopts or annotates the current span writes into it), the start and end times are read,
-  and a *snapshot* of the result (plain data, copied so the application cannot change it afterwards)
-  is queued with a function that turns it into attributes.
-* On a background thread (or in :func:`ragtrail.flush`, whichever comes first): the SDK span is built
-  with exactly those ids and times, the attributes are computed, and it is started and ended, so every
-  span processor and exporter sees an ordinary span, at most ``_WAKE_S`` seconds later.
+* On the caller's thread: the span's ids are drawn (random, as the SDK's own generator draws them),
+  a lightweight :class:`BackgroundSpan` carrying them becomes the current span while the call runs
+  (so child spans get the right parent; code that annotates the current span writes into it), the
+  start and end times are read, and a *snapshot* of the result (plain data, copied so the application
+  cannot change it afterwards) is queued with a function that turns it into attributes.
+* On a background thread (or in :func:`ragtrail.flush`, whichever comes first): the attributes are
+  computed and the span is started and ended with the public tracer (``start_span(…, context=the
+  caller's, start_time=…)``, ``end(end_time=…)``). The provider's id generator — the SDK's public
+  plug point, :class:`PresetIdGenerator` on a provider ragtrail creates — hands the SDK the ids drawn
+  on the caller's thread, so every processor and exporter sees an ordinary span with exactly those
+  ids, at most ``_WAKE_S`` seconds later.
 
 Nothing is lost: :func:`ragtrail.flush`, ``TracerProvider.force_flush``, :func:`ragtrail.shutdown` and
-the exit hook drain the queue first; if the queue ever holds ``_MAX_QUEUE`` spans the caller builds its
-own span instead of queueing more. Background mode needs the SDK's default sampler (parent-based,
-always-on); with any other sampler, or when the SDK's internals differ from what this module knows, a
-span is built the ordinary way on the caller's thread with the same attributes.
+the exit hook drain the queue first (ragtrail's processor is the first one of a provider ragtrail
+created); if the queue ever holds ``_MAX_QUEUE`` spans the caller builds its own span instead of
+queueing more. Background mode is used only on a provider ragtrail created with its
+:class:`PresetIdGenerator` and the SDK's default sampler (``sampling.DEFAULT_ON``: the decision is
+then known on the caller's thread). Anywhere else — an application's own provider, whose processors
+come before ragtrail's and would flush or shut down before a drain, or another sampler — spans are
+built the ordinary way on the caller's thread with the same attributes.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -34,21 +40,54 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
-from opentelemetry.trace import SpanContext, Status
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import SpanContext, Status, TraceFlags
 
 from ragtrail import semconv
 from ragtrail._log import logger
 
-__all__ = ["BackgroundSpan", "Recorder", "defer_attributes", "finish", "merge_attributes", "start"]
+__all__ = [
+    "BackgroundSpan",
+    "PresetIdGenerator",
+    "Recorder",
+    "defer_attributes",
+    "enable",
+    "finish",
+    "merge_attributes",
+    "start",
+]
 
 Compute = Callable[[], Mapping[str, Any]]
 _WAKE_S = 0.05  # the worker's longest sleep
 _WAKE_AT = 256  # queued spans that wake the worker at once
 _MAX_QUEUE = 65_536  # beyond this the caller builds its span itself (backpressure, never a drop)
-_DEFAULT_SAMPLER = (
-    "ParentBased{root:AlwaysOnSampler,remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,"
-    "localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
-)
+_RANDOM_FLAG = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))  # W3C trace context level 2 (newer SDKs)
+
+
+class PresetIdGenerator(RandomIdGenerator):
+    """Random ids (the SDK's default generator), except while the background worker builds a span:
+    then the SDK gets the ids that span was given on the caller's thread."""
+
+    def __init__(self) -> None:
+        self._preset = threading.local()
+
+    def preset(self, trace_id: int, span_id: int) -> None:
+        """The next ``generate_trace_id`` / ``generate_span_id`` on this thread return these."""
+        self._preset.ids = (trace_id, span_id)
+
+    def clear(self) -> None:
+        self._preset.ids = None
+
+    def generate_trace_id(self) -> int:
+        ids = getattr(self._preset, "ids", None)
+        return ids[0] if ids is not None else super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        ids = getattr(self._preset, "ids", None)
+        if ids is not None:
+            self._preset.ids = None  # the SDK draws the trace id first, then the span id
+            return int(ids[1])
+        return super().generate_span_id()
 
 
 class Recorder:
@@ -169,26 +208,10 @@ class BackgroundSpan(otel_trace.Span):
 class _Worker:
     """One per tracer: a queue of ended BackgroundSpans and the thread that turns them into SDK spans."""
 
-    def __init__(self, tracer: Any) -> None:
-        from opentelemetry.sdk import trace as sdk_trace
-        from opentelemetry.sdk.trace.sampling import Decision
-
+    def __init__(self, tracer: Any, ids: PresetIdGenerator) -> None:
         self.tracer = tracer
-        SdkSpan = getattr(sdk_trace, "_Span", sdk_trace.Span)  # the class the SDK's tracer instantiates  # noqa: N806
-        self._span_cls = SdkSpan
-        params = inspect.signature(SdkSpan.__init__).parameters
-        self._with_metrics = "record_end_metrics" in params
-        self._decision = Decision.RECORD_AND_SAMPLE
-        from opentelemetry.trace import TraceFlags
-
-        flags = TraceFlags.SAMPLED
-        random_flag = getattr(TraceFlags, "RANDOM_TRACE_ID", None)
-        try:
-            if random_flag is not None and tracer.id_generator.is_trace_id_random():
-                flags |= random_flag
-        except Exception:
-            pass
-        self.root_flags = TraceFlags(flags)
+        self.ids = ids
+        self.root_flags = TraceFlags(TraceFlags.SAMPLED | (_RANDOM_FLAG if ids.is_trace_id_random() else 0))
         self.queue: deque[BackgroundSpan] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # held while spans are being emitted (worker or a flush)
@@ -196,39 +219,6 @@ class _Worker:
         self._stopped = False
         self.emitted = 0
         self.failures = 0
-
-    @staticmethod
-    def usable(tracer: Any) -> bool:
-        """The tracer is an SDK tracer with the default sampler and the fields this module relies on."""
-        try:
-            from opentelemetry.sdk import trace as sdk_trace
-
-            if not isinstance(tracer, sdk_trace.Tracer):
-                return False
-            if not hasattr(sdk_trace, "_Span"):
-                return False
-            for attr in ("sampler", "resource", "span_processor", "id_generator", "_span_limits",
-                         "_instrumentation_scope", "instrumentation_info"):  # fmt: skip
-                if not hasattr(tracer, attr):
-                    return False
-            sampler = tracer.sampler
-            if sampler.get_description() == _DEFAULT_SAMPLER:
-                return True
-            from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
-
-            # the default by structure, should a future SDK describe it differently
-            return (
-                type(sampler) is ParentBased
-                and getattr(sampler, "_root", None) is ALWAYS_ON
-                and getattr(sampler, "_remote_parent_sampled", ALWAYS_ON) is ALWAYS_ON
-                and getattr(sampler, "_local_parent_sampled", ALWAYS_ON) is ALWAYS_ON
-            )
-        except Exception:
-            return False
-
-    def enabled(self) -> bool:
-        check = getattr(self.tracer, "_is_enabled", None)
-        return bool(check()) if check is not None else True
 
     def submit(self, bs: BackgroundSpan) -> None:
         if self._stopped or len(self.queue) >= _MAX_QUEUE:
@@ -301,28 +291,11 @@ class _Worker:
                         logger.debug("ragtrail: a deferred attribute function failed", exc_info=True)
                         if bs.on_error is not None:
                             bs.on_error("deferred attributes")
-            kw: dict[str, Any] = {}
-            if self._with_metrics:
-                tm = getattr(tracer, "_tracer_metrics", None)
-                if tm is not None:
-                    try:
-                        kw["record_end_metrics"] = tm.start_span(bs.parent, self._decision)
-                    except Exception:
-                        pass
-            span = self._span_cls(
-                name=bs.name,
-                context=bs.context,
-                parent=bs.parent,
-                sampler=tracer.sampler,
-                resource=tracer.resource,
-                attributes=attrs,
-                span_processor=tracer.span_processor,
-                instrumentation_info=tracer.instrumentation_info,
-                limits=tracer._span_limits,
-                instrumentation_scope=tracer._instrumentation_scope,
-                **kw,
-            )
-            span.start(start_time=bs.start_ns, parent_context=bs.parent_ctx)
+            self.ids.preset(bs.context.trace_id, bs.context.span_id)
+            try:
+                span = tracer.start_span(bs.name, context=bs.parent_ctx, attributes=attrs, start_time=bs.start_ns)
+            finally:
+                self.ids.clear()
             if bs.events:
                 for ev_name, ev_attrs, ts in bs.events:
                     span.add_event(ev_name, ev_attrs, timestamp=ts)
@@ -353,18 +326,27 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _worker_for(tracer: Any) -> _Worker | None:
-    w = _workers.get(id(tracer))
-    if w is not None and w.tracer is tracer:
-        return w
-    if not _Worker.usable(tracer):
-        return None
+def enable(tracer: Any) -> bool:
+    """Use background spans for ``tracer`` if it can have them: a tracer of a provider ragtrail created
+    (with a :class:`PresetIdGenerator`) and the SDK's default sampler. Returns whether it does."""
+    from opentelemetry.sdk.trace import sampling
+
+    ids = getattr(tracer, "id_generator", None)
+    sampler = getattr(tracer, "sampler", None)
+    # ragtrail's own sampler keeping every trace (sample_rate 1.0, no rules) decides as the default does
+    keeps_all = sampler is sampling.DEFAULT_ON or getattr(sampler, "samples_all", False) is True
+    if not isinstance(ids, PresetIdGenerator) or not keeps_all:
+        return False
     with _workers_lock:
         w = _workers.get(id(tracer))
         if w is None or w.tracer is not tracer:
-            w = _Worker(tracer)
-            _workers[id(tracer)] = w
-        return w
+            _workers[id(tracer)] = _Worker(tracer, ids)
+    return True
+
+
+def _worker_for(tracer: Any) -> _Worker | None:
+    w = _workers.get(id(tracer))
+    return w if w is not None and w.tracer is tracer else None
 
 
 def drain_all() -> None:
@@ -404,15 +386,15 @@ def start(tracer: Any, name: str, attributes: dict[str, Any]) -> tuple[Any, obje
     The span is a :class:`BackgroundSpan` when the tracer allows it, else an SDK span.
     """
     w = _worker_for(tracer)
-    if w is not None and w.enabled():
+    if w is not None:
         ctx = otel_context.get_current()
         parent = otel_trace.get_current_span(ctx).get_span_context()
-        gen = tracer.id_generator
         parent_sc: SpanContext | None = None
         if not parent.is_valid:  # a root span
-            sc = SpanContext(gen.generate_trace_id(), gen.generate_span_id(), False, w.root_flags)
+            sc = SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1, False, w.root_flags)
         elif parent.trace_flags.sampled:
-            sc = SpanContext(parent.trace_id, gen.generate_span_id(), False, parent.trace_flags, parent.trace_state)
+            flags = TraceFlags(TraceFlags.SAMPLED | (parent.trace_flags & _RANDOM_FLAG))
+            sc = SpanContext(parent.trace_id, random.getrandbits(64) or 1, False, flags, parent.trace_state)
             parent_sc = parent
         else:  # an unsampled parent: the SDK's path records nothing, as it should
             sc = None

@@ -102,8 +102,12 @@ def mask_secrets(text: str) -> tuple[str, int]:
 _PREMASKED: dict[int, str] = {}
 _premasked_chars = 0
 _PREMASKED_MIN = 256  # shorter values are cheaper to rescan than to track
-_PREMASKED_MAX_CHARS = 8_000_000
-_PREMASKED_MAX_ITEMS = 32_768
+# The entries are the very strings the queued spans hold (no copies): the caps only bound what spans
+# dropped before export leave behind. They must cover the export queue's backlog under load, or every
+# evicted value is scanned again by the exporter, which then falls further behind (issue 24: at 5,000
+# 5 KB spans/s an 8M-character cap covered 0.3 s and most values were rescanned).
+_PREMASKED_MAX_CHARS = 128_000_000
+_PREMASKED_MAX_ITEMS = 131_072
 _premasked_lock = threading.Lock()
 
 

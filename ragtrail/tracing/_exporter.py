@@ -23,6 +23,8 @@ from ragtrail.store import Store
 from ragtrail.tracing._classify import classify
 from ragtrail.tracing._content import mask_secrets, take_masked
 from ragtrail.tracing._otel_fields import otel_fields, resource_json
+from ragtrail.tracing._spool import Spool
+from ragtrail.tracing._writer import ProcessWriter, WriterGone, _attr_dict, pack_spans
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _STATUS = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
@@ -43,15 +45,6 @@ except ImportError:  # pragma: no cover - orjson not installed
 
     def _dumps(value: Any) -> str:
         return _std_dumps(value)
-
-
-def _attr_dict(span: ReadableSpan) -> Any:
-    """The span's attributes as a plain dict without copying (the SDK's BoundedAttributes keeps one)."""
-    a = getattr(span, "_attributes", None)
-    d = getattr(a, "_dict", None)
-    if isinstance(d, dict):
-        return d
-    return dict(span.attributes or {})
 
 
 def _attrs_json(attrs: Any) -> str:
@@ -181,7 +174,12 @@ _OK = StatusCode.OK
 
 
 class StoreSpanExporter(SpanExporter):
-    """Writes spans into a :class:`~ragtrail.store.Store`. Counts exported, failed and errors."""
+    """Writes spans into a :class:`~ragtrail.store.Store`. Counts exported, failed and errors.
+
+    With a ``spool`` (the default from ``ragtrail.init``), batches the store cannot take are kept in
+    a bounded local file and written back in order once the store answers again (see
+    :mod:`ragtrail.tracing._spool`); without one they are counted as failed.
+    """
 
     def __init__(
         self,
@@ -192,6 +190,9 @@ class StoreSpanExporter(SpanExporter):
         backoff_s: float = 0.05,
         cooldown_s: float = 5.0,
         mask_secrets: bool = True,
+        spool: Spool | None = None,
+        probe_s: float = 1.0,
+        writer: ProcessWriter | None = None,
     ) -> None:
         self.store = store
         self.mask_secrets = mask_secrets
@@ -203,14 +204,41 @@ class StoreSpanExporter(SpanExporter):
         self.exported = 0
         self.failed = 0
         self.errors = 0
+        self.spool = spool
+        self.writer = writer
+        self.probe_s = probe_s
+        self._next_probe = 0.0
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one writer at a time: spooled batches keep their order
         self._shutdown = False
+        self._replayer: threading.Thread | None = None
+        self._wake = threading.Event()
+        if spool is not None:
+            spool.adopt_orphans()
+            if spool.pending:
+                self._start_replayer()
+
+    @property
+    def spooled(self) -> int:
+        """Spans waiting in the spool (this process's and the writer process's) for the store."""
+        n = self.spool.pending if self.spool is not None else 0
+        return n + (self.writer.spooled if self.writer is not None else 0)
+
+    @property
+    def spool_dropped(self) -> int:
+        """Spans the spool dropped at its size cap (oldest first)."""
+        n = self.spool.dropped if self.spool is not None else 0
+        return n + (self.writer.spool_dropped if self.writer is not None else 0)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))  # never trace ourselves
         try:
+            if self.writer is not None and not self.writer.disabled:
+                done = self._export_via_writer(spans)
+                if done is not None:
+                    return done
             try:
                 mask = self.mask_secrets
                 rows = [span_to_row(s, self.project, mask=mask) for s in spans]
@@ -220,41 +248,167 @@ class StoreSpanExporter(SpanExporter):
                     self.failed += len(spans)
                     self.errors += 1
                 return SpanExportResult.FAILURE
-            delay = self.backoff_s
-            # after a batch failed every retry, later batches get one attempt each for a while, so a
-            # dead store cannot make flush() (or shutdown at exit) sleep through retries batch by batch
-            attempts = 1 if time.monotonic() < self._broken_until else self.retries + 1
-            for attempt in range(attempts):
-                try:
-                    self.store.write_spans(rows)
+            with self._write_lock:
+                return self._write_locked(rows)
+        finally:
+            otel_context.detach(token)
+
+    def _export_via_writer(self, spans: Sequence[ReadableSpan]) -> SpanExportResult | None:
+        """Hand the batch to the writer process; None when it cannot take it (then in-process)."""
+        writer = self.writer
+        assert writer is not None
+        try:
+            payload = pack_spans(spans)
+            with self._write_lock:
+                exported, failed = writer.write(payload)
+        except WriterGone as exc:
+            warn_once("writer-gone", "ragtrail: the writer process is unavailable (%s); writing in-process", exc)
+            return None
+        except Exception:
+            warn_once("writer-pack", "ragtrail: could not hand spans to the writer process", exc_info=True)
+            return None
+        with self._lock:
+            self.exported += exported
+            self.failed += failed
+            if failed:
+                self.errors += 1
+        return SpanExportResult.FAILURE if failed else SpanExportResult.SUCCESS
+
+    def _write_locked(self, rows: list[tuple[Any, ...]]) -> SpanExportResult:
+        spool = self.spool
+        if spool is not None and spool.pending:
+            # spans spooled earlier go first; while they cannot, this batch queues behind them
+            if not self._replay_locked(force=False):
+                return self._to_spool(rows, None)
+        if spool is not None and time.monotonic() < self._broken_until:
+            return self._to_spool(rows, None)  # the store failed a moment ago: do not block on it
+        delay = self.backoff_s
+        # after a batch failed every retry, later batches get one attempt each for a while, so a
+        # dead store cannot make flush() (or shutdown at exit) sleep through retries batch by batch
+        attempts = 1 if time.monotonic() < self._broken_until else self.retries + 1
+        for attempt in range(attempts):
+            try:
+                self.store.write_spans(rows)
+                with self._lock:
+                    self.exported += len(rows)
+                self._broken_until = 0.0
+                return SpanExportResult.SUCCESS
+            except Exception as exc:
+                if attempt == attempts - 1:
+                    self._broken_until = time.monotonic() + (self.probe_s if spool is not None else self.cooldown_s)
+                    self._next_probe = self._broken_until
                     with self._lock:
-                        self.exported += len(rows)
-                    self._broken_until = 0.0
-                    return SpanExportResult.SUCCESS
-                except Exception as exc:
-                    if attempt == attempts - 1:
-                        with self._lock:
-                            self.failed += len(rows)
-                            self.errors += 1
-                        self._broken_until = time.monotonic() + self.cooldown_s
-                        warn_once(
-                            f"export-fail:{type(exc).__name__}",
-                            "ragtrail: could not write %d spans to the store %s after %d attempt(s) (%s); "
-                            "the application continues, failed spans are counted in ragtrail.stats()",
-                            len(rows),
-                            getattr(self.store, "url", "?"),
-                            attempts,
-                            exc,
-                        )
-                        return SpanExportResult.FAILURE
-                    time.sleep(delay)
-                    delay *= 4
-            return SpanExportResult.FAILURE  # pragma: no cover
+                        self.errors += 1
+                    if spool is not None:
+                        return self._to_spool(rows, exc)
+                    with self._lock:
+                        self.failed += len(rows)
+                    self._warn(exc, len(rows), attempts, "failed spans are counted in ragtrail.stats()")
+                    return SpanExportResult.FAILURE
+                time.sleep(delay)
+                delay *= 4
+        return SpanExportResult.FAILURE  # pragma: no cover
+
+    def _warn(self, exc: BaseException, n: int, attempts: int, what: str) -> None:
+        warn_once(
+            f"export-fail:{type(exc).__name__}",
+            "ragtrail: could not write %d spans to the store %s after %d attempt(s) (%s); "
+            "the application continues, %s",
+            n,
+            getattr(self.store, "url", "?"),
+            attempts,
+            exc,
+            what,
+        )
+
+    def _to_spool(self, rows: list[tuple[Any, ...]], exc: BaseException | None) -> SpanExportResult:
+        spool = self.spool
+        assert spool is not None
+        if exc is not None:
+            self._warn(exc, len(rows), 1, f"spans are spooled in {spool.dir} and written when it is back")
+        if spool.append(rows):
+            self._start_replayer()
+            return SpanExportResult.SUCCESS
+        with self._lock:
+            self.failed += len(rows)
+        return SpanExportResult.FAILURE
+
+    def _replay_locked(self, *, force: bool) -> bool:
+        """Write spooled batches back (oldest first); True when the spool is empty. Probes a store
+        that failed at most every ``probe_s`` unless ``force``."""
+        spool = self.spool
+        if spool is None or not spool.pending:
+            return True
+        now = time.monotonic()
+        if not force and now < self._next_probe:
+            return False
+        before = spool.replayed
+        try:
+            empty = spool.replay(self.store.write_spans)
+        except Exception:
+            self._next_probe = time.monotonic() + self.probe_s
+            self._broken_until = self._next_probe
+            empty = False
+        else:
+            self._broken_until = 0.0
+        with self._lock:
+            self.exported += spool.replayed - before
+        return empty
+
+    def _start_replayer(self) -> None:
+        """A daemon thread that writes the spool back while no new batches arrive to do it."""
+        if self._replayer is not None:  # called under the write lock; the loop clears it under the lock too
+            return
+        t = threading.Thread(target=self._replay_loop, name="ragtrail-spool-replay", daemon=True)
+        self._replayer = t
+        t.start()
+
+    def _replay_loop(self) -> None:
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
+        try:
+            while True:
+                self._wake.wait(self.probe_s)
+                self._wake.clear()
+                with self._write_lock:
+                    if self._shutdown or self.spool is None or not self.spool.pending:
+                        self._replayer = None
+                        return
+                    self._replay_locked(force=False)
+        except Exception:  # pragma: no cover - the replayer must never die loudly
+            warn_once("spool-replay", "ragtrail: the spool replayer failed", exc_info=True)
         finally:
             otel_context.detach(token)
 
     def shutdown(self) -> None:
+        if self.writer is not None:
+            with self._write_lock:
+                self.writer.close()  # the child writes what it holds back first, if the store answers
+        if self.spool is not None and self.spool.pending:
+            with self._write_lock:
+                self._replay_locked(force=True)  # what cannot be written stays on disk for next time
         self._shutdown = True
+        self._wake.set()
+        if self.spool is not None:
+            self.spool.close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+        """Write the spool back now if the store answers; True when nothing is left in it."""
+        left = 0
+        if self.writer is not None and not self.writer.disabled and self.writer.spooled:
+            try:
+                with self._write_lock:
+                    left = self.writer.replay()
+            except WriterGone:
+                pass
+        if self.spool is None or not self.spool.pending:
+            return left == 0
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))
+        try:
+            if not self._write_lock.acquire(timeout=max(0.001, timeout_millis / 1000)):
+                return False
+            try:
+                return self._replay_locked(force=True) and left == 0
+            finally:
+                self._write_lock.release()
+        finally:
+            otel_context.detach(token)

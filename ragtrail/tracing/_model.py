@@ -6,6 +6,7 @@ harness uses, so scorers see one shape whichever way a trace was obtained.
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -257,10 +258,64 @@ class Trace:
 
     def _repr_html_(self) -> str:
         try:
-            from ragtrail.analysis import trace_html
-
             return trace_html(self)
         except Exception:
-            import html
-
             return f"<pre>{html.escape(self.to_text())}</pre>"
+
+
+# -------------------------------------------------------------------------------------------- HTML
+KIND_COLORS = {
+    "CHAIN": "#8da0cb", "RETRIEVER": "#66c2a5", "EMBEDDING": "#a6d854", "LLM": "#fc8d62",
+    "RERANKER": "#e5c494", "TOOL": "#ffd92f", "AGENT": "#e78ac3", "EVALUATOR": "#b3b3b3",
+}  # fmt: skip
+
+
+def trace_html(trace: Trace) -> str:
+    """An HTML waterfall of a trace (``Trace._repr_html_`` in Jupyter; every stored text escaped)."""
+    rows = list(trace.walk())
+    if not rows:
+        return "<p>empty trace</p>"
+    t0 = min(s.start_time_ns for _, s in rows)
+    total = max(1, max(s.end_time_ns for _, s in rows) - t0)
+    out = [
+        f"<div style='font-family:sans-serif;font-size:12px'><b>Trace {html.escape(trace.trace_id)}</b> — "
+        f"{len(rows)} spans, {trace.duration_ms:.1f} ms"
+        + (f", ${trace.cost_usd:.6f}" if trace.cost_usd is not None else "")
+        + "<table style='width:100%;border-collapse:collapse'>"
+    ]
+    for depth, s in rows:
+        left = 100.0 * (s.start_time_ns - t0) / total
+        width = max(0.3, 100.0 * (s.end_time_ns - s.start_time_ns) / total)
+        color = "#d62728" if s.is_error else KIND_COLORS.get(s.kind or "", "#999")
+        extra = []
+        if s.input_tokens is not None or s.output_tokens is not None:
+            extra.append(f"{s.input_tokens or 0}→{s.output_tokens or 0} tok")
+        if s.cost_usd is not None:
+            extra.append(f"${s.cost_usd:.6f}")
+        out.append(
+            "<tr>"
+            f"<td style='white-space:nowrap;padding-left:{depth * 14}px'>{html.escape(s.name)} "
+            f"<span style='color:#888'>[{html.escape(s.kind or '-')}]</span></td>"
+            f"<td style='width:55%'><div style='position:relative;height:12px;background:#f4f4f4'>"
+            f"<div style='position:absolute;left:{left:.2f}%;width:{width:.2f}%;height:12px;background:{color}'></div>"
+            f"</div></td><td style='white-space:nowrap;text-align:right'>{s.duration_ms:.1f} ms {html.escape(' '.join(extra))}</td>"
+            "</tr>"
+        )
+    out.append("</table>" + _context_feedback_html(trace) + "</div>")
+    return "".join(out)
+
+
+def _context_feedback_html(trace: Trace) -> str:
+    """Session, user and the latest feedback per name under a trace's waterfall (text escaped)."""
+    root = trace.root
+    parts = []
+    if root is not None and (root.session_id or root.user_id):
+        parts.append(
+            f"session {html.escape(str(root.session_id or '-'))}, user {html.escape(str(root.user_id or '-'))}"
+        )
+    fb = getattr(trace, "feedback", None) or {}
+    if fb:
+        parts.append(
+            "feedback: " + ", ".join(f"{html.escape(str(k))} = {html.escape(str(v))}" for k, v in sorted(fb.items()))
+        )
+    return "".join(f"<div style='color:#555'>{p}</div>" for p in parts)

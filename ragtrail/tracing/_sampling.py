@@ -198,6 +198,11 @@ class RagtrailSampler(Sampler):
         self.config = cfg
         self._delegate = _build(cfg)
 
+    @property
+    def samples_all(self) -> bool:
+        """Whether every trace is kept (then it decides exactly as the SDK's default sampler)."""
+        return self.config.samples_all
+
     def should_sample(
         self,
         parent_context: Context | None,

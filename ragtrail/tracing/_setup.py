@@ -138,37 +138,13 @@ def _queue_full(p: BatchSpanProcessor) -> bool:
 
 
 _SWITCH_ATTR = "_ragtrail_switch"
+_OWNED_ATTR = "_ragtrail_created"  # set on a provider ragtrail created (its processor is the first one)
 
 
 def _switch_of(provider: Any) -> _Switch | None:
     """The switch ragtrail added to ``provider`` (kept on the provider itself: an id() could be reused)."""
     sw = getattr(provider, _SWITCH_ATTR, None) if provider is not None else None
     return sw if isinstance(sw, _Switch) else None
-
-
-def _move_to_front(provider: Any, switch: _Switch) -> None:
-    """Put ragtrail's processor first on a provider the app already had: its ``force_flush`` and
-    ``shutdown`` then build queued background spans before the app's own processors flush or stop."""
-    try:
-        multi = getattr(provider, "_active_span_processor", None)
-        lock = getattr(multi, "_lock", None)
-        procs = getattr(multi, "_span_processors", None)
-        if lock is None or not isinstance(procs, tuple) or procs[:1] == (switch,):
-            return
-        with lock:
-            multi._span_processors = (switch, *(p for p in multi._span_processors if p is not switch))  # type: ignore[union-attr]
-    except Exception:  # pragma: no cover - another SDK layout: stay last, flush still drains
-        logger.debug("ragtrail: could not move the processor first", exc_info=True)
-
-
-def _resolve_store_url(store: str | os.PathLike[str] | None) -> str:
-    if store is not None:
-        return os.fspath(store)
-    env = os.environ.get("RAGTRAIL_STORE")
-    if env:
-        return env
-    home = os.environ.get("RAGTRAIL_HOME") or os.path.join(os.path.expanduser("~"), ".ragtrail")
-    return os.path.join(home, "ragtrail.db")
 
 
 def init(
@@ -196,28 +172,33 @@ def init(
             ``max_export_batch_size`` (default 8,192), ``schedule_delay_ms`` (default 500),
             ``exporters`` (extra SpanExporters), ``tracer_provider`` (use this provider),
             ``store_exporter`` (False to skip the store, e.g. OTLP only), ``session_id``, ``user_id``,
-            ``tags``, ``metadata`` (defaults under every ``ragtrail.context()``).
-            ``store_exporter`` (False to skip the store, e.g. OTLP only), ``sample_rate`` (0.0–1.0 or
+            ``tags``, ``metadata`` (defaults under every ``ragtrail.context()``), ``sample_rate`` (0.0–1.0 or
             ``{project: rate}``; default ``$RAGTRAIL_SAMPLE_RATE`` else 1.0), ``sample_rules`` (root span
             name glob → rate), ``keep_errors`` (default True), ``metrics`` (GenAI metrics for every
             call, default True), ``metrics_interval_s`` (default 60), ``prometheus_port``,
-            ``metric_readers`` — see docs/production-scale.md.
+            ``metric_readers`` — see docs/production-scale.md; ``spool_dir`` (where spans
+            wait while the store is unavailable; default ``$RAGTRAIL_SPOOL_DIR`` or
+            ``~/.cache/ragtrail/spool``), ``spool_max_bytes`` (default 512 MiB; 0 turns the spool off), ``writer``
+            (``"thread"``, the default, or ``"process"``: store writes in a child process that
+            ragtrail starts and supervises, off the app's GIL; see docs/busy-apps.md).
 
     Raises:
         ConfigError: a bad option; StoreError: the store cannot be opened (the message says why).
     """
     global _config
     from ragtrail.store import Store as _Store
-    from ragtrail.store import open_store
+    from ragtrail.store import open_store, resolve_store_url
     from ragtrail.tracing._exporter import StoreSpanExporter
+    from ragtrail.tracing._spool import make_spool
     from ragtrail.tracing._usage import load_prices
+    from ragtrail.tracing._writer import make_writer
 
     known = {
         "max_attribute_bytes", "mask", "mask_secrets", "prices", "gpu_prices", "max_queue_size",
         "max_export_batch_size", "schedule_delay_ms", "exporters", "tracer_provider", "store_exporter",
         "session_id", "user_id", "tags", "metadata",
         "sample_rate", "sample_rules", "keep_errors", "metrics", "metrics_interval_s", "prometheus_port",
-        "metric_readers",
+        "metric_readers", "spool_dir", "spool_max_bytes", "writer",
     }  # fmt: skip
     unknown = set(options) - known
     if unknown:
@@ -247,7 +228,7 @@ def init(
         # open the new store first: if it cannot be opened, the running configuration stays as it was
         store_obj: _Store | None = None
         if options.get("store_exporter", True):
-            store_obj = store if isinstance(store, _Store) else open_store(_resolve_store_url(store))  # type: ignore[arg-type]
+            store_obj = store if isinstance(store, _Store) else open_store(resolve_store_url(store))  # type: ignore[arg-type]
         if _config is not None:
             warnings.warn(
                 "ragtrail.init() called again: the previous configuration is flushed and replaced "
@@ -264,7 +245,11 @@ def init(
         store_exporter: StoreSpanExporter | None = None
         if store_obj is not None:
             store_exporter = StoreSpanExporter(
-                store_obj, project=project, mask_secrets=bool(options.get("mask_secrets", True))
+                store_obj,
+                project=project,
+                mask_secrets=bool(options.get("mask_secrets", True)),
+                spool=make_spool(store_obj, options),
+                writer=make_writer(store_obj, project, options),
             )
             processors.append(BatchSpanProcessor(store_exporter, **bsp_kwargs))
         if otlp_endpoint:
@@ -283,8 +268,11 @@ def init(
                 provider = current  # the app's own provider: add to it, never replace it
             else:
                 provider = TracerProvider(
-                    resource=Resource.create({"service.name": project}), sampler=_sampling.RagtrailSampler(sampling)
+                    resource=Resource.create({"service.name": project}),
+                    sampler=_sampling.RagtrailSampler(sampling),
+                    id_generator=_background.PresetIdGenerator(),
                 )
+                setattr(provider, _OWNED_ATTR, True)
                 otel_trace.set_tracer_provider(provider)
                 if otel_trace.get_tracer_provider() is not provider:  # someone else won the race
                     provider = otel_trace.get_tracer_provider()
@@ -295,11 +283,16 @@ def init(
             switch = _Switch()
             setattr(provider, _SWITCH_ATTR, switch)
             provider.add_span_processor(switch)
-            _move_to_front(provider, switch)
         keeper = _sampling.apply(provider, sampling, processors)
         metrics = _metrics.setup(project, store_obj, otlp_endpoint, options)
         switch.targets = (*processors, keeper) if keeper is not None else tuple(processors)
         switch.dropped = 0
+        tracer = provider.get_tracer(_TRACER_NAME)
+        if getattr(provider, _OWNED_ATTR, False):
+            # ragtrail's processor is the provider's first: its flush and shutdown drain background spans
+            # before any other processor flushes or stops (see ragtrail.tracing._background); with another
+            # sampler than the SDK's default spans are built the ordinary way
+            _background.enable(tracer)
 
         _config = Config(
             project=project,
@@ -307,7 +300,7 @@ def init(
             max_attribute_bytes=max_bytes,
             mask=mask,
             mask_secrets=bool(options.get("mask_secrets", True)),
-            tracer=provider.get_tracer(_TRACER_NAME),
+            tracer=tracer,
             provider=provider,
             store=store_obj,
             store_exporter=store_exporter,
@@ -396,6 +389,9 @@ def flush(timeout_s: float = 10.0) -> bool:
                 ok = False
         if cfg.metrics is not None:
             ok = cfg.metrics.flush(max(0.001, deadline - time.monotonic())) and ok
+        exp = cfg.store_exporter
+        if exp is not None and (exp.spool is not None or exp.writer is not None):  # spooled spans are unwritten
+            ok = exp.force_flush(max(1, int((deadline - time.monotonic()) * 1000))) and ok
         if time.monotonic() > deadline:
             ok = False
         now = stats()
@@ -410,17 +406,19 @@ def flush(timeout_s: float = 10.0) -> bool:
 
 
 def stats() -> dict[str, int]:
-    """Counts since :func:`init`: spans ``exported`` to the store, ``dropped`` (queue full),
-    ``failed`` (store errors after retries, or connector spans that could not be built off-thread),
-    ``export_errors`` (failed export batches)."""
+    """Counts since :func:`init`: spans ``exported`` to the store, ``dropped`` (queue full, or the
+    spool's size cap), ``failed`` (store errors after retries with no spool, or connector spans that
+    could not be built off-thread), ``export_errors`` (failed store writes), ``spooled`` (waiting in
+    the spool for the store to come back)."""
     cfg = _config
     if cfg is None:
-        return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0}
+        return {"exported": 0, "dropped": 0, "failed": 0, "export_errors": 0, "spooled": 0}
     sw = _switch_of(cfg.provider)
     exp = cfg.store_exporter
     return {
         "exported": exp.exported if exp else 0,
-        "dropped": sw.dropped if sw else 0,
+        "dropped": (sw.dropped if sw else 0) + (exp.spool_dropped if exp else 0),
+        "spooled": exp.spooled if exp else 0,
         "failed": (exp.failed if exp else 0) + _background.failures_for(cfg.tracer),
         "export_errors": exp.errors if exp else 0,
     }

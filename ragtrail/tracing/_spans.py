@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
+from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
 from ragtrail import semconv
@@ -150,7 +151,7 @@ class span:  # noqa: N801 - used as a function: ``with ragtrail.span(...)``
         attrs = {semconv.SPAN_KIND: self._kind}
         if self._attributes:
             attrs.update(self._attributes)
-        s = cfg.tracer.start_span(self._name, attributes=attrs)
+        s = cfg.tracer.start_span(self._name, context=_live_parent(), attributes=attrs)
         self._span = s
         self._token = otel_context.attach(otel_trace.set_span_in_context(s))
         if self._input is not None and cfg.capture_content:
@@ -381,7 +382,21 @@ def _start_detached(name: str, kind: str, attributes: Mapping[str, Any] | None) 
     attrs: dict[str, Any] = {semconv.SPAN_KIND: kind}
     if attributes:
         attrs.update(attributes)
-    return cfg.tracer.start_span(name, attributes=attrs)
+    return cfg.tracer.start_span(name, context=_live_parent(), attributes=attrs)
+
+
+def _live_parent() -> Context | None:
+    """The context a new span starts in: the current one (None), unless its span has already ended.
+
+    A context can outlive its span where a framework ends a run in a copy of the context it started
+    it in (LangChain's async end callbacks run shielded, in a new task), so the caller's context still
+    holds the ended span; a span started there belongs under that span's own parent instead."""
+    cur = otel_trace.get_current_span()
+    if getattr(cur, "end_time", None) is None:  # live, remote or non-recording: as it is
+        return None
+    parent = getattr(cur, "parent", None)
+    above = otel_trace.NonRecordingSpan(parent) if parent is not None else INVALID_SPAN
+    return otel_trace.set_span_in_context(above, otel_context.get_current())  # other values kept
 
 
 class _attached:  # noqa: N801 - used like a function

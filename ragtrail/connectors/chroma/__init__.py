@@ -10,4 +10,14 @@ from __future__ import annotations
 from ragtrail.connectors.chroma._extract import SPACE_TO_SCORE_KIND, score_from_distance
 from ragtrail.connectors.chroma._instrumentor import ChromaInstrumentor, failures, instrument, uninstrument
 
-__all__ = ["SPACE_TO_SCORE_KIND", "ChromaInstrumentor", "failures", "instrument", "score_from_distance", "uninstrument"]
+Instrumentor = ChromaInstrumentor
+
+__all__ = [
+    "SPACE_TO_SCORE_KIND",
+    "ChromaInstrumentor",
+    "Instrumentor",
+    "failures",
+    "instrument",
+    "score_from_distance",
+    "uninstrument",
+]

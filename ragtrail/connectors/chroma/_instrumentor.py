@@ -18,10 +18,17 @@ from ragtrail import semconv
 from ragtrail._log import logger
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.connectors.chroma import _extract as ex
-from ragtrail.tracing import _background, _setup
-from ragtrail.tracing._background import Recorder, defer_attributes
-from ragtrail.tracing._spans import is_enabled, record_exception, set_content
-from ragtrail.tracing._usage import record_documents
+from ragtrail.tracing import (
+    Recorder,
+    defer_attributes,
+    finish_background_span,
+    get_config,
+    is_enabled,
+    record_documents,
+    record_exception,
+    set_content,
+    start_background_span,
+)
 
 _COLLECTION_MODULE = "chromadb.api.models.Collection"
 _ASYNC_COLLECTION_MODULE = "chromadb.api.models.AsyncCollection"
@@ -75,14 +82,14 @@ def _static_attributes(collection: Any) -> dict[str, Any]:
 
 
 def _start(name: str, kind: str, attrs: dict[str, Any]) -> tuple[Any, object]:
-    cfg = _setup._config
+    cfg = get_config()
     assert cfg is not None
     attrs[semconv.SPAN_KIND] = kind
-    return _background.start(cfg.tracer, name, attrs)
+    return start_background_span(cfg.tracer, name, attrs)
 
 
 def _finish(span: Any, token: object) -> None:
-    _background.finish(span, token)
+    finish_background_span(span, token)
 
 
 def _before(
@@ -137,7 +144,7 @@ def _record_query_result(span: Span, space: str, result: Any) -> None:
     (JSON, caps, secret masking, the user's mask hook) happens when the span is built on the
     background thread (see :mod:`ragtrail.tracing._background`), or at once for an ordinary SDK span.
     """
-    cfg = _setup._config
+    cfg = get_config()
     if cfg is None or not span.is_recording():
         return
     ids = _first(result, "ids") or []

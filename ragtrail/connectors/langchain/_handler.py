@@ -37,10 +37,16 @@ from opentelemetry.trace.propagation import _SPAN_KEY as _SPAN_CONTEXT_KEY
 from ragtrail import semconv
 from ragtrail._log import warn_once
 from ragtrail.connectors.langchain import _extract as ex
-from ragtrail.tracing import CONTEXT_KEY, _setup, with_framework_context
-from ragtrail.tracing._dedupe import LLM_SPAN_KEY
-from ragtrail.tracing._spans import content_value, record_exception
-from ragtrail.tracing._usage import record_documents, record_usage
+from ragtrail.tracing import (
+    CONTEXT_KEY,
+    LLM_SPAN_KEY,
+    content_value,
+    get_config,
+    record_documents,
+    record_exception,
+    record_usage,
+    with_framework_context,
+)
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _RUN_KEY = otel_context.create_key("ragtrail-langchain-run")
@@ -58,7 +64,7 @@ _SWEEP_EVERY = 512
 class _Run:
     """What the handler keeps for an open run (released when the run ends)."""
 
-    __slots__ = ("ctx", "ended", "model", "prev", "prompt", "provider", "run_type", "span", "t0", "ttft_ns")
+    __slots__ = ("ctx", "ended", "model", "prev", "prompt", "provider", "root", "run_type", "span", "t0", "ttft_ns")
 
     def __init__(self, span: Span, run_type: str, t0: int) -> None:
         self.span = span
@@ -71,6 +77,7 @@ class _Run:
         self.model: str | None = None
         self.provider: str | None = None
         self.prompt: dict[str, Any] | None = None  # registry prompt seen under this run (see _prompt)
+        self.root = False
 
 
 def _strip_langchain(ctx: Context) -> Context:
@@ -170,8 +177,9 @@ class CallbackHandler(BaseCallbackHandler):
         llm: bool = False,
         tags: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        attach: bool = True,
     ) -> _Run | None:
-        cfg = _setup._config
+        cfg = get_config()
         if cfg is None:
             return None
         cur = _get_current()
@@ -194,6 +202,7 @@ class CallbackHandler(BaseCallbackHandler):
         span = cfg.tracer.start_span(name, context=parent_ctx, attributes=attrs)
         now = _monotonic_ns()
         run = _Run(span, run_type, now)
+        run.root = parent_run_id is None
         values = dict(cur)  # one copy instead of one per set_value()
         values[_SPAN_KEY] = span
         values[_RUN_KEY] = run
@@ -202,11 +211,14 @@ class CallbackHandler(BaseCallbackHandler):
             values[LLM_SPAN_KEY] = span
         ctx = Context(values)
         run.ctx = ctx
-        run.prev = cur
+        # a root restores the context without LangChain runs: a run that ended where its end could
+        # not restore (async end callbacks run in a copy of the context) is not kept alive by the next
+        run.prev = _strip_langchain(cur) if parent_run_id is None else cur
         self._runs[run_id] = run  # dict item assignment and pop are atomic: no lock on the hot path
         self._starts += 1  # approximate under threads; it only paces the sweep
         sweep = self._starts % _SWEEP_EVERY == 0 and now >= self._next_sweep_ns
-        _attach(ctx)  # the token is deliberately dropped: see _restore
+        if attach:
+            _attach(ctx)  # the token is deliberately dropped: see _restore
         if sweep:
             self.sweep()
         return run
@@ -317,7 +329,7 @@ class CallbackHandler(BaseCallbackHandler):
     def _capture(self, run_id: UUID | None = None, span: Span | None = None) -> bool:
         """Whether to record content; never for a span that will not be recorded (a sampled-out trace):
         ``run_id`` names the run whose span receives it (a start's parent run, an end's own run)."""
-        cfg = _setup._config
+        cfg = get_config()
         if cfg is None or not cfg.capture_content:
             return False
         if span is None and run_id is not None:
@@ -361,7 +373,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if _setup._config is None:
+            if get_config() is None:
                 return
             name = ex.run_name(serialized, kwargs, "chain")
             run_type = kwargs.get("run_type") or "chain"
@@ -384,7 +396,14 @@ class CallbackHandler(BaseCallbackHandler):
             prompt = self._prompt(parent_run_id, metadata, run_type == "prompt")
             if prompt and run_type == "prompt":
                 attrs.update(prompt)
-            run = self._start(run_id, parent_run_id, name, kind, run_type, attrs, tags=tags, metadata=metadata)
+            # The root of a stream starts in the caller's own context and would stay current there
+            # between chunks, and for good when the stream is abandoned unclosed (later spans on the
+            # thread filed under it, contexts chaining up): it is not attached. Its steps still nest
+            # under it through their parent run ids. ("defers_inputs" is passed only by streams.)
+            stream_root = parent_run_id is None and "defers_inputs" in kwargs
+            run = self._start(
+                run_id, parent_run_id, name, kind, run_type, attrs, tags=tags, metadata=metadata, attach=not stream_root
+            )
             if run is not None:
                 run.prompt = prompt
         except Exception:
@@ -444,7 +463,7 @@ class CallbackHandler(BaseCallbackHandler):
         content_key: str,
         content: Callable[[], Any],
     ) -> None:
-        if _setup._config is None:
+        if get_config() is None:
             return
         params = kwargs.get("invocation_params")
         model = ex.model_name(serialized, params, metadata)
@@ -511,6 +530,11 @@ class CallbackHandler(BaseCallbackHandler):
         run = self._runs.get(run_id)
         if run is not None and run.ttft_ns is None:
             run.ttft_ns = _monotonic_ns()
+            if run.root and run.ctx is not None and _get_current() is run.ctx:
+                # a streamed model call made its request (client-library connectors saw this span);
+                # from the first chunk on the caller's code runs between chunks: step aside so that
+                # an abandoned stream never stays current on the caller's thread
+                _attach(run.prev or Context())
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
@@ -564,7 +588,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if _setup._config is None:
+            if get_config() is None:
                 return
             attrs: dict[str, Any] = {}
             if metadata:
@@ -624,7 +648,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if _setup._config is None:
+            if get_config() is None:
                 return
             name = ex.run_name(serialized, kwargs, "tool")
             tool = (serialized or {}).get("name") or name

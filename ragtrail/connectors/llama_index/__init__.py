@@ -7,4 +7,6 @@ from __future__ import annotations
 
 from ragtrail.connectors.llama_index._instrumentor import LlamaIndexInstrumentor, failures, instrument, uninstrument
 
-__all__ = ["LlamaIndexInstrumentor", "failures", "instrument", "uninstrument"]
+Instrumentor = LlamaIndexInstrumentor
+
+__all__ = ["Instrumentor", "LlamaIndexInstrumentor", "failures", "instrument", "uninstrument"]

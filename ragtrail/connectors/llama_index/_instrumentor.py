@@ -40,9 +40,7 @@ from opentelemetry.trace import Span
 from ragtrail import semconv
 from ragtrail._log import logger
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
-from ragtrail.tracing import _setup
-from ragtrail.tracing._spans import is_enabled, record_exception, set_content
-from ragtrail.tracing._usage import record_documents, record_usage
+from ragtrail.tracing import get_config, is_enabled, record_documents, record_exception, record_usage, set_content
 
 _LLM_METHODS = frozenset(
     {
@@ -432,7 +430,7 @@ def _new_span(id_: str, instance: Any, parent_span_id: str | None, bound_args: A
                 _STATE.skipped.clear()
             _STATE.skipped[id_] = parent_span_id
         return None
-    cfg = _setup._config
+    cfg = get_config()
     if cfg is None:
         return None
     kind = _kind(instance, method)

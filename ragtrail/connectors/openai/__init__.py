@@ -14,8 +14,10 @@ Importing this module does not import ``openai``; ``instrument()`` does.
 """
 
 from ragtrail.connectors._common import module_functions
-from ragtrail.connectors.openai._instrumentor import OpenAIInstrumentor
+from ragtrail.connectors.openai._instrumentor import OpenAIInstrumentor, failures
 
 instrument, uninstrument = module_functions(OpenAIInstrumentor)
 
-__all__ = ["OpenAIInstrumentor", "instrument", "uninstrument"]
+Instrumentor = OpenAIInstrumentor
+
+__all__ = ["Instrumentor", "OpenAIInstrumentor", "failures", "instrument", "uninstrument"]

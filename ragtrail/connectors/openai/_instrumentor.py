@@ -30,12 +30,22 @@ from ragtrail import semconv
 from ragtrail._log import logger
 from ragtrail.connectors._common import RagtrailInstrumentor
 from ragtrail.connectors.openai import _extract as ex
-from ragtrail.tracing import get_tracer, is_enabled, record_exception, record_usage, set_content
-from ragtrail.tracing._dedupe import active_llm_span
+from ragtrail.tracing import (
+    FailureCounter,
+    active_llm_span,
+    get_tracer,
+    is_enabled,
+    record_exception,
+    record_usage,
+    set_content,
+)
 
 _CHAT = "chat"
 _COMPLETION = "text_completion"
 _EMBEDDINGS = "embeddings"
+_failures = FailureCounter("openai", "the openai connector")
+failures = _failures.count
+
 _MAX_STREAM_TEXT = 1 << 20  # characters of streamed output kept for the span (content capture on)
 
 _CHAT_MOD = "openai.resources.chat.completions"  # a module up to openai 1.5x, a package re-exporting the classes after
@@ -196,7 +206,7 @@ class _Call:
             if exc is not None:
                 record_exception(span, exc)
         except Exception:
-            logger.debug("ragtrail openai: could not finish the stream span", exc_info=True)
+            _failures.failed("could not finish the stream span")
         finally:
             if self.own:
                 span.end()
@@ -236,7 +246,7 @@ class _TracedStream(wrapt.ObjectProxy):  # type: ignore[misc]
             try:
                 hide = call.on_chunk(chunk)
             except Exception:
-                logger.debug("ragtrail openai: chunk not recorded", exc_info=True)
+                _failures.failed("chunk not recorded")
                 hide = False
             if not hide:
                 return chunk
@@ -288,7 +298,7 @@ class _TracedAsyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
             try:
                 hide = call.on_chunk(chunk)
             except Exception:
-                logger.debug("ragtrail openai: chunk not recorded", exc_info=True)
+                _failures.failed("chunk not recorded")
                 hide = False
             if not hide:
                 return chunk
@@ -388,7 +398,7 @@ def _sync_wrapper(op: str) -> Any:
         try:
             call, kwargs, token = _start(op, instance, kwargs)
         except Exception:
-            logger.debug("ragtrail openai: could not start the span", exc_info=True)
+            _failures.failed("could not start the span")
             return wrapped(*args, **kwargs)
         try:
             result = wrapped(*args, **kwargs)
@@ -420,7 +430,7 @@ def _finish(call: _Call, result: Any, *, asynchronous: bool) -> Any:
         if parsed is not None:
             call.on_response(parsed)
     except Exception:
-        logger.debug("ragtrail openai: could not record the response", exc_info=True)
+        _failures.failed("could not record the response")
     if call.own:
         call.span.end()
     return result
@@ -433,7 +443,7 @@ def _async_wrapper(op: str) -> Any:
         try:
             call, kwargs, token = _start(op, instance, kwargs)
         except Exception:
-            logger.debug("ragtrail openai: could not start the span", exc_info=True)
+            _failures.failed("could not start the span")
             return await wrapped(*args, **kwargs)
         try:
             result = await wrapped(*args, **kwargs)

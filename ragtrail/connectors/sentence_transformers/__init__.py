@@ -13,4 +13,6 @@ from ragtrail.connectors.sentence_transformers._instrumentor import (
     uninstrument,
 )
 
-__all__ = ["SentenceTransformersInstrumentor", "failures", "instrument", "model_name", "uninstrument"]
+Instrumentor = SentenceTransformersInstrumentor
+
+__all__ = ["Instrumentor", "SentenceTransformersInstrumentor", "failures", "instrument", "model_name", "uninstrument"]

@@ -30,9 +30,8 @@ from opentelemetry.trace import Span
 
 from ragtrail import semconv
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
-from ragtrail.tracing import _gpu, _setup
-from ragtrail.tracing._spans import is_enabled, record_exception, set_content
-from ragtrail.tracing._usage import record_documents
+from ragtrail.tracing import get_config, is_enabled, record_documents, record_exception, set_content
+from ragtrail.tracing import gpu as _gpu
 
 _ST_MODULE = "sentence_transformers.sentence_transformer.model"
 _CE_MODULE = "sentence_transformers.cross_encoder.model"
@@ -154,7 +153,7 @@ def _encode_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
     if not is_enabled() or _tokens.get() is not None:
         # disabled, or a nested encode (encode_query → encode) already being traced
         return wrapped(*args, **kwargs)
-    cfg = _setup._config
+    cfg = get_config()
     try:
         inputs = args[0] if args else kwargs.get("inputs", kwargs.get("sentences"))
         batch_size = kwargs.get("batch_size", args[3] if len(args) > 3 else 32)
@@ -253,7 +252,7 @@ def _scores_list(scores: Any) -> list[float]:
 
 
 def _start_reranker(name: str, instance: Any, extra: dict[str, Any]) -> tuple[Span, object, Any]:
-    cfg = _setup._config
+    cfg = get_config()
     assert cfg is not None
     attrs: dict[str, Any] = {semconv.SPAN_KIND: semconv.RERANKER, semconv.DEVICE: str(instance.device)}
     model = model_name(instance)

@@ -11,4 +11,6 @@ from __future__ import annotations
 
 from ragtrail.connectors.transformers._instrumentor import TransformersInstrumentor, failures, instrument, uninstrument
 
-__all__ = ["TransformersInstrumentor", "failures", "instrument", "uninstrument"]
+Instrumentor = TransformersInstrumentor
+
+__all__ = ["Instrumentor", "TransformersInstrumentor", "failures", "instrument", "uninstrument"]

@@ -25,9 +25,8 @@ from ragtrail import semconv
 from ragtrail._log import logger
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.connectors.transformers import _extract as ex
-from ragtrail.tracing import _gpu
-from ragtrail.tracing._spans import capture_content, is_enabled, set_content, span
-from ragtrail.tracing._usage import record_usage
+from ragtrail.tracing import capture_content, is_enabled, record_usage, set_content, span
+from ragtrail.tracing import gpu as _gpu
 
 _GEN_MODULE = "transformers.generation.utils"
 _PIPE_MODULE = "transformers.pipelines.text_generation"

@@ -12,4 +12,6 @@ from __future__ import annotations
 from ragtrail.connectors.vllm._extract import place, timings
 from ragtrail.connectors.vllm._instrumentor import VLLMInstrumentor, failures, instrument, uninstrument
 
-__all__ = ["VLLMInstrumentor", "failures", "instrument", "place", "timings", "uninstrument"]
+Instrumentor = VLLMInstrumentor
+
+__all__ = ["Instrumentor", "VLLMInstrumentor", "failures", "instrument", "place", "timings", "uninstrument"]

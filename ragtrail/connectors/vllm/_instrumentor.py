@@ -31,9 +31,8 @@ from ragtrail import semconv
 from ragtrail._log import logger, warn_once
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.connectors.vllm import _extract as ex
-from ragtrail.tracing import _gpu, _setup
-from ragtrail.tracing._spans import capture_content, is_enabled, record_exception, set_content
-from ragtrail.tracing._usage import record_usage
+from ragtrail.tracing import capture_content, get_config, is_enabled, record_exception, record_usage, set_content
+from ragtrail.tracing import gpu as _gpu
 
 _LLM_MODULE = "vllm.entrypoints.llm"
 _METHODS = {"generate": "text_completion", "chat": "chat"}
@@ -86,7 +85,7 @@ def _make_wrapper(method: str) -> Any:
     operation = _METHODS[method]
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        cfg = _setup._config
+        cfg = get_config()
         if cfg is None or not is_enabled() or _in_call.get():
             return wrapped(*args, **kwargs)
         try:
