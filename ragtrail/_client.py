@@ -227,11 +227,15 @@ class Client:
     ) -> pd.DataFrame:
         """One row per span: trace_id, span_id, parent_span_id, name, kind, start_time, end_time
         (UTC timestamps), duration_ms, status, model, input_tokens, output_tokens, cost_usd, project,
-        attributes (dict; the JSON text when ``parse_attributes=False``). Oldest first."""
+        attributes (dict; the JSON text when ``parse_attributes=False``), then the OTel fields: span_kind
+        (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER), links (list of {trace_id, span_id, attributes}),
+        resource (dict of every resource attribute), scope_name, scope_version. Oldest first."""
+        from ragtrail import _otel_columns
 
         where, params = self._span_where(project, start, end, name, kind, trace_id)
         cols = ("trace_id, span_id, parent_span_id, name, kind, start_time_ns, end_time_ns, duration_ms, "
-                "status, model, input_tokens, output_tokens, cost_usd, project, attributes")  # fmt: skip
+                "status, model, input_tokens, output_tokens, cost_usd, project, attributes, "
+                + _otel_columns.SELECT)  # fmt: skip
         sql = f"SELECT {cols} FROM spans{where} ORDER BY start_time_ns"  # noqa: S608
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -239,7 +243,17 @@ class Client:
         batches = it(sql, params) if it is not None else [self.store.query(sql, params)]
         from ragtrail._production import add_span_feedback_columns
 
-        return add_span_feedback_columns(_spans_frame(batches, parse_attributes), self.store)
+        extra: list[list[Any]] = [[] for _ in _otel_columns.OTEL_COLUMNS]
+        df = _spans_frame(_otel_columns.collect(batches, extra), parse_attributes)
+        df = _otel_columns.add_columns(df, extra, parse_attributes)
+        return add_span_feedback_columns(df, self.store)
+
+    def spans_linking_to(self, span_id: str, trace_id: str | None = None) -> list[dict[str, Any]]:
+        """The spans whose links point at ``span_id`` (optionally in ``trace_id``): for each, its trace_id,
+        span_id, name and the link's attributes. "Which spans link to this one?" (fan-in, queues, batches)."""
+        from ragtrail.store._links import spans_linking_to
+
+        return spans_linking_to(self.store, span_id, trace_id)
 
     def trace_summaries(
         self,

@@ -29,6 +29,12 @@ SPAN_COLUMNS = [
     "cost_usd",
     "project",
     "attributes",
+    # the OTel fields (issue 21)
+    "span_kind",
+    "links",
+    "resource",
+    "scope_name",
+    "scope_version",
 ]
 TRACE_COLUMNS = [
     "trace_id",

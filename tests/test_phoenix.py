@@ -39,7 +39,7 @@ if not PHOENIX_PY.exists():
 _READER = """
 import json, sys
 from phoenix.client import Client
-spans = Client(base_url=sys.argv[1]).spans.get_spans(project_identifier="default", limit=1000)
+spans = Client(base_url=sys.argv[1]).spans.get_spans(project_identifier=sys.argv[3], limit=1000)
 print(json.dumps([s for s in spans if s["context"]["trace_id"] == sys.argv[2]], default=str))
 """
 
@@ -86,10 +86,10 @@ def phoenix(tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
         log.close()
 
 
-def _read_back(base: str, trace_id: str, n: int) -> list[dict]:
+def _read_back(base: str, trace_id: str, n: int, project: str = "phoenix-interop") -> list[dict]:
     deadline = time.monotonic() + 60
     while True:
-        out = subprocess.run([str(PHOENIX_PY), "-c", _READER, base, trace_id], capture_output=True, text=True,
+        out = subprocess.run([str(PHOENIX_PY), "-c", _READER, base, trace_id, project], capture_output=True, text=True,
                              timeout=120, check=True)  # fmt: skip
         spans = json.loads(out.stdout)
         if len(spans) >= n or time.monotonic() > deadline:
@@ -102,7 +102,9 @@ def test_phoenix_renders_ragtrail_spans_natively(phoenix, tmp_path):
                   openinference=True, schedule_delay_ms=50)  # fmt: skip
     try:
         with ragtrail.span("rag-answer", kind="CHAIN", input={"question": "what is OTLP?"}) as root:
-            with ragtrail.span("embed-query", kind="EMBEDDING", attributes={semconv.EMBEDDING_MODEL: "all-MiniLM-L6-v2"}):
+            with ragtrail.span(
+                "embed-query", kind="EMBEDDING", attributes={semconv.EMBEDDING_MODEL: "all-MiniLM-L6-v2"}
+            ):
                 pass
             with ragtrail.span("search", kind="RETRIEVER", attributes={semconv.RETRIEVAL_QUERY: "what is OTLP?"}) as r:
                 record_documents(r, [{"id": "doc-1", "score": 0.91, "content": "OTLP is the OpenTelemetry protocol."},
@@ -116,6 +118,7 @@ def test_phoenix_renders_ragtrail_spans_natively(phoenix, tmp_path):
     finally:
         ragtrail.shutdown()
     trace_id = format(root.get_span_context().trace_id, "032x")
+    # in the Phoenix project named after the ragtrail project (openinference.project.name on the resource)
     spans = _read_back(phoenix, trace_id, 4)
     by = {s["name"]: s for s in spans}
     assert set(by) == {"rag-answer", "embed-query", "search", "chat gpt-4o-mini"}

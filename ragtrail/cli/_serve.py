@@ -11,6 +11,24 @@ import typer
 from ragtrail.cli._common import StoreOpt
 
 
+def _log_to_stderr(level: str) -> None:
+    """The receiver's warnings (lost writes, refused spans) on stderr: the library logger has a NullHandler."""
+    import logging
+
+    from ragtrail._exceptions import ConfigError
+
+    value = logging.getLevelName(level.upper())
+    if not isinstance(value, int):
+        raise ConfigError(f"--log-level {level!r} is not a logging level; use DEBUG, INFO, WARNING or ERROR")
+    log = logging.getLogger("ragtrail")
+    if not any(getattr(h, "_ragtrail_serve", False) for h in log.handlers):
+        handler = logging.StreamHandler()  # stderr
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._ragtrail_serve = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(value)
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default; 0.0.0.0 for all)."),
     http_port: int = typer.Option(4318, "--http-port", help="OTLP/HTTP port (/v1/traces); -1 disables it."),
@@ -29,6 +47,9 @@ def serve(
         100_000, "--queue-size", help="Most spans waiting for the store; beyond it senders get 429 + Retry-After."
     ),
     project: str = typer.Option("default", "--project", "-p", help="Project of received spans that name none."),
+    log_level: str = typer.Option(
+        "INFO", "--log-level", envvar="RAGTRAIL_LOG_LEVEL", help="Level of the 'ragtrail' log on stderr."
+    ),
     retention: Optional[str] = typer.Option(
         None,
         "--retention",
@@ -49,6 +70,8 @@ def serve(
             "pip install 'ragtrail[otlp]'"
         )
     from ragtrail.server import Receiver
+
+    _log_to_stderr(log_level)
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         typer.secho(
@@ -91,7 +114,8 @@ def serve(
         ok = receiver.stop()
         st = receiver.stats()
         typer.echo(
-            f"ragtrail serve: stopped; {st['spans_written']} spans written, {st['spans_failed']} failed, "
+            f"ragtrail serve: stopped; {st['spans_written']} spans written "
+            f"({st.get('spans_duplicates', 0)} re-sent duplicates not stored again), {st['spans_failed']} failed, "
             f"{st['busy']} requests refused while busy"
         )
         if not ok:

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.server import _otel_fields as _otel
 from ragtrail.store._storable import _row_ok, storable_row
+from ragtrail.tracing._classify import classify
 from ragtrail.tracing._content import (
     DEFAULT_SANITIZER,
     Sanitizer,
@@ -158,8 +160,7 @@ def request_to_rows(
     reason = ""
     for rs in request.resource_spans:
         res_attrs = attributes(rs.resource.attributes)
-        service = res_attrs.get(semconv.SERVICE_NAME)
-        resource_json = _dumps({semconv.SERVICE_NAME: service}) if service is not None else None
+        resource_json = _otel.resource_json(res_attrs)  # every resource attribute (issue 21)
         res_project = res_attrs.get(semconv.PROJECT)
         for ss in rs.scope_spans:
             scope = ss.scope.name or None
@@ -176,6 +177,7 @@ def request_to_rows(
                     reason = reason or f"span {sp.name[:100]!r} has an all-zero trace or span id (invalid in OTLP)"
                     continue
                 row = _row(sp, res_project, default_project, resource_json, scope, pol)
+                row = row + _otel.otel_fields(sp, ss.scope)  # span kind, links, scope (issue 21)
                 rows.append(row if _row_ok(row) else storable_row(row)[0])
     return rows, rejected, reason
 
@@ -184,6 +186,7 @@ def _row(
     sp: Any, res_project: Any, default_project: str, resource_json: str | None, scope: str | None, pol: Sanitizer
 ) -> tuple[Any, ...]:
     attrs = attributes(sp.attributes)
+    attrs = classify(attrs) or attrs  # kind, tokens and cost for GenAI spans of any SDK (issue 21)
     if scope and semconv.OTLP_SCOPE_NAME not in attrs:
         attrs[semconv.OTLP_SCOPE_NAME] = scope
     clean, cut, n = sanitize_attributes(attrs, pol)

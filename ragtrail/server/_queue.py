@@ -47,6 +47,7 @@ class SpanQueue:
         self._writing = 0
         self.received = 0
         self.written = 0
+        self.duplicates = 0
         self.failed = 0
         self.refused = 0
         self.write_errors = 0
@@ -109,8 +110,10 @@ class SpanQueue:
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             try:
-                self.store.write_spans(rows)
-                self.written += len(rows)
+                stored = self.store.write_spans(rows)
+                n = stored if isinstance(stored, int) else len(rows)
+                self.written += n  # rows stored: spans sent again (already stored) are not counted
+                self.duplicates += len(rows) - n
                 self.healthy = True
                 return
             except Exception as exc:
@@ -152,10 +155,12 @@ class SpanQueue:
         return ok and not self._thread.is_alive()
 
     def stats(self) -> dict[str, int]:
-        """Counters: received, written, failed, refused (spans), pending, write_errors."""
+        """Counters: received, written (stored), duplicates (already stored), failed, refused (spans),
+        pending, write_errors."""
         return {
             "received": self.received,
             "written": self.written,
+            "duplicates": self.duplicates,
             "failed": self.failed,
             "refused": self.refused,
             "pending": self.pending,

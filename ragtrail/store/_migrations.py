@@ -236,6 +236,16 @@ CREATE TABLE IF NOT EXISTS metric_minutes (
 CREATE INDEX IF NOT EXISTS metric_minutes_minute ON metric_minutes (minute)
 """
 
+# issue 21: the OTel span kind, links (JSON list of {trace_id, span_id, attributes[, trace_state]}) and the
+# instrumentation scope's name and version; ``resource`` now holds every resource attribute. Existing rows
+# keep NULLs (read as "not recorded"), so stores written before stay readable.
+_OTEL_FIELDS = """
+ALTER TABLE spans ADD COLUMN span_kind TEXT;
+ALTER TABLE spans ADD COLUMN links TEXT;
+ALTER TABLE spans ADD COLUMN scope_name TEXT;
+ALTER TABLE spans ADD COLUMN scope_version TEXT
+"""
+
 MIGRATIONS: list[tuple[int, str, str, str]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
@@ -243,6 +253,7 @@ MIGRATIONS: list[tuple[int, str, str, str]] = [
     (6, "ui_root_span_indices", _UI_INDICES, _UI_INDICES),
     (7, "artifacts_prompts", _ARTIFACTS, _ARTIFACTS),
     (9, "metric_minutes", _METRIC_MINUTES, _METRIC_MINUTES),
+    (10, "span_kind_links_scope", _OTEL_FIELDS, _OTEL_FIELDS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

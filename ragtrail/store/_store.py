@@ -28,9 +28,19 @@ from ragtrail.store._url import resolve_store_url
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
     "status", "status_message", "model", "input_tokens", "output_tokens", "cost_usd", "project",
-    "attributes", "events", "resource", "session_id", "user_id",
+    "attributes", "events", "resource", "session_id", "user_id", "span_kind", "links", "scope_name",
+    "scope_version",
 )  # fmt: skip
-_LEGACY_WIDTH = 18  # rows built before session_id/user_id were promoted (migration 4): padded with NULLs
+
+
+def _full_rows(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+    """Rows padded with NULLs for the columns a writer did not give (the 18-column layout from before
+    migration 4, the 20-column one from before migration 10): those still write."""
+    n = len(SPAN_COLUMNS)
+    if all(len(r) == n for r in rows):
+        return rows
+    return [r if len(r) == n else (*r, *(None,) * (n - len(r))) for r in rows]
+
 
 _INSERT_SPANS = (
     f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "  # noqa: S608 - fixed column names
@@ -65,8 +75,9 @@ class Store:
         """Close the store's connections (a later call opens them again)."""
 
     # -- spans ------------------------------------------------------------------------------------
-    def write_spans(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert span rows (SPAN_COLUMNS order); re-inserting a span is a no-op.
+    def write_spans(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Insert span rows (SPAN_COLUMNS order); re-inserting a span is a no-op. Returns how many rows
+        were stored (spans already stored are not counted).
 
         One bad row never costs the others: values are made storable first (:func:`storable_row`), and
         if the write still fails for a data reason the batch is split until the bad rows are found; a
@@ -75,47 +86,46 @@ class Store:
         :class:`StoreError` as before, for the caller's bounded retry.
         """
         if not rows:
-            return
+            return 0
         rows = _full_rows(rows)
         fixed = [r if _row_ok(r) else self._repaired(r) for r in rows]
-        self._write_split(fixed)
+        return self._write_split(fixed)
 
-    def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> None:
+    def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> int:
         """One transaction inserting ``rows`` (the fast path; subclasses may override)."""
         with self.transaction() as cur:
             cur.executemany(_INSERT_SPANS, rows)
+            return int(getattr(cur, "rowcount", len(rows)))
 
-    def _write_split(self, rows: Sequence[Sequence[Any]]) -> None:
+    def _write_split(self, rows: Sequence[Sequence[Any]]) -> int:
         try:
-            self._insert_spans(rows)
-            return
+            return self._insert_spans(rows)
         except Exception as exc:
             if _is_transient(exc):
                 raise
             err: BaseException = exc
         if len(rows) > 1:
             mid = len(rows) // 2
-            self._write_split(rows[:mid])
-            self._write_split(rows[mid:])
-            return
-        self._write_bad_row(rows[0], err)
+            return self._write_split(rows[:mid]) + self._write_split(rows[mid:])
+        return self._write_bad_row(rows[0], err)
 
-    def _write_bad_row(self, row: Sequence[Any], err: BaseException) -> None:
+    def _write_bad_row(self, row: Sequence[Any], err: BaseException) -> int:
         reason = _reason(err)
         for label, candidate in (("repaired", storable_row(row, deep=True)[0]), ("reduced", reduced_row(row, reason))):
             try:
-                self._insert_spans([candidate])
+                n = self._insert_spans([candidate])
             except Exception as exc:
                 if _is_transient(exc):
                     raise
                 continue
             with self._counts_lock:
                 self.span_counts[label] = self.span_counts.get(label, 0) + 1
-            return
+            return n
         with self._counts_lock:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
         warn_once(f"span-rejected:{reason}", "ragtrail: the store %s refused a span (%s); it is counted in "
                   "ragtrail.stats() and not stored", self.url, reason)  # fmt: skip
+        return 0
 
     def _repaired(self, row: Sequence[Any]) -> tuple[Any, ...]:
         fixed, columns = storable_row(row)
@@ -216,13 +226,6 @@ class Store:
     def open_connections(self) -> int:  # pragma: no cover - abstract
         """Connections this store holds open now (bounded per process, whichever threads call)."""
         return 0
-
-
-def _full_rows(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
-    """Rows in the 18-column layout from before migration 4 get NULL session and user columns."""
-    if len(rows[0]) == _LEGACY_WIDTH:
-        return [(*r, None, None) for r in rows]
-    return rows
 
 
 _inherited: list[Any] = []  # connections a forked child got from its parent (see Store._after_fork)
@@ -617,9 +620,10 @@ class PostgresStore(Store):
                     with contextlib.suppress(Exception):
                         conn.rollback()  # a generator closed early leaves no open read transaction
 
-    def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> None:
+    def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> int:
         """COPY the rows into a session temporary table, then ``INSERT … SELECT … ON CONFLICT DO
-        NOTHING`` (re-inserting a span stays a no-op): 1.3-1.6x executemany's rate (benchmarks/store_load)."""
+        NOTHING`` (re-inserting a span stays a no-op): 1.3-1.6x executemany's rate (benchmarks/store_load).
+        Returns how many rows were stored."""
         cols = ", ".join(SPAN_COLUMNS)
         with self._connection() as (conn, _nested):
             try:
@@ -636,10 +640,12 @@ class PostgresStore(Store):
                         f"INSERT INTO spans ({cols}) SELECT {cols} FROM ragtrail_spans_in "  # noqa: S608 - fixed names
                         "ON CONFLICT (trace_id, span_id) DO NOTHING"
                     )
+                    stored = int(raw.rowcount if raw.rowcount is not None and raw.rowcount >= 0 else len(rows))
             except BaseException:
                 self._temp_ready.discard(conn)  # created again (IF NOT EXISTS) on the next call
                 raise
             self._temp_ready.add(conn)
+        return stored
 
     def close(self) -> None:
         """Close the pooled connections (the next call opens new ones)."""

@@ -20,6 +20,7 @@ from opentelemetry.trace import StatusCode
 from ragtrail import semconv
 from ragtrail._log import warn_once
 from ragtrail.store import Store
+from ragtrail.tracing._classify import classify
 from ragtrail.tracing._content import (
     Sanitizer,
     active_sanitizer,
@@ -29,6 +30,7 @@ from ragtrail.tracing._content import (
     sanitize_name,
     take_masked,
 )
+from ragtrail.tracing._otel_fields import otel_fields, resource_json
 from ragtrail.tracing._spool import Spool
 from ragtrail.tracing._writer import ProcessWriter, WriterGone, _attr_dict, pack_spans
 
@@ -59,23 +61,6 @@ def _attrs_json(attrs: Any) -> str:
     return _dumps(attrs)  # tuples (sequence attributes) serialise as JSON arrays
 
 
-_resource_cache: dict[int, tuple[Any, str | None]] = {}
-
-
-def _resource_json(res: Any) -> str | None:
-    if res is None:
-        return None
-    hit = _resource_cache.get(id(res))
-    if hit is not None and hit[0] is res:
-        return hit[1]
-    attrs = res.attributes
-    text = _dumps({"service.name": attrs.get("service.name")}) if attrs else None
-    if len(_resource_cache) > 64:
-        _resource_cache.clear()
-    _resource_cache[id(res)] = (res, text)
-    return text
-
-
 def span_to_row(
     span: ReadableSpan, project: str, *, mask: bool = True, policy: Sanitizer | None = None
 ) -> tuple[Any, ...]:
@@ -89,6 +74,8 @@ def span_to_row(
         policy = active_sanitizer(mask)
     ctx = span.context
     attrs = _attr_dict(span)
+    if _KIND not in attrs:  # a span from another instrumentation: kind, tokens, cost (issue 21)
+        attrs = classify(attrs) or attrs
     get = attrs.get
     parent = span.parent
     start = span.start_time or 0
@@ -133,9 +120,10 @@ def span_to_row(
         get(_PROJECT) or project,
         attrs_json,
         ev_json,
-        _resource_json(span.resource),
+        resource_json(span.resource),
         get(_SESSION),
         get(_USER),
+        *otel_fields(span, mask),  # span_kind, links, scope_name, scope_version (issue 21)
     )
 
 

@@ -262,18 +262,44 @@ def openinference_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_oi_resources: dict[tuple[int, str], tuple[Any, Any]] = {}
+
+
+def _oi_resource(resource: Any, attrs: Mapping[str, Any]) -> Any:
+    """The resource with ``openinference.project.name`` (Phoenix's project routing), unless it has one:
+    the span's ragtrail project, else the resource's ``service.name``. Links, kind and scope pass as they are."""
+    if resource is None or semconv.OI_PROJECT_NAME in resource.attributes:
+        return resource
+    project = attrs.get(semconv.PROJECT) or resource.attributes.get(semconv.SERVICE_NAME)
+    if not isinstance(project, str) or not project:
+        return resource
+    key = (id(resource), project)
+    hit = _oi_resources.get(key)
+    if hit is not None and hit[0] is resource:
+        return hit[1]
+    from opentelemetry.sdk.resources import Resource
+
+    merged = resource.merge(Resource({semconv.OI_PROJECT_NAME: project}))
+    if len(_oi_resources) > 64:
+        _oi_resources.clear()
+    _oi_resources[key] = (resource, merged)
+    return merged
+
+
 def translate_span(span: ReadableSpan) -> ReadableSpan:
-    """A copy of ``span`` whose attributes also carry the OpenInference names."""
+    """A copy of ``span`` whose attributes also carry the OpenInference names and whose resource names
+    the Phoenix project."""
     attrs = dict(span.attributes or {})
     extra = openinference_attributes(attrs)
-    if not extra:
+    resource = _oi_resource(span.resource, attrs)
+    if not extra and resource is span.resource:
         return span
     attrs.update(extra)
     return ReadableSpan(
         name=span.name,
         context=span.context,
         parent=span.parent,
-        resource=span.resource,
+        resource=resource,
         attributes=attrs,
         events=span.events,
         links=span.links,

@@ -193,7 +193,7 @@ class Spool:
                 self.bytes += sum(s.nbytes for s in found)
             logger.warning("ragtrail: replaying %d spans spooled by an earlier process", sum(s.rows for s in found))
 
-    def replay(self, write: Callable[[list[Any]], None], max_batches: int | None = None) -> bool:
+    def replay(self, write: Callable[[list[Any]], object], max_batches: int | None = None) -> bool:
         """Write spooled batches back with ``write`` (the store's ``write_spans``), oldest first.
         Returns True when the spool is empty; stops at the first failing write (it propagates) or
         after ``max_batches``."""

@@ -75,6 +75,8 @@ def pack_spans(spans: Sequence[Any]) -> bytes:
 
     out: list[Any] = []
     append = out.append
+    resources: list[dict[str, Any]] = []  # issue 21: every resource attribute, once per batch
+    res_index: dict[int, int] = {}
     for s in spans:
         ctx = s.context
         parent = s.parent
@@ -85,7 +87,16 @@ def pack_spans(spans: Sequence[Any]) -> bytes:
             events = s.events
         ev = [(e.name, e.timestamp, dict(e.attributes or {})) for e in events] if events else None
         res = s.resource
-        service = res.attributes.get("service.name") if res is not None and res.attributes else None
+        ri = res_index.get(id(res))
+        if ri is None:
+            ri = res_index[id(res)] = len(resources)
+            resources.append(dict(res.attributes) if res is not None and res.attributes else {})
+        scope = s.instrumentation_scope
+        links = (
+            [(format(lk.context.trace_id, "032x"), format(lk.context.span_id, "016x"), dict(lk.attributes or {}),
+              lk.context.trace_state.to_header() if lk.context.trace_state else "") for lk in s.links]
+            if s.links else None
+        )  # fmt: skip
         status = s.status
         append(
             (
@@ -99,11 +110,15 @@ def pack_spans(spans: Sequence[Any]) -> bytes:
                 status.description,
                 attrs,
                 ev,
-                service,
+                ri,
                 pre,
+                s.kind.value,
+                links,
+                scope.name if scope is not None else None,
+                scope.version if scope is not None else None,
             )
         )
-    return _encode(out)
+    return _encode({"resources": resources, "spans": out})  # type: ignore[arg-type]
 
 
 class ProcessWriter:
@@ -256,20 +271,42 @@ def _rebuild(packed: list[Any]) -> list[Any]:
     """SDK ReadableSpans from their compact form (public constructors only)."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import Event, ReadableSpan
-    from opentelemetry.trace import SpanContext, Status, StatusCode
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 
     from ragtrail.tracing._content import note_masked
 
+    def tuples(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: tuple(v) if type(v) is list else v for k, v in d.items()}
+
     resources: dict[Any, Any] = {}
+    batch_resources: list[Any] = []
+    if isinstance(packed, dict):  # issue 21's form: full resources once per batch, kind, links, scope
+        batch_resources = [Resource(tuples(r)) for r in packed["resources"]]
+        packed = packed["spans"]
     codes = {c.value: c for c in StatusCode}
+    kinds = {k.value: k for k in SpanKind}
     spans = []
-    for tid, sid, psid, name, start, end, code, desc, attrs, ev, service, pre in packed:
+    for tid, sid, psid, name, start, end, code, desc, attrs, ev, service, pre, *otel in packed:
         trace_id = int(tid, 16)
         ctx = SpanContext(trace_id, int(sid, 16), is_remote=False)
         parent = SpanContext(trace_id, int(psid, 16), is_remote=False) if psid else None
-        res = resources.get(service)
-        if res is None:
-            res = resources[service] = Resource({"service.name": service} if service else {})
+        if otel:  # the resource is an index into the batch's resources
+            res = batch_resources[service]
+        else:  # a spool written before issue 21: the service name only
+            res = resources.get(service)
+            if res is None:
+                res = resources[service] = Resource({"service.name": service} if service else {})
+        kind, scope = SpanKind.INTERNAL, None
+        links: tuple[Any, ...] = ()
+        if otel:
+            kind = kinds.get(otel[0], SpanKind.INTERNAL)
+            links = tuple(
+                Link(SpanContext(int(lt, 16), int(ls, 16), is_remote=True,
+                                 trace_state=TraceState.from_header([st]) if st else None), tuples(la))
+                for lt, ls, la, st in otel[1] or ()
+            )  # fmt: skip
+            scope = InstrumentationScope(otel[2], otel[3]) if otel[2] is not None else None
         for k, v in attrs.items():
             if type(v) is list:
                 attrs[k] = tuple(v)  # sequence attributes, as the SDK holds them
@@ -288,6 +325,9 @@ def _rebuild(packed: list[Any]) -> list[Any]:
                 status=status,
                 start_time=start,
                 end_time=end,
+                kind=kind,
+                links=links,
+                instrumentation_scope=scope,
             )
         )
     return spans

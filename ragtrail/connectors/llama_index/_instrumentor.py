@@ -8,19 +8,28 @@ One span handler and one event handler are registered on LlamaIndex's root dispa
   (``_retrieve``, ``_query``…) and text splitting are folded into their nearest public ancestor.
 * Kinds: query engines and synthesizers CHAIN, retrievers RETRIEVER, embeddings EMBEDDING, LLM
   ``chat``/``complete`` (and their stream/async forms) LLM, rerankers RERANKER, tools TOOL, agents AGENT.
+  Node postprocessors and selectors implement private methods (``_postprocess_nodes``, ``_select``) that
+  LlamaIndex traces: those get their own span (``X.postprocess_nodes``, ``X.select``) with the nodes or
+  choices in and out, so a reranker or a failing postprocessor never relabels or hides in its parent.
 * Events fill in the details: query text and answer, retrieved nodes (id, score, rank, content),
   embedding model/count/dimension, LLM model, messages, tokens (the provider's usage when the response
-  carries it, else a tokenizer estimate) and, for streamed calls, time to first token. A streamed LLM
-  span stays open until LlamaIndex reports the end of the stream.
+  carries it, else a tokenizer estimate) and, for streamed calls, time to first token.
+* Streaming never changes the app: a response object is never read in a way that consumes it (no
+  ``str()`` of a ``StreamingResponse``). A streamed LLM span stays open until LlamaIndex reports the end of
+  the stream, and so do the spans that returned the stream (synthesizer, query engine), so one streamed
+  query is one trace whose root ends when the user has read the last chunk.
 * The OTel span is made current while LlamaIndex runs the call, so spans from other connectors
   (Chroma queries under a retriever, sentence-transformers under an embedding) nest correctly.
 """
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import threading
 import time
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -63,13 +72,19 @@ class _Open:
     first_token: float | None = None
     provider: str | None = None
     model: str | None = None
-    pending: bool = False  # a streamed LLM call whose LlamaIndex span ended before the stream did
+    pending: bool = False  # a streamed call whose LlamaIndex span ended before the stream did
     embed_count: int = 0
+    parent: _Open | None = None  # the open record this span's OTel parent came from
+    component: str | None = None  # "postprocessor" | "selector" for their private-method spans
+    stream_text: str | None = None  # a streamed LLM's final text, given to the spans waiting on it
+    stream_owner: bool = False  # returned a response object whose stream ends it (see _wrap_stream)
+    instance_id: int | None = None
 
 
 class _Classes:
     """LlamaIndex base classes used to pick span kinds (imported by ``_instrument``)."""
 
+    selector: tuple[type, ...] = ()
     retriever: tuple[type, ...] = ()
     embedding: tuple[type, ...] = ()
     llm: tuple[type, ...] = ()
@@ -116,10 +131,16 @@ def _node_doc(n: Any) -> dict[str, Any]:
     return doc
 
 
-def _response_text(resp: Any) -> Any:
+def _response_text(resp: Any) -> str | None:
+    """The text of a response object, read only from attributes that already hold it.
+
+    Never ``str(resp)``: on a ``StreamingResponse`` that consumes the user's stream.
+    """
     if resp is None:
         return None
-    for attr in ("response", "text"):
+    if isinstance(resp, str):
+        return resp
+    for attr in ("response", "text", "response_txt"):
         val = getattr(resp, attr, None)
         if isinstance(val, str):
             return val
@@ -128,7 +149,17 @@ def _response_text(resp: Any) -> Any:
         content = getattr(msg, "content", None)
         if isinstance(content, str):
             return content
-    return str(resp)
+    return None
+
+
+def _is_stream(result: Any) -> bool:
+    """A generator, or a response object whose text is still an unread generator."""
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        return True
+    gen = getattr(result, "response_gen", None)
+    if gen is not None and getattr(result, "response_txt", None) is None:
+        return inspect.isgenerator(gen) or inspect.isasyncgen(gen)
+    return False
 
 
 def _usage(resp: Any) -> tuple[int | None, int | None]:
@@ -171,6 +202,31 @@ class _State:
         self.open: dict[str, _Open] = {}
         self.skipped: dict[str, str | None] = {}
 
+    def waiting_on(self, rec: _Open) -> bool:
+        """Whether a streamed LLM call below ``rec`` has still to end (call with the lock held)."""
+        for other in self.open.values():
+            if other is rec or not other.pending or other.kind != semconv.LLM:
+                continue
+            up = other.parent
+            while up is not None:
+                if up is rec:
+                    return True
+                up = up.parent
+        return False
+
+    def streaming_llm(self, owner: _Open, instance_id: int) -> str | None:
+        """The id of a pending LLM span of ``instance_id`` under ``owner``, if one is streaming."""
+        with self.lock:
+            for key, other in self.open.items():
+                if other.kind != semconv.LLM or not other.pending or other.instance_id != instance_id:
+                    continue
+                up = other.parent
+                while up is not None:
+                    if up is owner:
+                        return key
+                    up = up.parent
+        return None
+
     def resolve(self, span_id: str | None) -> _Open | None:
         hops = 0
         with self.lock:
@@ -212,14 +268,161 @@ def _detach(token: object | None) -> None:
 def _end(span_id: str, rec: _Open) -> None:
     with _STATE.lock:
         _STATE.open.pop(span_id, None)
+        # generator-returning spans below it that no streamed LLM call keeps open end with it
+        below = [
+            (k, v)
+            for k, v in _STATE.open.items()
+            if v.pending and v.kind != semconv.LLM and _below(v, rec) and not _STATE.waiting_on(v)
+        ]
+    below.sort(key=lambda kv: -_depth(kv[1]))
+    for k, v in below:
+        with _STATE.lock:
+            _STATE.open.pop(k, None)
+        v.span.end()
     rec.span.end()
 
 
+def _depth(rec: _Open) -> int:
+    n, up = 0, rec.parent
+    while up is not None:
+        n, up = n + 1, up.parent
+    return n
+
+
+def _below(rec: _Open, ancestor: _Open) -> bool:
+    up = rec.parent
+    while up is not None:
+        if up is ancestor:
+            return True
+        up = up.parent
+    return False
+
+
+# -------------------------------------------------------------------------------------- streaming
+_STREAM_OWNER: contextvars.ContextVar[_Open | None] = contextvars.ContextVar("ragtrail_li_stream", default=None)
+_WRAPPED: weakref.WeakKeyDictionary[Any, list[_Open]] = weakref.WeakKeyDictionary()
+
+
+def _finish_stream(owners: list[_Open], err: BaseException | None, parts: list[str]) -> None:
+    """The user read the stream to its end (or closed it): end the spans that returned it."""
+    for rec in owners:
+        try:
+            if parts:
+                set_content(rec.span, semconv.OUTPUT_VALUE, "".join(parts))
+            if err is not None:
+                record_exception(rec.span, err)
+            _end_record(rec)
+        except Exception:
+            _failed("stream end")
+
+
+def _sync_stream(gen: Iterator[Any], owners: list[_Open]) -> Iterator[Any]:
+    err: BaseException | None = None
+    parts: list[str] = []
+    try:
+        while True:
+            tok = _STREAM_OWNER.set(owners[0])
+            otok = otel_context.attach(otel_trace.set_span_in_context(owners[0].span))
+            try:
+                item = next(gen)
+                if isinstance(item, str):
+                    parts.append(item)
+            except StopIteration:
+                return
+            finally:
+                otel_context.detach(otok)
+                _STREAM_OWNER.reset(tok)
+            yield item
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        err = exc
+        raise
+    finally:
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
+        _finish_stream(owners, err, parts)
+
+
+async def _async_stream(gen: AsyncIterator[Any], owners: list[_Open]) -> AsyncIterator[Any]:
+    err: BaseException | None = None
+    parts: list[str] = []
+    try:
+        while True:
+            tok = _STREAM_OWNER.set(owners[0])
+            otok = otel_context.attach(otel_trace.set_span_in_context(owners[0].span))
+            try:
+                item = await gen.__anext__()
+                if isinstance(item, str):
+                    parts.append(item)
+            except StopAsyncIteration:
+                return
+            finally:
+                otel_context.detach(otok)
+                _STREAM_OWNER.reset(tok)
+            yield item
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        err = exc
+        raise
+    finally:
+        aclose = getattr(gen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        _finish_stream(owners, err, parts)
+
+
+def _own_stream(rec: _Open, result: Any) -> bool:
+    """Make ``rec`` end with the stream of the response object ``result`` (wrapping it once).
+
+    The wrapper yields exactly the chunks of the original stream; it only makes the spans that returned
+    the stream current while LlamaIndex produces each chunk, and ends them after the last one.
+    """
+    try:
+        gen: Any = getattr(result, "response_gen", None)
+        owners = _WRAPPED.get(gen) if gen is not None else None
+        if owners is None:
+            owners = [rec]
+            wrapped: Any = _async_stream(gen, owners) if inspect.isasyncgen(gen) else _sync_stream(gen, owners)
+            result.response_gen = wrapped
+            _WRAPPED[wrapped] = owners
+        else:
+            owners.append(rec)
+    except Exception:
+        _failed("stream wrap")
+        return False  # the span ends now and the stream is left as it was
+    rec.stream_owner = True
+    return True
+
+
 # ------------------------------------------------------------------------------------- span handler
-def _new_span(id_: str, instance: Any, parent_span_id: str | None) -> _Open | None:
+_COMPONENT_METHODS = {
+    "_postprocess_nodes": "postprocessor",
+    "_apostprocess_nodes": "postprocessor",
+    "_select": "selector",
+    "_aselect": "selector",
+}
+
+
+def _component(instance: Any, method: str) -> str | None:
+    """'postprocessor' / 'selector' when ``method`` is one of their traced private methods."""
+    comp = _COMPONENT_METHODS.get(method)
+    if comp == "postprocessor" and _Classes.postprocessor and isinstance(instance, _Classes.postprocessor):
+        return comp
+    if comp == "selector" and _Classes.selector and isinstance(instance, _Classes.selector):
+        return comp
+    return None
+
+
+def _new_span(id_: str, instance: Any, parent_span_id: str | None, bound_args: Any = None) -> _Open | None:
     name = id_.split("-", 1)[0]
     method = name.rsplit(".", 1)[-1]
-    if (method.startswith("_") and method != "__call__") or (
+    component = _component(instance, method)
+    if component is not None:
+        name = name[: -len(method)] + method.lstrip("_")
+    elif (method.startswith("_") and method != "__call__") or (
         _Classes.splitter and isinstance(instance, _Classes.splitter)
     ):
         with _STATE.lock:
@@ -232,11 +435,23 @@ def _new_span(id_: str, instance: Any, parent_span_id: str | None) -> _Open | No
         return None
     kind = _kind(instance, method)
     parent = _STATE.resolve(parent_span_id)
+    lazy = False
+    if parent is None:
+        # started while the user reads a stream: the span that returned that stream is the parent
+        parent = _STREAM_OWNER.get()
+        lazy = parent is not None
     if kind == semconv.LLM and parent is not None and parent.kind == semconv.LLM:
         # an LLM method implemented by another (acomplete → complete): one call, one LLM span
         with _STATE.lock:
             _STATE.skipped[id_] = parent_span_id
         return None
+    if kind == semconv.LLM and lazy and parent is not None:
+        # astream_complete's generator calling stream_complete as the user reads: still one LLM call
+        outer = _STATE.streaming_llm(parent, id(instance))
+        if outer is not None:
+            with _STATE.lock:
+                _STATE.skipped[id_] = outer
+            return None
     ctx = otel_trace.set_span_in_context(parent.span) if parent is not None else None
     attrs: dict[str, Any] = {semconv.SPAN_KIND: kind, semconv.LLAMA_INDEX_SPAN_ID: id_}
     if parent_span_id:
@@ -270,10 +485,67 @@ def _new_span(id_: str, instance: Any, parent_span_id: str | None) -> _Open | No
         _failed("span attributes")
     span = cfg.tracer.start_span(name, context=ctx, attributes=attrs)
     token = otel_context.attach(otel_trace.set_span_in_context(span))
-    rec = _Open(span=span, kind=kind, parent_id=parent_span_id, token=token, provider=provider, model=model)
+    rec = _Open(
+        span=span,
+        kind=kind,
+        parent_id=parent_span_id,
+        token=token,
+        provider=provider,
+        model=model,
+        parent=parent,
+        component=component,
+        instance_id=id(instance),
+    )
+    if component is not None:
+        _component_input(rec, bound_args)
     with _STATE.lock:
         _STATE.open[id_] = rec
     return rec
+
+
+def _arguments(bound_args: Any) -> dict[str, Any]:
+    try:
+        return dict(bound_args.arguments) if bound_args is not None else {}
+    except Exception:
+        return {}
+
+
+def _component_input(rec: _Open, bound_args: Any) -> None:
+    """A postprocessor's query and incoming nodes; a selector's query and choices."""
+    try:
+        args = _arguments(bound_args)
+        query = args.get("query_bundle") if rec.component == "postprocessor" else args.get("query")
+        if query is not None:
+            key = semconv.RETRIEVAL_QUERY if rec.component == "postprocessor" else semconv.INPUT_VALUE
+            set_content(rec.span, key, _query_text(query))
+        if rec.component == "postprocessor":
+            nodes = args.get("nodes") or []
+            rec.span.set_attribute(semconv.RERANKER_PAIR_COUNT, len(nodes))
+            set_content(rec.span, semconv.INPUT_VALUE, [_node_doc(n) for n in nodes])
+        else:
+            choices = args.get("choices") or []
+            set_content(
+                rec.span,
+                semconv.LLAMA_INDEX_SELECTOR_CHOICES,
+                [getattr(c, "description", c) if not isinstance(c, str) else c for c in choices],
+            )
+    except Exception:
+        _failed("component input")
+
+
+def _component_output(rec: _Open, result: Any) -> None:
+    try:
+        if rec.component == "postprocessor":
+            if isinstance(result, list):
+                score_kind = "reranker" if rec.kind == semconv.RERANKER else "llama_index"
+                record_documents(rec.span, [_node_doc(n) for n in result], score_kind=score_kind)
+        else:
+            selections = getattr(result, "selections", None)
+            if selections is not None:
+                out = [{"index": getattr(s, "index", None), "reason": getattr(s, "reason", None)} for s in selections]
+                set_content(rec.span, semconv.OUTPUT_VALUE, out)
+    except Exception:
+        _failed("component output")
 
 
 def _exit_span(id_: str, result: Any) -> _Open | None:
@@ -283,12 +555,25 @@ def _exit_span(id_: str, result: Any) -> _Open | None:
         rec = _STATE.open[id_]
     _detach(rec.token)
     rec.token = None
-    streaming = inspect.isgenerator(result) or inspect.isasyncgen(result)
-    if streaming and rec.kind == semconv.LLM:
-        rec.pending = True  # ended by the LLM end event, when the stream is consumed
-        return rec
+    streaming = _is_stream(result)
+    if streaming:
+        if rec.kind != semconv.LLM and getattr(result, "response_gen", None) is not None:
+            if _own_stream(rec, result):
+                rec.pending = True  # ends after the user reads the last chunk
+                return rec
+            streaming = False
+        with _STATE.lock:
+            # an LLM stream ends on LlamaIndex's end event; a generator-returning span ends with the
+            # streamed LLM call below it, or with the span above it that owns the response's stream
+            wait = rec.kind == semconv.LLM or _STATE.waiting_on(rec) or rec.parent is not None
+            if wait:
+                rec.pending = True
+        if wait:
+            return rec
     try:
-        if rec.kind in (semconv.CHAIN, semconv.AGENT, semconv.TOOL) and not streaming:
+        if rec.component is not None:
+            _component_output(rec, result)
+        elif rec.kind in (semconv.CHAIN, semconv.AGENT, semconv.TOOL) and not streaming:
             _record_output(rec.span, result)
     except Exception:
         _failed("span output")
@@ -331,7 +616,7 @@ def _on_event(event: Any) -> None:
     if kind == "QueryStartEvent":
         set_content(span, semconv.INPUT_VALUE, _query_text(event.query))
     elif kind == "QueryEndEvent":
-        set_content(span, semconv.OUTPUT_VALUE, _response_text(event.response))
+        _set_output(span, event.response)
     elif kind == "RetrievalStartEvent":
         set_content(span, semconv.RETRIEVAL_QUERY, _query_text(event.str_or_query_bundle))
     elif kind == "RetrievalEndEvent":
@@ -375,8 +660,11 @@ def _on_event(event: Any) -> None:
     elif kind == "SynthesizeStartEvent":
         set_content(span, semconv.INPUT_VALUE, _query_text(event.query))
     elif kind == "SynthesizeEndEvent":
-        set_content(span, semconv.OUTPUT_VALUE, _response_text(event.response))
+        _set_output(span, event.response)
     elif kind == "ReRankStartEvent":
+        if rec.component != "postprocessor":
+            return  # rerank events from outside a postprocessor span: never relabel the enclosing span
+        rec.kind = semconv.RERANKER
         span.set_attribute(semconv.SPAN_KIND, semconv.RERANKER)
         if event.model_name:
             span.set_attribute(semconv.RERANKER_MODEL, str(event.model_name))
@@ -389,10 +677,17 @@ def _on_event(event: Any) -> None:
         record_documents(span, [_node_doc(n) for n in event.nodes or []], score_kind="reranker")
 
 
+def _set_output(span: Span, response: Any) -> None:
+    text = _response_text(response)
+    if text is not None:  # a stream's text is recorded when the user has read it (see _finish_stream)
+        set_content(span, semconv.OUTPUT_VALUE, text)
+
+
 def _on_llm_end(rec: _Open, event: Any, kind: str) -> None:
     span = rec.span
     resp = event.response
     text = _response_text(resp)
+    rec.stream_text = text
     if kind == "LLMChatEndEvent":
         set_content(span, semconv.GEN_AI_OUTPUT_MESSAGES, [{"role": "assistant", "content": text}])
     else:
@@ -415,22 +710,37 @@ def _on_llm_end(rec: _Open, event: Any, kind: str) -> None:
         span, provider=rec.provider, model=rec.model, input_tokens=inp, output_tokens=out, source=source, ttft_s=ttft
     )
     if rec.pending:
-        with _STATE.lock:
-            ids = [k for k, v in _STATE.open.items() if v is rec]
-        for k in ids:
-            _end(k, rec)
-        _end_pending_ancestors(rec.parent_id)
+        _end_record(rec)
+        _end_pending_ancestors(rec.parent, text)
 
 
-def _end_pending_ancestors(span_id: str | None) -> None:
-    """A streamed ``stream`` (predict-level) span waits for its inner ``stream_complete`` to finish."""
-    while span_id is not None:
+def _end_record(rec: _Open) -> None:
+    with _STATE.lock:
+        ids = [k for k, v in _STATE.open.items() if v is rec]
+    for k in ids:
+        _end(k, rec)
+
+
+def _end_pending_ancestors(rec: _Open | None, text: Any) -> None:
+    """Spans that returned a stream (``stream``, the synthesizer, the query engine) end with its last chunk.
+
+    Each gets the streamed text as its output, unless it recorded one itself.
+    """
+    while rec is not None:
         with _STATE.lock:
-            rec = _STATE.open.get(span_id)
-        if rec is None or not rec.pending:
-            return
-        _end(span_id, rec)
-        span_id = rec.parent_id
+            if (
+                rec.stream_owner
+                or not rec.pending
+                or not any(v is rec for v in _STATE.open.values())
+                or _STATE.waiting_on(rec)
+            ):
+                return
+        if rec.kind != semconv.LLM and isinstance(text, str):
+            attrs = getattr(rec.span, "attributes", None) or {}
+            if semconv.OUTPUT_VALUE not in attrs:
+                set_content(rec.span, semconv.OUTPUT_VALUE, text)
+        _end_record(rec)
+        rec = rec.parent
 
 
 def _build_handlers() -> tuple[Any, Any]:
@@ -456,7 +766,7 @@ def _build_handlers() -> tuple[Any, Any]:
             if not is_enabled():
                 return None
             try:
-                return _new_span(id_, instance, parent_span_id)
+                return _new_span(id_, instance, parent_span_id, bound_args)
             except Exception:
                 _failed("span start")
                 return None
@@ -517,6 +827,12 @@ class LlamaIndexInstrumentor(RagtrailInstrumentor):
         from llama_index.core.llms.llm import BaseLLM
 
         _Classes.retriever = (BaseRetriever,)
+        try:
+            from llama_index.core.base.base_selector import BaseSelector
+
+            _Classes.selector = (BaseSelector,)
+        except Exception:
+            logger.debug("ragtrail: LlamaIndex selectors not found", exc_info=True)
         _Classes.embedding = (BaseEmbedding,)
         _Classes.llm = (BaseLLM,)
         try:
