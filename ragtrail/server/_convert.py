@@ -177,7 +177,7 @@ def request_to_rows(
                     reason = reason or f"span {sp.name[:100]!r} has an all-zero trace or span id (invalid in OTLP)"
                     continue
                 row = _row(sp, res_project, default_project, resource_json, scope, pol)
-                row = row + _otel.otel_fields(sp, ss.scope)  # span kind, links, scope (issue 21)
+                row = row + _otel.otel_fields(sp, ss.scope, attributes)  # span kind, links, scope (issue 21)
                 rows.append(row if _row_ok(row) else storable_row(row)[0])
     return rows, rejected, reason
 

@@ -8,6 +8,7 @@ name (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER; None when unspecified), link
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from ragtrail import semconv
@@ -21,11 +22,10 @@ def span_kind(sp: Any) -> str | None:
     return semconv.OTEL_SPAN_KINDS[k - 1] if 1 <= k <= len(semconv.OTEL_SPAN_KINDS) else None
 
 
-def links_json(sp: Any) -> str | None:
+def links_json(sp: Any, attributes: Callable[[Any], dict[str, Any]]) -> str | None:
+    """The span's links as JSON; ``attributes`` turns a repeated ``KeyValue`` field into a dict."""
     if not len(sp.links):
         return None
-    from ragtrail.server._convert import attributes  # (_convert imports this module)
-
     out = []
     for link in sp.links:
         item: dict[str, Any] = {
@@ -47,6 +47,8 @@ def resource_json(res_attrs: dict[str, Any]) -> str | None:
     return mask_secrets(_dumps(res_attrs))[0]
 
 
-def otel_fields(sp: Any, scope: Any) -> tuple[str | None, str | None, str | None, str | None]:
+def otel_fields(
+    sp: Any, scope: Any, attributes: Callable[[Any], dict[str, Any]]
+) -> tuple[str | None, str | None, str | None, str | None]:
     """(span_kind, links, scope_name, scope_version) of one OTLP span under its scope."""
-    return span_kind(sp), links_json(sp), scope.name or None, scope.version or None
+    return span_kind(sp), links_json(sp, attributes), scope.name or None, scope.version or None
