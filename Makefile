@@ -48,8 +48,8 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not vllm" $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check ragtrail tests benchmarks examples
-	$(VENV)/bin/ruff format --check ragtrail
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src
 
 typecheck: venv
 	$(VENV)/bin/mypy

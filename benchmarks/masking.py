@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     from ragtrail.tracing import _content as new
     from ragtrail.tracing._content import DEFAULT_SANITIZER, sanitize_attributes
 
-    old = _load_old(ref, "ragtrail/tracing/_content.py", "_old_content")
-    old_exp = _load_old(ref, "ragtrail/tracing/_exporter.py", "_old_exporter")
+    old = _load_old(ref, "src/ragtrail/tracing/_content.py", "_old_content")
+    old_exp = _load_old(ref, "src/ragtrail/tracing/_exporter.py", "_old_exporter")
     print(f"baseline {ref[:12]} vs working tree; best of {args.repeat}; µs per call; load: {os.getloadavg()[0]:.2f}")
     print(f"{'case':34}{'before':>10}{'after':>10}{'after/before':>14}")
     for size, label in ((1024, "1KB"), (32 * 1024, "32KB")):

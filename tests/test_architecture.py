@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parent.parent / "ragtrail"
+PKG = Path(__file__).resolve().parent.parent / "src" / "ragtrail"
 
 FRAMEWORKS = ("langchain", "langchain_core", "langchain_community", "langchain_openai", "llama_index", "chromadb",
               "vllm", "torch", "transformers", "sentence_transformers", "openai", "ray", "pandas")  # fmt: skip

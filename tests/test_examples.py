@@ -78,7 +78,7 @@ def test_ci_eval_job_gates_and_promotes(tmp_path):
     yaml = (
         (job / "eval.yaml")
         .read_text()
-        .replace("../../ragtrail/data/demo/qa.jsonl", str(ROOT / "ragtrail/data/demo/qa.jsonl"))
+        .replace("../../src/ragtrail/data/demo/qa.jsonl", str(ROOT / "src/ragtrail/data/demo/qa.jsonl"))
     )
     (job / "eval.yaml").write_text(yaml)
     # relax only the latency gate: a loaded CI machine is not what this test checks

@@ -24,9 +24,9 @@ def _tool(name: str) -> str:
 
 
 def test_ruff_check_and_format():
-    r = subprocess.run([_tool("ruff"), "check", "ragtrail", "tests", "benchmarks", "examples"], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([_tool("ruff"), "check", "src", "tests", "benchmarks", "examples"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-4000:]
-    r = subprocess.run([_tool("ruff"), "format", "--check", "ragtrail"], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([_tool("ruff"), "format", "--check", "src"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-4000:]
 
 
