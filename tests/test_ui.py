@@ -431,3 +431,30 @@ def test_cli_serves_the_ui(built) -> None:  # type: ignore[no-untyped-def]
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_session_user_and_feedback_filters(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Traces recorded under ragtrail.context() and given feedback are found by the list's session, user
+    and feedback filters (the production loop's columns and table)."""
+    import ragtrail
+
+    path = str(tmp_path / "prod.db")
+    ragtrail.init(project="chat-app", store=path)
+    try:
+        ids = {}
+        for name, session, user in (("t-a", "s-1", "u-1"), ("t-b", "s-1", "u-2"), ("t-c", "s-2", "u-2")):
+            with ragtrail.context(session_id=session, user_id=user), ragtrail.span(name, kind="CHAIN"):
+                ids[name] = ragtrail.current_trace_id()
+        assert ragtrail.flush()
+        ragtrail.log_feedback(ids["t-b"], "thumbs", False, comment="wrong answer")
+        assert ragtrail.flush()
+    finally:
+        ragtrail.shutdown()
+    c = TestClient(create_app(path), base_url="http://127.0.0.1")
+    assert {t["name"] for t in _traces(c, session="s-1")} == {"t-a", "t-b"}
+    assert {t["name"] for t in _traces(c, user="u-2")} == {"t-b", "t-c"}
+    assert {t["name"] for t in _traces(c, session="s-1", user="u-2")} == {"t-b"}
+    assert {t["name"] for t in _traces(c, feedback="thumbs")} == {"t-b"}
+    assert _traces(c, feedback="no-such-feedback") == [] and _traces(c, session="nobody") == []
+    page = c.get("/traces", params={"session": "s-1"}).text
+    assert 'name="session" value="s-1"' in page and "t-a" in page and "t-c" not in page

@@ -62,6 +62,10 @@ TRACE_FILTERS: dict[str, tuple[str, Callable[[str], list[Any]]]] = {
     "min_cost": (f"{_COST} >= ?", lambda v: [float(v)]),
     "q": ("LOWER(r.attributes) LIKE ? ESCAPE '\\'", lambda v: [_like(v)]),
     "q_spans": (_has("LOWER(s.attributes) LIKE ? ESCAPE '\\'"), lambda v: [_like(v)]),
+    # the production loop (issue 15): session and user are promoted columns; feedback is its own table
+    "session": (_has("s.session_id = ?"), lambda v: [v]),
+    "user": (_has("s.user_id = ?"), lambda v: [v]),
+    "feedback": ("EXISTS (SELECT 1 FROM feedback f WHERE f.trace_id = r.trace_id AND f.name = ?)", lambda v: [v]),
 }
 """The trace-list filters by query-string field. ``q`` searches the root span (the trace's input and
 output, fast); ``q_spans`` every span of the trace (slower on large stores: it reads every span)."""
