@@ -77,7 +77,7 @@ def show(
             "run_id": run.run_id, "ref": run.ref, "status": run.status, "created_at": run.created_at,
             "finished_at": run.finished_at, "dataset": run.dataset_name, "dataset_version": run.dataset_version,
             "config": run.config, "config_hash": run.config_hash, "lineage": run.lineage, "summary": run.summary,
-            "source_run_id": run.source_run_id, "aliases": run.aliases(),
+            "source_run_id": run.source_run_id, "aliases": run.aliases(), "sweep_id": run.sweep_id,
         }, indent=2, default=str))  # fmt: skip
         return
     s = run.summary
@@ -92,6 +92,8 @@ def show(
     )
     if run.source_run_id:
         typer.echo(f"source   {run.source_run_id}")
+    if run.sweep_id:
+        typer.echo(f"sweep    {run.sweep_id}")  # the id `ragtrail sweep --resume` takes
     if s.get("stopped_reason"):
         typer.echo(f"stopped  {s['stopped_reason']}")
     lat = s.get("latency_ms") or {}
