@@ -291,37 +291,22 @@ def aliases_of(store: Store, name: str) -> dict[str, str]:
 def move_alias(
     store: Store, name: str, alias: str, target: str, *, by: str | None = None, expected: Any = _ANY
 ) -> str | None:
-    """Point ``name:alias`` at ``target`` in one transaction with a history row; returns the previous
-    target. With ``expected`` (a target or None for "unset") the move happens only if the alias still
-    points there, else :class:`AliasMovedError` (compare-and-swap). Serialised per (name, alias):
-    a PostgreSQL advisory lock, SQLite's ``BEGIN IMMEDIATE``.
+    """Point ``name:alias`` at ``target`` (``name`` namespaced: ``artifact:x`` / ``prompt:x``); returns the
+    previous target. With ``expected`` (a target or None for "unset") the move happens only if the alias
+    still points there, else :class:`AliasMovedError` (compare-and-swap).
 
-    The same statements as the run aliases' ``move_alias``; kept in this one function so that the
-    generic alias repository replaces it in one place.
-    """
-    with store.transaction() as cur:
-        _lock(store, cur, "alias", name, alias)
-        cur.execute("SELECT run_id FROM aliases WHERE name = ? AND alias = ?", (name, alias))
-        row = cur.fetchone()
-        previous = None if row is None else str(row[0])
-        if expected is not _ANY and previous != expected:
-            raise AliasMovedError(name, alias, previous, expected)
-        now = time.time()
-        if previous is None:
-            cur.execute(
-                "INSERT INTO aliases (name, alias, run_id, set_at, set_by) VALUES (?, ?, ?, ?, ?)",
-                (name, alias, target, now, by),
-            )
-        else:
-            cur.execute(
-                "UPDATE aliases SET run_id = ?, set_at = ?, set_by = ? WHERE name = ? AND alias = ?",
-                (target, now, by, name, alias),
-            )
-        cur.execute(
-            "INSERT INTO alias_history (name, alias, run_id, previous_run_id, set_at, set_by) VALUES (?, ?, ?, ?, ?, ?)",
-            (name, alias, target, previous, now, by),
+    The one alias mechanism of runs, artifacts and prompts: :func:`ragtrail.store._aliases.move_alias`
+    (one transaction, history row, per-alias lock)."""
+    from ragtrail._exceptions import AliasConflictError
+    from ragtrail.store import _aliases
+
+    kind, _, bare = name.partition(":")
+    try:
+        return _aliases.move_alias(
+            store, bare, alias, target, kind=kind, by=by, expected=_aliases.UNSET if expected is _ANY else expected
         )
-    return previous
+    except AliasConflictError:
+        raise AliasMovedError(name, alias, current_alias(store, name, alias), expected) from None
 
 
 def alias_history(store: Store, name: str, alias: str | None = None) -> list[dict[str, Any]]:
