@@ -101,6 +101,9 @@ def test_cli_turns_a_missing_extra_into_one_line(tmp_path: Path) -> None:
         "import tests._wheel_smoke as s; sys.meta_path.insert(0, s._Block());"
         "from ragtrail.cli import main; main()"
     )
+    from ragtrail.store import open_store
+
+    open_store(str(tmp_path / "s.db")).close()  # an existing store: read commands refuse a missing one first
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.db")], env=_env(PYTHONPATH=PATHS),
                        capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
     assert r.returncode == 2, r.stdout + r.stderr

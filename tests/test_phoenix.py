@@ -39,7 +39,11 @@ if not PHOENIX_PY.exists():
 _READER = """
 import json, sys
 from phoenix.client import Client
-spans = Client(base_url=sys.argv[1]).spans.get_spans(project_identifier=sys.argv[3], limit=1000)
+try:
+    spans = Client(base_url=sys.argv[1]).spans.get_spans(project_identifier=sys.argv[3], limit=1000)
+except Exception as exc:  # the project appears with its first span: poll again
+    print(f"not yet: {exc}", file=sys.stderr)
+    spans = []
 print(json.dumps([s for s in spans if s["context"]["trace_id"] == sys.argv[2]], default=str))
 """
 

@@ -63,8 +63,14 @@ def serve(
 
     from ragtrail._exceptions import MissingDependencyError
 
-    missing = [m for m in ("fastapi", "uvicorn", "grpc", "google.protobuf") if find_spec(m) is None]
-    if missing or find_spec("opentelemetry.proto") is None:
+    def absent(module: str) -> bool:
+        try:
+            return find_spec(module) is None
+        except ModuleNotFoundError:  # a dotted name whose parent package is missing (google.protobuf)
+            return True
+
+    missing = [m for m in ("fastapi", "uvicorn", "grpc", "google.protobuf") if absent(m)]
+    if missing or absent("opentelemetry.proto"):
         raise MissingDependencyError(
             f"ragtrail serve needs the otlp extra ({', '.join(missing) or 'opentelemetry-proto'} missing): "
             "pip install 'ragtrail[otlp]'"
