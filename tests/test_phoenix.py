@@ -39,11 +39,12 @@ if not PHOENIX_PY.exists():
 _READER = """
 import json, sys
 from phoenix.client import Client
-try:
-    spans = Client(base_url=sys.argv[1]).spans.get_spans(project_identifier=sys.argv[3], limit=1000)
-except Exception as exc:  # the project appears with its first span: poll again
-    print(f"not yet: {exc}", file=sys.stderr)
-    spans = []
+spans = []
+for project in (sys.argv[3], "default"):  # the named project (openinference.project.name), else Phoenix's default
+    try:
+        spans += Client(base_url=sys.argv[1]).spans.get_spans(project_identifier=project, limit=1000)
+    except Exception as exc:  # a project appears with its first span: poll again
+        print(f"not yet: {exc}", file=sys.stderr)
 print(json.dumps([s for s in spans if s["context"]["trace_id"] == sys.argv[2]], default=str))
 """
 
