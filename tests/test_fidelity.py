@@ -324,6 +324,13 @@ def test_openinference_translation_names_the_phoenix_project_and_keeps_links_kin
     with tp3.get_tracer("t").start_as_current_span("x", attributes={semconv.PROJECT: "rt-project"}):
         pass
     assert mem3.get_finished_spans()[0].resource.attributes[semconv.OI_PROJECT_NAME] == "rt-project"
+    # ragtrail added to the app's own provider: the project ragtrail.init chose, not the app's service.name
+    tp4 = TracerProvider(resource=Resource({"service.name": "svc"}))
+    mem4 = InMemorySpanExporter()
+    tp4.add_span_processor(SimpleSpanProcessor(OpenInferenceSpanExporter(mem4, project="rt-init")))
+    with tp4.get_tracer("t").start_as_current_span("x"):
+        pass
+    assert mem4.get_finished_spans()[0].resource.attributes[semconv.OI_PROJECT_NAME] == "rt-init"
 
 
 def test_postgresql_stores_the_same_fields(pg_url, reference):

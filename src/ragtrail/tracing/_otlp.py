@@ -60,8 +60,13 @@ def make_otlp_exporter(
     *,
     headers: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
+    project: str | None = None,
 ) -> SpanExporter:
     """An OTLP span exporter for ``endpoint`` (see the module docstring), optionally OpenInference-translated.
+
+    ``project`` (ragtrail's project) names the Phoenix project of the translated spans when neither the
+    span nor its resource names one: on an app's own TracerProvider the resource's ``service.name`` is the
+    app's, not the project that ``ragtrail.init(project=...)`` chose.
 
     Raises:
         ConfigError: the endpoint is not an http(s)/grpc(s) URL.
@@ -85,7 +90,7 @@ def make_otlp_exporter(
         kwargs["timeout"] = timeout_s
     exporter = mod.OTLPSpanExporter(**kwargs)
     if openinference:
-        exporter = OpenInferenceSpanExporter(exporter)
+        exporter = OpenInferenceSpanExporter(exporter, project=project)
     return exporter
 
 
@@ -265,12 +270,13 @@ def openinference_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
 _oi_resources: dict[tuple[int, str], tuple[Any, Any]] = {}
 
 
-def _oi_resource(resource: Any, attrs: Mapping[str, Any]) -> Any:
+def _oi_resource(resource: Any, attrs: Mapping[str, Any], default_project: str | None = None) -> Any:
     """The resource with ``openinference.project.name`` (Phoenix's project routing), unless it has one:
-    the span's ragtrail project, else the resource's ``service.name``. Links, kind and scope pass as they are."""
+    the span's ragtrail project, else ``default_project`` (the exporter's), else the resource's
+    ``service.name``. Links, kind and scope pass as they are."""
     if resource is None or semconv.OI_PROJECT_NAME in resource.attributes:
         return resource
-    project = attrs.get(semconv.PROJECT) or resource.attributes.get(semconv.SERVICE_NAME)
+    project = attrs.get(semconv.PROJECT) or default_project or resource.attributes.get(semconv.SERVICE_NAME)
     if not isinstance(project, str) or not project:
         return resource
     key = (id(resource), project)
@@ -286,12 +292,12 @@ def _oi_resource(resource: Any, attrs: Mapping[str, Any]) -> Any:
     return merged
 
 
-def translate_span(span: ReadableSpan) -> ReadableSpan:
+def translate_span(span: ReadableSpan, project: str | None = None) -> ReadableSpan:
     """A copy of ``span`` whose attributes also carry the OpenInference names and whose resource names
-    the Phoenix project."""
+    the Phoenix project (``project`` when neither the span nor its resource names one)."""
     attrs = dict(span.attributes or {})
     extra = openinference_attributes(attrs)
-    resource = _oi_resource(span.resource, attrs)
+    resource = _oi_resource(span.resource, attrs, project)
     if not extra and resource is span.resource:
         return span
     attrs.update(extra)
@@ -314,14 +320,15 @@ def translate_span(span: ReadableSpan) -> ReadableSpan:
 class OpenInferenceSpanExporter(SpanExporter):
     """Wraps a SpanExporter, adding OpenInference attribute names to every span it exports."""
 
-    def __init__(self, inner: SpanExporter) -> None:
+    def __init__(self, inner: SpanExporter, project: str | None = None) -> None:
         self.inner = inner
+        self.project = project
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         out = []
         for s in spans:
             try:
-                out.append(translate_span(s))
+                out.append(translate_span(s, self.project))
             except Exception:
                 warn_once("oi-translate", "ragtrail: OpenInference translation failed; exporting spans untranslated",
                           exc_info=True)  # fmt: skip
