@@ -264,7 +264,9 @@ def init(
             from ragtrail.tracing._otlp import make_otlp_exporter
 
             processors.append(
-                BatchSpanProcessor(make_otlp_exporter(otlp_endpoint, openinference=openinference, project=project), **bsp_kwargs)
+                BatchSpanProcessor(
+                    make_otlp_exporter(otlp_endpoint, openinference=openinference, project=project), **bsp_kwargs
+                )
             )
         for exp in extra_exporters:
             processors.append(BatchSpanProcessor(exp, **bsp_kwargs))
