@@ -6,7 +6,9 @@ A scorer is called as ``scorer(example, output, trace)``. Built-ins:
   (``mrr``), ``average_precision`` (``map``): ranked ids from the pipeline output's ``contexts`` when it
   returned ``{"answer": …, "contexts": […]}``, else from the trace's RETRIEVER spans; each document's
   id goes through the ``doc_id`` rule (default: ``metadata["doc_id"]`` when present, else ``id``), so
-  chunk ids map to the document ids the relevance judgements use.
+  chunk ids map to the document ids the relevance judgements use. An example whose judgements hold
+  no relevant document is ``undefined`` (left out of means) unless ``empty_qrels="zero"``, which
+  scores it 0 as trec_eval does.
 * answers — ``exact_match``, ``token_f1`` (SQuAD), ``rouge_l``, ``bleu``, ``semantic_similarity``
   (sentence-transformers, batched across examples).
 * from spans — ``latency`` (ms of the example's root span), ``tokens``, ``cost``.
@@ -160,8 +162,18 @@ def _reference(example: Example) -> list[str] | None:
 
 
 # ------------------------------------------------------------------------------------- retrieval
+EMPTY_QRELS = ("undefined", "zero")
+
+
 class RetrievalScorer(Scorer):
-    """A rank metric of the retrieved ids against ``example.relevant``."""
+    """A rank metric of the retrieved ids against ``example.relevant``.
+
+    ``empty_qrels`` says what an example whose judgements hold no relevant document scores:
+    ``"undefined"`` (the default: status ``undefined``, left out of the run's means, since no
+    ranking can be good or bad for it) or ``"zero"`` (status ``ok``, value 0.0, counted in the means,
+    which is what trec_eval and pytrec_eval-based tables such as BEIR's do). An example with no
+    judgements at all stays ``undefined`` either way: trec_eval skips a query absent from the qrels.
+    """
 
     def __init__(
         self,
@@ -172,6 +184,7 @@ class RetrievalScorer(Scorer):
         doc_id: DocIdRule = None,
         source: str = "auto",
         gain: str = "linear",
+        empty_qrels: str = "undefined",
         name: str | None = None,
     ) -> None:
         fns: dict[str, Callable[..., float | None]] = {
@@ -188,12 +201,18 @@ class RetrievalScorer(Scorer):
             raise ConfigError(f"{metric}_at_k needs k (e.g. {metric}_at_k(5))")
         if gain not in ("linear", "exponential"):
             raise ConfigError(f"ndcg_at_k: gain must be 'linear' or 'exponential', not {gain!r}")
+        if empty_qrels not in EMPTY_QRELS:
+            raise ConfigError(
+                f"{metric}: empty_qrels must be 'undefined' (leave queries without a relevant document out of "
+                f"the means) or 'zero' (score them 0 as trec_eval does), not {empty_qrels!r}"
+            )
         self.metric = metric
         self.k = k
         self.threshold = threshold
         self.doc_id = doc_id
         self.source = source
         self.gain = gain
+        self.empty_qrels = empty_qrels
         self._fn = fns[metric]
         suffix = f"@{k}" if k is not None else ""
         self.name = name or f"{metric}{suffix}"
@@ -203,6 +222,8 @@ class RetrievalScorer(Scorer):
         p: dict[str, Any] = {"k": self.k, "threshold": self.threshold, "source": self.source}
         if self.metric == "ndcg":
             p["gain"] = self.gain
+        if self.empty_qrels != "undefined":  # only when set: the default keeps earlier runs' params
+            p["empty_qrels"] = self.empty_qrels
         if self.doc_id is not None:
             p["doc_id"] = (
                 self.doc_id if isinstance(self.doc_id, str) else getattr(self.doc_id, "__qualname__", repr(self.doc_id))
@@ -222,36 +243,70 @@ class RetrievalScorer(Scorer):
         else:
             v = self._fn(ids, example.relevant, self.k, threshold=self.threshold)
         if v is None:
-            return Score.undefined(f"no document is relevant at threshold {self.threshold}")
+            what = "no judged document has a positive grade" if self.metric == "ndcg" else (
+                f"no document is relevant at threshold {self.threshold}")  # fmt: skip
+            if self.empty_qrels == "zero":
+                return Score(0.0, "ok", f"{what}: scored 0 as trec_eval does (empty_qrels='zero')")
+            return Score.undefined(what)
         return Score(v)
 
 
 def recall_at_k(
-    k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+    k: int,
+    *,
+    threshold: float = 1,
+    doc_id: DocIdRule = None,
+    source: str = "auto",
+    empty_qrels: str = "undefined",
+    name: str | None = None,
 ) -> Scorer:
     """Recall of the first ``k`` retrieved documents (``recall@k``)."""
-    return RetrievalScorer("recall", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "recall", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name
+    )
 
 
 def precision_at_k(
-    k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+    k: int,
+    *,
+    threshold: float = 1,
+    doc_id: DocIdRule = None,
+    source: str = "auto",
+    empty_qrels: str = "undefined",
+    name: str | None = None,
 ) -> Scorer:
     """Precision of the first ``k`` retrieved documents, divided by ``k`` (``precision@k``)."""
-    return RetrievalScorer("precision", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "precision", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name
+    )
 
 
 def ndcg_at_k(
-    k: int, *, gain: str = "linear", doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+    k: int,
+    *,
+    gain: str = "linear",
+    doc_id: DocIdRule = None,
+    source: str = "auto",
+    empty_qrels: str = "undefined",
+    name: str | None = None,
 ) -> Scorer:
     """nDCG of the first ``k`` (``ndcg@k``; ``gain="exponential"`` for ``2**grade - 1``)."""
-    return RetrievalScorer("ndcg", k, gain=gain, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer("ndcg", k, gain=gain, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name)
 
 
 def hit_rate(
-    k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+    k: int,
+    *,
+    threshold: float = 1,
+    doc_id: DocIdRule = None,
+    source: str = "auto",
+    empty_qrels: str = "undefined",
+    name: str | None = None,
 ) -> Scorer:
     """1 when a relevant document is among the first ``k`` (``hit_rate@k``)."""
-    return RetrievalScorer("hit_rate", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "hit_rate", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name
+    )
 
 
 def reciprocal_rank(
@@ -260,10 +315,13 @@ def reciprocal_rank(
     threshold: float = 1,
     doc_id: DocIdRule = None,
     source: str = "auto",
+    empty_qrels: str = "undefined",
     name: str | None = None,
 ) -> Scorer:
     """1 / rank of the first relevant document (``mrr``, ``mrr@k``)."""
-    return RetrievalScorer("mrr", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "mrr", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name
+    )
 
 
 def average_precision(
@@ -272,10 +330,13 @@ def average_precision(
     threshold: float = 1,
     doc_id: DocIdRule = None,
     source: str = "auto",
+    empty_qrels: str = "undefined",
     name: str | None = None,
 ) -> Scorer:
     """Average precision over all relevant documents (``map``, ``map@k``)."""
-    return RetrievalScorer("map", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "map", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name
+    )
 
 
 mrr = reciprocal_rank
