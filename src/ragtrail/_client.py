@@ -69,7 +69,7 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
     loads = _fast_loads
     cols: list[list[Any]] = [[] for _ in range(14)]
     attrs: list[Any] = []
-    cached: list[int | None] = []
+    cached: list[Any] = []  # per batch: an Arrow array (or a list without pyarrow)
     for rows in batches:
         if not rows:
             continue
@@ -87,11 +87,16 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
         if parse_attributes:
             parsed = [loads(a) if a else {} for a in data[14]]
             attrs.extend(parsed)
-            cached.extend([_cached_tokens(p.get(_CACHED)) if type(p) is dict else None for p in parsed])
+            try:
+                found = [p.get(_CACHED) for p in parsed]
+            except AttributeError:  # attributes text that is not a JSON object
+                found = [p.get(_CACHED) if type(p) is dict else None for p in parsed]
+            counts = [v if v is None else _cached_tokens(v) for v in found]
         else:
             attrs.extend(data[14])
-            # parse only the few texts that carry the key (the rest cannot have a cached count)
-            cached.extend([_cached_tokens_of_text(a) if a and _CACHED in a else None for a in data[14]])
+            # only the texts that carry the key can have a cached count: parse just those
+            counts = [_cached_tokens_of_text(a) if a and _CACHED in a else None for a in data[14]]
+        cached.append(pa.array(counts, type=pa.int64()) if pa is not None else counts)
         del data, rows
 
     def strings(i: int) -> Any:
@@ -112,6 +117,12 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
         arr = pa.chunked_array(cols[i], type=pa.float64()) if cols[i] else pa.chunked_array([], type=pa.float64())
         return pd.Series(arr.to_numpy(zero_copy_only=False), dtype="float64")
 
+    def int64s(chunks: list[Any]) -> Any:
+        if pa is None:
+            return pd.array([v for c in chunks for v in c], dtype="Int64")
+        arr = pa.chunked_array(chunks, type=pa.int64())
+        return pd.array(arr.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get), dtype="Int64")
+
     start = ints(5).to_numpy(dtype="int64", na_value=0)
     end = ints(6).to_numpy(dtype="int64", na_value=0)
     frame = {
@@ -127,7 +138,7 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
         "model": strings(9),
         "input_tokens": ints(10),
         "output_tokens": ints(11),
-        "cached_input_tokens": pd.array(cached, dtype="Int64"),
+        "cached_input_tokens": int64s(cached),
         "cost_usd": floats(12),
         "project": strings(13),
         "attributes": pd.Series(attrs, dtype=object),
