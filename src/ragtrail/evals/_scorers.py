@@ -51,6 +51,7 @@ __all__ = [
     "mrr",
     "ndcg_at_k",
     "precision_at_k",
+    "ranked_docs",
     "ranked_ids",
     "recall_at_k",
     "reciprocal_rank",
@@ -81,6 +82,24 @@ def answer_of(output: Any) -> str | None:
     return None
 
 
+def _doc_score(doc: Any) -> float | None:
+    """The recorded score of a retrieved document (larger is better), None when it has none."""
+    if isinstance(doc, str):
+        return None
+    if isinstance(doc, Mapping):
+        v = doc.get("score")
+        if v is None and isinstance(doc.get("metadata"), Mapping):
+            v = doc["metadata"].get("score")
+    else:
+        v = getattr(doc, "score", None)
+        md = getattr(doc, "metadata", None)
+        if v is None and isinstance(md, Mapping):
+            v = md.get("score")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
 def _doc_id(doc: Any, rule: DocIdRule) -> str | None:
     if isinstance(doc, str):
         return doc
@@ -104,20 +123,30 @@ _last_ranked = threading.local()
 
 def ranked_ids(output: Any, trace: Trace | None, doc_id: DocIdRule = None, source: str = "auto") -> list[str] | None:
     """Retrieved document ids, best first, from the output's ``contexts`` or the trace; None when
-    neither recorded a retrieval. Chunk ids map to document ids through ``doc_id``.
+    neither recorded a retrieval. Chunk ids map to document ids through ``doc_id``."""
+    docs = ranked_docs(output, trace, doc_id, source)
+    return None if docs is None else [d for d, _ in docs]
+
+
+def ranked_docs(
+    output: Any, trace: Trace | None, doc_id: DocIdRule = None, source: str = "auto"
+) -> list[tuple[str, float | None]] | None:
+    """Like :func:`ranked_ids`, with each document's recorded score (None where it has none).
 
     The last answer per thread is kept (by identity of output and trace), so the retrieval scorers
-    of one example extract the ids once."""
+    of one example extract the documents once."""
     last = getattr(_last_ranked, "v", None)
     if last is not None and last[0] is output and last[1] is trace and last[2] is doc_id and last[3] == source:
-        ids = last[4]
+        docs = last[4]
     else:
-        ids = _ranked_ids(output, trace, doc_id, source)
-        _last_ranked.v = (output, trace, doc_id, source, ids)
-    return None if ids is None else list(ids)
+        docs = _ranked_docs(output, trace, doc_id, source)
+        _last_ranked.v = (output, trace, doc_id, source, docs)
+    return None if docs is None else list(docs)
 
 
-def _ranked_ids(output: Any, trace: Trace | None, doc_id: DocIdRule, source: str) -> list[str] | None:
+def _ranked_docs(
+    output: Any, trace: Trace | None, doc_id: DocIdRule, source: str
+) -> list[tuple[str, float | None]] | None:
     docs: list[Any] | None = None
     if source in ("auto", "output") and isinstance(output, Mapping) and isinstance(output.get("contexts"), list):
         docs = output["contexts"]
@@ -139,7 +168,7 @@ def _ranked_ids(output: Any, trace: Trace | None, doc_id: DocIdRule, source: str
     for d in docs:
         i = _doc_id(d, doc_id)
         if i is not None:
-            out.append(i)
+            out.append((i, _doc_score(d)))
     return out
 
 
@@ -163,6 +192,7 @@ def _reference(example: Example) -> list[str] | None:
 
 # ------------------------------------------------------------------------------------- retrieval
 EMPTY_QRELS = ("undefined", "zero")
+RANK_BY = ("position", "score")
 
 
 class RetrievalScorer(Scorer):
@@ -173,6 +203,11 @@ class RetrievalScorer(Scorer):
     ranking can be good or bad for it) or ``"zero"`` (status ``ok``, value 0.0, counted in the means,
     which is what trec_eval and pytrec_eval-based tables such as BEIR's do). An example with no
     judgements at all stays ``undefined`` either way: trec_eval skips a query absent from the qrels.
+
+    ``rank_by`` says how the retrieved documents are ordered: ``"position"`` (the default: as the
+    retriever returned them) or ``"score"`` (by their recorded scores, larger first, equal scores by
+    descending document id, as trec_eval ranks a run: :func:`ragtrail.evals.metrics.trec_eval_order`).
+    With ``"score"``, a retrieval where a document has no score is an ``error``.
     """
 
     def __init__(
@@ -185,6 +220,7 @@ class RetrievalScorer(Scorer):
         source: str = "auto",
         gain: str = "linear",
         empty_qrels: str = "undefined",
+        rank_by: str = "position",
         name: str | None = None,
     ) -> None:
         fns: dict[str, Callable[..., float | None]] = {
@@ -206,6 +242,11 @@ class RetrievalScorer(Scorer):
                 f"{metric}: empty_qrels must be 'undefined' (leave queries without a relevant document out of "
                 f"the means) or 'zero' (score them 0 as trec_eval does), not {empty_qrels!r}"
             )
+        if rank_by not in RANK_BY:
+            raise ConfigError(
+                f"{metric}: rank_by must be 'position' (the retriever's order) or 'score' (by recorded score, "
+                f"ties as trec_eval breaks them), not {rank_by!r}"
+            )
         self.metric = metric
         self.k = k
         self.threshold = threshold
@@ -213,6 +254,7 @@ class RetrievalScorer(Scorer):
         self.source = source
         self.gain = gain
         self.empty_qrels = empty_qrels
+        self.rank_by = rank_by
         self._fn = fns[metric]
         suffix = f"@{k}" if k is not None else ""
         self.name = name or f"{metric}{suffix}"
@@ -224,6 +266,8 @@ class RetrievalScorer(Scorer):
             p["gain"] = self.gain
         if self.empty_qrels != "undefined":  # only when set: the default keeps earlier runs' params
             p["empty_qrels"] = self.empty_qrels
+        if self.rank_by != "position":
+            p["rank_by"] = self.rank_by
         if self.doc_id is not None:
             p["doc_id"] = (
                 self.doc_id if isinstance(self.doc_id, str) else getattr(self.doc_id, "__qualname__", repr(self.doc_id))
@@ -233,9 +277,21 @@ class RetrievalScorer(Scorer):
     def score(self, example: Example, output: Any, trace: Trace) -> Score:
         if not example.relevant:
             return Score.undefined("the example has no relevance judgements")
-        ids = ranked_ids(output, trace, self.doc_id, self.source)
-        if ids is None:
+        docs = ranked_docs(output, trace, self.doc_id, self.source)
+        if docs is None:
             return Score.undefined("no retrieval found: no RETRIEVER span in the trace and no 'contexts' in the output")
+        ids = [d for d, _ in docs]
+        if self.rank_by == "score":
+            missing = [d for d, sc in docs if sc is None]
+            if missing:
+                return Score.error(
+                    f"rank_by='score' needs a score for every retrieved document; {len(missing)} of {len(docs)} "
+                    f"have none (first: {missing[0]!r}); record scores or use rank_by='position'"
+                )
+            try:
+                ids = M.trec_eval_order(ids, [sc for _, sc in docs if sc is not None])
+            except ValueError as exc:
+                return Score.error(f"rank_by='score': {exc}")
         if self.metric == "ndcg":
             v = M.ndcg_at_k(ids, example.relevant, self.k, gain=self.gain)  # type: ignore[arg-type]
         elif self.k is None:
@@ -258,11 +314,19 @@ def recall_at_k(
     doc_id: DocIdRule = None,
     source: str = "auto",
     empty_qrels: str = "undefined",
+    rank_by: str = "position",
     name: str | None = None,
 ) -> Scorer:
     """Recall of the first ``k`` retrieved documents (``recall@k``)."""
     return RetrievalScorer(
-        "recall", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name
+        "recall",
+        k,
+        threshold=threshold,
+        doc_id=doc_id,
+        source=source,
+        empty_qrels=empty_qrels,
+        rank_by=rank_by,
+        name=name,
     )
 
 
@@ -273,11 +337,19 @@ def precision_at_k(
     doc_id: DocIdRule = None,
     source: str = "auto",
     empty_qrels: str = "undefined",
+    rank_by: str = "position",
     name: str | None = None,
 ) -> Scorer:
     """Precision of the first ``k`` retrieved documents, divided by ``k`` (``precision@k``)."""
     return RetrievalScorer(
-        "precision", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name
+        "precision",
+        k,
+        threshold=threshold,
+        doc_id=doc_id,
+        source=source,
+        empty_qrels=empty_qrels,
+        rank_by=rank_by,
+        name=name,
     )
 
 
@@ -288,10 +360,13 @@ def ndcg_at_k(
     doc_id: DocIdRule = None,
     source: str = "auto",
     empty_qrels: str = "undefined",
+    rank_by: str = "position",
     name: str | None = None,
 ) -> Scorer:
     """nDCG of the first ``k`` (``ndcg@k``; ``gain="exponential"`` for ``2**grade - 1``)."""
-    return RetrievalScorer("ndcg", k, gain=gain, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name)
+    return RetrievalScorer(
+        "ndcg", k, gain=gain, doc_id=doc_id, source=source, empty_qrels=empty_qrels, rank_by=rank_by, name=name
+    )
 
 
 def hit_rate(
@@ -301,11 +376,19 @@ def hit_rate(
     doc_id: DocIdRule = None,
     source: str = "auto",
     empty_qrels: str = "undefined",
+    rank_by: str = "position",
     name: str | None = None,
 ) -> Scorer:
     """1 when a relevant document is among the first ``k`` (``hit_rate@k``)."""
     return RetrievalScorer(
-        "hit_rate", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name
+        "hit_rate",
+        k,
+        threshold=threshold,
+        doc_id=doc_id,
+        source=source,
+        empty_qrels=empty_qrels,
+        rank_by=rank_by,
+        name=name,
     )
 
 
@@ -316,11 +399,12 @@ def reciprocal_rank(
     doc_id: DocIdRule = None,
     source: str = "auto",
     empty_qrels: str = "undefined",
+    rank_by: str = "position",
     name: str | None = None,
 ) -> Scorer:
     """1 / rank of the first relevant document (``mrr``, ``mrr@k``)."""
     return RetrievalScorer(
-        "mrr", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name
+        "mrr", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, rank_by=rank_by, name=name
     )
 
 
@@ -331,11 +415,12 @@ def average_precision(
     doc_id: DocIdRule = None,
     source: str = "auto",
     empty_qrels: str = "undefined",
+    rank_by: str = "position",
     name: str | None = None,
 ) -> Scorer:
     """Average precision over all relevant documents (``map``, ``map@k``)."""
     return RetrievalScorer(
-        "map", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, name=name
+        "map", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, rank_by=rank_by, name=name
     )
 
 

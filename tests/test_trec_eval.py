@@ -1,5 +1,7 @@
-"""Queries without a relevant document: ``undefined`` by default (left out of the means) or 0 with
-``empty_qrels="zero"``, which is how trec_eval / pytrec_eval (and tables such as BEIR's) average.
+"""Reproducing trec_eval through an Evaluation. Queries without a relevant document: ``undefined`` by
+default (left out of the means) or 0 with ``empty_qrels="zero"``, which is how trec_eval / pytrec_eval
+(and tables such as BEIR's) average. Tied scores: ``rank_by="score"`` ranks the recorded documents as
+trec_eval ranks a run.
 
 A real Evaluation over SciFact queries with a real lexical retriever (word overlap over the whole
 SciFact corpus; its integer scores tie a lot, so the ranking also depends on trec_eval's tie rule).
@@ -110,3 +112,54 @@ def test_no_judgements_at_all_stays_undefined_even_with_zero() -> None:
         Example(id="q", input="x", relevant={"a": 0}), {"contexts": ["a"]}, None  # type: ignore[arg-type]
     )
     assert (s.status, s.value) == ("ok", 0.0)
+
+
+def test_rank_by_score_breaks_ties_like_trec_eval(traced, scifact) -> None:  # type: ignore[no-untyped-def]
+    """The retriever records its top documents with tied scores in ascending-id order inside each tie
+    (a common sort); trec_eval ranks ties by descending id. ``rank_by="score"`` reproduces
+    pytrec_eval's means; the default (the recorded position) does not."""
+    ds, words = scifact
+    examples = list(ds)[:30]
+    data = Dataset.from_records([ex.model_dump() for ex in examples], name="scifact-30")
+    runs: dict[str, dict[str, float]] = {}
+
+    def pipeline(question: str) -> str:
+        q = frozenset(_WORD.findall(question.lower()))
+        scored = {d: float(len(q & w)) for d, w in words.items()}
+        top = sorted(scored, key=lambda d: (-scored[d], d))[:100]  # ties by ascending id
+        runs[question] = {d: scored[d] for d in top}
+        with ragtrail.span("overlap-search", kind=semconv.RETRIEVER) as s:
+            ragtrail.record_documents(s, [{"id": d, "score": scored[d]} for d in top])
+        return "no answer"
+
+    def make(rank_by: str) -> list[Any]:
+        return [scorers.ndcg_at_k(10, rank_by=rank_by, name=f"ndcg@10/{rank_by}"),
+                scorers.mrr(rank_by=rank_by, name=f"mrr/{rank_by}"),
+                scorers.map(rank_by=rank_by, name=f"map/{rank_by}"),
+                scorers.precision_at_k(5, rank_by=rank_by, name=f"precision@5/{rank_by}")]  # fmt: skip
+
+    result = Evaluation("overlap-ties", data, pipeline, [*make("position"), *make("score")], progress=False).run()
+    qrels = {ex.id: {d: int(g) for d, g in (ex.relevant or {}).items()} for ex in examples}
+    run = {ex.id: runs[ex.input] for ex in examples}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10", "recip_rank", "map", "P_5"}).evaluate(run)
+    differs = 0
+    for ours, trec in {"ndcg@10": "ndcg_cut_10", "mrr": "recip_rank", "map": "map", "precision@5": "P_5"}.items():
+        expect = sum(per_query[q][trec] for q in qrels) / len(qrels)
+        by_score = result.summary["metrics"][f"{ours}/score"]
+        assert by_score["mean"] == pytest.approx(expect, abs=1e-9) and by_score["n_ok"] == 30, ours
+        differs += abs(result.summary["metrics"][f"{ours}/position"]["mean"] - expect) > 1e-9
+    assert differs >= 1  # the ties matter on this data: the recorded order alone gives other means
+
+
+def test_rank_by_score_needs_scores_and_is_checked() -> None:
+    from ragtrail.evals import Example
+
+    ex = Example(id="q", input="x", relevant={"a": 1})
+    s = scorers.mrr(rank_by="score").score(ex, {"contexts": [{"id": "b", "score": 1.0}, {"id": "a"}]}, None)  # type: ignore[arg-type]
+    assert s.status == "error" and "1 of 2 have none (first: 'a')" in (s.reason or "")
+    out = {"contexts": [{"id": "a", "score": 0.5}, {"id": "b", "score": 0.5}]}
+    assert scorers.mrr().score(ex, out, None).value == 1.0  # type: ignore[arg-type]
+    assert scorers.mrr(rank_by="score").score(ex, out, None).value == 0.5  # type: ignore[arg-type]  # b before a
+    with pytest.raises(ConfigError, match="rank_by must be 'position'"):
+        scorers.map(rank_by="scores")
+    assert scorers.map(rank_by="score").params["rank_by"] == "score" and "rank_by" not in scorers.map().params
