@@ -26,6 +26,7 @@ SPAN_COLUMNS = [
     "model",
     "input_tokens",
     "output_tokens",
+    "cached_input_tokens",
     "cost_usd",
     "project",
     "attributes",
@@ -48,6 +49,7 @@ TRACE_COLUMNS = [
     "status",
     "input_tokens",
     "output_tokens",
+    "cached_input_tokens",
     "cost_usd",
     "project",
     "session_id",
@@ -136,7 +138,7 @@ def client(request, tmp_path):
                 tin=100,
                 tout=20,
                 cost=0.002,
-                attrs={semconv.TTFT_S: 0.05},
+                attrs={semconv.TTFT_S: 0.05, semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS: 60},
             ),
             _row(TB, "4" * 16, None, "answer", "CHAIN", 3600, 50, "bot", status="ERROR"),
             _row(TC, "5" * 16, None, "index", "EMBEDDING", 7200, 10, "other", model="mini", tin=7),
@@ -157,12 +159,35 @@ def test_spans_df_columns_and_types(client):
     llm = df[df.name == "llm"].iloc[0]
     assert llm.duration_ms == pytest.approx(500)
     assert (llm.model, llm.input_tokens, llm.output_tokens, llm.cost_usd) == ("gpt-4o-mini", 100, 20, 0.002)
+    assert llm.cached_input_tokens == 60 and str(df["cached_input_tokens"].dtype) == "Int64"
+    assert df[df.name != "llm"].cached_input_tokens.isna().all()
     assert llm.parent_span_id == "1" * 16
     assert isinstance(llm.attributes, dict) and llm.attributes[semconv.TTFT_S] == 0.05
     root = df.iloc[0]
     assert pd.isna(root.parent_span_id) and pd.isna(root.input_tokens) and pd.isna(root.cost_usd)
     raw = client.spans_df(parse_attributes=False)
     assert isinstance(raw.loc[0, "attributes"], str)
+    assert list(raw.cached_input_tokens.fillna(-1)) == list(df.cached_input_tokens.fillna(-1))
+
+
+def test_cached_input_tokens_per_span_and_summed_per_trace(client):
+    """The cached-input-token count (an attribute, not a promoted column) is a spans_df column and
+    traces_df sums it; a value that is not a count is left out, never guessed."""
+    td = "d" * 32
+    cached = semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS
+    client.store.write_spans([
+        _row(td, "a" * 16, None, "chat-1", "LLM", 9000, 10, "bot", model="m", tin=50, tout=5, attrs={cached: 30}),
+        _row(td, "b" * 16, "a" * 16, "chat-2", "LLM", 9001, 10, "bot", model="m", tin=20, tout=5, attrs={cached: 12.0}),
+        _row(td, "c" * 16, "a" * 16, "chat-3", "LLM", 9002, 10, "bot", model="m", tin=9, tout=1, attrs={cached: "7"}),
+        _row(td, "e" * 16, "a" * 16, "chat-4", "LLM", 9003, 10, "bot", model="m", tin=9, tout=1),
+    ])  # fmt: skip
+    for parse in (True, False):
+        df = client.spans_df(trace_id=td, parse_attributes=parse)
+        assert list(df.columns).index("cached_input_tokens") == list(df.columns).index("output_tokens") + 1
+        assert list(df.cached_input_tokens.fillna(-1)) == [30, 12, -1, -1]
+    t = client.traces_df().set_index("trace_id")
+    assert t.loc[td, "cached_input_tokens"] == 42 and t.loc[td, "input_tokens"] == 88
+    assert [r["cached_input_tokens"] for r in client.trace_summaries() if r["trace_id"] == td] == [42]
 
 
 def test_spans_df_filters(client):
@@ -193,8 +218,9 @@ def test_traces_df(client):
     assert (a.root_name, a.root_kind, a.n_spans, a.n_errors, a.status) == ("answer", "CHAIN", 3, 0, "OK")
     assert a.duration_ms == pytest.approx(900)
     assert a.input_tokens == 100 and a.cost_usd == pytest.approx(0.002)
+    assert a.cached_input_tokens == 60
     b = df.set_index("trace_id").loc[TB]
-    assert b.status == "ERROR" and pd.isna(b.cost_usd)
+    assert b.status == "ERROR" and pd.isna(b.cost_usd) and pd.isna(b.cached_input_tokens)
     assert list(client.traces_df(project="other")["trace_id"]) == [TC]
     assert len(client.traces_df(limit=1)) == 1
 

@@ -194,3 +194,95 @@ def test_bleu_tokenizer_shortcut_is_sacrebleu_13a() -> None:
     for _ in range(5000):
         s = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
         assert fast(s) == orig(s), s
+
+
+# ------------------------------------------------------------------ ties broken as trec_eval does
+def test_tied_scores_rank_by_descending_doc_id_hand_computed() -> None:
+    # c, b, a tie at 1.0: trec_eval ranks them c, b, a (descending doc id), then d at 0.5
+    ranked, scores, q = ["a", "b", "c", "d"], [1.0, 1.0, 1.0, 0.5], {"a": 1}
+    assert metrics.trec_eval_order(ranked, scores) == ["c", "b", "a", "d"]
+    assert metrics.reciprocal_rank(ranked, q) == 1.0  # without scores: the given order
+    assert metrics.reciprocal_rank(ranked, q, scores=scores) == pytest.approx(1 / 3)
+    assert metrics.precision_at_k(ranked, q, 1, scores=scores) == 0.0
+    assert metrics.precision_at_k(ranked, q, 3, scores=scores) == pytest.approx(1 / 3)
+    assert metrics.recall_at_k(ranked, q, 2, scores=scores) == 0.0
+    assert metrics.recall_at_k(ranked, q, 3, scores=scores) == 1.0
+    assert metrics.hit_rate(ranked, q, 2, scores=scores) == 0.0
+    assert metrics.average_precision(ranked, q, scores=scores) == pytest.approx(1 / 3)
+    assert metrics.ndcg_at_k(ranked, q, 3, scores=scores) == pytest.approx(1 / math.log2(4))  # = 0.5
+
+
+def test_tie_break_is_byte_order_not_numeric_and_mapping_scores() -> None:
+    # "d9" > "d10" in byte order ('9' > '1'), so d9 ranks first among equal scores
+    assert metrics.reciprocal_rank(["d10", "d9"], {"d10": 1}, scores=[2.0, 2.0]) == 0.5
+    # graded, scores as a mapping: y and z tie at 0.7 -> z, y; then x, w
+    run = {"x": 0.3, "y": 0.7, "z": 0.7, "w": 0.1}
+    q = {"y": 2, "w": 1, "z": 0}
+    assert metrics.trec_eval_order(list(run), run) == ["z", "y", "x", "w"]
+    dcg = 2 / math.log2(3) + 1 / math.log2(5)
+    idcg = 2 + 1 / math.log2(3)
+    assert metrics.ndcg_at_k(list(run), q, 4, scores=run) == pytest.approx(dcg / idcg)
+    assert metrics.average_precision(list(run), q, scores=run) == pytest.approx((1 / 2 + 2 / 4) / 2)
+    # 0.0 and -0.0 are equal scores: the id decides
+    assert metrics.trec_eval_order(["a", "b"], [0.0, -0.0]) == ["b", "a"]
+
+
+def test_duplicate_id_keeps_its_best_score() -> None:
+    # "a" appears at 0.1 and 0.9: it ranks at 0.9, before b (0.5); without scores b is first
+    ranked, scores, q = ["b", "a", "a"], [0.5, 0.1, 0.9], {"b": 1}
+    assert metrics.reciprocal_rank(ranked, q) == 1.0
+    assert metrics.reciprocal_rank(ranked, q, scores=scores) == 0.5
+    assert metrics.precision_at_k(ranked, q, 2, scores=scores) == 0.5  # a counted once
+
+
+def test_bad_scores_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="3 values but ranked_ids has 2"):
+        metrics.ndcg_at_k(["a", "b"], {"a": 1}, 2, scores=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="no score for document id 'b'"):
+        metrics.recall_at_k(["a", "b"], {"a": 1}, 2, scores={"a": 1.0})
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.average_precision(["a"], {"a": 1}, scores=[float("nan")])
+    with pytest.raises(TypeError, match="must be a number"):
+        metrics.hit_rate(["a"], {"a": 1}, 1, scores=["high"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="aligned with ranked_ids"):
+        metrics.hit_rate(["a"], {"a": 1}, 1, scores="1")  # type: ignore[arg-type]
+
+
+def _tied_case(rng: random.Random) -> tuple[dict[str, float], dict[str, int], int]:
+    pool = [f"d{i}" for i in range(rng.randint(1, 30))] + ["D1", "a", "é1", "z\u00fc", "10", "9"]
+    run = {d: rng.choice([0.1, 0.2, 0.2, 0.3, -1.0, 0.0]) for d in rng.sample(pool, rng.randint(0, len(pool)))}
+    qrels = {d: rng.choice([0, 1, 1, 2, 3]) for d in rng.sample(pool, rng.randint(1, len(pool)))}
+    return run, qrels, rng.choice([1, 1, 2])
+
+
+def test_scores_agree_with_pytrec_eval_on_tied_runs() -> None:
+    """pytrec_eval is the C trec_eval: given the same scored run (mostly ties), every metric with
+    ``scores=`` equals it; the ids are handed over in a shuffled order, so the order cannot help."""
+    rng = random.Random(20261205)
+    for _ in range(1500):
+        run, qrels, level = _tied_case(rng)
+        ids = list(run)
+        rng.shuffle(ids)
+        scores = [run[d] for d in ids]
+        ev = pytrec_eval.RelevanceEvaluator({"q": qrels}, MEASURES, relevance_level=level)
+        ref = ev.evaluate({"q": run})["q"] if run else None
+        n_rel = sum(1 for g in qrels.values() if g >= level)
+        has_gain = any(g > 0 for g in qrels.values())
+        ours: dict[str, float | None] = {}
+        for k in (1, 3, 5, 10):
+            ours[f"P_{k}"] = metrics.precision_at_k(ids, qrels, k, threshold=level, scores=scores)
+            ours[f"recall_{k}"] = metrics.recall_at_k(ids, qrels, k, threshold=level, scores=run)
+            ours[f"ndcg_cut_{k}"] = metrics.ndcg_at_k(ids, qrels, k, scores=scores)
+            ours[f"success_{k}"] = metrics.hit_rate(ids, qrels, k, threshold=level, scores=run)
+        ours["map"] = metrics.average_precision(ids, qrels, threshold=level, scores=scores)
+        ours["map_cut_5"] = metrics.average_precision(ids, qrels, 5, threshold=level, scores=scores)
+        ours["map_cut_10"] = metrics.average_precision(ids, qrels, 10, threshold=level, scores=run)
+        ours["recip_rank"] = metrics.reciprocal_rank(ids, qrels, threshold=level, scores=scores)
+        ours["ndcg"] = metrics.ndcg_at_k(ids, qrels, 10_000, scores=run)
+        for m, v in ours.items():
+            defined = has_gain if m.startswith("ndcg") else n_rel > 0
+            if not defined:
+                assert v is None, m
+                continue
+            expect = ref[m] if ref is not None else 0.0  # pytrec_eval leaves out a query with an empty run
+            assert v is not None and math.isclose(v, expect, abs_tol=1e-9), (m, run, qrels, level, v, expect)

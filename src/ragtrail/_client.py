@@ -36,6 +36,26 @@ except ImportError:  # pragma: no cover
     _fast_loads = json.loads
 
 
+_CACHED = semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS
+
+
+def _cached_tokens(v: Any) -> int | None:
+    """A stored cached-input-token count as an int (None when absent or not a count)."""
+    if type(v) is int:
+        return v if 0 <= v < 2**63 else None
+    if type(v) is float and v.is_integer() and 0 <= v < 2**63:
+        return int(v)
+    return None
+
+
+def _cached_tokens_of_text(text: str) -> int | None:
+    try:
+        d = _fast_loads(text)
+    except ValueError:
+        return None
+    return _cached_tokens(d.get(_CACHED)) if type(d) is dict else None
+
+
 def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
     """Build the spans DataFrame from row batches (the 15 spans_df columns in order) in bounded memory:
     each batch becomes Arrow arrays at once, so the Python row tuples of only one batch are alive."""
@@ -49,6 +69,7 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
     loads = _fast_loads
     cols: list[list[Any]] = [[] for _ in range(14)]
     attrs: list[Any] = []
+    cached: list[Any] = []  # per batch: an Arrow array (or a list without pyarrow)
     for rows in batches:
         if not rows:
             continue
@@ -64,9 +85,18 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
             for i in range(14):
                 cols[i].extend(data[i])
         if parse_attributes:
-            attrs.extend([loads(a) if a else {} for a in data[14]])
+            parsed = [loads(a) if a else {} for a in data[14]]
+            attrs.extend(parsed)
+            try:
+                found = [p.get(_CACHED) for p in parsed]
+            except AttributeError:  # attributes text that is not a JSON object
+                found = [p.get(_CACHED) if type(p) is dict else None for p in parsed]
+            counts = [v if v is None else _cached_tokens(v) for v in found]
         else:
             attrs.extend(data[14])
+            # only the texts that carry the key can have a cached count: parse just those
+            counts = [_cached_tokens_of_text(a) if a and _CACHED in a else None for a in data[14]]
+        cached.append(pa.array(counts, type=pa.int64()) if pa is not None else counts)
         del data, rows
 
     def strings(i: int) -> Any:
@@ -87,6 +117,12 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
         arr = pa.chunked_array(cols[i], type=pa.float64()) if cols[i] else pa.chunked_array([], type=pa.float64())
         return pd.Series(arr.to_numpy(zero_copy_only=False), dtype="float64")
 
+    def int64s(chunks: list[Any]) -> Any:
+        if pa is None:
+            return pd.array([v for c in chunks for v in c], dtype="Int64")
+        arr = pa.chunked_array(chunks, type=pa.int64())
+        return pd.array(arr.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get), dtype="Int64")
+
     start = ints(5).to_numpy(dtype="int64", na_value=0)
     end = ints(6).to_numpy(dtype="int64", na_value=0)
     frame = {
@@ -102,6 +138,7 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
         "model": strings(9),
         "input_tokens": ints(10),
         "output_tokens": ints(11),
+        "cached_input_tokens": int64s(cached),
         "cost_usd": floats(12),
         "project": strings(13),
         "attributes": pd.Series(attrs, dtype=object),
@@ -226,8 +263,9 @@ class Client:
         parse_attributes: bool = True,
     ) -> pd.DataFrame:
         """One row per span: trace_id, span_id, parent_span_id, name, kind, start_time, end_time
-        (UTC timestamps), duration_ms, status, model, input_tokens, output_tokens, cost_usd, project,
-        attributes (dict; the JSON text when ``parse_attributes=False``), then the OTel fields: span_kind
+        (UTC timestamps), duration_ms, status, model, input_tokens, output_tokens, cached_input_tokens
+        (``gen_ai.usage.cache_read.input_tokens``: the part of input_tokens served from the provider's
+        prompt cache; <NA> when the span recorded none), cost_usd, project, attributes (dict; the JSON text when ``parse_attributes=False``), then the OTel fields: span_kind
         (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER), links (list of {trace_id, span_id, attributes}),
         resource (dict of every resource attribute), scope_name, scope_version. Oldest first."""
         from ragtrail import _otel_columns
@@ -268,7 +306,8 @@ class Client:
     ) -> list[dict[str, Any]]:
         """One dict per trace, newest first, without pandas: trace_id, root_name, root_kind,
         start_time_ns, end_time_ns, duration_ms, n_spans, n_errors, status, input_tokens, output_tokens,
-        cost_usd (None when no span has a cost), project, session_id, user_id.
+        cost_usd (None when no span has a cost), project, session_id, user_id, cached_input_tokens (None
+        when no span recorded a cached count).
 
         ``session_id`` / ``user_id`` / ``tags`` keep the traces of that session / user / carrying every tag."""
         from ragtrail._production import combine_where
@@ -296,6 +335,11 @@ class Client:
                 "input_tokens": None if tin is None else int(tin), "output_tokens": None if tout is None else int(tout),
                 "cost_usd": float(cost) if n_cost else None, "project": proj, "session_id": sess, "user_id": user,
             })  # fmt: skip
+        from ragtrail.store._queries import cached_input_tokens_by_trace
+
+        cached = cached_input_tokens_by_trace(self.store, [r["trace_id"] for r in out], _CACHED)
+        for r in out:
+            r["cached_input_tokens"] = cached.get(r["trace_id"])
         return out
 
     def traces_df(
@@ -310,8 +354,9 @@ class Client:
         tags: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """One row per trace: trace_id, root_name, root_kind, start_time, end_time, duration_ms,
-        n_spans, n_errors, status, input_tokens, output_tokens, cost_usd, project, session_id, user_id,
-        then ``feedback.<name>`` (the latest value) per feedback name given. Newest first.
+        n_spans, n_errors, status, input_tokens, output_tokens, cached_input_tokens (the sum of the
+        spans' ``gen_ai.usage.cache_read.input_tokens``, part of input_tokens; <NA> when no span of the
+        trace recorded one), cost_usd, project, session_id, user_id, then ``feedback.<name>`` (the latest value) per feedback name given. Newest first.
         (:meth:`trace_summaries` gives the same without pandas.)
 
         ``session_id`` / ``user_id`` / ``tags`` keep the traces of that session / user / carrying every tag."""
@@ -342,6 +387,7 @@ class Client:
                 "status": col("status"),
                 "input_tokens": pd.array(col("input_tokens"), dtype="Int64"),
                 "output_tokens": pd.array(col("output_tokens"), dtype="Int64"),
+                "cached_input_tokens": pd.array(col("cached_input_tokens"), dtype="Int64"),
                 "cost_usd": pd.Series([float("nan") if c is None else c for c in col("cost_usd")], dtype="float64"),
                 "project": pd.array(col("project"), dtype="string"),
                 "session_id": pd.array(col("session_id"), dtype="string"),

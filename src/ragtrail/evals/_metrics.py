@@ -12,7 +12,15 @@ Conventions (the same as trec_eval / pytrec_eval):
   ``gain="exponential"`` (``2**grade - 1``); the discount is ``log2(rank + 1)``; the ideal ranking
   is built from every judged document with a positive grade.
 * A query with no relevant document has no defined value: every retrieval metric returns ``None``
-  for it (the scorers report it as ``undefined`` and it is excluded from means).
+  for it (the scorers report it as ``undefined`` and it is excluded from means). trec_eval instead
+  reports 0 for such a query (one that has judgements, none of them relevant) and averages that 0;
+  the retrieval scorers' ``empty_qrels="zero"`` does the same, for reproducing published tables.
+* Ties: every retrieval metric takes an optional ``scores=`` (a sequence aligned with
+  ``ranked_ids``, or a mapping ``{doc_id: score}``). With scores, the documents are ranked as
+  trec_eval ranks a run (``form_res_rels.c``): by score, highest first, and documents with equal
+  scores by document id in *descending* byte order (``strcmp``; Python's string order on code
+  points is the same order as UTF-8 bytes), so ``"d9"`` comes before ``"d10"`` and ``"b"`` before
+  ``"a"``. The position in ``ranked_ids`` then plays no part. See :func:`trec_eval_order`.
 
 Text metrics: ``exact_match`` and ``token_f1`` use SQuAD's answer normalisation (lower case, strip
 punctuation and the articles a/an/the, collapse whitespace).
@@ -29,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 Qrels = Mapping[str, float]
+Scores = Sequence[float] | Mapping[str, float]
 Gain = Literal["linear", "exponential"]
 
 __all__ = [
@@ -44,7 +53,59 @@ __all__ = [
     "reciprocal_rank",
     "rouge_l",
     "token_f1",
+    "trec_eval_order",
 ]
+
+
+def trec_eval_order(ranked_ids: Sequence[str], scores: Scores) -> list[str]:
+    """``ranked_ids`` in the order trec_eval ranks them: by score, highest first; equal scores by
+    document id in descending byte order (trec_eval's ``comp_sim_docno``: ``strcmp(b, a)``).
+
+    ``scores`` is a sequence aligned with ``ranked_ids`` (``scores[i]`` is the score of
+    ``ranked_ids[i]``) or a mapping ``{doc_id: score}`` holding every id of ``ranked_ids``. An id
+    given twice keeps its highest score (trec_eval refuses a run with a duplicate document; the
+    metrics here keep the first occurrence, which after this ordering is the best-scored one).
+
+    >>> trec_eval_order(["a", "b", "c", "d10", "d9"], [0.5, 0.9, 0.5, 0.7, 0.7])
+    ['b', 'd9', 'd10', 'c', 'a']
+    """
+    ids = list(ranked_ids)
+    if isinstance(scores, Mapping):
+        missing = [d for d in ids if d not in scores]
+        if missing:
+            raise ValueError(
+                f"scores: no score for document id {missing[0]!r} ({len(missing)} of {len(ids)} ids have none); "
+                "give a score for every id of ranked_ids, or pass scores as a list aligned with ranked_ids"
+            )
+        values = [scores[d] for d in ids]
+    elif isinstance(scores, (str, bytes)) or not isinstance(scores, Sequence):
+        raise TypeError(
+            f"scores must be a sequence of numbers aligned with ranked_ids or a mapping {{doc_id: score}}, "
+            f"not {type(scores).__name__}"
+        )
+    else:
+        values = list(scores)
+        if len(values) != len(ids):
+            raise ValueError(
+                f"scores has {len(values)} values but ranked_ids has {len(ids)}; they must be aligned "
+                "(scores[i] is the score of ranked_ids[i])"
+            )
+    pairs: list[tuple[str, float]] = []
+    for i, (d, v) in enumerate(zip(ids, values, strict=True)):
+        if isinstance(v, bool) or not hasattr(v, "__float__"):
+            raise TypeError(f"scores: the score of {d!r} (position {i}) must be a number, not {type(v).__name__}")
+        f = float(v)
+        if math.isnan(f):
+            raise ValueError(f"scores: the score of {d!r} (position {i}) is NaN; NaN has no rank order")
+        pairs.append((str(d), f))
+    # Two stable sorts: by id descending, then by score descending (equal scores keep the id order).
+    pairs.sort(key=lambda p: p[0], reverse=True)
+    pairs.sort(key=lambda p: p[1], reverse=True)
+    return [d for d, _ in pairs]
+
+
+def _ordered(ranked_ids: Sequence[str], scores: Scores | None) -> Sequence[str]:
+    return ranked_ids if scores is None else trec_eval_order(ranked_ids, scores)
 
 
 def _dedup(ranked_ids: Iterable[str], k: int | None = None) -> list[str]:
@@ -75,36 +136,63 @@ def _hits(ranked_ids: Sequence[str], qrels: Qrels, k: int | None, threshold: flo
     return [(get(d) is not None and get(d) >= threshold) for d in _dedup(ranked_ids, k)]  # type: ignore[operator]
 
 
-def precision_at_k(ranked_ids: Sequence[str], qrels: Qrels, k: int, *, threshold: float = 1) -> float | None:
-    """Relevant documents among the first ``k`` (after de-duplication), divided by ``k``."""
+def precision_at_k(
+    ranked_ids: Sequence[str], qrels: Qrels, k: int, *, threshold: float = 1, scores: Scores | None = None
+) -> float | None:
+    """Relevant documents among the first ``k`` (after de-duplication), divided by ``k``.
+
+    ``scores``: rank by score as trec_eval does, ties by descending document id (:func:`trec_eval_order`).
+    """
     _check_k(k, "precision_at_k")
+    ranked_ids = _ordered(ranked_ids, scores)
     if num_relevant(qrels, threshold) == 0:
         return None
     return sum(_hits(ranked_ids, qrels, k, threshold)) / k
 
 
-def recall_at_k(ranked_ids: Sequence[str], qrels: Qrels, k: int, *, threshold: float = 1) -> float | None:
-    """Relevant documents among the first ``k``, divided by all relevant documents."""
+def recall_at_k(
+    ranked_ids: Sequence[str], qrels: Qrels, k: int, *, threshold: float = 1, scores: Scores | None = None
+) -> float | None:
+    """Relevant documents among the first ``k``, divided by all relevant documents.
+
+    ``scores``: rank by score as trec_eval does, ties by descending document id (:func:`trec_eval_order`).
+    """
     _check_k(k, "recall_at_k")
+    ranked_ids = _ordered(ranked_ids, scores)
     n_rel = num_relevant(qrels, threshold)
     if n_rel == 0:
         return None
     return sum(_hits(ranked_ids, qrels, k, threshold)) / n_rel
 
 
-def hit_rate(ranked_ids: Sequence[str], qrels: Qrels, k: int, *, threshold: float = 1) -> float | None:
-    """1.0 when at least one relevant document is among the first ``k``, else 0.0 (trec_eval ``success_k``)."""
+def hit_rate(
+    ranked_ids: Sequence[str], qrels: Qrels, k: int, *, threshold: float = 1, scores: Scores | None = None
+) -> float | None:
+    """1.0 when at least one relevant document is among the first ``k``, else 0.0 (trec_eval ``success_k``).
+
+    ``scores``: rank by score as trec_eval does, ties by descending document id (:func:`trec_eval_order`).
+    """
     _check_k(k, "hit_rate")
+    ranked_ids = _ordered(ranked_ids, scores)
     if num_relevant(qrels, threshold) == 0:
         return None
     return 1.0 if any(_hits(ranked_ids, qrels, k, threshold)) else 0.0
 
 
 def reciprocal_rank(
-    ranked_ids: Sequence[str], qrels: Qrels, k: int | None = None, *, threshold: float = 1
+    ranked_ids: Sequence[str],
+    qrels: Qrels,
+    k: int | None = None,
+    *,
+    threshold: float = 1,
+    scores: Scores | None = None,
 ) -> float | None:
-    """1 / rank of the first relevant document (within the first ``k`` when given), 0.0 when none."""
+    """1 / rank of the first relevant document (within the first ``k`` when given), 0.0 when none.
+
+    ``scores``: rank by score as trec_eval does, ties by descending document id (:func:`trec_eval_order`).
+    """
     _check_k(k, "reciprocal_rank")
+    ranked_ids = _ordered(ranked_ids, scores)
     if num_relevant(qrels, threshold) == 0:
         return None
     for i, hit in enumerate(_hits(ranked_ids, qrels, k, threshold)):
@@ -114,10 +202,19 @@ def reciprocal_rank(
 
 
 def average_precision(
-    ranked_ids: Sequence[str], qrels: Qrels, k: int | None = None, *, threshold: float = 1
+    ranked_ids: Sequence[str],
+    qrels: Qrels,
+    k: int | None = None,
+    *,
+    threshold: float = 1,
+    scores: Scores | None = None,
 ) -> float | None:
-    """Mean of precision at each relevant rank (within ``k``), over *all* relevant documents."""
+    """Mean of precision at each relevant rank (within ``k``), over *all* relevant documents.
+
+    ``scores``: rank by score as trec_eval does, ties by descending document id (:func:`trec_eval_order`).
+    """
     _check_k(k, "average_precision")
+    ranked_ids = _ordered(ranked_ids, scores)
     n_rel = num_relevant(qrels, threshold)
     if n_rel == 0:
         return None
@@ -144,14 +241,17 @@ def ndcg_at_k(
     k: int,
     *,
     gain: Gain = "linear",
+    scores: Scores | None = None,
 ) -> float | None:
     """Normalised discounted cumulative gain over the first ``k`` documents.
 
     Gains are the grades (``gain="exponential"``: ``2**grade - 1``); documents with a grade <= 0 add
     nothing. As in trec_eval, the gains come from the grades, not from a relevance threshold.
-    ``None`` when no judged document has a positive grade.
+    ``None`` when no judged document has a positive grade. ``scores``: rank by score as trec_eval
+    does, ties by descending document id (:func:`trec_eval_order`).
     """
     _check_k(k, "ndcg_at_k")
+    ranked_ids = _ordered(ranked_ids, scores)
     dcg = 0.0
     for i, d in enumerate(_dedup(ranked_ids, k)):
         g = qrels.get(d)

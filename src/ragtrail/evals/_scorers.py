@@ -6,7 +6,9 @@ A scorer is called as ``scorer(example, output, trace)``. Built-ins:
   (``mrr``), ``average_precision`` (``map``): ranked ids from the pipeline output's ``contexts`` when it
   returned ``{"answer": …, "contexts": […]}``, else from the trace's RETRIEVER spans; each document's
   id goes through the ``doc_id`` rule (default: ``metadata["doc_id"]`` when present, else ``id``), so
-  chunk ids map to the document ids the relevance judgements use.
+  chunk ids map to the document ids the relevance judgements use. An example whose judgements hold
+  no relevant document is ``undefined`` (left out of means) unless ``empty_qrels="zero"``, which
+  scores it 0 as trec_eval does.
 * answers — ``exact_match``, ``token_f1`` (SQuAD), ``rouge_l``, ``bleu``, ``semantic_similarity``
   (sentence-transformers, batched across examples).
 * from spans — ``latency`` (ms of the example's root span), ``tokens``, ``cost``.
@@ -49,6 +51,7 @@ __all__ = [
     "mrr",
     "ndcg_at_k",
     "precision_at_k",
+    "ranked_docs",
     "ranked_ids",
     "recall_at_k",
     "reciprocal_rank",
@@ -79,6 +82,24 @@ def answer_of(output: Any) -> str | None:
     return None
 
 
+def _doc_score(doc: Any) -> float | None:
+    """The recorded score of a retrieved document (larger is better), None when it has none."""
+    if isinstance(doc, str):
+        return None
+    if isinstance(doc, Mapping):
+        v = doc.get("score")
+        if v is None and isinstance(doc.get("metadata"), Mapping):
+            v = doc["metadata"].get("score")
+    else:
+        v = getattr(doc, "score", None)
+        md = getattr(doc, "metadata", None)
+        if v is None and isinstance(md, Mapping):
+            v = md.get("score")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
 def _doc_id(doc: Any, rule: DocIdRule) -> str | None:
     if isinstance(doc, str):
         return doc
@@ -102,20 +123,30 @@ _last_ranked = threading.local()
 
 def ranked_ids(output: Any, trace: Trace | None, doc_id: DocIdRule = None, source: str = "auto") -> list[str] | None:
     """Retrieved document ids, best first, from the output's ``contexts`` or the trace; None when
-    neither recorded a retrieval. Chunk ids map to document ids through ``doc_id``.
+    neither recorded a retrieval. Chunk ids map to document ids through ``doc_id``."""
+    docs = ranked_docs(output, trace, doc_id, source)
+    return None if docs is None else [d for d, _ in docs]
+
+
+def ranked_docs(
+    output: Any, trace: Trace | None, doc_id: DocIdRule = None, source: str = "auto"
+) -> list[tuple[str, float | None]] | None:
+    """Like :func:`ranked_ids`, with each document's recorded score (None where it has none).
 
     The last answer per thread is kept (by identity of output and trace), so the retrieval scorers
-    of one example extract the ids once."""
+    of one example extract the documents once."""
     last = getattr(_last_ranked, "v", None)
     if last is not None and last[0] is output and last[1] is trace and last[2] is doc_id and last[3] == source:
-        ids = last[4]
+        docs = last[4]
     else:
-        ids = _ranked_ids(output, trace, doc_id, source)
-        _last_ranked.v = (output, trace, doc_id, source, ids)
-    return None if ids is None else list(ids)
+        docs = _ranked_docs(output, trace, doc_id, source)
+        _last_ranked.v = (output, trace, doc_id, source, docs)
+    return None if docs is None else list(docs)
 
 
-def _ranked_ids(output: Any, trace: Trace | None, doc_id: DocIdRule, source: str) -> list[str] | None:
+def _ranked_docs(
+    output: Any, trace: Trace | None, doc_id: DocIdRule, source: str
+) -> list[tuple[str, float | None]] | None:
     docs: list[Any] | None = None
     if source in ("auto", "output") and isinstance(output, Mapping) and isinstance(output.get("contexts"), list):
         docs = output["contexts"]
@@ -137,7 +168,7 @@ def _ranked_ids(output: Any, trace: Trace | None, doc_id: DocIdRule, source: str
     for d in docs:
         i = _doc_id(d, doc_id)
         if i is not None:
-            out.append(i)
+            out.append((i, _doc_score(d)))
     return out
 
 
@@ -160,8 +191,24 @@ def _reference(example: Example) -> list[str] | None:
 
 
 # ------------------------------------------------------------------------------------- retrieval
+EMPTY_QRELS = ("undefined", "zero")
+RANK_BY = ("position", "score")
+
+
 class RetrievalScorer(Scorer):
-    """A rank metric of the retrieved ids against ``example.relevant``."""
+    """A rank metric of the retrieved ids against ``example.relevant``.
+
+    ``empty_qrels`` says what an example whose judgements hold no relevant document scores:
+    ``"undefined"`` (the default: status ``undefined``, left out of the run's means, since no
+    ranking can be good or bad for it) or ``"zero"`` (status ``ok``, value 0.0, counted in the means,
+    which is what trec_eval and pytrec_eval-based tables such as BEIR's do). An example with no
+    judgements at all stays ``undefined`` either way: trec_eval skips a query absent from the qrels.
+
+    ``rank_by`` says how the retrieved documents are ordered: ``"position"`` (the default: as the
+    retriever returned them) or ``"score"`` (by their recorded scores, larger first, equal scores by
+    descending document id, as trec_eval ranks a run: :func:`ragtrail.evals.metrics.trec_eval_order`).
+    With ``"score"``, a retrieval where a document has no score is an ``error``.
+    """
 
     def __init__(
         self,
@@ -172,6 +219,8 @@ class RetrievalScorer(Scorer):
         doc_id: DocIdRule = None,
         source: str = "auto",
         gain: str = "linear",
+        empty_qrels: str = "undefined",
+        rank_by: str = "position",
         name: str | None = None,
     ) -> None:
         fns: dict[str, Callable[..., float | None]] = {
@@ -188,12 +237,24 @@ class RetrievalScorer(Scorer):
             raise ConfigError(f"{metric}_at_k needs k (e.g. {metric}_at_k(5))")
         if gain not in ("linear", "exponential"):
             raise ConfigError(f"ndcg_at_k: gain must be 'linear' or 'exponential', not {gain!r}")
+        if empty_qrels not in EMPTY_QRELS:
+            raise ConfigError(
+                f"{metric}: empty_qrels must be 'undefined' (leave queries without a relevant document out of "
+                f"the means) or 'zero' (score them 0 as trec_eval does), not {empty_qrels!r}"
+            )
+        if rank_by not in RANK_BY:
+            raise ConfigError(
+                f"{metric}: rank_by must be 'position' (the retriever's order) or 'score' (by recorded score, "
+                f"ties as trec_eval breaks them), not {rank_by!r}"
+            )
         self.metric = metric
         self.k = k
         self.threshold = threshold
         self.doc_id = doc_id
         self.source = source
         self.gain = gain
+        self.empty_qrels = empty_qrels
+        self.rank_by = rank_by
         self._fn = fns[metric]
         suffix = f"@{k}" if k is not None else ""
         self.name = name or f"{metric}{suffix}"
@@ -203,6 +264,10 @@ class RetrievalScorer(Scorer):
         p: dict[str, Any] = {"k": self.k, "threshold": self.threshold, "source": self.source}
         if self.metric == "ndcg":
             p["gain"] = self.gain
+        if self.empty_qrels != "undefined":  # only when set: the default keeps earlier runs' params
+            p["empty_qrels"] = self.empty_qrels
+        if self.rank_by != "position":
+            p["rank_by"] = self.rank_by
         if self.doc_id is not None:
             p["doc_id"] = (
                 self.doc_id if isinstance(self.doc_id, str) else getattr(self.doc_id, "__qualname__", repr(self.doc_id))
@@ -212,9 +277,21 @@ class RetrievalScorer(Scorer):
     def score(self, example: Example, output: Any, trace: Trace) -> Score:
         if not example.relevant:
             return Score.undefined("the example has no relevance judgements")
-        ids = ranked_ids(output, trace, self.doc_id, self.source)
-        if ids is None:
+        docs = ranked_docs(output, trace, self.doc_id, self.source)
+        if docs is None:
             return Score.undefined("no retrieval found: no RETRIEVER span in the trace and no 'contexts' in the output")
+        ids = [d for d, _ in docs]
+        if self.rank_by == "score":
+            missing = [d for d, sc in docs if sc is None]
+            if missing:
+                return Score.error(
+                    f"rank_by='score' needs a score for every retrieved document; {len(missing)} of {len(docs)} "
+                    f"have none (first: {missing[0]!r}); record scores or use rank_by='position'"
+                )
+            try:
+                ids = M.trec_eval_order(ids, [sc for _, sc in docs if sc is not None])
+            except ValueError as exc:
+                return Score.error(f"rank_by='score': {exc}")
         if self.metric == "ndcg":
             v = M.ndcg_at_k(ids, example.relevant, self.k, gain=self.gain)  # type: ignore[arg-type]
         elif self.k is None:
@@ -222,36 +299,97 @@ class RetrievalScorer(Scorer):
         else:
             v = self._fn(ids, example.relevant, self.k, threshold=self.threshold)
         if v is None:
-            return Score.undefined(f"no document is relevant at threshold {self.threshold}")
+            what = "no judged document has a positive grade" if self.metric == "ndcg" else (
+                f"no document is relevant at threshold {self.threshold}")  # fmt: skip
+            if self.empty_qrels == "zero":
+                return Score(0.0, "ok", f"{what}: scored 0 as trec_eval does (empty_qrels='zero')")
+            return Score.undefined(what)
         return Score(v)
 
 
 def recall_at_k(
-    k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+    k: int,
+    *,
+    threshold: float = 1,
+    doc_id: DocIdRule = None,
+    source: str = "auto",
+    empty_qrels: str = "undefined",
+    rank_by: str = "position",
+    name: str | None = None,
 ) -> Scorer:
     """Recall of the first ``k`` retrieved documents (``recall@k``)."""
-    return RetrievalScorer("recall", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "recall",
+        k,
+        threshold=threshold,
+        doc_id=doc_id,
+        source=source,
+        empty_qrels=empty_qrels,
+        rank_by=rank_by,
+        name=name,
+    )
 
 
 def precision_at_k(
-    k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+    k: int,
+    *,
+    threshold: float = 1,
+    doc_id: DocIdRule = None,
+    source: str = "auto",
+    empty_qrels: str = "undefined",
+    rank_by: str = "position",
+    name: str | None = None,
 ) -> Scorer:
     """Precision of the first ``k`` retrieved documents, divided by ``k`` (``precision@k``)."""
-    return RetrievalScorer("precision", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "precision",
+        k,
+        threshold=threshold,
+        doc_id=doc_id,
+        source=source,
+        empty_qrels=empty_qrels,
+        rank_by=rank_by,
+        name=name,
+    )
 
 
 def ndcg_at_k(
-    k: int, *, gain: str = "linear", doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+    k: int,
+    *,
+    gain: str = "linear",
+    doc_id: DocIdRule = None,
+    source: str = "auto",
+    empty_qrels: str = "undefined",
+    rank_by: str = "position",
+    name: str | None = None,
 ) -> Scorer:
     """nDCG of the first ``k`` (``ndcg@k``; ``gain="exponential"`` for ``2**grade - 1``)."""
-    return RetrievalScorer("ndcg", k, gain=gain, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "ndcg", k, gain=gain, doc_id=doc_id, source=source, empty_qrels=empty_qrels, rank_by=rank_by, name=name
+    )
 
 
 def hit_rate(
-    k: int, *, threshold: float = 1, doc_id: DocIdRule = None, source: str = "auto", name: str | None = None
+    k: int,
+    *,
+    threshold: float = 1,
+    doc_id: DocIdRule = None,
+    source: str = "auto",
+    empty_qrels: str = "undefined",
+    rank_by: str = "position",
+    name: str | None = None,
 ) -> Scorer:
     """1 when a relevant document is among the first ``k`` (``hit_rate@k``)."""
-    return RetrievalScorer("hit_rate", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "hit_rate",
+        k,
+        threshold=threshold,
+        doc_id=doc_id,
+        source=source,
+        empty_qrels=empty_qrels,
+        rank_by=rank_by,
+        name=name,
+    )
 
 
 def reciprocal_rank(
@@ -260,10 +398,14 @@ def reciprocal_rank(
     threshold: float = 1,
     doc_id: DocIdRule = None,
     source: str = "auto",
+    empty_qrels: str = "undefined",
+    rank_by: str = "position",
     name: str | None = None,
 ) -> Scorer:
     """1 / rank of the first relevant document (``mrr``, ``mrr@k``)."""
-    return RetrievalScorer("mrr", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "mrr", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, rank_by=rank_by, name=name
+    )
 
 
 def average_precision(
@@ -272,10 +414,14 @@ def average_precision(
     threshold: float = 1,
     doc_id: DocIdRule = None,
     source: str = "auto",
+    empty_qrels: str = "undefined",
+    rank_by: str = "position",
     name: str | None = None,
 ) -> Scorer:
     """Average precision over all relevant documents (``map``, ``map@k``)."""
-    return RetrievalScorer("map", k, threshold=threshold, doc_id=doc_id, source=source, name=name)
+    return RetrievalScorer(
+        "map", k, threshold=threshold, doc_id=doc_id, source=source, empty_qrels=empty_qrels, rank_by=rank_by, name=name
+    )
 
 
 mrr = reciprocal_rank

@@ -13,6 +13,7 @@ from ragtrail.evals._metrics import (
     reciprocal_rank,
     rouge_l,
     token_f1,
+    trec_eval_order,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "reciprocal_rank",
     "rouge_l",
     "token_f1",
+    "trec_eval_order",
 ]
