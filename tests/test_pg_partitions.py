@@ -150,6 +150,28 @@ def test_rows_already_in_the_default_partition_move_into_a_new_partition(pg_url)
     assert store.write_spans(_rows(early, [start])) == 0  # still idempotent after the move
 
 
+def test_a_creation_that_cannot_get_its_lock_loses_nothing(pg_url):
+    import psycopg
+
+    store = open_store(pg_url)
+    store._partitions.lock_timeout_ms = 200
+    start = 1_600_000_000.0  # 2020-09-13
+    blocker = psycopg.connect(pg_url)  # a long read holding spans: the CREATE cannot get its lock
+    blocker.execute("SELECT COUNT(*) FROM spans").fetchall()
+    try:
+        first = uuid.uuid4().hex
+        assert store.write_spans(_rows(first, [start, start + 1])) == 2
+        assert _where(store, first) == {"spans_default"} and not _exists(store, "spans_p20200913")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    store._partitions._retry_at = 0.0  # the next try (after 30 s in a live writer)
+    second = uuid.uuid4().hex
+    assert store.write_spans(_rows(second, [start + 2])) == 1
+    assert _where(store, first) == _where(store, second) == {"spans_p20200913"}
+    assert store.count_spans() == 3 and store.query("SELECT COUNT(*) FROM spans_default")[0][0] == 0
+
+
 _WRITER = textwrap.dedent(
     """
     import sys, time, json

@@ -27,8 +27,10 @@ Opening the store makes the partitions from the current interval to ``RAGTRAIL_P
 days ahead (default 7). The writer checks each batch's start times against the partitions it knows
 and, for a time that none covers (a late or a far-future span), makes the missing one before it inserts.
 Every creation runs in its own short transaction under an advisory lock (so two writers, in any
-processes, never race on the same ``CREATE``), re-reads the catalogue under it and takes
-``SHARE ROW EXCLUSIVE`` on ``spans`` (writers wait for the few milliseconds; readers do not). If
+processes, never race on the same ``CREATE``), re-reads the catalogue under it and locks ``spans``
+(``SHARE ROW EXCLUSIVE``, then ``CREATE … PARTITION OF`` takes ``ACCESS EXCLUSIVE``: writers and readers
+wait for the few milliseconds it takes, at most ``lock_timeout``, 10 s). A long-lived writer makes the
+days ahead again once an hour, so live traffic rarely needs a creation. If
 ``spans_default`` already holds rows of the new range (written while no partition covered it),
 ``CREATE … PARTITION OF`` would fail, so those rows are moved into the new partition in the same
 transaction. A creation that fails (a lock not obtained in ``lock_timeout``, a permission) is logged and
@@ -75,6 +77,7 @@ _DAY_NS = 86400 * _NS
 _LOCK_KEY = 727272  # pg_advisory_xact_lock key serialising partition DDL (727271 is the migrations')
 _BOUND = re.compile(r"FROM \('?(-?\d+)'?\) TO \('?(-?\d+)'?\)")
 _START = 5  # SPAN_COLUMNS.index("start_time_ns")
+_MAX_NEW = 64  # partitions one batch may make (spans with wildly scattered clocks go to spans_default)
 
 
 def _interval_from_env() -> str:
@@ -202,7 +205,7 @@ def _create(cur: Any, ts_list: Iterable[int], interval: str, lock_timeout_ms: in
             continue
         lo, hi = want
         name = partition_name(lo)
-        if not locked:  # writers wait (ms); readers do not
+        if not locked:  # writers wait (ms) from here, readers from the CREATE on
             cur.execute("LOCK TABLE spans IN SHARE ROW EXCLUSIVE MODE")
             locked = True
         moving = False
@@ -301,6 +304,8 @@ class Partitions:
         self._known: list[tuple[int, int, str]] = []
         self._lock = threading.Lock()
         self._retry_at = 0.0
+        self.lock_timeout_ms = 10_000
+        self._ahead_due = time.monotonic() + 3600.0  # a long-lived writer keeps the days ahead made
         if self.enabled:
             rows = store.query("SELECT value FROM ragtrail_partitioning WHERE key = 'interval'")
             if rows and rows[0][0] in INTERVALS:
@@ -316,13 +321,13 @@ class Partitions:
             return []
         # every interval (and every clipped range) starts and ends at midnight UTC: one check per day
         days = {t // _DAY_NS for t in ts_list if isinstance(t, int) and not isinstance(t, bool)}
-        missing = [d * _DAY_NS for d in days if not self._covered(d * _DAY_NS)]
+        missing = sorted(d * _DAY_NS for d in days if not self._covered(d * _DAY_NS))[:_MAX_NEW]
         if not missing or time.monotonic() < self._retry_at:
             return []
         with self._lock:
             try:
                 with self.store.transaction() as cur:
-                    made = _create(cur, missing, self.interval)
+                    made = _create(cur, missing, self.interval, self.lock_timeout_ms)
                     self._known = _bounds(cur)[0]
             except StoreError as exc:
                 self._retry_at = time.monotonic() + 30.0
@@ -334,7 +339,12 @@ class Partitions:
         return made
 
     def ensure_rows(self, rows: Sequence[Sequence[Any]]) -> list[str]:
-        return self.ensure(r[_START] for r in rows if len(r) > _START)
+        """Make the partitions ``rows`` (SPAN_COLUMNS order) need; once an hour also the days ahead."""
+        made = self.ensure([r[_START] for r in rows if len(r) > _START])
+        if self.enabled and time.monotonic() >= self._ahead_due:
+            self._ahead_due = time.monotonic() + 3600.0
+            made += self.ensure_ahead()
+        return made
 
     def ensure_ahead(self, now_ns: int | None = None) -> list[str]:
         """The partitions from the current interval to ``RAGTRAIL_PG_PARTITIONS_AHEAD`` days ahead."""
