@@ -15,7 +15,7 @@ import uuid
 import ragtrail.store._store as store_mod
 from ragtrail.store import SPAN_COLUMNS, open_store
 from ragtrail.store._migrations import MIGRATIONS
-from ragtrail.store._partitions import interval_bounds, list_partitions, partition_name, set_interval
+from ragtrail.store._partitions import interval_bounds, list_partitions, partition_name, set_partition_interval
 from ragtrail.store._retention import prune
 
 DAY = 86400
@@ -126,7 +126,7 @@ def test_writes_land_in_their_partitions_made_on_demand(pg_url):
     assert _exists(store, "spans_p20000101") and _exists(store, "spans_p21000108")
     assert store.query("SELECT COUNT(*) FROM spans_default")[0][0] == 0
     # a weekly interval from now on: a new partition is a week from Monday, clipped so as not to overlap
-    set_interval(store, "weekly")
+    set_partition_interval(store, "weekly")
     tid = uuid.uuid4().hex
     store.write_spans(_rows(tid, [future + DAY]))  # 2100-01-09: the Monday 2100-01-04's week overlaps 01-08
     assert _where(store, tid) == {"spans_p21000109"}

@@ -9,8 +9,8 @@ Layout (migration 11)
 ``weekly`` from Monday, or ``monthly``, all in UTC), named after its first instant (``spans_p20261205``),
 plus ``spans_default``, which takes any row whose interval has no partition (yet). The interval is
 chosen when the migration runs (``RAGTRAIL_PG_PARTITION_INTERVAL``) and recorded in
-``ragtrail_partitioning``; :func:`set_interval` changes it for partitions made later (existing ones
-keep their bounds; a new one is clipped so that it never overlaps them).
+``ragtrail_partitioning``; :func:`set_partition_interval` changes it for partitions made later
+(existing ones keep their bounds; a new one is clipped so that it never overlaps them).
 
 Idempotent writes
 -----------------
@@ -67,7 +67,8 @@ __all__ = [
     "is_partitioned",
     "list_partitions",
     "migrate_spans_to_partitions",
-    "set_interval",
+    "partition_name",
+    "set_partition_interval",
 ]
 
 INTERVALS = ("daily", "weekly", "monthly")
@@ -275,7 +276,7 @@ def migrate_spans_to_partitions(cur: Any) -> None:
         cur.execute(sql)
 
 
-def set_interval(store: Any, interval: str) -> None:
+def set_partition_interval(store: Any, interval: str) -> None:
     """Change the interval of partitions made from now on (existing partitions keep their ranges)."""
     if interval not in INTERVALS:
         raise ConfigError(f"partition interval {interval!r}: use one of {', '.join(INTERVALS)}")
