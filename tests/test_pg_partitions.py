@@ -165,11 +165,15 @@ def test_a_creation_that_cannot_get_its_lock_loses_nothing(pg_url):
     finally:
         blocker.rollback()
         blocker.close()
-    store._partitions._retry_at = 0.0  # the next try (after 30 s in a live writer)
     second = uuid.uuid4().hex
-    assert store.write_spans(_rows(second, [start + 2])) == 1
-    assert _where(store, first) == _where(store, second) == {"spans_p20200913"}
-    assert store.count_spans() == 3 and store.query("SELECT COUNT(*) FROM spans_default")[0][0] == 0
+    assert store.write_spans(_rows(second, [start + 2])) == 1  # within the 30 s before the next try
+    assert _where(store, second) == {"spans_default"}
+    reopened = open_store(pg_url)  # opening the store moves rows stranded in the default partition
+    assert _where(reopened, first) == _where(reopened, second) == {"spans_p20200913"}
+    assert reopened.count_spans() == 3 and reopened.query("SELECT COUNT(*) FROM spans_default")[0][0] == 0
+    store._partitions._retry_at = 0.0  # the first store's next try: the partition exists now
+    third = uuid.uuid4().hex
+    assert store.write_spans(_rows(third, [start + 3])) == 1 and _where(store, third) == {"spans_p20200913"}
 
 
 _WRITER = textwrap.dedent(

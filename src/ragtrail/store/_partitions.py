@@ -34,7 +34,8 @@ days ahead again once an hour, so live traffic rarely needs a creation. If
 ``spans_default`` already holds rows of the new range (written while no partition covered it),
 ``CREATE … PARTITION OF`` would fail, so those rows are moved into the new partition in the same
 transaction. A creation that fails (a lock not obtained in ``lock_timeout``, a permission) is logged and
-the rows go to ``spans_default``: nothing is lost, and the next creation for that range moves them.
+the rows go to ``spans_default``: nothing is lost, and the next creation for that range (or the next
+open of the store, or the hourly pass of a long-lived writer) moves them.
 
 Retention
 ---------
@@ -348,9 +349,19 @@ class Partitions:
         return made
 
     def ensure_ahead(self, now_ns: int | None = None) -> list[str]:
-        """The partitions from the current interval to ``RAGTRAIL_PG_PARTITIONS_AHEAD`` days ahead."""
+        """The partitions from the current interval to ``RAGTRAIL_PG_PARTITIONS_AHEAD`` days ahead, and
+        those of rows left in ``spans_default`` by a creation that failed (they move in)."""
+        if not self.enabled:
+            return []
         now_ns = time.time_ns() if now_ns is None else now_ns
-        return self.ensure(_now_ahead(now_ns, _ahead_days()))
+        stranded: list[int] = []
+        try:  # normally empty: a cheap scan
+            stranded = [int(r[0]) * _DAY_NS for r in self.store.query(
+                f"SELECT DISTINCT FLOOR(start_time_ns / 86400000000000.0)::BIGINT FROM {DEFAULT_PARTITION} LIMIT ?",  # noqa: S608
+                (_MAX_NEW,))]  # fmt: skip
+        except StoreError:
+            pass
+        return self.ensure(_now_ahead(now_ns, _ahead_days()) + stranded)
 
     def forget(self) -> None:
         """Read the catalogue again on next use (after partitions were dropped)."""
