@@ -66,5 +66,8 @@ def prune(
     typer.echo(f"{verb} {r.traces_deleted} traces ({r.spans_deleted} spans, {r.feedback_deleted} feedback rows) "
                f"in {r.seconds:.1f} s; kept {r.traces_kept_referenced} old traces that runs, datasets or feedback "
                "refer to")  # fmt: skip
+    if r.partitions_dropped:
+        typer.echo(f"{'would drop' if dry_run else 'dropped'} {len(r.partitions_dropped)} PostgreSQL partitions: "
+                   f"{', '.join(r.partitions_dropped)}")  # fmt: skip
     if r.bytes_before is not None and r.bytes_after is not None:
         typer.echo(f"store size {r.bytes_before / 1e6:.1f} MB → {r.bytes_after / 1e6:.1f} MB")

@@ -4,6 +4,7 @@ The eval repository (runs, results, datasets, judge cache) is :mod:`ragtrail.sto
 (of runs, and of any other kind of thing) are :mod:`ragtrail.store._aliases`.
 """
 
+from ragtrail.store._partitions import list_partitions, set_partition_interval
 from ragtrail.store._retention import PruneResult, prune
 from ragtrail.store._store import SPAN_COLUMNS, PostgresStore, SQLiteStore, Store, open_store
 from ragtrail.store._url import resolve_store_url
@@ -14,7 +15,9 @@ __all__ = [
     "PruneResult",
     "SQLiteStore",
     "Store",
+    "list_partitions",
     "open_store",
     "prune",
     "resolve_store_url",
+    "set_partition_interval",
 ]

@@ -1,11 +1,17 @@
 """Ordered, named schema migrations. Append only: never edit a migration that has shipped.
 
-Each migration is ``(version, name, sqlite_sql, postgres_sql)``; applied versions are recorded in
+Each migration is ``(version, name, sqlite_sql, postgres_sql)`` (``postgres_sql`` may be a function of
+the migration's cursor, for a change that reads the catalogue); applied versions are recorded in
 ``ragtrail_migrations``. A store whose recorded version is newer than the last one here was written by
 a newer ragtrail and is refused with :class:`~ragtrail.SchemaVersionError`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ragtrail.store._partitions import migrate_spans_to_partitions
 
 _SPANS = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -246,7 +252,11 @@ ALTER TABLE spans ADD COLUMN scope_name TEXT;
 ALTER TABLE spans ADD COLUMN scope_version TEXT
 """
 
-MIGRATIONS: list[tuple[int, str, str, str]] = [
+# issue 16: on PostgreSQL, spans partitioned by RANGE (start_time_ns), key (trace_id, span_id, start_time_ns)
+# (store/_partitions.py says why writes stay idempotent). Python, not SQL: it reads the catalogue. SQLite: no-op.
+_PARTITIONS = migrate_spans_to_partitions
+
+MIGRATIONS: list[tuple[int, str, str, str | Callable[[Any], None]]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
     (4, "sessions_users_feedback_monitor", _PRODUCTION, _PRODUCTION),
@@ -254,6 +264,7 @@ MIGRATIONS: list[tuple[int, str, str, str]] = [
     (7, "artifacts_prompts", _ARTIFACTS, _ARTIFACTS),
     (9, "metric_minutes", _METRIC_MINUTES, _METRIC_MINUTES),
     (10, "span_kind_links_scope", _OTEL_FIELDS, _OTEL_FIELDS),
+    (11, "pg_spans_partitioned_by_time", "", _PARTITIONS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -13,6 +13,10 @@ What :func:`prune` deletes, and what it never deletes
   as "trace pruned"). GenAI metric aggregates are kept: they are small and hold the long-term totals.
 * Work is done in batches of ``batch_traces`` traces, one short transaction each, so writers (the
   exporter, ``ragtrail serve``) wait at most one batch; readers never wait (WAL / MVCC).
+* PostgreSQL (spans partitioned by time, migration 11): partitions wholly older than the cutoff whose
+  traces are all prunable are detached and dropped in one short transaction each instead of deleted row
+  by row (:func:`ragtrail.store._partitions.drop_old_partitions`); the rest (the boundary partition,
+  ``spans_default``, a partition holding a kept trace) goes through the batches below, same rules.
 * ``vacuum=True`` gives the space back to the file system afterwards: SQLite ``VACUUM`` (it holds the
   write lock while it copies the database: run it in a quiet hour) or PostgreSQL ``VACUUM (ANALYZE)``
   (no lock against writers; the space is reused by new rows rather than returned).
@@ -31,6 +35,7 @@ from typing import Any
 
 from ragtrail._exceptions import ConfigError, StoreError
 from ragtrail._log import logger
+from ragtrail.store._partitions import drop_old_partitions
 
 __all__ = [
     "PruneResult",
@@ -75,6 +80,7 @@ class PruneResult:
     bytes_before: int | None = None
     bytes_after: int | None = None
     longest_batch_s: float = 0.0
+    partitions_dropped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -225,8 +231,21 @@ def prune(
         protect = referenced_trace_ids(store, datasets=False, feedback=False)
     has_feedback = _has_table(store, "feedback")
     kept: set[str] = set()
+    gone: set[str] = set()  # traces counted with a dropped partition
+    if store.kind == "postgresql":
+        dropped = drop_old_partitions(store, cutoff_ns, protect=protect, project=project,
+                                      has_feedback=has_feedback, dry_run=dry_run)  # fmt: skip
+        res.partitions_dropped = dropped["partitions"]
+        res.spans_deleted += dropped["spans"]
+        res.traces_deleted += dropped["traces"]
+        res.feedback_deleted += dropped["feedback"]
+        res.notes.extend(dropped["notes"])
+        gone = dropped["trace_ids"]
+        if dropped["partitions"] and not dry_run:
+            res.batches += len(dropped["partitions"])
+            res.longest_batch_s = max(res.longest_batch_s, dropped["longest_s"])
     for cands in _old_traces(store, cutoff_ns, project, batch_traces):
-        doomed = [(t, n) for t, n in cands if t not in protect]
+        doomed = [(t, n) for t, n in cands if t not in protect and not (dry_run and t in gone)]
         kept.update(t for t, _ in cands if t in protect)
         if not doomed:
             continue
@@ -244,7 +263,7 @@ def prune(
                 cur.execute(f"DELETE FROM feedback WHERE trace_id IN ({marks})", ids)  # noqa: S608
                 res.feedback_deleted += int(cur.rowcount or 0)
         res.longest_batch_s = max(res.longest_batch_s, time.monotonic() - b0)
-        res.traces_deleted += len(ids)
+        res.traces_deleted += len(set(ids) - gone)
         res.batches += 1
         if pause_s:
             time.sleep(pause_s)

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from ragtrail._exceptions import ConfigError, SchemaVersionError, StoreError
 from ragtrail._log import warn_once
 from ragtrail.store._migrations import LATEST, MIGRATIONS
+from ragtrail.store._partitions import Partitions
 from ragtrail.store._pool import Pool
 from ragtrail.store._storable import _is_transient, _reason, _row_ok, reduced_row, storable_row
 from ragtrail.store._url import resolve_store_url
@@ -203,6 +204,9 @@ class Store:
                 if version in done:
                     continue
                 sql = sqlite_sql if self.kind == "sqlite" else pg_sql
+                if callable(sql):
+                    sql(cur)
+                    sql = ""
                 for stmt in (s.strip() for s in sql.split(";")):
                     if stmt:
                         cur.execute(stmt)
@@ -526,6 +530,8 @@ class PostgresStore(Store):
         self._pid = os.getpid()
         self._setup_connections()
         self._migrate()
+        self._partitions = Partitions(self)  # spans by time (migration 11): the ones ahead now
+        self._partitions.ensure_ahead()
 
     def _setup_connections(self) -> None:
         self._pool = Pool(self._connect, _close_pg, size=self.pool_size, usable=_pg_usable)
@@ -625,6 +631,7 @@ class PostgresStore(Store):
         NOTHING`` (re-inserting a span stays a no-op): 1.3-1.6x executemany's rate (benchmarks/store_load).
         Returns how many rows were stored."""
         cols = ", ".join(SPAN_COLUMNS)
+        self._partitions.ensure_rows(rows)  # a late or future span's partition, before the insert
         with self._connection() as (conn, _nested):
             try:
                 with self.transaction() as cur:
@@ -638,7 +645,7 @@ class PostgresStore(Store):
                             cp.write_row(r)
                     raw.execute(
                         f"INSERT INTO spans ({cols}) SELECT {cols} FROM ragtrail_spans_in "  # noqa: S608 - fixed names
-                        "ON CONFLICT (trace_id, span_id) DO NOTHING"
+                        "ON CONFLICT DO NOTHING"  # the key holds start_time_ns (migration 11): see _partitions
                     )
                     stored = int(raw.rowcount if raw.rowcount is not None and raw.rowcount >= 0 else len(rows))
             except BaseException:
