@@ -38,8 +38,10 @@ DEFERRED_CIRCLES: list[set[str]] = [
     # the receiver starts its HTTP/gRPC front ends, which call back into it (grpcio/uvicorn stay optional)
     {"ragtrail.server._grpc", "ragtrail.server._http", "ragtrail.server._receiver"},
     # sweeps run evaluations built from config files, an evaluation run inside a sweep links its trial, and
-    # the Ray backend drives the harness's engine (owned by the sweeps work: it moves onto the repository later)
-    {"ragtrail.evals._config", "ragtrail.evals._harness", "ragtrail.evals._ray", "ragtrail.evals._sweep"},
+    # the Ray backend (driver and worker side) drives the harness's engine (owned by the sweeps work: it moves
+    # onto the repository later)
+    {"ragtrail.evals._config", "ragtrail.evals._harness", "ragtrail.evals._ray", "ragtrail.evals._ray_worker",
+     "ragtrail.evals._sweep"},  # fmt: skip
 ]
 
 
