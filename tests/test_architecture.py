@@ -26,20 +26,18 @@ FRAMEWORKS = ("langchain", "langchain_core", "langchain_community", "langchain_o
 DEFERRED_CIRCLES: list[set[str]] = [
     # init() loads the price table lazily; the price module reads the config and starts no span itself
     {"ragtrail.tracing._setup", "ragtrail.tracing._spans", "ragtrail.tracing._usage"},
-    # spans from other instrumentations are priced at export with the app's price table (init(prices=...)),
-    # which the setup's config holds; the classifier imports the price module only when it prices a span
-    {
-        "ragtrail.tracing._classify",
-        "ragtrail.tracing._exporter",
-        "ragtrail.tracing._setup",
-        "ragtrail.tracing._spans",
-        "ragtrail.tracing._usage",
-    },
     # the receiver starts its HTTP/gRPC front ends, which call back into it (grpcio/uvicorn stay optional)
     {"ragtrail.server._grpc", "ragtrail.server._http", "ragtrail.server._receiver"},
     # sweeps run evaluations built from config files, an evaluation run inside a sweep links its trial, and
-    # the Ray backend drives the harness's engine (owned by the sweeps work: it moves onto the repository later)
-    {"ragtrail.evals._config", "ragtrail.evals._harness", "ragtrail.evals._ray", "ragtrail.evals._sweep"},
+    # the Ray backend (driver and worker side) drives the harness's engine (owned by the sweeps work: it moves
+    # onto the repository later)
+    {
+        "ragtrail.evals._config",
+        "ragtrail.evals._harness",
+        "ragtrail.evals._ray",
+        "ragtrail.evals._ray_worker",
+        "ragtrail.evals._sweep",
+    },  # fmt: skip
 ]
 
 

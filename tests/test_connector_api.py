@@ -11,7 +11,7 @@ import ragtrail
 from ragtrail import semconv
 from ragtrail.tracing import FailureCounter, start_span
 
-SHAPED = ["llama_index", "chroma", "sentence_transformers", "transformers", "vllm", "openai"]
+SHAPED = ["langchain", "llama_index", "chroma", "sentence_transformers", "transformers", "vllm", "openai"]
 
 
 @pytest.mark.parametrize("name", SHAPED)
@@ -46,3 +46,25 @@ def test_start_span_sets_the_kind_and_is_a_no_op_before_init(traced) -> None:  #
     assert s.attributes[semconv.SPAN_KIND] == semconv.RETRIEVER and s.attributes["db.system"] == "x"
     ragtrail.shutdown()
     assert not start_span("after shutdown", semconv.TOOL).is_recording()
+
+
+def test_a_failing_langchain_callback_is_counted_in_the_connectors_failures(traced, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A callback that fails inside the handler is counted in ``connectors.langchain.failures()``
+    (as in every other connector), logged once, and never raised into LangChain."""
+    import uuid
+
+    from ragtrail.connectors import langchain as rt_langchain
+
+    class HostileMetadata(dict):  # type: ignore[type-arg]
+        def get(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("metadata that cannot be read")
+
+    handler = rt_langchain.CallbackHandler()
+    before = rt_langchain.failures()
+    with caplog.at_level(logging.DEBUG, logger="ragtrail"):
+        for _ in range(2):
+            handler.on_chain_start({}, {"q": 1}, run_id=uuid.uuid4(), metadata=HostileMetadata(x=1))
+    assert rt_langchain.failures() == before + 2
+    assert handler.errors == 2
+    logged = [r for r in caplog.records if "LangChain handler could not record on_chain_start" in r.getMessage()]
+    assert len(logged) <= 1  # logged once per kind in the process (an earlier test may have used it up)

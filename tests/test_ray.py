@@ -355,7 +355,7 @@ def probe_pipeline(question: str, config: dict[str, Any]) -> dict[str, Any]:
     import hashlib
     from urllib.parse import urlparse
 
-    from ragtrail.evals import _ray as worker_side
+    from ragtrail.evals import _ray_worker as worker_side
 
     pws = [urlparse(str(getattr(st, "_dsn", ""))).password for st in worker_side._stores.values()]
     pws.append(os.environ.get("PGPASSWORD"))

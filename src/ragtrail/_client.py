@@ -232,6 +232,17 @@ class Client:
             params.extend(ids)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
+    def _trace_where(
+        self, project: str | None, start: Any, end: Any, session_id: str | None, user_id: str | None, tags: Any
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause of the trace listings (:meth:`traces`, :meth:`trace_summaries`): spans of the
+        project and time range, in traces of that session / user / carrying every tag."""
+        from ragtrail._production import combine_where
+        from ragtrail.store._feedback import trace_filter
+
+        where, params = self._span_where(project, start, end, None, None, None)
+        return combine_where(where, params, *trace_filter(self.store, project, session_id, user_id, tags))
+
     def spans(
         self,
         project: str | None = None,
@@ -310,11 +321,7 @@ class Client:
         when no span recorded a cached count).
 
         ``session_id`` / ``user_id`` / ``tags`` keep the traces of that session / user / carrying every tag."""
-        from ragtrail._production import combine_where
-        from ragtrail.store._feedback import trace_filter
-
-        where, params = self._span_where(project, start, end, None, None, None)
-        where, params = combine_where(where, params, *trace_filter(self.store, project, session_id, user_id, tags))
+        where, params = self._trace_where(project, start, end, session_id, user_id, tags)
         sql = (
             "SELECT trace_id, MIN(start_time_ns), MAX(end_time_ns), COUNT(*), "  # noqa: S608 - fixed columns, values bound as parameters
             "SUM(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), "
@@ -457,11 +464,9 @@ class Client:
     ) -> list[Trace]:
         """The newest ``limit`` traces (``None``: all) as :class:`Trace` objects, each with ``.feedback``
         (latest value per name); filtered like :meth:`traces_df`."""
-        from ragtrail._production import combine_where, trace_feedback
-        from ragtrail.store._feedback import trace_filter
+        from ragtrail._production import trace_feedback
 
-        where, params = self._span_where(project, start, end, None, None, None)
-        where, params = combine_where(where, params, *trace_filter(self.store, project, session_id, user_id, tags))
+        where, params = self._trace_where(project, start, end, session_id, user_id, tags)
         sql = f"SELECT trace_id FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"  # noqa: S608
         if limit is not None:
             sql += f" LIMIT {int(limit)}"

@@ -36,10 +36,10 @@ from typing import Any
 
 from ragtrail import semconv
 from ragtrail._exceptions import ConfigError, RagtrailError
+from ragtrail._store_of import store_of as _store
 from ragtrail.store import _artifacts as db
 
 FORMATS = ("f-string", "mustache", "chat")
-_VERSION = re.compile(r"^v(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 _ANY: Any = db._ANY  # the store's "no expectation" marker
 _ROLES = {"system": "system", "user": "human", "human": "human", "assistant": "ai", "ai": "ai",
@@ -48,12 +48,6 @@ _ROLES = {"system": "system", "user": "human", "human": "human", "assistant": "a
 
 class PromptError(RagtrailError):
     """A prompt version cannot be found, or rendered with the variables given."""
-
-
-def _store(store: Any) -> Any:
-    from ragtrail.artifacts._artifact import _store as resolve
-
-    return resolve(store)
 
 
 def _canonical(obj: Any) -> str:
@@ -369,30 +363,10 @@ def push(
 
 
 def _resolve(st: Any, ref: str) -> dict[str, Any]:
-    if isinstance(ref, PromptVersion):
-        ref = ref.ref
-    if not isinstance(ref, str) or not ref.strip():
-        raise ConfigError(f"a prompt reference is 'name', 'name:vN' or 'name:alias', not {ref!r}")
-    name, _, tag = ref.strip().partition(":")
-    tag = tag or "latest"
-    row = None
-    m = _VERSION.match(tag)
-    if m:
-        row = db.prompt_version(st, name, version=int(m.group(1)))
-    elif tag == "latest":
-        row = db.prompt_version(st, name)
-    else:
-        target = db.current_alias(st, db.PROMPT_NS + name, tag)
-        if target is not None:
-            row = db.prompt_version(st, name, digest=target)
-    if row is not None:
-        return row
-    versions = db.prompt_versions(st, name)
-    if not versions:
-        raise PromptError(f"no prompt named {name!r} in the store {st.url}; push one with ragtrail.prompts.push")
-    listed = ", ".join(f"v{v['version']}" for v in versions)
-    aliases = ", ".join(["latest", *sorted(db.aliases_of(st, db.PROMPT_NS + name))])
-    raise PromptError(f"no prompt version {ref!r}: {name} has versions {listed} and aliases {aliases}")
+    try:
+        return db.resolve_version(st, ref, "prompt")
+    except db.VersionNotFoundError as exc:
+        raise PromptError(str(exc)) from None
 
 
 def get(ref: str, *, store: Any = None) -> PromptVersion:
@@ -416,23 +390,14 @@ def set_alias(ref: str, alias: str, *, store: Any = None, by: str | None = None,
     """Point ``alias`` of the prompt at version ``ref`` (atomic, with history); with ``expected`` (a
     version reference or None for "unset") only if the alias still points there. Returns the previous
     version's reference."""
-    from ragtrail.artifacts._artifact import check_alias
+    from ragtrail.artifacts._artifact import move_version_alias
 
-    check_alias(alias)
     st = _store(store)
-    row = _resolve(st, ref)
-    name = row["name"]
-    exp: Any = _ANY
-    if expected is not _ANY:
-        exp = (
-            None
-            if expected is None
-            else _resolve(st, expected if ":" in str(expected) else f"{name}:{expected}")["digest"]
-        )
-    try:
-        prev = db.move_alias(st, db.PROMPT_NS + name, alias, row["digest"], by=_who(by), expected=exp)
-    except db.AliasMovedError as exc:
-        raise PromptError(f"{name}:{alias} moved meanwhile (expected {expected}); read it again and retry") from exc
+
+    def moved(name: str, exc: db.AliasMovedError) -> Exception:
+        return PromptError(f"{name}:{alias} moved meanwhile (expected {expected}); read it again and retry")
+
+    name, prev = move_version_alias(st, db.PROMPT_NS, _resolve, ref, alias, expected, by, moved)
     if prev is None:
         return None
     old = db.prompt_version(st, name, digest=prev)

@@ -11,11 +11,12 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ragtrail._exceptions import ArtifactError, ConfigError
+from ragtrail._store_of import store_of as _store
 from ragtrail.artifacts._blobs import Blobs, hash_file, open_blobs
 from ragtrail.store import _artifacts as db
 
@@ -26,20 +27,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 _VERSION = re.compile(r"^v(\d+)$")
 _RESERVED = ("latest",)
 _ANY: Any = db._ANY  # the store's "no expectation" marker
-
-
-def _store(store: Any) -> Store:
-    from ragtrail.store import Store, open_store
-
-    if isinstance(store, Store):
-        return store
-    if store is None:
-        from ragtrail.tracing._setup import get_config
-
-        cfg = get_config()
-        if cfg is not None and cfg.store is not None:
-            return cfg.store  # type: ignore[no-any-return]
-    return open_store(store)
 
 
 def _who(by: str | None) -> str | None:
@@ -304,39 +291,11 @@ def _from_row(row: Mapping[str, Any], type_: str, store: Store, blobs: Any) -> A
     )  # fmt: skip
 
 
-def _split_ref(ref: str) -> tuple[str, str]:
-    if not isinstance(ref, str) or not ref.strip():
-        raise ConfigError(f"an artifact reference is 'name', 'name:vN' or 'name:alias', not {ref!r}")
-    name, _, tag = ref.strip().partition(":")
-    return name, (tag or "latest")
-
-
 def _resolve(store: Store, ref: Any) -> dict[str, Any]:
-    if isinstance(ref, ArtifactVersion):
-        ref = ref.ref
-    name, tag = _split_ref(ref)
-    row = None
-    m = _VERSION.match(tag)
-    if m:
-        row = db.artifact_version(store, name, version=int(m.group(1)))
-    elif tag == "latest":
-        row = db.artifact_version(store, name)
-    else:
-        target = db.current_alias(store, db.ARTIFACT_NS + name, tag)
-        if target is not None:
-            row = db.artifact_version(store, name, digest=target)
-    if row is not None:
-        return row
-    versions = db.artifact_versions(store, name)
-    if not versions:
-        raise ArtifactError(
-            f"no artifact named {name!r} in the store {store.url}; `ragtrail artifacts list` shows them"
-        )
-    aliases = sorted(db.aliases_of(store, db.ARTIFACT_NS + name))
-    listed = ", ".join(f"v{v['version']}" for v in versions)
-    raise ArtifactError(
-        f"no artifact version {ref!r}: {name} has versions {listed} and aliases {', '.join(['latest', *aliases])}"
-    )
+    try:
+        return db.resolve_version(store, ref, "artifact")
+    except db.VersionNotFoundError as exc:
+        raise ArtifactError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------ API
@@ -440,28 +399,49 @@ def versions(name: str, *, store: Any = None) -> list[ArtifactVersion]:
     return [_from_row(r, type_, st, None) for r in db.artifact_versions(st, name)]
 
 
-def set_alias(ref: Any, alias: str, *, store: Any = None, by: str | None = None, expected: Any = _ANY) -> str | None:
-    """Point ``alias`` of the artifact at version ``ref`` (atomic, with a history row). With
-    ``expected`` (a version reference, or None for "unset") it is a compare-and-swap: the move happens
-    only if the alias still points at that version. Returns the previous version's reference."""
+def move_version_alias(
+    st: Store,
+    ns: str,
+    resolve: Callable[[Store, Any], dict[str, Any]],
+    ref: Any,
+    alias: str,
+    expected: Any,
+    by: str | None,
+    moved: Callable[[str, db.AliasMovedError], Exception],
+) -> tuple[str, str | None]:
+    """Point ``alias`` of an artifact or prompt (``ns``: ``db.ARTIFACT_NS`` / ``db.PROMPT_NS``) at version
+    ``ref`` (looked up with ``resolve``); with ``expected`` (a version reference, or None for "unset")
+    only if the alias still points there, else ``moved(name, error)`` is raised. Returns ``(name,
+    previous digest)``."""
     check_alias(alias)
-    st = _store(store)
-    row = _resolve(st, ref)
+    row = resolve(st, ref)
     name = row["name"]
     exp: Any = _ANY
     if expected is not _ANY:
         exp = (
             None
             if expected is None
-            else _resolve(st, expected if ":" in str(expected) else f"{name}:{expected}")["digest"]
+            else resolve(st, expected if ":" in str(expected) else f"{name}:{expected}")["digest"]
         )
     try:
-        prev = db.move_alias(st, db.ARTIFACT_NS + name, alias, row["digest"], by=_who(by), expected=exp)
+        return name, db.move_alias(st, ns + name, alias, row["digest"], by=_who(by), expected=exp)
     except db.AliasMovedError as exc:
+        raise moved(name, exc) from exc
+
+
+def set_alias(ref: Any, alias: str, *, store: Any = None, by: str | None = None, expected: Any = _ANY) -> str | None:
+    """Point ``alias`` of the artifact at version ``ref`` (atomic, with a history row). With
+    ``expected`` (a version reference, or None for "unset") it is a compare-and-swap: the move happens
+    only if the alias still points at that version. Returns the previous version's reference."""
+    st = _store(store)
+
+    def moved(name: str, exc: db.AliasMovedError) -> Exception:
         now = _digest_ref(st, name, exc.current)
-        raise ArtifactError(
+        return ArtifactError(
             f"{name}:{alias} points at {now}, not {expected} as expected (it moved meanwhile); read it again and retry"
-        ) from exc
+        )
+
+    name, prev = move_version_alias(st, db.ARTIFACT_NS, _resolve, ref, alias, expected, by, moved)
     return _digest_ref(st, name, prev)
 
 

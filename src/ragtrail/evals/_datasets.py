@@ -485,7 +485,7 @@ class Dataset:
 
 
 def _store(store: Any) -> Store:
-    from ragtrail.evals._store import store_of
+    from ragtrail._store_of import store_of
 
     return store_of(store)
 

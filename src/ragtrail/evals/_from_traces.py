@@ -125,7 +125,7 @@ def _load(traces: Iterable[Any], store: Any) -> list[Trace]:
 
 def _by_ids(store: Any, ids: list[str]) -> list[Trace]:
     from ragtrail._production import trace_feedback
-    from ragtrail.evals._store import store_of
+    from ragtrail._store_of import store_of
     from ragtrail.store import _evals as repo
     from ragtrail.tracing._model import SpanRecord, Trace
 

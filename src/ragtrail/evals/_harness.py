@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragtrail._exceptions import ConfigError, EvalError, MissingDependencyError
 from ragtrail._log import logger
+from ragtrail._store_of import store_of
 from ragtrail.evals._aio import run_sync
 from ragtrail.evals._concurrency import AdaptiveLimiter
 from ragtrail.evals._datasets import Dataset
@@ -32,7 +33,6 @@ from ragtrail.evals._engine import (
     score_items,
 )
 from ragtrail.evals._runs import Run, config_hash, create_run, finish_run, git_info, load_run, package_versions
-from ragtrail.evals._store import store_of
 from ragtrail.evals._types import Example, Score
 from ragtrail.store import _evals as repo
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from ragtrail import semconv
 from ragtrail._exceptions import ConfigError, EvalError
+from ragtrail._store_of import store_of
 from ragtrail.evals._datasets import Dataset
 from ragtrail.evals._runs import Run, create_run, finish_run, load_run
-from ragtrail.evals._store import store_of
 from ragtrail.evals._types import Score
 from ragtrail.store import _evals as repo
 from ragtrail.tracing._model import Trace

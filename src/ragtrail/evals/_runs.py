@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, DatasetError, EvalError, StoreError
-from ragtrail.evals._store import store_of
+from ragtrail._store_of import store_of
 from ragtrail.evals._types import Score
 from ragtrail.store import _aliases
 from ragtrail.store import _evals as repo

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from ragtrail._exceptions import StoreError
+from ragtrail._exceptions import ConfigError, StoreError
 from ragtrail.store._store import Store
 
 ARTIFACT_NS = "artifact:"
@@ -109,11 +110,11 @@ def insert_artifact_version(
     return version, True
 
 
-def artifact_version(
-    store: Store, name: str, *, version: int | None = None, digest: str | None = None
-) -> dict[str, Any] | None:
-    """One version by number or digest, or the newest when both are None."""
-    sql = f"SELECT {_VERSION_COLS} FROM artifact_versions WHERE name = ?"  # noqa: S608 - fixed names
+def _one_version(
+    store: Store, table: str, cols: str, name: str, version: int | None, digest: str | None
+) -> Sequence[Any] | None:
+    """The row of one version of ``name`` in ``table``: by number, by digest, or the newest."""
+    sql = f"SELECT {cols} FROM {table} WHERE name = ?"  # noqa: S608 - fixed names
     params: tuple[Any, ...] = (name,)
     if version is not None:
         sql, params = sql + " AND version = ?", (name, int(version))
@@ -122,7 +123,15 @@ def artifact_version(
     else:
         sql += " ORDER BY version DESC LIMIT 1"
     rows = store.query(sql, params)
-    return _version_dict(rows[0]) if rows else None
+    return rows[0] if rows else None
+
+
+def artifact_version(
+    store: Store, name: str, *, version: int | None = None, digest: str | None = None
+) -> dict[str, Any] | None:
+    """One version by number or digest, or the newest when both are None."""
+    row = _one_version(store, "artifact_versions", _VERSION_COLS, name, version, digest)
+    return _version_dict(row) if row is not None else None
 
 
 def artifact_versions(store: Store, name: str) -> list[dict[str, Any]]:
@@ -249,16 +258,8 @@ def prompt_version(
     store: Store, name: str, *, version: int | None = None, digest: str | None = None
 ) -> dict[str, Any] | None:
     """One prompt version by number or digest, or the newest when both are None."""
-    sql = f"SELECT {_PROMPT_COLS} FROM prompts WHERE name = ?"  # noqa: S608 - fixed names
-    params: tuple[Any, ...] = (name,)
-    if version is not None:
-        sql, params = sql + " AND version = ?", (name, int(version))
-    elif digest is not None:
-        sql, params = sql + " AND digest = ?", (name, digest)
-    else:
-        sql += " ORDER BY version DESC LIMIT 1"
-    rows = store.query(sql, params)
-    return _prompt_dict(rows[0]) if rows else None
+    row = _one_version(store, "prompts", _PROMPT_COLS, name, version, digest)
+    return _prompt_dict(row) if row is not None else None
 
 
 def prompt_versions(store: Store, name: str) -> list[dict[str, Any]]:
@@ -271,6 +272,46 @@ def list_prompts(store: Store) -> list[dict[str, Any]]:
     """One dict per prompt name: name, n_versions, latest, updated_at."""
     rows = store.query("SELECT name, COUNT(*), MAX(version), MAX(created_at) FROM prompts GROUP BY name ORDER BY name")
     return [{"name": r[0], "n_versions": int(r[1]), "latest": int(r[2]), "updated_at": float(r[3])} for r in rows]
+
+
+# --------------------------------------------------------------------------------- references
+_VERSION_TAG = re.compile(r"^v(\d+)$")
+_KINDS = {
+    "artifact": ("an artifact", ARTIFACT_NS, "`ragtrail artifacts list` shows them"),
+    "prompt": ("a prompt", PROMPT_NS, "push one with ragtrail.prompts.push"),
+}
+
+
+class VersionNotFoundError(StoreError):
+    """No version of an artifact or prompt matches a reference (the message lists what there is)."""
+
+
+def resolve_version(store: Store, ref: Any, kind: str) -> dict[str, Any]:
+    """The row of the artifact or prompt version (``kind``) that ``ref`` names: ``name``, ``name:vN``,
+    ``name:latest``, ``name:<alias>``, or a value with such a ``.ref``. A reference that is not a string
+    is a ConfigError; an unknown one a :class:`VersionNotFoundError` that lists the versions and aliases."""
+    what, ns, hint = _KINDS[kind]
+    ref = ref if isinstance(ref, str) else getattr(ref, "ref", ref)
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError(f"{what} reference is 'name', 'name:vN' or 'name:alias', not {ref!r}")
+    name, _, tag = ref.strip().partition(":")
+    tag = tag or "latest"
+    get = artifact_version if kind == "artifact" else prompt_version
+    row = None
+    if m := _VERSION_TAG.match(tag):
+        row = get(store, name, version=int(m.group(1)))
+    elif tag == "latest":
+        row = get(store, name)
+    elif (target := current_alias(store, ns + name, tag)) is not None:
+        row = get(store, name, digest=target)
+    if row is not None:
+        return row
+    versions = artifact_versions(store, name) if kind == "artifact" else prompt_versions(store, name)
+    if not versions:
+        raise VersionNotFoundError(f"no {kind} named {name!r} in the store {store.url}; {hint}")
+    listed = ", ".join(f"v{v['version']}" for v in versions)
+    aliases = ", ".join(["latest", *sorted(aliases_of(store, ns + name))])
+    raise VersionNotFoundError(f"no {kind} version {ref!r}: {name} has versions {listed} and aliases {aliases}")
 
 
 # -------------------------------------------------------------------------------------- aliases
@@ -325,6 +366,7 @@ __all__ = [
     "ARTIFACT_NS",
     "PROMPT_NS",
     "AliasMovedError",
+    "VersionNotFoundError",
     "alias_history",
     "aliases_of",
     "artifact_type",
@@ -339,6 +381,7 @@ __all__ = [
     "prompt_version",
     "prompt_versions",
     "record_usage",
+    "resolve_version",
     "run_id_for",
     "run_identity",
     "usage_of_artifact",

@@ -211,7 +211,12 @@ class _Worker:
     def __init__(self, tracer: Any, ids: PresetIdGenerator) -> None:
         self.tracer = tracer
         self.ids = ids
-        self.root_flags = TraceFlags(TraceFlags.SAMPLED | (_RANDOM_FLAG if ids.is_trace_id_random() else 0))
+        # IdGenerator.is_trace_id_random() came with SDK 1.33 (W3C trace context level 2); before it the
+        # SDK sets no random flag, and neither do we
+        is_random = getattr(ids, "is_trace_id_random", None)
+        self.root_flags = TraceFlags(
+            TraceFlags.SAMPLED | (_RANDOM_FLAG if is_random is not None and is_random() else 0)
+        )
         self.queue: deque[BackgroundSpan] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # held while spans are being emitted (worker or a flush)

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.tracing._content import active_config
+from ragtrail.tracing._prices import compute_cost, current_table, load_prices
 
 _BY_OPERATION = {
     "chat": semconv.LLM,
@@ -86,11 +88,8 @@ def _first(attrs: Mapping[str, Any], *keys: str) -> Any:
 
 
 def _price_table() -> Any:
-    from ragtrail.tracing import _setup
-    from ragtrail.tracing._usage import _table, load_prices
-
-    if _setup._config is not None:
-        return _table()  # the app's prices (init(prices=...)), as record_usage uses
+    if active_config() is not None:
+        return current_table()  # the app's prices (init(prices=...)), as record_usage uses
     if "default" not in _tables:
         _tables["default"] = load_prices()  # the receiver: the built-in table and $RAGTRAIL_PRICES
     return _tables["default"]
@@ -164,8 +163,6 @@ def _classify(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
         if provider is None:
             provider = attrs.get(semconv.OI_LLM_SYSTEM)
         if semconv.COST_USD not in attrs and isinstance(model, str) and (inp is not None or out is not None):
-            from ragtrail.tracing._usage import compute_cost
-
             res = compute_cost(provider if isinstance(provider, str) else None, model, inp, out, cached, _price_table())
             if res is not None:
                 cost, price = res

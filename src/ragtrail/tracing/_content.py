@@ -478,6 +478,11 @@ def use_config(cfg: Any) -> None:
     _active_cfg = cfg
 
 
+def active_config() -> Any:
+    """The configuration ``ragtrail.init()`` pushed (None before it and after ``shutdown()``)."""
+    return _active_cfg
+
+
 def active_sanitizer(mask: bool = True) -> Sanitizer:
     """The sanitiser of the active ``ragtrail.init()`` configuration (defaults before it)."""
     global _cached

@@ -80,9 +80,7 @@ def span_to_row(
     parent = span.parent
     start = span.start_time or 0
     end = span.end_time or start
-    events = getattr(span, "_events", None)
-    if events is None:
-        events = span.events
+    events = span.events
     ev_json = None
     if events:
         ev = [{"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in events]

@@ -36,6 +36,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import Span
 
@@ -59,23 +60,34 @@ DELTA: dict[type, AggregationTemporality] = {
 _SEEN_MAX = 16_384  # spans remembered for the once-per-span rule
 
 
+def bucket_views() -> list[View]:
+    """The GenAI conventions' histogram buckets, as views of the MeterProvider ragtrail creates (a view
+    works with every SDK of the supported range; the instruments' bucket advisory needs SDK 1.30+)."""
+    return [
+        View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(boundaries))
+        for name, boundaries in (
+            (semconv.METRIC_GEN_AI_TOKEN_USAGE, TOKEN_BUCKETS),
+            (semconv.METRIC_GEN_AI_OPERATION_DURATION, DURATION_BUCKETS),
+            (semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK, TTFC_BUCKETS),
+        )
+    ]
+
+
 class GenAIMetrics:
-    """The instruments of one ``ragtrail.init`` and the MeterProvider that owns them."""
+    """The instruments of one ``ragtrail.init`` and the MeterProvider that owns them (built with
+    :func:`bucket_views`)."""
 
     def __init__(self, provider: MeterProvider) -> None:
         self.provider = provider
         meter = provider.get_meter("ragtrail")
         self.tokens = meter.create_histogram(
-            semconv.METRIC_GEN_AI_TOKEN_USAGE, unit="{token}", description="Input and output tokens per call",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            semconv.METRIC_GEN_AI_TOKEN_USAGE, unit="{token}", description="Input and output tokens per call"
         )  # fmt: skip
         self.duration = meter.create_histogram(
-            semconv.METRIC_GEN_AI_OPERATION_DURATION, unit="s", description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            semconv.METRIC_GEN_AI_OPERATION_DURATION, unit="s", description="GenAI operation duration"
         )  # fmt: skip
         self.ttfc = meter.create_histogram(
-            semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK, unit="s", description="Time to the first chunk of a stream",
-            explicit_bucket_boundaries_advisory=TTFC_BUCKETS,
+            semconv.METRIC_GEN_AI_TIME_TO_FIRST_CHUNK, unit="s", description="Time to the first chunk of a stream"
         )  # fmt: skip
         self.cost = meter.create_counter(semconv.METRIC_COST, unit="USD", description="Cost of GenAI calls")
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
@@ -292,7 +304,10 @@ def setup(project: str, store: Any, otlp_endpoint: str | None, options: Mapping[
             return None
         resource = Resource.create({"service.name": project, semconv.PROJECT: project})
         # no exit hook of its own: ragtrail's exit flush exports the last points
-        return GenAIMetrics(MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False))
+        provider = MeterProvider(
+            metric_readers=readers, resource=resource, views=bucket_views(), shutdown_on_exit=False
+        )
+        return GenAIMetrics(provider)
     except Exception:
         logger.warning("ragtrail: GenAI metrics are off: their setup failed", exc_info=True)
         return None

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from ragtrail._exceptions import ConfigError, RagtrailWarning
 from ragtrail._log import logger
 from ragtrail.tracing import _background, _content, _sampling
+from ragtrail.tracing._batch import CountedBatchProcessor
 from ragtrail.tracing._content import DEFAULT_MAX_BYTES, MaskHook
 from ragtrail.tracing._context import apply_context, set_defaults
 
@@ -77,9 +78,7 @@ class _Switch(SpanProcessor):
 
     def __init__(self) -> None:
         self._targets: tuple[SpanProcessor, ...] = ()
-        self._queues: tuple[tuple[SpanProcessor, Any], ...] = ()
         self._starts: tuple[SpanProcessor, ...] = ()
-        self.dropped = 0
 
     @property
     def targets(self) -> tuple[SpanProcessor, ...]:
@@ -88,10 +87,13 @@ class _Switch(SpanProcessor):
     @targets.setter
     def targets(self, value: tuple[SpanProcessor, ...]) -> None:
         self._targets = tuple(value)
-        # the bounded queue of each BatchSpanProcessor, looked up once: on_end runs on every span
-        self._queues = tuple((p, _queue_of(p)) for p in self._targets)
-        # BatchSpanProcessor.on_start does nothing: skip the call on the hot path
-        self._starts = tuple(p for p in self._targets if not isinstance(p, BatchSpanProcessor))
+        # the batch processors do nothing on start: skip the call on the hot path
+        self._starts = tuple(p for p in self._targets if not isinstance(p, (CountedBatchProcessor, BatchSpanProcessor)))
+
+    @property
+    def dropped(self) -> int:
+        """Spans the batch processors fed by this switch dropped (queue full), counted by them."""
+        return sum(p.dropped for p in self._targets if isinstance(p, CountedBatchProcessor))
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
@@ -102,9 +104,7 @@ class _Switch(SpanProcessor):
             p.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        for p, q in self._queues:
-            if q is not None and len(q) >= q.maxlen:
-                self.dropped += 1  # the processor drops its oldest span to make room; count it
+        for p in self._targets:
             try:
                 p.on_end(span)
             except Exception:  # a processor must never raise into the traced code
@@ -121,20 +121,6 @@ class _Switch(SpanProcessor):
         for p in self._targets:
             ok = p.force_flush(timeout_millis) and ok
         return ok
-
-
-def _queue_of(p: SpanProcessor) -> Any:
-    """The bounded deque inside a BatchSpanProcessor (None when the SDK's internals differ)."""
-    try:
-        q = getattr(getattr(p, "_batch_processor", p), "_queue", None)
-        return q if q is not None and getattr(q, "maxlen", None) else None
-    except Exception:  # pragma: no cover
-        return None
-
-
-def _queue_full(p: BatchSpanProcessor) -> bool:
-    q = _queue_of(p)
-    return q is not None and len(q) >= q.maxlen
 
 
 _SWITCH_ATTR = "_ragtrail_switch"
@@ -259,17 +245,17 @@ def init(
                 spool=make_spool(store_obj, options),
                 writer=make_writer(store_obj, project, options),
             )
-            processors.append(BatchSpanProcessor(store_exporter, **bsp_kwargs))
+            processors.append(CountedBatchProcessor(store_exporter, **bsp_kwargs))
         if otlp_endpoint:
             from ragtrail.tracing._otlp import make_otlp_exporter
 
             processors.append(
-                BatchSpanProcessor(
+                CountedBatchProcessor(
                     make_otlp_exporter(otlp_endpoint, openinference=openinference, project=project), **bsp_kwargs
                 )
             )
         for exp in extra_exporters:
-            processors.append(BatchSpanProcessor(exp, **bsp_kwargs))
+            processors.append(CountedBatchProcessor(exp, **bsp_kwargs))
 
         provider = options.get("tracer_provider")
         if provider is None:
@@ -296,7 +282,6 @@ def init(
         keeper = _sampling.apply(provider, sampling, processors)
         metrics = _metrics.setup(project, store_obj, otlp_endpoint, options)
         switch.targets = (*processors, keeper) if keeper is not None else tuple(processors)
-        switch.dropped = 0
         tracer = provider.get_tracer(_TRACER_NAME)
         if getattr(provider, _OWNED_ATTR, False):
             # background spans only on ragtrail's own provider, with a sampler that keeps every trace

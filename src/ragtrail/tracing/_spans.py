@@ -88,7 +88,7 @@ def set_content(span: Span, key: str, value: Any, *, force: bool = False) -> Non
 
 
 def _get_attr(span: Span, key: str) -> Any:
-    attrs = getattr(span, "attributes", None) or getattr(span, "_attributes", None)
+    attrs = getattr(span, "attributes", None)  # public on SDK spans; a non-recording span has none
     try:
         return attrs.get(key) if attrs is not None else None
     except Exception:

@@ -82,9 +82,7 @@ def pack_spans(spans: Sequence[Any]) -> bytes:
         parent = s.parent
         attrs = _attr_dict(s)
         pre = [k for k, v in attrs.items() if type(v) is str and len(v) >= 256 and take_masked(v)]
-        events = getattr(s, "_events", None)
-        if events is None:
-            events = s.events
+        events = s.events
         ev = [(e.name, e.timestamp, dict(e.attributes or {})) for e in events] if events else None
         res = s.resource
         ri = res_index.get(id(res))

@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ragtrail.connectors._common import module_functions
+from ragtrail.connectors.langchain._failures import failures
 from ragtrail.connectors.langchain._instrumentor import LangChainInstrumentor
 
 if TYPE_CHECKING:
     from ragtrail.connectors.langchain._handler import CallbackHandler
 
+Instrumentor = LangChainInstrumentor
 instrument, uninstrument = module_functions(LangChainInstrumentor)
 
 
@@ -35,4 +37,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CallbackHandler", "LangChainInstrumentor", "instrument", "uninstrument"]
+__all__ = ["CallbackHandler", "Instrumentor", "LangChainInstrumentor", "failures", "instrument", "uninstrument"]

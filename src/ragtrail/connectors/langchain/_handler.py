@@ -35,8 +35,8 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY as _SPAN_CONTEXT_KEY
 
 from ragtrail import semconv
-from ragtrail._log import warn_once
 from ragtrail.connectors.langchain import _extract as ex
+from ragtrail.connectors.langchain._failures import counter as _failures
 from ragtrail.tracing import (
     CONTEXT_KEY,
     LLM_SPAN_KEY,
@@ -162,8 +162,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def _fail(self, where: str) -> None:
         self.errors += 1
-        warn_once(f"langchain:{where}", "ragtrail: the LangChain handler failed in %s (tracing continues)",
-                  where, exc_info=True)  # fmt: skip
+        _failures.failed(where)  # the connector's failures() count; logged once per kind (tracing continues)
 
     def _start(
         self,

@@ -1,4 +1,4 @@
-"""The store an eval API works on: the one passed in, else the one ``ragtrail.init()`` opened,
+"""The store a library API works on (evals, artifacts, prompts): the one passed in, else the one ``ragtrail.init()`` opened,
 else the default location (``$RAGTRAIL_STORE`` / ``$RAGTRAIL_HOME``)."""
 
 from __future__ import annotations
