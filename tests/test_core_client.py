@@ -121,7 +121,7 @@ def client(request, tmp_path):
                 0.1,
                 100,
                 "bot",
-                attrs={semconv.RETRIEVAL_DOCUMENTS: docs},
+                attrs={semconv.GEN_AI_RETRIEVAL_DOCUMENTS: docs},
             ),
             _row(
                 TA,
@@ -136,7 +136,7 @@ def client(request, tmp_path):
                 tin=100,
                 tout=20,
                 cost=0.002,
-                attrs={semconv.TTFT_S: 0.05},
+                attrs={semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: 0.05},
             ),
             _row(TB, "4" * 16, None, "answer", "CHAIN", 3600, 50, "bot", status="ERROR"),
             _row(TC, "5" * 16, None, "index", "EMBEDDING", 7200, 10, "other", model="mini", tin=7),
@@ -158,7 +158,7 @@ def test_spans_df_columns_and_types(client):
     assert llm.duration_ms == pytest.approx(500)
     assert (llm.model, llm.input_tokens, llm.output_tokens, llm.cost_usd) == ("gpt-4o-mini", 100, 20, 0.002)
     assert llm.parent_span_id == "1" * 16
-    assert isinstance(llm.attributes, dict) and llm.attributes[semconv.TTFT_S] == 0.05
+    assert isinstance(llm.attributes, dict) and llm.attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] == 0.05
     root = df.iloc[0]
     assert pd.isna(root.parent_span_id) and pd.isna(root.input_tokens) and pd.isna(root.cost_usd)
     raw = client.spans_df(parse_attributes=False)

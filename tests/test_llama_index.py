@@ -136,13 +136,13 @@ def test_query_engine_trace_kinds_parents_nodes_embeddings_and_llm(inst, index):
     assert q.attributes[semconv.OUTPUT_VALUE] == str(response)
 
     # retriever: nodes with ids, scores, ranks
-    docs = json.loads(r.attributes[semconv.RETRIEVAL_DOCUMENTS])
+    docs = json.loads(r.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert [d["id"] for d in docs] == [n.node.node_id for n in response.source_nodes]
     assert [d["score"] for d in docs] == pytest.approx([n.score for n in response.source_nodes])
     assert [d["rank"] for d in docs] == [0, 1]
     assert docs[0]["content"] == TEXTS["paris"] and docs[0]["metadata"]["source"] == "paris"
     assert r.attributes[semconv.RETRIEVAL_TOP_K] == 2
-    assert r.attributes[semconv.RETRIEVAL_QUERY] == "What is the capital of France?"
+    assert r.attributes[semconv.GEN_AI_RETRIEVAL_QUERY_TEXT] == "What is the capital of France?"
 
     e = _one(spans, "MiniLMEmbedding.get_query_embedding")
     assert e.attributes[semconv.EMBEDDING_MODEL] == "all-MiniLM-L6-v2"
@@ -166,8 +166,8 @@ def test_streaming_llm_span_records_ttft_and_ends_with_the_stream(inst):
     chunks = list(gen)
     (s,) = inst.by_name("MockLLM.stream_complete")
     a = s.attributes
-    assert a[semconv.SPAN_KIND] == semconv.LLM and a[semconv.STREAMING] is True
-    ttft = a[semconv.TTFT_S]
+    assert a[semconv.SPAN_KIND] == semconv.LLM and a[semconv.GEN_AI_REQUEST_STREAM] is True
+    ttft = a[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
     assert 0 <= ttft <= (s.end_time - s.start_time) / 1e9
     assert len(chunks) == 5
     assert a[semconv.OUTPUT_VALUE] == chunks[-1].text  # the final response LlamaIndex reports
@@ -183,8 +183,10 @@ def test_chat_records_messages(inst):
     (s,) = inst.by_name("MockLLM.chat")
     assert s.attributes[semconv.SPAN_KIND] == semconv.LLM
     msgs = json.loads(s.attributes[semconv.GEN_AI_INPUT_MESSAGES])
-    assert msgs == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]
-    assert json.loads(s.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])[0]["role"] == "assistant"
+    assert msgs == [{"role": "user", "parts": [{"type": "text", "content": "hi there"}]}]
+    assert json.loads(s.attributes[semconv.GEN_AI_SYSTEM_INSTRUCTIONS]) == [{"type": "text", "content": "be brief"}]
+    (out,) = json.loads(s.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+    assert out["role"] == "assistant" and [p["type"] for p in out["parts"]] == ["text"] and out["finish_reason"]
 
 
 def test_index_build_embeds_in_batches_under_one_span_each(inst, embed_model):
@@ -280,7 +282,7 @@ async def test_async_query_engine_keeps_the_tree(inst, index):
     assert parents["MiniLMEmbedding.aget_query_embedding"] == "VectorIndexRetriever.aretrieve"
     r = _one(spans, "VectorIndexRetriever.aretrieve")
     assert r.attributes[semconv.SPAN_KIND] == semconv.RETRIEVER
-    assert json.loads(r.attributes[semconv.RETRIEVAL_DOCUMENTS])[0]["content"] == TEXTS["cats"]
+    assert json.loads(r.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])[0]["content"] == TEXTS["cats"]
     llm = [s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.LLM]
     # MockLLM.acomplete calls complete: one LLM call, one LLM span (tokens are not counted twice)
     assert [s.name for s in llm] == ["MockLLM.acomplete"]

@@ -102,7 +102,7 @@ def test_langchain_rag_chain_is_one_trace_with_embedding_and_chroma_query(connec
             semconv.CHAIN,
             [
                 (
-                    "VectorStoreRetriever",
+                    "retrieval VectorStoreRetriever",
                     semconv.RETRIEVER,
                     [("SentenceTransformer.encode", semconv.EMBEDDING, []), ("chroma.query", semconv.RETRIEVER, [])],
                 ),
@@ -112,7 +112,7 @@ def test_langchain_rag_chain_is_one_trace_with_embedding_and_chroma_query(connec
         )
     ]
     (query,) = [s for s in spans if s.name == "chroma.query"]
-    docs = json.loads(query.attributes[semconv.RETRIEVAL_DOCUMENTS])
+    docs = json.loads(query.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert len(docs) == 3 and docs[0]["id"] == "paris"
     assert all(isinstance(d["score"], float) and d["id"] in TEXTS for d in docs)
     scores = [d["score"] for d in docs]
@@ -219,8 +219,8 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
     ]
     (query,) = [s for s in spans if s.name == "chroma.query"]
     (retrieve,) = [s for s in spans if s.name == "VectorIndexRetriever.retrieve"]
-    chroma_docs = json.loads(query.attributes[semconv.RETRIEVAL_DOCUMENTS])
-    li_docs = json.loads(retrieve.attributes[semconv.RETRIEVAL_DOCUMENTS])
+    chroma_docs = json.loads(query.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
+    li_docs = json.loads(retrieve.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert len(chroma_docs) == 2 == len(response.source_nodes)
     # the same nodes, seen from both sides: Chroma's ids are LlamaIndex's node ids, scores agree
     assert (

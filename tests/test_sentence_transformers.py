@@ -140,8 +140,8 @@ def test_cross_encoder_rank_is_one_span_with_ranked_documents(inst, cross_encode
     a = spans[0].attributes
     assert a[semconv.SPAN_KIND] == semconv.RERANKER
     assert a[semconv.RERANKER_PAIR_COUNT] == 4 and a[semconv.RETRIEVAL_TOP_K] == 2
-    assert a[semconv.RETRIEVAL_QUERY] == "what purrs?"
-    recorded = json.loads(a[semconv.RETRIEVAL_DOCUMENTS])
+    assert a[semconv.GEN_AI_RETRIEVAL_QUERY_TEXT] == "what purrs?"
+    recorded = json.loads(a[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert [d["id"] for d in recorded] == [str(r["corpus_id"]) for r in ranked]
     assert [d["score"] for d in recorded] == pytest.approx([r["score"] for r in ranked])
     assert recorded[0]["content"] == docs[ranked[0]["corpus_id"]]

@@ -86,7 +86,7 @@ def test_generate_one_span_per_request_with_engine_tokens_and_timings(traced_vll
         assert a[semconv.LLM_TIMINGS] == "engine"
         # engine timings: all non-negative, TTFT within the span
         duration = (s.end_time - s.start_time) / 1e9
-        assert 0 < a[semconv.TTFT_S] <= duration
+        assert 0 < a[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] <= duration
         for key in (semconv.LATENCY_QUEUE_S, semconv.LATENCY_PREFILL_S, semconv.LATENCY_DECODE_S,
                     semconv.LATENCY_INFERENCE_S):  # fmt: skip
             assert a[key] >= 0
@@ -173,7 +173,7 @@ def test_metrics_none_gives_batch_timed_spans_with_tokens(traced_vllm, llm, capl
     for s in _ours(traced_vllm, "vllm.request"):
         a = s.attributes
         assert a[semconv.LLM_TIMINGS] == "batch"
-        assert semconv.TTFT_S not in a and semconv.LATENCY_DECODE_S not in a
+        assert semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK not in a and semconv.LATENCY_DECODE_S not in a
         assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 4
         assert (s.start_time, s.end_time) == (batch.start_time, batch.end_time)
     assert vllm_conn.failures() == 0

@@ -12,10 +12,11 @@ cost of capturing a value does not grow with the value.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.tracing import to_message
 
 STR_CAP = 8_192
 """Longest string kept whole in captured content (characters); the attribute byte cap applies after."""
@@ -24,8 +25,6 @@ MAX_ITEMS = 64
 MAX_DEPTH = 6
 """Deepest nesting kept in captured content."""
 
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function",
-          "chat": "user", "developer": "developer", "remove": "remove"}  # fmt: skip
 _SCALARS = (int, float, bool)
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
 
@@ -227,33 +226,11 @@ def _cut(s: str) -> str:
     return s if len(s) <= STR_CAP else s[:STR_CAP] + "…[truncated]"
 
 
-def tool_calls(calls: Iterable[Any]) -> list[dict[str, Any]]:
-    """LangChain tool calls as ``{id, name, arguments}``."""
-    out = []
-    for i, c in enumerate(calls):
-        if i >= MAX_ITEMS:
-            break
-        if isinstance(c, Mapping):
-            out.append({"id": c.get("id"), "name": c.get("name"), "arguments": plain(c.get("args"))})
-    return out
-
-
 def message(m: Any) -> Any:
-    """A chat message as ``{role, content[, tool_calls, tool_call_id, name]}``."""
-    t = getattr(m, "type", None)
-    if t is None or not hasattr(m, "content"):
+    """A chat message inside a captured value, in the GenAI parts schema (``{role, parts}``)."""
+    if getattr(m, "type", None) is None or not hasattr(m, "content"):
         return plain(m)
-    d: dict[str, Any] = {"role": _ROLES.get(t, t), "content": plain(m.content)}
-    tc = getattr(m, "tool_calls", None)
-    if tc:
-        d["tool_calls"] = tool_calls(tc)
-    tcid = getattr(m, "tool_call_id", None)
-    if tcid:
-        d["tool_call_id"] = tcid
-    name = getattr(m, "name", None)
-    if name:
-        d["name"] = name
-    return d
+    return to_message(m)
 
 
 def messages(msgs: Sequence[Any]) -> list[Any]:
@@ -264,25 +241,41 @@ def messages(msgs: Sequence[Any]) -> list[Any]:
     return out
 
 
-def output_messages(response: Any) -> list[Any]:
-    """The generations of an ``LLMResult`` as assistant messages (with finish reasons and tool calls)."""
-    out: list[Any] = []
+def generations(response: Any) -> tuple[list[Any], list[str | None]]:
+    """The generations of an ``LLMResult``: (messages or texts, finish reasons), at most MAX_ITEMS."""
+    msgs: list[Any] = []
+    reasons: list[str | None] = []
     for gens in getattr(response, "generations", None) or ():
         for g in gens:
             msg = getattr(g, "message", None)
-            if msg is not None:
-                d = message(msg)
-            else:
-                d = {"role": "assistant", "content": _cut(str(getattr(g, "text", "")))}
-            if isinstance(d, dict):
-                info = getattr(g, "generation_info", None) or {}
-                r = info.get("finish_reason")
-                if r:
-                    d["finish_reason"] = r
-            out.append(d)
-            if len(out) >= MAX_ITEMS:
-                return out
-    return out
+            msgs.append(msg if msg is not None else _cut(str(getattr(g, "text", ""))))
+            info = getattr(g, "generation_info", None) or {}
+            meta = getattr(msg, "response_metadata", None) or {} if msg is not None else {}
+            r = info.get("finish_reason") or meta.get("finish_reason") or meta.get("stop_reason")
+            reasons.append(str(r) if r else None)
+            if len(msgs) >= MAX_ITEMS:
+                return msgs, reasons
+    return msgs, reasons
+
+
+_LOCAL_PROVIDERS = ("huggingface", "llamacpp", "llama_cpp", "gpt4all", "mlx", "transformers", "ctransformers")
+_REMOTE_PROVIDERS = (
+    "openai", "azure.ai.openai", "azure", "anthropic", "aws.bedrock", "gcp.vertex_ai", "gcp.gen_ai", "gcp.gemini",
+    "cohere", "mistral_ai", "groq", "deepseek", "perplexity", "x_ai", "ollama", "together", "fireworks",
+    "openai_compatible",
+)  # fmt: skip
+_URL_PARAMS = ("base_url", "openai_api_base", "api_base", "endpoint_url", "azure_endpoint", "host")
+
+
+def is_remote(serialized: Mapping[str, Any] | None, params: Any, provider: str | None) -> bool:
+    """Whether the model answers over the network (an OTel CLIENT span) rather than in this process:
+    a known API provider, or a server URL among the invocation parameters."""
+    if isinstance(params, Mapping) and any(isinstance(params.get(k), str) and params.get(k) for k in _URL_PARAMS):
+        return True
+    p = (provider or "").lower()
+    if not p or "fake" in p or p in _LOCAL_PROVIDERS:
+        return False
+    return p in _REMOTE_PROVIDERS
 
 
 def document(doc: Any) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY as _SPAN_CONTEXT_KEY
 
 from ragtrail import semconv
@@ -42,6 +42,7 @@ from ragtrail.tracing import (
     LLM_SPAN_KEY,
     content_value,
     get_config,
+    message_attributes,
     record_documents,
     record_exception,
     record_usage,
@@ -178,6 +179,7 @@ class CallbackHandler(BaseCallbackHandler):
         tags: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
         attach: bool = True,
+        otel_kind: SpanKind = SpanKind.INTERNAL,
     ) -> _Run | None:
         cfg = get_config()
         if cfg is None:
@@ -199,7 +201,7 @@ class CallbackHandler(BaseCallbackHandler):
         attrs[semconv.SPAN_KIND] = kind
         attrs[semconv.LANGCHAIN_RUN_ID] = str(run_id)
         attrs[semconv.LANGCHAIN_RUN_TYPE] = run_type
-        span = cfg.tracer.start_span(name, context=parent_ctx, attributes=attrs)
+        span = cfg.tracer.start_span(name, context=parent_ctx, kind=otel_kind, attributes=attrs)
         now = _monotonic_ns()
         run = _Run(span, run_type, now)
         run.root = parent_run_id is None
@@ -326,11 +328,12 @@ class CallbackHandler(BaseCallbackHandler):
         self._memo[i & 7] = (memo_key, captured)
         self._memo_i = i + 1
 
-    def _capture(self, run_id: UUID | None = None, span: Span | None = None) -> bool:
-        """Whether to record content; never for a span that will not be recorded (a sampled-out trace):
+    def _capture(self, run_id: UUID | None = None, span: Span | None = None, structure: bool = False) -> bool:
+        """Whether to record content (``structure``: or the structure of messages, which is recorded with
+        content capture off too); never for a span that will not be recorded (a sampled-out trace):
         ``run_id`` names the run whose span receives it (a start's parent run, an end's own run)."""
         cfg = get_config()
-        if cfg is None or not cfg.capture_content:
+        if cfg is None or not (cfg.capture_content or structure):
             return False
         if span is None and run_id is not None:
             run = self._runs.get(run_id)
@@ -379,9 +382,12 @@ class CallbackHandler(BaseCallbackHandler):
             run_type = kwargs.get("run_type") or "chain"
             attrs: dict[str, Any] = {}
             kind = semconv.CHAIN
+            span_name = name
             if name in _AGENT_NAMES:
                 kind = semconv.AGENT
-                attrs[semconv.GEN_AI_OPERATION_NAME] = "invoke_agent"
+                attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_INVOKE_AGENT
+                attrs[semconv.GEN_AI_AGENT_NAME] = name
+                span_name = f"{semconv.GEN_AI_OP_INVOKE_AGENT} {name}"
             if metadata:
                 node = metadata.get("langgraph_node")
                 if node is not None and node == name:
@@ -401,9 +407,8 @@ class CallbackHandler(BaseCallbackHandler):
             # thread filed under it, contexts chaining up): it is not attached. Its steps still nest
             # under it through their parent run ids. ("defers_inputs" is passed only by streams.)
             stream_root = parent_run_id is None and "defers_inputs" in kwargs
-            run = self._start(
-                run_id, parent_run_id, name, kind, run_type, attrs, tags=tags, metadata=metadata, attach=not stream_root
-            )
+            run = self._start(run_id, parent_run_id, span_name, kind, run_type, attrs, tags=tags, metadata=metadata,
+                              attach=not stream_root)  # fmt: skip
             if run is not None:
                 run.prompt = prompt
         except Exception:
@@ -480,11 +485,24 @@ class CallbackHandler(BaseCallbackHandler):
             attrs.update(prompt)
         if parent_run_id is None:
             self._root_extras(attrs, tags, metadata)
-        if self._capture(parent_run_id):
+        if content_key == semconv.GEN_AI_INPUT_MESSAGES:
+            if self._capture(parent_run_id, structure=True):  # structure without content when capture is off
+                _merge(attrs, message_attributes(content(), content=self._capture(parent_run_id)))
+        elif self._capture(parent_run_id):
             self._content(attrs, content_key, content())
         name = f"{op} {model or ex.run_name(serialized, kwargs, run_type)}"
+        kind = SpanKind.CLIENT if ex.is_remote(serialized, params, provider) else SpanKind.INTERNAL
         run = self._start(
-            run_id, parent_run_id, name, semconv.LLM, run_type, attrs, llm=True, tags=tags, metadata=metadata
+            run_id,
+            parent_run_id,
+            name,
+            semconv.LLM,
+            run_type,
+            attrs,
+            llm=True,
+            tags=tags,
+            metadata=metadata,
+            otel_kind=kind,
         )
         if run is not None:
             run.model = model
@@ -545,9 +563,11 @@ class CallbackHandler(BaseCallbackHandler):
             attrs: dict[str, Any] = {}
             ex.response_info(response, attrs)
             if run.ttft_ns is not None:
-                attrs[semconv.STREAMING] = True
-            if self._capture(span=run.span):
-                self._content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, ex.output_messages(response))
+                attrs[semconv.GEN_AI_REQUEST_STREAM] = True
+            if self._capture(span=run.span, structure=True):
+                msgs, reasons = ex.generations(response)
+                _merge(attrs, message_attributes(None, msgs, finish_reasons=reasons,
+                                                 content=self._capture(span=run.span)))  # fmt: skip
             if attrs:
                 span.set_attributes(attrs)
             usage = ex.token_usage(response)
@@ -601,11 +621,12 @@ class CallbackHandler(BaseCallbackHandler):
             if parent_run_id is None:
                 self._root_extras(attrs, tags, metadata)
             if self._capture(parent_run_id):
-                self._content(attrs, semconv.RETRIEVAL_QUERY, query)
-            name = ex.run_name(serialized, kwargs, "Retriever")
-            self._start(
-                run_id, parent_run_id, name, semconv.RETRIEVER, "retriever", attrs, tags=tags, metadata=metadata
-            )
+                self._content(attrs, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT, query)
+            source = ex.run_name(serialized, kwargs, "Retriever")
+            attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_RETRIEVAL
+            attrs[semconv.GEN_AI_DATA_SOURCE_ID] = source
+            self._start(run_id, parent_run_id, f"{semconv.GEN_AI_OP_RETRIEVAL} {source}", semconv.RETRIEVER,
+                        "retriever", attrs, tags=tags, metadata=metadata)  # fmt: skip
         except Exception:
             self._fail("on_retriever_start")
 
@@ -652,7 +673,14 @@ class CallbackHandler(BaseCallbackHandler):
                 return
             name = ex.run_name(serialized, kwargs, "tool")
             tool = (serialized or {}).get("name") or name
-            attrs: dict[str, Any] = {semconv.GEN_AI_OPERATION_NAME: "execute_tool", semconv.GEN_AI_TOOL_NAME: str(tool)}
+            attrs: dict[str, Any] = {
+                semconv.GEN_AI_OPERATION_NAME: semconv.GEN_AI_OP_EXECUTE_TOOL,
+                semconv.GEN_AI_TOOL_NAME: str(tool),
+                semconv.GEN_AI_TOOL_TYPE: "function",
+            }
+            desc = (serialized or {}).get("description")
+            if isinstance(desc, str) and desc:
+                attrs[semconv.GEN_AI_TOOL_DESCRIPTION] = desc[:1000]
             call_id = kwargs.get("tool_call_id")
             if call_id:
                 attrs[semconv.GEN_AI_TOOL_CALL_ID] = str(call_id)
@@ -660,19 +688,21 @@ class CallbackHandler(BaseCallbackHandler):
                 self._root_extras(attrs, tags, metadata)
             if self._capture(parent_run_id):
                 self._content(attrs, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, inputs if inputs is not None else input_str)
-            self._start(run_id, parent_run_id, name, semconv.TOOL, "tool", attrs, tags=tags, metadata=metadata)
+            self._start(run_id, parent_run_id, f"{semconv.GEN_AI_OP_EXECUTE_TOOL} {tool}", semconv.TOOL, "tool", attrs,
+                        tags=tags, metadata=metadata)  # fmt: skip
         except Exception:
             self._fail("on_tool_start")
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
+            attrs: dict[str, Any] = {}
+            call_id = getattr(output, "tool_call_id", None)  # a ToolMessage answer names its call
+            if isinstance(call_id, str) and call_id:
+                attrs[semconv.GEN_AI_TOOL_CALL_ID] = call_id
             if self._capture(run_id):
-                attrs: dict[str, Any] = {}
                 value = output.content if hasattr(output, "content") and hasattr(output, "tool_call_id") else output
                 self._content(attrs, semconv.GEN_AI_TOOL_CALL_RESULT, value)
-                self._end(run_id, attrs)
-            else:
-                self._end(run_id)
+            self._end(run_id, attrs)
         except Exception:
             self._fail("on_tool_end")
 
@@ -705,3 +735,14 @@ class CallbackHandler(BaseCallbackHandler):
 
 
 __all__ = ["CallbackHandler"]
+
+
+def _merge(attrs: dict[str, Any], more: dict[str, Any]) -> None:
+    """Add ``more`` (message attributes) to ``attrs``, merging the truncation / masking markers."""
+    cut = more.pop(semconv.TRUNCATED, None)
+    masked = more.pop(semconv.MASKED, 0)
+    attrs.update(more)
+    if cut:
+        attrs.setdefault(semconv.TRUNCATED, []).extend(cut)
+    if masked:
+        attrs[semconv.MASKED] = int(attrs.get(semconv.MASKED, 0)) + masked

@@ -40,6 +40,15 @@ def apply(span: Span, extractor: Callable[..., Iterable[tuple[str, Any]]], *args
         logger.debug("ragtrail openai: extractor %s failed", getattr(extractor, "__name__", "?"), exc_info=True)
 
 
+def pairs(extractor: Callable[..., Iterable[tuple[str, Any]]], *args: Any) -> dict[str, Any]:
+    """The attributes ``extractor(*args)`` yields, as a dict for ``start_span``; never raises."""
+    try:
+        return {k: v for k, v in extractor(*args) if v is not None}
+    except Exception:
+        logger.debug("ragtrail openai: extractor %s failed", getattr(extractor, "__name__", "?"), exc_info=True)
+        return {}
+
+
 # ------------------------------------------------------------------------------------ request
 _PARAMS: tuple[tuple[str, str, Any], ...] = (
     ("temperature", semconv.GEN_AI_REQUEST_TEMPERATURE, float),
@@ -130,32 +139,3 @@ def usage_counts(usage: Any) -> tuple[int | None, int | None, int | None]:
         int(completion) if completion is not None else None,
         int(cached) if cached is not None else None,
     )
-
-
-def chat_output_messages(choices: Iterable[Any]) -> list[dict[str, Any]]:
-    """Output messages of a chat completion as JSON-able dicts."""
-    out = []
-    for c in sorted(choices, key=lambda c: get(c, "index", 0) or 0):
-        m = get(c, "message")
-        msg: dict[str, Any] = {"role": get(m, "role") or "assistant", "content": get(m, "content")}
-        calls = get(m, "tool_calls")
-        if calls:
-            msg["tool_calls"] = [
-                {"id": get(t, "id"), "name": get(get(t, "function"), "name"),
-                 "arguments": get(get(t, "function"), "arguments")}
-                for t in calls
-            ]  # fmt: skip
-        fr = get(c, "finish_reason")
-        if fr:
-            msg["finish_reason"] = fr
-        out.append(msg)
-    return out
-
-
-def input_messages(messages: Any) -> list[dict[str, Any]]:
-    """Chat input messages as JSON-able dicts (role, content, tool call ids)."""
-    out = []
-    for m in messages or ():
-        d = dict(m) if isinstance(m, Mapping) else {"role": get(m, "role"), "content": get(m, "content")}
-        out.append({k: v for k, v in d.items() if k in ("role", "content", "name", "tool_call_id", "tool_calls")})
-    return out

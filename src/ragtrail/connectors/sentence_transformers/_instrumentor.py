@@ -334,7 +334,7 @@ def _rank_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
         if isinstance(top_k, int):
             extra[semconv.RETRIEVAL_TOP_K] = top_k
         span, token, cuda = _start_reranker("CrossEncoder.rank", instance, extra)
-        set_content(span, semconv.RETRIEVAL_QUERY, query)
+        set_content(span, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT, query)
         gpu = _gpu.begin(_gpu.cuda_indices(cuda), reset_peak=True) if cuda is not None else None
         acc = [0]
         tok = _tokens.set(acc)
