@@ -178,10 +178,10 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
             semconv.CHAIN,
             [
                 (
-                    "VectorIndexRetriever.retrieve",
+                    "retrieval VectorIndexRetriever",
                     semconv.RETRIEVER,
                     [
-                        ("MiniLMEmbedding.get_query_embedding", semconv.EMBEDDING, []),
+                        ("embeddings all-MiniLM-L6-v2", semconv.EMBEDDING, []),
                         ("chroma.query", semconv.RETRIEVER, []),
                     ],
                 ),
@@ -204,7 +204,7 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
                                                 (
                                                     "MockLLM.predict",
                                                     semconv.CHAIN,
-                                                    [("MockLLM.complete", semconv.LLM, [])],
+                                                    [("text_completion MockLLM", semconv.LLM, [])],
                                                 )
                                             ],
                                         )
@@ -218,7 +218,7 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
         )
     ]
     (query,) = [s for s in spans if s.name == "chroma.query"]
-    (retrieve,) = [s for s in spans if s.name == "VectorIndexRetriever.retrieve"]
+    (retrieve,) = [s for s in spans if s.name == "retrieval VectorIndexRetriever"]
     chroma_docs = json.loads(query.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     li_docs = json.loads(retrieve.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert len(chroma_docs) == 2 == len(response.source_nodes)

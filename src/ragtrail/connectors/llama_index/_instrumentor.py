@@ -416,6 +416,37 @@ def _component(instance: Any, method: str) -> str | None:
     return None
 
 
+def _genai_name(kind: str, name: str, instance: Any, model: Any, attrs: dict[str, Any]) -> str:
+    """The GenAI conventions' span name (``chat {model}``, ``embeddings {model}``, ``retrieval {source}``,
+    ``execute_tool {tool}``, ``invoke_agent {agent}``), adding the attributes it is made of; other spans
+    keep LlamaIndex's ``Class.method`` (the method stays in ``llama_index.span_id`` either way)."""
+    cls = type(instance).__name__
+    if kind == semconv.LLM:
+        return f"{attrs[semconv.GEN_AI_OPERATION_NAME]} {model or cls}"
+    if kind == semconv.EMBEDDING:
+        return f"{semconv.GEN_AI_OP_EMBEDDINGS} {model}" if model else semconv.GEN_AI_OP_EMBEDDINGS
+    if kind == semconv.RETRIEVER:
+        attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_RETRIEVAL
+        attrs[semconv.GEN_AI_DATA_SOURCE_ID] = cls
+        return f"{semconv.GEN_AI_OP_RETRIEVAL} {cls}"
+    if kind == semconv.TOOL:
+        meta = getattr(instance, "metadata", None)
+        tool = getattr(meta, "name", None) or cls
+        attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_EXECUTE_TOOL
+        attrs[semconv.GEN_AI_TOOL_NAME] = str(tool)
+        desc = getattr(meta, "description", None)
+        if isinstance(desc, str) and desc:
+            attrs[semconv.GEN_AI_TOOL_DESCRIPTION] = desc[:1000]
+        return f"{semconv.GEN_AI_OP_EXECUTE_TOOL} {tool}"
+    if kind == semconv.AGENT:
+        agent = getattr(instance, "name", None)
+        agent = agent if isinstance(agent, str) and agent else cls
+        attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_INVOKE_AGENT
+        attrs[semconv.GEN_AI_AGENT_NAME] = agent
+        return f"{semconv.GEN_AI_OP_INVOKE_AGENT} {agent}"
+    return name
+
+
 def _new_span(id_: str, instance: Any, parent_span_id: str | None, bound_args: Any = None) -> _Open | None:
     name = id_.split("-", 1)[0]
     method = name.rsplit(".", 1)[-1]
@@ -466,21 +497,26 @@ def _new_span(id_: str, instance: Any, parent_span_id: str | None, bound_args: A
             model = getattr(instance, "model_name", None)
             if isinstance(model, str):
                 attrs[semconv.EMBEDDING_MODEL] = model
+                attrs[semconv.GEN_AI_REQUEST_MODEL] = model
             bs = getattr(instance, "embed_batch_size", None)
             if isinstance(bs, int):
                 attrs[semconv.EMBEDDING_BATCH_SIZE] = bs
-            attrs[semconv.GEN_AI_OPERATION_NAME] = "embeddings"
+            attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_EMBEDDINGS
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = type(instance).__name__
         elif kind == semconv.LLM:
             provider = type(instance).__name__
             meta = getattr(instance, "metadata", None)
             model = getattr(meta, "model_name", None) or getattr(instance, "model", None)
-            if isinstance(model, str):
+            if isinstance(model, str) and model != "unknown":  # LlamaIndex's default for "not said"
                 attrs[semconv.GEN_AI_REQUEST_MODEL] = model
             else:
                 model = None
             attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
-            attrs[semconv.GEN_AI_OPERATION_NAME] = "chat" if "chat" in method else "text_completion"
+            attrs[semconv.GEN_AI_OPERATION_NAME] = (
+                semconv.GEN_AI_OP_CHAT if "chat" in method else semconv.GEN_AI_OP_TEXT_COMPLETION
+            )
             attrs[semconv.GEN_AI_REQUEST_STREAM] = "stream" in method
+        name = _genai_name(kind, name, instance, model, attrs)
     except Exception:
         _failed("span attributes")
     span = cfg.tracer.start_span(name, context=ctx, attributes=attrs)
@@ -636,7 +672,7 @@ def _on_event(event: Any) -> None:
         rec.llm_start = time.perf_counter()
         md = event.model_dict or {}
         model = md.get("model") or md.get("model_name")
-        if isinstance(model, str) and model:
+        if isinstance(model, str) and model and model != "unknown":
             rec.model = model
             span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, model)
         if kind == "LLMChatStartEvent":
