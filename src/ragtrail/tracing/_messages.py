@@ -145,12 +145,31 @@ def _content_parts(content: Any) -> list[dict[str, Any]]:
     return [{"type": semconv.PART_TEXT, "content": json.dumps(_plain(content), default=str)}]
 
 
+_MESSAGE_FIELDS = ("role", "type", "content", "blocks", "tool_calls", "tool_call_id", "name", "additional_kwargs",
+                   "reasoning_content", "finish_reason", "parts")  # fmt: skip
+
+
+def _fields(m: Any) -> Mapping[str, Any]:
+    """A message object's fields as a mapping. Pydantic models (LangChain, LlamaIndex, the OpenAI SDK) keep
+    their fields in ``__dict__``: reading that avoids pydantic's slow ``__getattr__`` for the many fields a
+    given framework lacks. A ``content`` property (LlamaIndex ``ChatMessage``) is read when no field has it."""
+    if isinstance(m, Mapping):
+        return m
+    d = getattr(m, "__dict__", None)
+    if isinstance(d, dict):
+        if "content" not in d and "blocks" not in d:
+            return {**d, "content": getattr(m, "content", None)}
+        return d
+    return {k: getattr(m, k, None) for k in _MESSAGE_FIELDS}
+
+
 def _message(m: Any, default_role: str) -> dict[str, Any]:
     """One message of any supported framework in the parts schema (``finish_reason`` kept if given)."""
     if isinstance(m, str):
         return {"role": default_role, "parts": _content_parts(m)}
     if isinstance(m, (tuple, list)) and len(m) == 2 and isinstance(m[0], str):  # LangChain ("human", "hi")
         return {"role": role(m[0], default_role), "parts": _content_parts(m[1])}
+    m = _fields(m)
     r = _get(m, "role")
     if r is None or role(r, "") == "":
         r = _get(m, "type", r)  # LangChain BaseMessage.type (ChatMessage has a role too)

@@ -127,7 +127,8 @@ def _generate_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
 
     token = _in_generate.set(True)
     try:
-        with span("transformers.generate", kind=semconv.LLM, attributes=attrs) as s:
+        span_name = f"{semconv.GEN_AI_OP_TEXT_COMPLETION} {name}" if name else semconv.GEN_AI_OP_TEXT_COMPLETION
+        with span(span_name, kind=semconv.LLM, attributes=attrs) as s:
             window = (
                 _gpu.begin(indices, torch_memory=True, reset_peak=_options["reset_peak_memory"]) if indices else None
             )

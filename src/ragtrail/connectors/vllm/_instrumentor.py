@@ -203,8 +203,11 @@ def _record_batch(
             rid = getattr(out, "request_id", None)
             if rid is not None:
                 attrs[semconv.VLLM_REQUEST_ID] = str(rid)
-            if facts.get("model"):
-                attrs[semconv.GEN_AI_RESPONSE_MODEL] = str(facts["model"])
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = "vllm"
+            model = str(facts["model"]) if facts.get("model") else None
+            if model:
+                attrs[semconv.GEN_AI_REQUEST_MODEL] = model
+                attrs[semconv.GEN_AI_RESPONSE_MODEL] = model
             if facts.get("device_type"):
                 attrs[semconv.DEVICE] = str(facts["device_type"])
             attrs.update(ex.sampling_attributes(ex.params_for(params, i)))
@@ -217,7 +220,7 @@ def _record_batch(
                 attrs[semconv.LLM_PREEMPTIONS] = preempt
             attrs.update(gpu_attrs)
             s = cfg.tracer.start_span(
-                "vllm.request",
+                f"{operation} {model}" if model else operation,
                 context=parent_ctx,
                 kind=SpanKind.INTERNAL,
                 attributes=attrs,
