@@ -284,3 +284,19 @@ def test_llama_index_chat(run: _Run) -> None:
     (s,) = run.genai()
     check(run, s, kind=SpanKind.INTERNAL, content=run.content)  # type: ignore[union-attr]
     assert semconv.GEN_AI_SYSTEM_INSTRUCTIONS in s.attributes
+
+
+def test_langchain_create_agent_is_invoke_agent(run: _Run) -> None:
+    agents = pytest.importorskip("langchain.agents")
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from ragtrail.connectors.langchain import CallbackHandler
+
+    agent = agents.create_agent(model=FakeListChatModel(responses=["hi"]), tools=[], name="helper")  # fake answer
+    agent.invoke({"messages": [("user", "x")]}, config={"callbacks": [CallbackHandler()]})
+    spans = run.genai()
+    (a,) = [s for s in spans if s.attributes[semconv.GEN_AI_OPERATION_NAME] == "invoke_agent"]
+    assert a.name == "invoke_agent helper" and a.attributes[semconv.SPAN_KIND] == semconv.AGENT
+    assert a.parent is None  # the graph's own run, not one of its nodes (which inherit the agent metadata)
+    for s in spans:
+        check(run, s, kind=SpanKind.INTERNAL, content=run.content)

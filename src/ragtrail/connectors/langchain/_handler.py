@@ -32,7 +32,13 @@ from opentelemetry.trace import SpanKind
 
 from ragtrail import semconv
 from ragtrail.connectors.langchain import _extract as ex
-from ragtrail.connectors.langchain._runs import AGENT_NAMES, RunTracker, merge_attributes, operation_name
+from ragtrail.connectors.langchain._runs import (
+    AGENT_NAMES,
+    CREATE_AGENT_INTEGRATION,
+    RunTracker,
+    merge_attributes,
+    operation_name,
+)
 from ragtrail.tracing import (
     get_config,
     message_attributes,
@@ -83,11 +89,18 @@ class CallbackHandler(RunTracker):
             attrs: dict[str, Any] = {}
             kind = semconv.CHAIN
             span_name = name
-            if name in AGENT_NAMES:
+            parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+            made_agent = (  # the outermost run of a create_agent graph (its runs inherit the metadata)
+                bool(metadata)
+                and metadata.get("ls_integration") == CREATE_AGENT_INTEGRATION  # type: ignore[union-attr]
+                and not (parent is not None and parent.agent)
+            )
+            if name in AGENT_NAMES or made_agent:
                 kind = semconv.AGENT
+                agent = str((metadata or {}).get("lc_agent_name") or name) if made_agent else name
                 attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_INVOKE_AGENT
-                attrs[semconv.GEN_AI_AGENT_NAME] = name
-                span_name = f"{semconv.GEN_AI_OP_INVOKE_AGENT} {name}"
+                attrs[semconv.GEN_AI_AGENT_NAME] = agent
+                span_name = f"{semconv.GEN_AI_OP_INVOKE_AGENT} {agent}"
             if metadata:
                 node = metadata.get("langgraph_node")
                 if node is not None and node == name:
@@ -111,6 +124,7 @@ class CallbackHandler(RunTracker):
                               attach=not stream_root)  # fmt: skip
             if run is not None:
                 run.prompt = prompt
+                run.agent = run.agent or kind == semconv.AGENT
         except Exception:
             self._fail("on_chain_start")
 

@@ -40,6 +40,8 @@ _get_span = otel_trace.get_current_span
 _monotonic_ns = time.monotonic_ns
 
 AGENT_NAMES = frozenset({"AgentExecutor", "agent_executor"})
+CREATE_AGENT_INTEGRATION = "langchain_create_agent"
+"""``ls_integration`` metadata of a graph made by ``langchain.agents.create_agent`` (inherited by its runs)."""
 _CONTROL_FLOW = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
 _SWEEP_EVERY = 512
 
@@ -47,7 +49,9 @@ _SWEEP_EVERY = 512
 class _Run:
     """What the handler keeps for an open run (released when the run ends)."""
 
-    __slots__ = ("ctx", "ended", "model", "prev", "prompt", "provider", "root", "run_type", "span", "t0", "ttft_ns")
+    __slots__ = (
+        "agent", "ctx", "ended", "model", "prev", "prompt", "provider", "root", "run_type", "span", "t0", "ttft_ns",
+    )  # fmt: skip
 
     def __init__(self, span: Span, run_type: str, t0: int) -> None:
         self.span = span
@@ -61,6 +65,7 @@ class _Run:
         self.provider: str | None = None
         self.prompt: dict[str, Any] | None = None  # registry prompt seen under this run (see _prompt)
         self.root = False
+        self.agent = False  # this run is an agent's, or runs inside one (see CallbackHandler.on_chain_start)
 
 
 def _strip_langchain(ctx: Context) -> Context:
@@ -156,6 +161,7 @@ class RunTracker(BaseCallbackHandler):
         if cur.get(_SUPPRESS_KEY):
             return None
         parent_ctx: Context | None = None
+        p: _Run | None = None
         if parent_run_id is not None:
             p = self._runs.get(parent_run_id)
             if p is not None:
@@ -173,6 +179,7 @@ class RunTracker(BaseCallbackHandler):
         now = _monotonic_ns()
         run = _Run(span, run_type, now)
         run.root = parent_run_id is None
+        run.agent = p is not None and p.agent
         values = dict(cur)  # one copy instead of one per set_value()
         values[_SPAN_KEY] = span
         values[_RUN_KEY] = run
