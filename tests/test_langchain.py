@@ -768,3 +768,22 @@ def test_agent_executor_fallbacks_and_retries(traced):  # type: ignore[no-untype
     failed = sorted(s.name for s in spans if s.status.status_code == StatusCode.ERROR)
     assert failed == ["always_fails", "flaky", "flaky"]
     assert h.open_runs == 0
+
+
+def test_reasoning_and_cache_creation_tokens(traced):  # type: ignore[no-untyped-def]
+    """usage_metadata's details (LangChain counts them inside its totals, as the GenAI conventions do)."""
+
+    class DetailedChat(ScriptedChat):
+        def _usage(self) -> dict[str, Any]:
+            u = super()._usage()
+            u["input_token_details"] = {"cache_read": 4, "cache_creation": 5}
+            u["output_token_details"] = {"reasoning": 3}
+            return u
+
+    DetailedChat(script=[AIMessage(content="ok")]).invoke("q", config={"callbacks": [CallbackHandler()]})
+    (s,) = traced.spans()
+    a = s.attributes
+    assert (a[semconv.GEN_AI_USAGE_INPUT_TOKENS], a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]) == (11, 7)
+    assert a[semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS] == 4
+    assert a[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == 5
+    assert a[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 3

@@ -49,7 +49,8 @@ class _Stub(BaseHTTPRequestHandler):
             return self._json(200, {"object": "list", "data": data, "model": model,
                                     "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}})  # fmt: skip
         usage = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14,
-                 "prompt_tokens_details": {"cached_tokens": 4}}  # fmt: skip
+                 "prompt_tokens_details": {"cached_tokens": 4},
+                 "completion_tokens_details": {"reasoning_tokens": 2}}  # fmt: skip
         if not body.get("stream"):
             return self._json(200, {
                 "id": "chatcmpl-stub", "object": "chat.completion", "created": 1, "model": model + "-0001",
@@ -107,6 +108,7 @@ def test_chat_span_with_usage_cost_and_traceparent(traced, oai):
     assert a[semconv.SPAN_KIND] == semconv.LLM and span.kind.name == "CLIENT"
     assert (a[semconv.GEN_AI_USAGE_INPUT_TOKENS], a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]) == (11, 3)
     assert a[semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS] == 4
+    assert a[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 2  # part of the 3 output tokens
     assert a[semconv.GEN_AI_RESPONSE_MODEL] == "gpt-4o-mini-0001" and a[semconv.GEN_AI_REQUEST_MODEL] == "gpt-4o-mini"
     assert a[semconv.COST_USD] > 0  # a known model: priced from the table
     assert a[semconv.GEN_AI_REQUEST_TOP_P] == 0.5

@@ -145,6 +145,26 @@ def _usage_from_metadata(um: Mapping[str, Any]) -> tuple[int | None, int | None,
     return inp, out, cached
 
 
+def token_details(response: Any, out: dict[str, Any]) -> None:
+    """Reasoning output tokens and cache-creation input tokens from ``usage_metadata`` into ``out``
+    (LangChain counts both inside its input / output totals, as the GenAI conventions do)."""
+    reasoning = creation = 0
+    for gens in getattr(response, "generations", None) or ():
+        for g in gens:
+            um = getattr(getattr(g, "message", None), "usage_metadata", None)
+            if not um:
+                continue
+            det_in, det_out = um.get("input_token_details"), um.get("output_token_details")
+            if isinstance(det_in, Mapping) and isinstance(det_in.get("cache_creation"), int):
+                creation += det_in["cache_creation"]
+            if isinstance(det_out, Mapping) and isinstance(det_out.get("reasoning"), int):
+                reasoning += det_out["reasoning"]
+    if reasoning:
+        out[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning
+    if creation:
+        out[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = creation
+
+
 def _usage_from_llm_output(llm_output: Mapping[str, Any]) -> tuple[int | None, int | None, int | None] | None:
     tu = llm_output.get("token_usage") or llm_output.get("usage")
     if not isinstance(tu, Mapping):

@@ -276,6 +276,7 @@ class CallbackHandler(RunTracker):
             span = run.span
             attrs: dict[str, Any] = {}
             ex.response_info(response, attrs)
+            ex.token_details(response, attrs)
             if run.ttft_ns is not None:
                 attrs[semconv.GEN_AI_REQUEST_STREAM] = True
             if self._capture(span=run.span, structure=True):

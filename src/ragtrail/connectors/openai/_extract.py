@@ -94,6 +94,13 @@ def server(base_url: Any) -> Pairs:
             yield semconv.SERVER_PORT, int(port)
 
 
+def usage_details(usage: Any) -> Pairs:
+    """Reasoning output tokens (``completion_tokens_details.reasoning_tokens``; part of the output tokens)."""
+    reasoning = get(get(usage, "completion_tokens_details"), "reasoning_tokens")
+    if isinstance(reasoning, int) and reasoning > 0:
+        yield semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning
+
+
 def provider_for(host: str | None) -> str:
     """openai for api.openai.com, azure.ai.openai for Azure, else openai_compatible."""
     h = (host or "").lower()

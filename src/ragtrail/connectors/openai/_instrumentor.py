@@ -122,6 +122,7 @@ class _Call:
             cached_input_tokens=cached, source="provider", ttft_s=ttft, operation=self.op,
             response_model=self.resp_model, duration_s=time.perf_counter() - self.t0,
         )  # fmt: skip
+        ex.apply(self.span, ex.usage_details, usage)
 
     def on_response(self, resp: Any) -> None:
         """A complete (non-streamed) response."""
