@@ -129,6 +129,23 @@ def test_openinference_extractors_are_guarded():
         semconv.GEN_AI_INPUT_MESSAGES: json.dumps([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]),
     })  # fmt: skip
     assert out["llm.input_messages.0.message.content"] == "hi"
+    # tool calls and tool answers, and the system instructions as the first message
+    out = openinference_attributes({
+        semconv.SPAN_KIND: "LLM",
+        semconv.GEN_AI_SYSTEM_INSTRUCTIONS: json.dumps([{"type": "text", "content": "be brief"}]),
+        semconv.GEN_AI_INPUT_MESSAGES: json.dumps([
+            {"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "f", "arguments": {"a": 1}}]},
+            {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "42"}]},
+        ]),
+    })  # fmt: skip
+    assert out["llm.input_messages.0.message.role"] == "system"
+    assert out["llm.input_messages.0.message.content"] == "be brief"
+    assert out["llm.input_messages.1.message.tool_calls.0.tool_call.id"] == "c1"
+    assert out["llm.input_messages.1.message.tool_calls.0.tool_call.function.name"] == "f"
+    assert json.loads(out["llm.input_messages.1.message.tool_calls.0.tool_call.function.arguments"]) == {"a": 1}
+    assert out["llm.input_messages.2.message.role"] == "tool"
+    assert out["llm.input_messages.2.message.tool_call_id"] == "c1"
+    assert out["llm.input_messages.2.message.content"] == "42"
 
 
 def _events(span) -> list[dict]:  # type: ignore[no-untyped-def]

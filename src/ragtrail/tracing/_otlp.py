@@ -190,6 +190,22 @@ def _messages(attrs: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
             text = message_text(m)
             if text is not None:
                 yield f"{prefix}.{i}.{semconv.OI_MESSAGE_CONTENT}", text
+            calls = [p for p in m["parts"] if p.get("type") == semconv.PART_TOOL_CALL]
+            for j, c in enumerate(calls):
+                at = f"{prefix}.{i}.{semconv.OI_MESSAGE_TOOL_CALLS}.{j}"
+                if c.get("id") is not None:
+                    yield f"{at}.{semconv.OI_TOOL_CALL_ID}", str(c["id"])
+                if c.get("name") is not None:
+                    yield f"{at}.{semconv.OI_TOOL_CALL_FUNCTION_NAME}", str(c["name"])
+                if c.get("arguments") is not None:
+                    args = c["arguments"]
+                    yield (
+                        f"{at}.{semconv.OI_TOOL_CALL_FUNCTION_ARGUMENTS}",
+                        (args if isinstance(args, str) else json.dumps(args, default=str)),
+                    )
+            answered = [p.get("id") for p in m["parts"] if p.get("type") == semconv.PART_TOOL_CALL_RESPONSE]
+            if answered and answered[0] is not None:
+                yield f"{prefix}.{i}.{semconv.OI_MESSAGE_TOOL_CALL_ID}", str(answered[0])
 
 
 def _documents(attrs: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
