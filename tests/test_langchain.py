@@ -787,3 +787,12 @@ def test_reasoning_and_cache_creation_tokens(traced):  # type: ignore[no-untyped
     assert a[semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS] == 4
     assert a[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == 5
     assert a[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 3
+
+
+def test_bound_tool_definitions_are_recorded(traced):  # type: ignore[no-untyped-def]
+    tools = [{"type": "function", "function": {"name": "lookup_population", "parameters": {"type": "object"}}}]
+    ScriptedChat(script=[AIMessage(content="ok")]).bind(tools=tools).invoke(
+        "q", config={"callbacks": [CallbackHandler()]}
+    )
+    (s,) = traced.spans()
+    assert json.loads(s.attributes[semconv.GEN_AI_TOOL_DEFINITIONS]) == tools

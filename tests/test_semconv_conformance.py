@@ -244,8 +244,9 @@ def test_openai_chat_stream_and_embeddings(run: _Run, stub_url: str) -> None:  #
     rt_openai.instrument()
     try:
         client = openai.OpenAI(base_url=stub_url, api_key="sk-test", max_retries=0)
+        tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
         client.chat.completions.create(
-            model="gpt-4o-mini", temperature=0.1,
+            model="gpt-4o-mini", temperature=0.1, tools=tools, response_format={"type": "json_object"},
             messages=[{"role": "system", "content": "brief"}, {"role": "user", "content": "hi"}],
         )  # fmt: skip
         list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True))
@@ -261,6 +262,11 @@ def test_openai_chat_stream_and_embeddings(run: _Run, stub_url: str) -> None:  #
         assert start[semconv.SERVER_ADDRESS] == "127.0.0.1" and isinstance(start[semconv.SERVER_PORT], int)
     first = next(s for s in spans if s.name == "chat gpt-4o-mini")
     assert run.rec.at_start[first.context.span_id][semconv.GEN_AI_REQUEST_TEMPERATURE] == 0.1
+    assert run.rec.at_start[first.context.span_id][semconv.GEN_AI_OUTPUT_TYPE] == "json"
+    if run.content:  # tool definitions are content (opt-in in the conventions)
+        assert json.loads(first.attributes[semconv.GEN_AI_TOOL_DEFINITIONS]) == tools
+    else:
+        assert semconv.GEN_AI_TOOL_DEFINITIONS not in first.attributes
     assert json.loads(first.attributes[semconv.GEN_AI_SYSTEM_INSTRUCTIONS])[0]["type"] == "text"
     streamed = next(s for s in spans if s.name == "chat m")
     assert streamed.attributes[semconv.GEN_AI_REQUEST_STREAM] is True

@@ -22,7 +22,7 @@ How it works
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -204,6 +204,9 @@ class CallbackHandler(RunTracker):
                 merge_attributes(attrs, message_attributes(content(), content=self._capture(parent_run_id)))
         elif self._capture(parent_run_id):
             self._content(attrs, content_key, content())
+        tools = params.get("tools") if isinstance(params, Mapping) else None
+        if tools and self._capture(parent_run_id):  # tool definitions are content (opt-in in the conventions)
+            self._content(attrs, semconv.GEN_AI_TOOL_DEFINITIONS, tools)
         name = f"{op} {model or ex.run_name(serialized, kwargs, run_type)}"
         kind = SpanKind.CLIENT if ex.is_remote(serialized, params, provider) else SpanKind.INTERNAL
         run = self._start(

@@ -79,6 +79,13 @@ def request_params(kwargs: Mapping[str, Any]) -> Pairs:
     fmt = kwargs.get("encoding_format")
     if given(fmt):
         yield semconv.GEN_AI_REQUEST_ENCODING_FORMATS, [str(fmt)]
+    rf = kwargs.get("response_format")
+    if given(rf):
+        t = get(rf, "type") if not isinstance(rf, type) else "json_schema"  # a pydantic class (parse helpers)
+        if t in ("json_object", "json_schema"):
+            yield semconv.GEN_AI_OUTPUT_TYPE, "json"
+        elif t == "text":
+            yield semconv.GEN_AI_OUTPUT_TYPE, "text"
 
 
 def server(base_url: Any) -> Pairs:

@@ -367,6 +367,8 @@ def _start(op: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Call, dict[
     else:
         if op == _CHAT:
             record_messages(span, kwargs.get("messages"))
+            if ex.given(kwargs.get("tools")):
+                set_content(span, semconv.GEN_AI_TOOL_DEFINITIONS, kwargs["tools"])
         else:
             inp = kwargs.get("prompt") if op == _COMPLETION else kwargs.get("input")
             if ex.given(inp):
