@@ -84,7 +84,7 @@ def test_query_span_is_built_off_thread_with_the_callers_ids_and_parent(inst) ->
     a = q.attributes
     assert a["app.inside"] == "yes"
     assert list(a[semconv.RETRIEVAL_DOCUMENT_IDS]) == res["ids"][0] == ["a", "c"]
-    docs = json.loads(a[semconv.RETRIEVAL_DOCUMENTS])
+    docs = json.loads(a[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert [d["content"] for d in docs] == ["alpha doc", "gamma doc"]
     assert q.start_time < q.end_time and app.start_time <= q.start_time  # type: ignore[attr-defined]
     assert _background.stats()["queued"] == 0
@@ -97,7 +97,7 @@ def test_changes_the_application_makes_afterwards_do_not_reach_the_trace(inst) -
     res["documents"][0][0] = "rewritten"
     res["ids"][0].append("extra")
     (q,) = _query_spans(inst)
-    docs = json.loads(q.attributes[semconv.RETRIEVAL_DOCUMENTS])
+    docs = json.loads(q.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert docs == [
         {"id": "b", "rank": 0, "score": pytest.approx(1.0), "content": "beta doc", "metadata": {"tag": "y"}}
     ]
@@ -138,7 +138,7 @@ def test_a_failing_attribute_function_loses_the_attributes_not_the_span(inst, mo
     res = col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
     assert res["ids"] == [["a"]]  # the app got its answer
     (q,) = _query_spans(inst)
-    assert semconv.RETRIEVAL_DOCUMENTS not in q.attributes and q.attributes[semconv.RETRIEVAL_TOP_K] == 1
+    assert semconv.GEN_AI_RETRIEVAL_DOCUMENTS not in q.attributes and q.attributes[semconv.RETRIEVAL_TOP_K] == 1
     assert rt_chroma.failures() == before + 1
     assert ragtrail.stats()["failed"] == 0  # the span itself was built and stored
 

@@ -123,7 +123,7 @@ def client(request, tmp_path):
                 0.1,
                 100,
                 "bot",
-                attrs={semconv.RETRIEVAL_DOCUMENTS: docs},
+                attrs={semconv.GEN_AI_RETRIEVAL_DOCUMENTS: docs},
             ),
             _row(
                 TA,
@@ -138,7 +138,7 @@ def client(request, tmp_path):
                 tin=100,
                 tout=20,
                 cost=0.002,
-                attrs={semconv.TTFT_S: 0.05, semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS: 60},
+                attrs={semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: 0.05, semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS: 60},
             ),
             _row(TB, "4" * 16, None, "answer", "CHAIN", 3600, 50, "bot", status="ERROR"),
             _row(TC, "5" * 16, None, "index", "EMBEDDING", 7200, 10, "other", model="mini", tin=7),
@@ -162,7 +162,7 @@ def test_spans_df_columns_and_types(client):
     assert llm.cached_input_tokens == 60 and str(df["cached_input_tokens"].dtype) == "Int64"
     assert df[df.name != "llm"].cached_input_tokens.isna().all()
     assert llm.parent_span_id == "1" * 16
-    assert isinstance(llm.attributes, dict) and llm.attributes[semconv.TTFT_S] == 0.05
+    assert isinstance(llm.attributes, dict) and llm.attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] == 0.05
     root = df.iloc[0]
     assert pd.isna(root.parent_span_id) and pd.isna(root.input_tokens) and pd.isna(root.cost_usd)
     raw = client.spans_df(parse_attributes=False)

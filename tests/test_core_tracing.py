@@ -323,7 +323,7 @@ def test_capture_content_off_keeps_tokens_cost_latency(no_content, store_path):
     for secret in ("private question", "private answer", "secret prompt", "private doc"):
         assert secret not in text
     assert semconv.INPUT_VALUE not in inner.attributes
-    assert json.loads(inner.attributes[semconv.RETRIEVAL_DOCUMENTS]) == [{"id": "d1", "rank": 0, "score": 0.5}]
+    assert json.loads(inner.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS]) == [{"id": "d1", "rank": 0, "score": 0.5}]
 
 
 SECRETS = {

@@ -48,7 +48,7 @@ def test_unknown_model_gets_no_cost_attribute(traced):
     assert semconv.COST_USD not in a and semconv.COST_SOURCE not in a
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 10 and a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 5
     assert a[semconv.USAGE_SOURCE] == "tokenizer_estimate"
-    assert a[semconv.TTFT_S] == 0.25
+    assert a[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] == 0.25
     row = traced.client().spans_df(name="llm").iloc[0]
     assert row.cost_usd != row.cost_usd  # NaN in the frame, never 0
     assert row.input_tokens == 10

@@ -67,8 +67,8 @@ def test_llamaindex_rag_app(tmp_path):
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "sources: [('kb-028'" in p.stdout  # the reminders article ranks first
-    assert "VectorIndexRetriever.retrieve  [RETRIEVER]" in p.stdout and "chroma.query  [RETRIEVER]" in p.stdout
-    assert re.search(r"MockLLM.complete\s+\[LLM\].*tokens \d+→32", p.stdout)
+    assert "retrieval VectorIndexRetriever  [RETRIEVER]" in p.stdout and "chroma.query  [RETRIEVER]" in p.stdout
+    assert re.search(r"text_completion MockLLM\s+\[LLM\].*tokens \d+→32", p.stdout)
 
 
 @pytest.mark.slow

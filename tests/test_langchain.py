@@ -82,6 +82,12 @@ def _expected_name(run: Any) -> str:
     if run.run_type == "llm":
         model = (run.extra.get("metadata") or {}).get("ls_model_name")
         return f"text_completion {model or run.name}"
+    if run.run_type == "retriever":
+        return f"retrieval {run.name}"
+    if run.run_type == "tool":
+        return f"execute_tool {run.name}"
+    if run.name == "AgentExecutor":
+        return f"invoke_agent {run.name}"
     return run.name
 
 
@@ -134,7 +140,7 @@ def test_sequence_tree_equals_langchain_runs(traced):  # type: ignore[no-untyped
     assert_same_tree(spans, rc)
     assert h.open_runs == 0
     kinds = {s.name: s.attributes[semconv.SPAN_KIND] for s in spans}
-    assert kinds["FixedRetriever"] == semconv.RETRIEVER
+    assert kinds["retrieval FixedRetriever"] == semconv.RETRIEVER
     assert kinds["chat gpt-4o-mini"] == semconv.LLM
     assert kinds["ChatPromptTemplate"] == semconv.CHAIN
     assert kinds["StrOutputParser"] == semconv.CHAIN
@@ -191,8 +197,8 @@ def test_batch_stream_astream_trees(traced):  # type: ignore[no-untyped-def]
     spans = traced.spans()
     assert_same_tree(spans, rc)
     llm = next(s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.LLM)
-    assert llm.attributes[semconv.STREAMING] is True
-    assert llm.attributes[semconv.TTFT_S] >= 0
+    assert llm.attributes[semconv.GEN_AI_REQUEST_STREAM] is True
+    assert llm.attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] >= 0
 
     async def consume() -> str:
         return "".join([c async for c in chain.astream({"q": "a"}, config={"callbacks": [h2, rc2]})])
@@ -225,7 +231,8 @@ def test_tool_calling_agent_tree_and_tool_spans(traced):  # type: ignore[no-unty
     spans = traced.spans()
     assert_same_tree(spans, rc)
     tool_span = next(s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.TOOL)
-    assert tool_span.name == "lookup_population"
+    assert tool_span.name == "execute_tool lookup_population"
+    assert tool_span.attributes[semconv.GEN_AI_OPERATION_NAME] == "execute_tool"
     assert tool_span.attributes[semconv.GEN_AI_TOOL_NAME] == "lookup_population"
     assert tool_span.attributes[semconv.GEN_AI_TOOL_CALL_ID] == "call_1"
     assert json.loads(tool_span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS]) == {"city": "Paris"}
@@ -237,7 +244,8 @@ def test_tool_calling_agent_tree_and_tool_spans(traced):  # type: ignore[no-unty
         if llms[0].start_time < llms[1].start_time
         else json.loads(llms[1].attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
     )
-    assert first_out[0]["tool_calls"][0]["name"] == "lookup_population"
+    call = next(p for p in first_out[0]["parts"] if p["type"] == "tool_call")
+    assert (call["name"], call["id"], call["arguments"]) == ("lookup_population", "call_1", {"city": "Paris"})
     reasons = sorted(s.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS][0] for s in llms)
     assert reasons == ["stop", "tool_calls"]
     nodes = {s.attributes.get(semconv.LANGGRAPH_NODE) for s in spans} - {None}
@@ -369,7 +377,7 @@ def test_other_library_spans_nest_under_langchain_spans_and_one_llm_span(traced)
     spans = traced.spans()
     by = {s.name: s for s in spans}
     assert by["http POST /chat/completions"].parent.span_id == by["chat gpt-4o-mini"].context.span_id
-    assert by["chroma.query"].parent.span_id == by["DbRetriever"].context.span_id
+    assert by["chroma.query"].parent.span_id == by["retrieval DbRetriever"].context.span_id
     assert seen["llm_active"] is True and seen["llm_span"].name == "chat gpt-4o-mini"
     assert seen["inside_child"] is False and seen["llm_in_retriever"] is False
     assert len([s for s in spans if s.attributes.get(semconv.SPAN_KIND) == semconv.LLM]) == 1
@@ -415,10 +423,19 @@ def test_tokens_cost_params_and_streaming_gives_same_counts(traced):  # type: ig
         assert a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
         # gpt-4o-mini: $0.15/M input, $0.075/M cached input, $0.60/M output
         assert a[semconv.COST_USD] == pytest.approx((100 * 0.15 + 20 * 0.075 + 30 * 0.60) / 1e6)
-        assert json.loads(a[semconv.GEN_AI_INPUT_MESSAGES]) == [{"role": "user", "content": "hello"}]
-    assert semconv.TTFT_S not in plain.attributes
-    assert 0 <= streamed.attributes[semconv.TTFT_S] <= (streamed.end_time - streamed.start_time) / 1e9
-    assert json.loads(streamed.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])[0]["content"] == "one two three four"
+        assert json.loads(a[semconv.GEN_AI_INPUT_MESSAGES]) == [
+            {"role": "user", "parts": [{"type": "text", "content": "hello"}]}
+        ]
+    assert semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK not in plain.attributes
+    assert (
+        0
+        <= streamed.attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
+        <= (streamed.end_time - streamed.start_time) / 1e9
+    )
+    # a streamed call's output is an AIMessageChunk: its role is still "assistant"
+    assert json.loads(streamed.attributes[semconv.GEN_AI_OUTPUT_MESSAGES]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "one two three four"}], "finish_reason": "stop"}
+    ]
 
 
 def test_llm_output_token_usage_and_completion_llm(traced):  # type: ignore[no-untyped-def]
@@ -454,8 +471,8 @@ def test_retriever_documents_and_content_switch(store_path):  # type: ignore[no-
             spans = {s.name: s for s in mem.get_finished_spans()}
         finally:
             ragtrail.shutdown()
-        r = spans["FixedRetriever"]
-        docs = json.loads(r.attributes[semconv.RETRIEVAL_DOCUMENTS])
+        r = spans["retrieval FixedRetriever"]
+        docs = json.loads(r.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
         assert len(docs) == 4 and [d["rank"] for d in docs] == [0, 1, 2, 3]
         assert all(d["id"].startswith("doc-") and isinstance(d["score"], float) for d in docs)
         assert list(r.attributes[semconv.RETRIEVAL_DOCUMENT_IDS]) == [d["id"] for d in docs]
@@ -463,8 +480,11 @@ def test_retriever_documents_and_content_switch(store_path):  # type: ignore[no-
         assert llm.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 11  # recorded either way
         if capture:
             assert "says that topic" in docs[0]["content"]
-            assert r.attributes[semconv.RETRIEVAL_QUERY] == "topic 1 retrieval"
-            assert "Answer from" in llm.attributes[semconv.GEN_AI_INPUT_MESSAGES]
+            assert r.attributes[semconv.GEN_AI_RETRIEVAL_QUERY_TEXT] == "topic 1 retrieval"
+            assert "Answer from" in llm.attributes[semconv.GEN_AI_SYSTEM_INSTRUCTIONS]  # the system message
+            assert json.loads(llm.attributes[semconv.GEN_AI_INPUT_MESSAGES]) == [
+                {"role": "user", "parts": [{"type": "text", "content": "topic 1 retrieval"}]}
+            ]
             assert spans["StrOutputParser"].attributes[semconv.OUTPUT_VALUE] == "topic one matters"
             # the retrieved list flowing on into the next step is recorded there as a reference
             ref = json.loads(spans["format_docs"].attributes[semconv.INPUT_VALUE])
@@ -472,9 +492,16 @@ def test_retriever_documents_and_content_switch(store_path):  # type: ignore[no-
         else:
             assert "content" not in docs[0]
             for s in spans.values():
-                for key in (semconv.INPUT_VALUE, semconv.OUTPUT_VALUE, semconv.GEN_AI_INPUT_MESSAGES,
-                            semconv.GEN_AI_OUTPUT_MESSAGES, semconv.RETRIEVAL_QUERY):  # fmt: skip
+                for key in (semconv.INPUT_VALUE, semconv.OUTPUT_VALUE, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT):
                     assert key not in s.attributes, (s.name, key)
+            # the messages keep their structure (roles, part types, finish reasons), not their content
+            assert json.loads(llm.attributes[semconv.GEN_AI_SYSTEM_INSTRUCTIONS]) == [{"type": "text"}]
+            assert json.loads(llm.attributes[semconv.GEN_AI_INPUT_MESSAGES]) == [
+                {"role": "user", "parts": [{"type": "text"}]}
+            ]
+            (out,) = json.loads(llm.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+            assert out["role"] == "assistant" and out["parts"] == [{"type": "text"}]
+            assert "topic" not in json.dumps([dict(s.attributes) for s in spans.values()])
 
 
 def test_content_is_bounded_and_masked(traced):  # type: ignore[no-untyped-def]
@@ -713,7 +740,9 @@ def test_agent_executor_fallbacks_and_retries(traced):  # type: ignore[no-untype
     assert out["output"] == "Paris has 2.1 million people."
     spans = traced.spans()
     assert_same_tree(spans, rc)
-    root = next(s for s in spans if s.name == "AgentExecutor")
+    root = next(s for s in spans if s.name == "invoke_agent AgentExecutor")
+    assert root.attributes[semconv.GEN_AI_OPERATION_NAME] == "invoke_agent"
+    assert root.attributes[semconv.GEN_AI_AGENT_NAME] == "AgentExecutor"
     assert root.attributes[semconv.SPAN_KIND] == semconv.AGENT
     actions = [e for e in root.events if e.name == semconv.LANGCHAIN_AGENT_ACTION_EVENT]
     assert actions and actions[0].attributes[semconv.GEN_AI_TOOL_NAME] == "lookup_population"
@@ -740,3 +769,31 @@ def test_agent_executor_fallbacks_and_retries(traced):  # type: ignore[no-untype
     failed = sorted(s.name for s in spans if s.status.status_code == StatusCode.ERROR)
     assert failed == ["always_fails", "flaky", "flaky"]
     assert h.open_runs == 0
+
+
+def test_reasoning_and_cache_creation_tokens(traced):  # type: ignore[no-untyped-def]
+    """usage_metadata's details (LangChain counts them inside its totals, as the GenAI conventions do)."""
+
+    class DetailedChat(ScriptedChat):
+        def _usage(self) -> dict[str, Any]:
+            u = super()._usage()
+            u["input_token_details"] = {"cache_read": 4, "cache_creation": 5}
+            u["output_token_details"] = {"reasoning": 3}
+            return u
+
+    DetailedChat(script=[AIMessage(content="ok")]).invoke("q", config={"callbacks": [CallbackHandler()]})
+    (s,) = traced.spans()
+    a = s.attributes
+    assert (a[semconv.GEN_AI_USAGE_INPUT_TOKENS], a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]) == (11, 7)
+    assert a[semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS] == 4
+    assert a[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == 5
+    assert a[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 3
+
+
+def test_bound_tool_definitions_are_recorded(traced):  # type: ignore[no-untyped-def]
+    tools = [{"type": "function", "function": {"name": "lookup_population", "parameters": {"type": "object"}}}]
+    ScriptedChat(script=[AIMessage(content="ok")]).bind(tools=tools).invoke(
+        "q", config={"callbacks": [CallbackHandler()]}
+    )
+    (s,) = traced.spans()
+    assert json.loads(s.attributes[semconv.GEN_AI_TOOL_DEFINITIONS]) == tools

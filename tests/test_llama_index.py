@@ -111,45 +111,46 @@ def test_query_engine_trace_kinds_parents_nodes_embeddings_and_llm(inst, index):
     assert len({s.context.trace_id for s in spans}) == 1  # one trace
     parents = tree(spans)
     assert parents["RetrieverQueryEngine.query"] is None
-    assert parents["VectorIndexRetriever.retrieve"] == "RetrieverQueryEngine.query"
-    assert parents["MiniLMEmbedding.get_query_embedding"] == "VectorIndexRetriever.retrieve"
+    assert parents["retrieval VectorIndexRetriever"] == "RetrieverQueryEngine.query"
+    assert parents["embeddings all-MiniLM-L6-v2"] == "retrieval VectorIndexRetriever"
     assert parents["CompactAndRefine.synthesize"] == "RetrieverQueryEngine.query"
-    assert parents["MockLLM.complete"] == "MockLLM.predict"
-    assert "SentenceTransformer.encode" not in names  # encode enriched LlamaIndex's embedding span
+    assert parents["text_completion MockLLM"] == "MockLLM.predict"
+    embedding = [s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.EMBEDDING]
+    assert [s.name for s in embedding] == ["embeddings all-MiniLM-L6-v2"]  # encode enriched LlamaIndex's span
     assert not [
         n for n in names if n.split(".")[-1].startswith("_") and not n.endswith("__call__")
     ]  # private helpers folded
     kinds = {s.name: s.attributes[semconv.SPAN_KIND] for s in spans}
     assert kinds["RetrieverQueryEngine.query"] == semconv.CHAIN
-    assert kinds["VectorIndexRetriever.retrieve"] == semconv.RETRIEVER
-    assert kinds["MiniLMEmbedding.get_query_embedding"] == semconv.EMBEDDING
+    assert kinds["retrieval VectorIndexRetriever"] == semconv.RETRIEVER
+    assert kinds["embeddings all-MiniLM-L6-v2"] == semconv.EMBEDDING
     assert kinds["CompactAndRefine.synthesize"] == semconv.CHAIN
-    assert kinds["MockLLM.complete"] == semconv.LLM
+    assert kinds["text_completion MockLLM"] == semconv.LLM
     assert kinds["MockLLM.predict"] == semconv.CHAIN  # the prompt-formatting wrapper is not a second LLM call
 
     # parents come from LlamaIndex's own span ids
     q = _one(spans, "RetrieverQueryEngine.query")
-    r = _one(spans, "VectorIndexRetriever.retrieve")
+    r = _one(spans, "retrieval VectorIndexRetriever")
     assert r.attributes[semconv.LLAMA_INDEX_SPAN_ID].startswith("VectorIndexRetriever.retrieve-")
     assert r.attributes[semconv.LLAMA_INDEX_PARENT_SPAN_ID].startswith("RetrieverQueryEngine._query-")
     assert q.attributes[semconv.INPUT_VALUE] == "What is the capital of France?"
     assert q.attributes[semconv.OUTPUT_VALUE] == str(response)
 
     # retriever: nodes with ids, scores, ranks
-    docs = json.loads(r.attributes[semconv.RETRIEVAL_DOCUMENTS])
+    docs = json.loads(r.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert [d["id"] for d in docs] == [n.node.node_id for n in response.source_nodes]
     assert [d["score"] for d in docs] == pytest.approx([n.score for n in response.source_nodes])
     assert [d["rank"] for d in docs] == [0, 1]
     assert docs[0]["content"] == TEXTS["paris"] and docs[0]["metadata"]["source"] == "paris"
     assert r.attributes[semconv.RETRIEVAL_TOP_K] == 2
-    assert r.attributes[semconv.RETRIEVAL_QUERY] == "What is the capital of France?"
+    assert r.attributes[semconv.GEN_AI_RETRIEVAL_QUERY_TEXT] == "What is the capital of France?"
 
-    e = _one(spans, "MiniLMEmbedding.get_query_embedding")
+    e = _one(spans, "embeddings all-MiniLM-L6-v2")
     assert e.attributes[semconv.EMBEDDING_MODEL] == "all-MiniLM-L6-v2"
     assert e.attributes[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] == 384
     assert e.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] > 0
 
-    llm = _one(spans, "MockLLM.complete")
+    llm = _one(spans, "text_completion MockLLM")
     assert llm.attributes[semconv.OUTPUT_VALUE] == str(response)
     assert "Paris is the capital" in llm.attributes[semconv.INPUT_VALUE]  # the prompt carries the context
     assert llm.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 6
@@ -162,12 +163,12 @@ def test_streaming_llm_span_records_ttft_and_ends_with_the_stream(inst):
 
     llm = MockLLM(max_tokens=5)
     gen = llm.stream_complete("tell me something")
-    assert inst.by_name("MockLLM.stream_complete") == []  # still streaming: the span is open
+    assert inst.by_name("text_completion MockLLM") == []  # still streaming: the span is open
     chunks = list(gen)
-    (s,) = inst.by_name("MockLLM.stream_complete")
+    (s,) = inst.by_name("text_completion MockLLM")
     a = s.attributes
-    assert a[semconv.SPAN_KIND] == semconv.LLM and a[semconv.STREAMING] is True
-    ttft = a[semconv.TTFT_S]
+    assert a[semconv.SPAN_KIND] == semconv.LLM and a[semconv.GEN_AI_REQUEST_STREAM] is True
+    ttft = a[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
     assert 0 <= ttft <= (s.end_time - s.start_time) / 1e9
     assert len(chunks) == 5
     assert a[semconv.OUTPUT_VALUE] == chunks[-1].text  # the final response LlamaIndex reports
@@ -180,18 +181,20 @@ def test_chat_records_messages(inst):
     MockLLM(max_tokens=3).chat(
         [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi there")]
     )
-    (s,) = inst.by_name("MockLLM.chat")
+    (s,) = inst.by_name("chat MockLLM")
     assert s.attributes[semconv.SPAN_KIND] == semconv.LLM
     msgs = json.loads(s.attributes[semconv.GEN_AI_INPUT_MESSAGES])
-    assert msgs == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]
-    assert json.loads(s.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])[0]["role"] == "assistant"
+    assert msgs == [{"role": "user", "parts": [{"type": "text", "content": "hi there"}]}]
+    assert json.loads(s.attributes[semconv.GEN_AI_SYSTEM_INSTRUCTIONS]) == [{"type": "text", "content": "be brief"}]
+    (out,) = json.loads(s.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+    assert out["role"] == "assistant" and [p["type"] for p in out["parts"]] == ["text"] and out["finish_reason"]
 
 
 def test_index_build_embeds_in_batches_under_one_span_each(inst, embed_model):
     from llama_index.core import Document, VectorStoreIndex
 
     VectorStoreIndex.from_documents([Document(text=t, id_=k) for k, t in TEXTS.items()], embed_model=embed_model)
-    batches = inst.by_name("MiniLMEmbedding.get_text_embedding_batch")
+    batches = inst.by_name("embeddings all-MiniLM-L6-v2")
     assert len(batches) == 1
     assert batches[0].attributes[semconv.EMBEDDING_COUNT] == len(TEXTS)
     assert batches[0].attributes[semconv.SPAN_KIND] == semconv.EMBEDDING
@@ -211,11 +214,11 @@ def test_retriever_error_propagates_and_span_records_it(inst, index):
     with pytest.raises(LookupError, match="index offline"):
         engine.query("anything")
     spans = inst.spans()
-    r = _one(spans, "Broken.retrieve")
+    r = _one(spans, "retrieval Broken")
     assert r.status.status_code == StatusCode.ERROR and r.attributes[semconv.ERROR_TYPE] == "LookupError"
     q = _one(spans, "RetrieverQueryEngine.query")
     assert q.status.status_code == StatusCode.ERROR
-    assert tree(spans)["Broken.retrieve"] == "RetrieverQueryEngine.query"
+    assert tree(spans)["retrieval Broken"] == "RetrieverQueryEngine.query"
 
 
 def test_nests_under_an_enclosing_ragtrail_span(inst, index):
@@ -224,7 +227,7 @@ def test_nests_under_an_enclosing_ragtrail_span(inst, index):
     with ragtrail.span("request", kind="CHAIN"):
         index.as_retriever(similarity_top_k=1).retrieve("German capital")
     spans = inst.spans()
-    assert tree(spans)["VectorIndexRetriever.retrieve"] == "request"
+    assert tree(spans)["retrieval VectorIndexRetriever"] == "request"
     assert MockLLM  # noqa: B018
 
 
@@ -237,7 +240,7 @@ def test_idempotent_uninstrument_and_no_spans_before_instrument(traced, index):
     assert len(get_dispatcher().span_handlers) == before + 1
     try:
         index.as_retriever(similarity_top_k=1).retrieve("cats")
-        assert len(traced.by_name("VectorIndexRetriever.retrieve")) == 1
+        assert len(traced.by_name("retrieval VectorIndexRetriever")) == 1
     finally:
         rt_li.uninstrument()
         rt_li.uninstrument()
@@ -257,7 +260,7 @@ def test_version_outside_range_warns_and_still_traces(traced, index, monkeypatch
         rt_li.instrument()
     try:
         index.as_retriever(similarity_top_k=1).retrieve("cats")
-        assert len(traced.by_name("VectorIndexRetriever.retrieve")) == 1
+        assert len(traced.by_name("retrieval VectorIndexRetriever")) == 1
     finally:
         rt_li.uninstrument()
 
@@ -276,14 +279,14 @@ async def test_async_query_engine_keeps_the_tree(inst, index):
     spans = inst.spans()
     parents = tree(spans)
     assert parents["RetrieverQueryEngine.aquery"] is None
-    assert parents["VectorIndexRetriever.aretrieve"] == "RetrieverQueryEngine.aquery"
-    assert parents["MiniLMEmbedding.aget_query_embedding"] == "VectorIndexRetriever.aretrieve"
-    r = _one(spans, "VectorIndexRetriever.aretrieve")
+    assert parents["retrieval VectorIndexRetriever"] == "RetrieverQueryEngine.aquery"
+    assert parents["embeddings all-MiniLM-L6-v2"] == "retrieval VectorIndexRetriever"
+    r = _one(spans, "retrieval VectorIndexRetriever")
     assert r.attributes[semconv.SPAN_KIND] == semconv.RETRIEVER
-    assert json.loads(r.attributes[semconv.RETRIEVAL_DOCUMENTS])[0]["content"] == TEXTS["cats"]
+    assert json.loads(r.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])[0]["content"] == TEXTS["cats"]
     llm = [s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.LLM]
     # MockLLM.acomplete calls complete: one LLM call, one LLM span (tokens are not counted twice)
-    assert [s.name for s in llm] == ["MockLLM.acomplete"]
+    assert [s.name for s in llm] == ["text_completion MockLLM"]
     assert llm[0].attributes[semconv.OUTPUT_VALUE] == str(response)
     assert llm[0].attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
     assert len({s.context.trace_id for s in spans}) == 1

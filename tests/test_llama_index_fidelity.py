@@ -209,11 +209,11 @@ def test_reranker_gets_its_own_span_and_the_root_keeps_its_kind(inst, index, min
     assert _ancestors(rr, by_id)[-1] == root.name
     assert rr.attributes[semconv.RERANKER_MODEL] == "all-MiniLM-L6-v2"
     assert rr.attributes[semconv.RERANKER_PAIR_COUNT] == 2
-    assert rr.attributes[semconv.RETRIEVAL_QUERY] == "Which city is the capital of Germany?"
+    assert rr.attributes[semconv.GEN_AI_RETRIEVAL_QUERY_TEXT] == "Which city is the capital of Germany?"
     assert [d["id"] for d in json.loads(rr.attributes[semconv.INPUT_VALUE])] == [
         n.node.node_id for n in inst_retrieved(spans)
     ]
-    docs = json.loads(rr.attributes[semconv.RETRIEVAL_DOCUMENTS])
+    docs = json.loads(rr.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert [d["id"] for d in docs] == [n.node.node_id for n in response.source_nodes]
     assert [n.node.ref_doc_id for n in response.source_nodes] == ["berlin"]  # MiniLM put Berlin first
     assert docs[0]["score"] == pytest.approx(response.source_nodes[0].score)
@@ -226,7 +226,7 @@ class _Retrieved:
 
 def inst_retrieved(spans):
     (r,) = [s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.RETRIEVER]
-    return [_Retrieved(d["id"]) for d in json.loads(r.attributes[semconv.RETRIEVAL_DOCUMENTS])]
+    return [_Retrieved(d["id"]) for d in json.loads(r.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])]
 
 
 def test_failing_postprocessor_has_its_own_error_span(inst, index):

@@ -49,7 +49,8 @@ class _Stub(BaseHTTPRequestHandler):
             return self._json(200, {"object": "list", "data": data, "model": model,
                                     "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}})  # fmt: skip
         usage = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14,
-                 "prompt_tokens_details": {"cached_tokens": 4}}  # fmt: skip
+                 "prompt_tokens_details": {"cached_tokens": 4},
+                 "completion_tokens_details": {"reasoning_tokens": 2}}  # fmt: skip
         if not body.get("stream"):
             return self._json(200, {
                 "id": "chatcmpl-stub", "object": "chat.completion", "created": 1, "model": model + "-0001",
@@ -107,11 +108,15 @@ def test_chat_span_with_usage_cost_and_traceparent(traced, oai):
     assert a[semconv.SPAN_KIND] == semconv.LLM and span.kind.name == "CLIENT"
     assert (a[semconv.GEN_AI_USAGE_INPUT_TOKENS], a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]) == (11, 3)
     assert a[semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS] == 4
+    assert a[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 2  # part of the 3 output tokens
     assert a[semconv.GEN_AI_RESPONSE_MODEL] == "gpt-4o-mini-0001" and a[semconv.GEN_AI_REQUEST_MODEL] == "gpt-4o-mini"
     assert a[semconv.COST_USD] > 0  # a known model: priced from the table
     assert a[semconv.GEN_AI_REQUEST_TOP_P] == 0.5
     assert a[semconv.GEN_AI_PROVIDER_NAME] == "openai_compatible"  # not api.openai.com
-    assert json.loads(a[semconv.GEN_AI_OUTPUT_MESSAGES])[0]["content"] == resp.choices[0].message.content
+    (out,) = json.loads(a[semconv.GEN_AI_OUTPUT_MESSAGES])
+    assert out == {"role": "assistant", "finish_reason": "stop",
+                   "parts": [{"type": "text", "content": resp.choices[0].message.content}]}  # fmt: skip
+    assert json.loads(a[semconv.GEN_AI_INPUT_MESSAGES]) == [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]
     assert _Stub.requests[-1]["headers"]["traceparent"] == _traceparent(span)
 
 
@@ -123,7 +128,7 @@ def test_stream_usage_is_requested_and_its_chunk_hidden(traced, oai):
     assert span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
     assert span.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
     assert span.attributes[semconv.OUTPUT_VALUE] == "a b c"
-    assert 0 <= span.attributes[semconv.TTFT_S] <= (span.end_time - span.start_time) / 1e9
+    assert 0 <= span.attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] <= (span.end_time - span.start_time) / 1e9
 
 
 def test_include_usage_false_leaves_the_request_untouched(traced, stub_url):
@@ -197,7 +202,7 @@ def test_parse_and_the_stream_helper_are_traced(traced, oai):
     assert final.choices[0].message.content == "a b c"
     spans = traced.by_name("chat m")
     assert len(spans) == 2
-    assert [s.attributes[semconv.STREAMING] for s in spans] == [False, True]
+    assert [s.attributes[semconv.GEN_AI_REQUEST_STREAM] for s in spans] == [False, True]
     assert all(s.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 3 for s in spans)
 
 

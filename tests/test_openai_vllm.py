@@ -153,10 +153,10 @@ def test_chat_non_streaming_and_streaming_record_the_same_tokens(vllm_server, tr
     assert a.input_tokens == resp.usage.prompt_tokens and a.output_tokens == resp.usage.completion_tokens
     assert (b.input_tokens, b.output_tokens) == (a.input_tokens, a.output_tokens)
     assert a.attributes[semconv.USAGE_SOURCE] == b.attributes[semconv.USAGE_SOURCE] == "provider"
-    assert a.attributes[semconv.STREAMING] is False and b.attributes[semconv.STREAMING] is True
-    ttft = b.attributes[semconv.TTFT_S]
+    assert a.attributes[semconv.GEN_AI_REQUEST_STREAM] is False and b.attributes[semconv.GEN_AI_REQUEST_STREAM] is True
+    ttft = b.attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
     assert 0 < ttft <= b.duration_ms / 1000
-    assert semconv.TTFT_S not in a.attributes
+    assert semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK not in a.attributes
     for s in (a, b):
         assert s.attributes[semconv.GEN_AI_REQUEST_MODEL] == "tiny"
         assert s.attributes[semconv.GEN_AI_RESPONSE_MODEL] == "tiny"
@@ -215,7 +215,7 @@ def test_async_streaming_completion(vllm_server, traced_openai, store_file):
     _, span = _client_span(trace_id, store_file)
     assert span.attributes[semconv.GEN_AI_OPERATION_NAME] == "text_completion"
     assert span.output_tokens == 5 and span.input_tokens and span.input_tokens > 0
-    assert 0 < span.attributes[semconv.TTFT_S] <= span.duration_ms / 1000
+    assert 0 < span.attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] <= span.duration_ms / 1000
 
 
 def test_user_stream_options_are_left_alone(vllm_server, store_file):
@@ -236,7 +236,7 @@ def test_user_stream_options_are_left_alone(vllm_server, store_file):
         assert all(c.usage is None for c in chunks)
         _, span = _client_span(format(root.get_span_context().trace_id, "032x"), store_file)
         assert span.input_tokens is None and span.output_tokens is None  # not asked for, not invented
-        assert span.attributes[semconv.TTFT_S] > 0
+        assert span.attributes[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] > 0
     finally:
         rt_openai.uninstrument()
         ragtrail.shutdown()

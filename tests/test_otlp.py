@@ -31,7 +31,7 @@ def _rag_trace() -> str:
     with ragtrail.span("answer", kind="CHAIN", input={"question": "what is OTLP?"}) as root:
         with ragtrail.span("embed", kind="EMBEDDING", attributes={semconv.EMBEDDING_MODEL: "all-MiniLM-L6-v2"}):
             pass
-        with ragtrail.span("search", kind="RETRIEVER", attributes={semconv.RETRIEVAL_QUERY: "what is OTLP?"}) as r:
+        with ragtrail.span("search", kind="RETRIEVER", attributes={semconv.GEN_AI_RETRIEVAL_QUERY_TEXT: "what is OTLP?"}) as r:
             record_documents(r, [{"id": "d1", "score": 0.9, "content": "OTLP is..."}, {"id": "d2", "score": 0.5}])
         with ragtrail.span("chat", kind="LLM") as llm:
             set_content(llm, semconv.GEN_AI_INPUT_MESSAGES, [{"role": "user", "content": "what is OTLP?"}])
@@ -118,7 +118,7 @@ def test_endpoints_pick_the_transport():
 def test_openinference_extractors_are_guarded():
     # a broken documents attribute loses only the documents, never the rest
     out = openinference_attributes({
-        semconv.SPAN_KIND: "RETRIEVER", semconv.RETRIEVAL_DOCUMENTS: "{not json",
+        semconv.SPAN_KIND: "RETRIEVER", semconv.GEN_AI_RETRIEVAL_DOCUMENTS: "{not json",
         semconv.GEN_AI_USAGE_INPUT_TOKENS: 3,
     })  # fmt: skip
     assert out[semconv.OI_SPAN_KIND] == "RETRIEVER" and out[semconv.OI_LLM_TOKEN_COUNT_PROMPT] == 3
@@ -129,6 +129,23 @@ def test_openinference_extractors_are_guarded():
         semconv.GEN_AI_INPUT_MESSAGES: json.dumps([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]),
     })  # fmt: skip
     assert out["llm.input_messages.0.message.content"] == "hi"
+    # tool calls and tool answers, and the system instructions as the first message
+    out = openinference_attributes({
+        semconv.SPAN_KIND: "LLM",
+        semconv.GEN_AI_SYSTEM_INSTRUCTIONS: json.dumps([{"type": "text", "content": "be brief"}]),
+        semconv.GEN_AI_INPUT_MESSAGES: json.dumps([
+            {"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "f", "arguments": {"a": 1}}]},
+            {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "42"}]},
+        ]),
+    })  # fmt: skip
+    assert out["llm.input_messages.0.message.role"] == "system"
+    assert out["llm.input_messages.0.message.content"] == "be brief"
+    assert out["llm.input_messages.1.message.tool_calls.0.tool_call.id"] == "c1"
+    assert out["llm.input_messages.1.message.tool_calls.0.tool_call.function.name"] == "f"
+    assert json.loads(out["llm.input_messages.1.message.tool_calls.0.tool_call.function.arguments"]) == {"a": 1}
+    assert out["llm.input_messages.2.message.role"] == "tool"
+    assert out["llm.input_messages.2.message.tool_call_id"] == "c1"
+    assert out["llm.input_messages.2.message.content"] == "42"
 
 
 def _events(span) -> list[dict]:  # type: ignore[no-untyped-def]

@@ -114,7 +114,7 @@ def test_phoenix_renders_ragtrail_spans_natively(phoenix, tmp_path):
                 "embed-query", kind="EMBEDDING", attributes={semconv.EMBEDDING_MODEL: "all-MiniLM-L6-v2"}
             ):
                 pass
-            with ragtrail.span("search", kind="RETRIEVER", attributes={semconv.RETRIEVAL_QUERY: "what is OTLP?"}) as r:
+            with ragtrail.span("search", kind="RETRIEVER", attributes={semconv.GEN_AI_RETRIEVAL_QUERY_TEXT: "what is OTLP?"}) as r:
                 record_documents(r, [{"id": "doc-1", "score": 0.91, "content": "OTLP is the OpenTelemetry protocol."},
                                      {"id": "doc-2", "score": 0.42, "content": "Unrelated."}])  # fmt: skip
             with ragtrail.span("chat gpt-4o-mini", kind="LLM") as llm:

@@ -96,15 +96,16 @@ def test_langchain_rag_chain_is_one_trace_with_embedding_and_chroma_query(connec
 
     spans = connectors.spans()
     assert len({s.context.trace_id for s in spans}) == 1
+    model = next(s.attributes[semconv.EMBEDDING_MODEL] for s in spans if s.name.startswith("embeddings "))
     assert shape(spans) == [
         (
             "RunnableSequence",
             semconv.CHAIN,
             [
                 (
-                    "VectorStoreRetriever",
+                    "retrieval VectorStoreRetriever",
                     semconv.RETRIEVER,
-                    [("SentenceTransformer.encode", semconv.EMBEDDING, []), ("chroma.query", semconv.RETRIEVER, [])],
+                    [(f"embeddings {model}", semconv.EMBEDDING, []), ("chroma.query", semconv.RETRIEVER, [])],
                 ),
                 ("ChatPromptTemplate", semconv.CHAIN, []),
                 ("chat FakeListChatModel", semconv.LLM, []),
@@ -112,12 +113,12 @@ def test_langchain_rag_chain_is_one_trace_with_embedding_and_chroma_query(connec
         )
     ]
     (query,) = [s for s in spans if s.name == "chroma.query"]
-    docs = json.loads(query.attributes[semconv.RETRIEVAL_DOCUMENTS])
+    docs = json.loads(query.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert len(docs) == 3 and docs[0]["id"] == "paris"
     assert all(isinstance(d["score"], float) and d["id"] in TEXTS for d in docs)
     scores = [d["score"] for d in docs]
     assert scores == sorted(scores, reverse=True)
-    (encode,) = [s for s in spans if s.name == "SentenceTransformer.encode"]
+    (encode,) = [s for s in spans if s.name.startswith("embeddings ")]
     assert encode.attributes[semconv.EMBEDDING_COUNT] == 1 and encode.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] > 0
 
 
@@ -178,10 +179,10 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
             semconv.CHAIN,
             [
                 (
-                    "VectorIndexRetriever.retrieve",
+                    "retrieval VectorIndexRetriever",
                     semconv.RETRIEVER,
                     [
-                        ("MiniLMEmbedding.get_query_embedding", semconv.EMBEDDING, []),
+                        ("embeddings all-MiniLM-L6-v2", semconv.EMBEDDING, []),
                         ("chroma.query", semconv.RETRIEVER, []),
                     ],
                 ),
@@ -204,7 +205,7 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
                                                 (
                                                     "MockLLM.predict",
                                                     semconv.CHAIN,
-                                                    [("MockLLM.complete", semconv.LLM, [])],
+                                                    [("text_completion MockLLM", semconv.LLM, [])],
                                                 )
                                             ],
                                         )
@@ -218,9 +219,9 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
         )
     ]
     (query,) = [s for s in spans if s.name == "chroma.query"]
-    (retrieve,) = [s for s in spans if s.name == "VectorIndexRetriever.retrieve"]
-    chroma_docs = json.loads(query.attributes[semconv.RETRIEVAL_DOCUMENTS])
-    li_docs = json.loads(retrieve.attributes[semconv.RETRIEVAL_DOCUMENTS])
+    (retrieve,) = [s for s in spans if s.name == "retrieval VectorIndexRetriever"]
+    chroma_docs = json.loads(query.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
+    li_docs = json.loads(retrieve.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert len(chroma_docs) == 2 == len(response.source_nodes)
     # the same nodes, seen from both sides: Chroma's ids are LlamaIndex's node ids, scores agree
     assert (

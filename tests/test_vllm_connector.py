@@ -54,6 +54,11 @@ def _ours(traced, name: str):  # type: ignore[no-untyped-def]
     return [s for s in traced.spans() if s.name == name]
 
 
+def _requests(traced):  # type: ignore[no-untyped-def]
+    """The request spans (named ``{operation} {model}``, as the GenAI conventions say)."""
+    return [s for s in traced.spans() if semconv.VLLM_REQUEST_ID in (s.attributes or {})]
+
+
 def test_generate_one_span_per_request_with_engine_tokens_and_timings(traced_vllm, llm) -> None:  # type: ignore[no-untyped-def]
     from vllm import SamplingParams
 
@@ -61,7 +66,7 @@ def test_generate_one_span_per_request_with_engine_tokens_and_timings(traced_vll
     outputs = llm.generate(PROMPTS, sp, use_tqdm=False)
 
     (batch,) = _ours(traced_vllm, "vllm.generate")
-    requests = _ours(traced_vllm, "vllm.request")
+    requests = _requests(traced_vllm)
     assert len(requests) == len(outputs) == len(PROMPTS)
     assert batch.attributes[semconv.SPAN_KIND] == semconv.CHAIN
     assert batch.attributes[semconv.LLM_BATCH_SIZE] == len(PROMPTS)
@@ -86,7 +91,7 @@ def test_generate_one_span_per_request_with_engine_tokens_and_timings(traced_vll
         assert a[semconv.LLM_TIMINGS] == "engine"
         # engine timings: all non-negative, TTFT within the span
         duration = (s.end_time - s.start_time) / 1e9
-        assert 0 < a[semconv.TTFT_S] <= duration
+        assert 0 < a[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] <= duration
         for key in (semconv.LATENCY_QUEUE_S, semconv.LATENCY_PREFILL_S, semconv.LATENCY_DECODE_S,
                     semconv.LATENCY_INFERENCE_S):  # fmt: skip
             assert a[key] >= 0
@@ -107,7 +112,7 @@ def test_gpu_time_cost_is_shared_by_token_share(traced_vllm, llm) -> None:  # ty
         PROMPTS[:2], [SamplingParams(max_tokens=3, min_tokens=3), SamplingParams(max_tokens=12, min_tokens=12)], use_tqdm=False
     )
     (batch,) = _ours(traced_vllm, "vllm.generate")
-    requests = {s.attributes[semconv.VLLM_REQUEST_ID]: s for s in _ours(traced_vllm, "vllm.request")}
+    requests = {s.attributes[semconv.VLLM_REQUEST_ID]: s for s in _requests(traced_vllm)}
     batch_gpu_s = batch.attributes[semconv.LLM_BATCH_GPU_SECONDS]
     assert batch_gpu_s == pytest.approx((batch.end_time - batch.start_time) / 1e9, rel=0.05)
     processed = {
@@ -133,7 +138,7 @@ def test_chat_records_messages_and_operation(traced_vllm, llm) -> None:  # type:
     convs = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "what is a trace?"}]]
     outputs = llm.chat(convs, SamplingParams(max_tokens=4), use_tqdm=False)
     (batch,) = _ours(traced_vllm, "vllm.chat")
-    requests = _ours(traced_vllm, "vllm.request")
+    requests = _requests(traced_vllm)
     assert batch.attributes[semconv.GEN_AI_OPERATION_NAME] == "chat"
     assert len(requests) == 2
     by_id = {s.attributes[semconv.VLLM_REQUEST_ID]: s for s in requests}
@@ -150,7 +155,7 @@ def test_prefix_cache_hits_are_recorded_as_cached_tokens(traced_vllm, llm) -> No
     long_prompt = "The quick brown fox jumps over the lazy dog. " * 8
     llm.generate([long_prompt], SamplingParams(max_tokens=2), use_tqdm=False)
     (second,) = llm.generate([long_prompt], SamplingParams(max_tokens=2), use_tqdm=False)
-    requests = _ours(traced_vllm, "vllm.request")
+    requests = _requests(traced_vllm)
     assert requests[-1].attributes[semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS] == second.num_cached_tokens
     if second.num_cached_tokens == 0:
         pytest.skip("prefix caching is off in this vLLM build")
@@ -170,10 +175,10 @@ def test_metrics_none_gives_batch_timed_spans_with_tokens(traced_vllm, llm, capl
         engine.log_stats, engine.output_processor.log_stats = old
     assert all(o.metrics is None for o in outputs)
     (batch,) = _ours(traced_vllm, "vllm.generate")
-    for s in _ours(traced_vllm, "vllm.request"):
+    for s in _requests(traced_vllm):
         a = s.attributes
         assert a[semconv.LLM_TIMINGS] == "batch"
-        assert semconv.TTFT_S not in a and semconv.LATENCY_DECODE_S not in a
+        assert semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK not in a and semconv.LATENCY_DECODE_S not in a
         assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 4
         assert (s.start_time, s.end_time) == (batch.start_time, batch.end_time)
     assert vllm_conn.failures() == 0
@@ -187,7 +192,7 @@ def test_errors_propagate_and_mark_the_batch(traced_vllm, llm) -> None:  # type:
     (batch,) = _ours(traced_vllm, "vllm.generate")
     assert batch.status.status_code.name == "ERROR"
     assert batch.attributes[semconv.ERROR_TYPE] == type(info.value).__qualname__
-    assert _ours(traced_vllm, "vllm.request") == []
+    assert _requests(traced_vllm) == []
 
 
 def test_uninstrumented_and_suppressed_calls_make_no_spans(traced, llm) -> None:  # type: ignore[no-untyped-def]
@@ -200,7 +205,7 @@ def test_uninstrumented_and_suppressed_calls_make_no_spans(traced, llm) -> None:
             llm.generate(PROMPTS[:1], SamplingParams(max_tokens=2), use_tqdm=False)
     finally:
         vllm_conn.uninstrument()
-    assert _ours(traced, "vllm.generate") == [] and _ours(traced, "vllm.request") == []
+    assert _ours(traced, "vllm.generate") == [] and _requests(traced) == []
 
 
 def test_version_range_declared(monkeypatch) -> None:  # type: ignore[no-untyped-def]

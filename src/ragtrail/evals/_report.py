@@ -36,7 +36,7 @@ from ragtrail._text import escape_markup
 from ragtrail.evals._compare import OPERATIONAL, Comparison, RunInfo, compare, load_examples, load_scores, resolve_run
 from ragtrail.store import Store
 from ragtrail.store import _evals as repo
-from ragtrail.tracing import mask_value
+from ragtrail.tracing import mask_value, message_text
 
 if TYPE_CHECKING:
     from ragtrail.evals._gates import GateReport
@@ -152,6 +152,12 @@ def _example_context(store: Store, runs: Sequence[RunInfo], example_ids: set[str
     return out
 
 
+def _chat_text(msgs: list[dict[str, Any]]) -> str | None:
+    """Chat messages (GenAI parts schema) as ``role: text`` lines, for a span without a plain input/output."""
+    lines = [f"{m['role']}: {t}" for m in msgs if (t := message_text(m)) is not None]
+    return "\n".join(lines) or None
+
+
 def _traces(store: Store, trace_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     from ragtrail.tracing._model import SpanRecord
 
@@ -164,7 +170,8 @@ def _traces(store: Store, trace_ids: Sequence[str]) -> dict[str, list[dict[str, 
             "start_ns": s.start_time_ns, "ms": round(s.duration_ms, 3), "status": s.status,
             "status_message": s.status_message, "model": s.model, "in_tokens": s.input_tokens,
             "out_tokens": s.output_tokens, "cost": a.get(semconv.COST_USD),
-            "input": _short(a.get(semconv.INPUT_VALUE), 1000), "output": _short(a.get(semconv.OUTPUT_VALUE), 1000),
+            "input": _short(a.get(semconv.INPUT_VALUE) or _chat_text(s.input_messages()), 1000),
+            "output": _short(a.get(semconv.OUTPUT_VALUE) or _chat_text(s.output_messages()), 1000),
             "docs": [{"id": d.get("id"), "score": d.get("score")} for d in s.documents()[:20]],
         })  # fmt: skip
     return out

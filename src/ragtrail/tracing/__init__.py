@@ -33,6 +33,13 @@ from ragtrail.tracing._evalevents import emit_evaluation_events
 from ragtrail.tracing._exporter import StoreSpanExporter, span_to_row
 from ragtrail.tracing._feedback import current_trace_id, log_feedback
 from ragtrail.tracing._gpu import sampler_settings as gpu_sampler_settings
+from ragtrail.tracing._messages import (
+    message_text,
+    read_input_messages,
+    read_messages,
+    read_output_messages,
+    to_message,
+)
 from ragtrail.tracing._model import SpanRecord, Trace
 from ragtrail.tracing._sampling import make_sampler
 from ragtrail.tracing._setup import Config, flush, get_config, init, shutdown, stats
@@ -42,7 +49,9 @@ from ragtrail.tracing._spans import (
     current_span,
     is_enabled,
     is_suppressed,
+    message_attributes,
     record_exception,
+    record_messages,
     set_content,
     span,
     trace,
@@ -105,9 +114,15 @@ __all__ = [
     "make_sampler",
     "mask_secrets",
     "mask_value",
+    "message_attributes",
+    "message_text",
     "note_instrumented",
+    "read_input_messages",
+    "read_messages",
+    "read_output_messages",
     "record_documents",
     "record_exception",
+    "record_messages",
     "record_usage",
     "safe_json",
     "set_content",
@@ -119,6 +134,7 @@ __all__ = [
     "stats",
     "suppress_instrumentation",
     "to_json",
+    "to_message",
     "trace",
     "with_framework_context",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.tracing._messages import read_input_messages, read_output_messages
 
 
 @dataclass
@@ -59,7 +60,7 @@ class SpanRecord:
 
     @property
     def ttft_s(self) -> float | None:
-        return self.attributes.get(semconv.TTFT_S)
+        return self.attributes.get(semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
 
     @property
     def session_id(self) -> str | None:
@@ -81,9 +82,17 @@ class SpanRecord:
     def output(self) -> Any:
         return _maybe_json(self.attributes.get(semconv.OUTPUT_VALUE))
 
+    def input_messages(self) -> list[dict[str, Any]]:
+        """Chat input messages in the GenAI parts schema, system instructions first (``role: system``)."""
+        return read_input_messages(self.attributes)
+
+    def output_messages(self) -> list[dict[str, Any]]:
+        """Chat output messages in the GenAI parts schema."""
+        return read_output_messages(self.attributes)
+
     def documents(self) -> list[dict[str, Any]]:
         """Retrieved documents recorded on this span (id, score, rank, content…), best first."""
-        raw = self.attributes.get(semconv.RETRIEVAL_DOCUMENTS)
+        raw = self.attributes.get(semconv.GEN_AI_RETRIEVAL_DOCUMENTS)
         docs = _maybe_json(raw) if raw else None
         if isinstance(docs, list):
             return [d for d in docs if isinstance(d, dict)]

@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from ragtrail import semconv
 from ragtrail._exceptions import ConfigError
 from ragtrail._log import logger, warn_once
+from ragtrail.tracing._messages import message_text, read_input_messages, read_output_messages
 
 _GRPC_SCHEMES = ("grpc", "grpcs")
 
@@ -112,24 +113,6 @@ def _value_and_mime(text: Any) -> tuple[str, str]:
     return (text if isinstance(text, str) else json.dumps(v, default=str)), "application/json"
 
 
-def _message_text(msg: Mapping[str, Any]) -> str | None:
-    content = msg.get("content")
-    if isinstance(content, str):
-        return content
-    parts = msg.get("parts") if content is None else content
-    if isinstance(parts, list):
-        texts = []
-        for p in parts:
-            if isinstance(p, str):
-                texts.append(p)
-            elif isinstance(p, Mapping):
-                t = p.get("content", p.get("text"))
-                if isinstance(t, str):
-                    texts.append(t)
-        return "".join(texts)
-    return None if content is None else json.dumps(content, default=str)
-
-
 def _kind(attrs: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     kind = attrs.get(semconv.SPAN_KIND)
     if isinstance(kind, str) and kind:
@@ -182,8 +165,8 @@ def _io(attrs: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
             value, mt = _value_and_mime(attrs[src])
             yield key, value
             yield mime, mt
-    if semconv.INPUT_VALUE not in attrs and semconv.RETRIEVAL_QUERY in attrs:
-        yield semconv.OI_INPUT_VALUE, str(attrs[semconv.RETRIEVAL_QUERY])
+    if semconv.INPUT_VALUE not in attrs and semconv.GEN_AI_RETRIEVAL_QUERY_TEXT in attrs:
+        yield semconv.OI_INPUT_VALUE, str(attrs[semconv.GEN_AI_RETRIEVAL_QUERY_TEXT])
         yield semconv.OI_INPUT_MIME_TYPE, "text/plain"
 
 
@@ -203,25 +186,35 @@ def _params(attrs: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
 
 
 def _messages(attrs: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    for src, prefix in (
-        (semconv.GEN_AI_INPUT_MESSAGES, semconv.OI_LLM_INPUT_MESSAGES),
-        (semconv.GEN_AI_OUTPUT_MESSAGES, semconv.OI_LLM_OUTPUT_MESSAGES),
+    for msgs, prefix in (
+        (read_input_messages(attrs), semconv.OI_LLM_INPUT_MESSAGES),
+        (read_output_messages(attrs), semconv.OI_LLM_OUTPUT_MESSAGES),
     ):
-        msgs = _loads(attrs.get(src))
-        if not isinstance(msgs, list):
-            continue
         for i, m in enumerate(msgs):
-            if not isinstance(m, Mapping):
-                continue
-            if m.get("role"):
-                yield f"{prefix}.{i}.{semconv.OI_MESSAGE_ROLE}", str(m["role"])
-            text = _message_text(m)
+            yield f"{prefix}.{i}.{semconv.OI_MESSAGE_ROLE}", m["role"]
+            text = message_text(m)
             if text is not None:
                 yield f"{prefix}.{i}.{semconv.OI_MESSAGE_CONTENT}", text
+            calls = [p for p in m["parts"] if p.get("type") == semconv.PART_TOOL_CALL]
+            for j, c in enumerate(calls):
+                at = f"{prefix}.{i}.{semconv.OI_MESSAGE_TOOL_CALLS}.{j}"
+                if c.get("id") is not None:
+                    yield f"{at}.{semconv.OI_TOOL_CALL_ID}", str(c["id"])
+                if c.get("name") is not None:
+                    yield f"{at}.{semconv.OI_TOOL_CALL_FUNCTION_NAME}", str(c["name"])
+                if c.get("arguments") is not None:
+                    args = c["arguments"]
+                    yield (
+                        f"{at}.{semconv.OI_TOOL_CALL_FUNCTION_ARGUMENTS}",
+                        (args if isinstance(args, str) else json.dumps(args, default=str)),
+                    )
+            answered = [p.get("id") for p in m["parts"] if p.get("type") == semconv.PART_TOOL_CALL_RESPONSE]
+            if answered and answered[0] is not None:
+                yield f"{prefix}.{i}.{semconv.OI_MESSAGE_TOOL_CALL_ID}", str(answered[0])
 
 
 def _documents(attrs: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    docs = _loads(attrs.get(semconv.RETRIEVAL_DOCUMENTS))
+    docs = _loads(attrs.get(semconv.GEN_AI_RETRIEVAL_DOCUMENTS))
     if not isinstance(docs, list):
         ids = attrs.get(semconv.RETRIEVAL_DOCUMENT_IDS)
         docs = [{"id": i} for i in ids] if isinstance(ids, (list, tuple)) else []

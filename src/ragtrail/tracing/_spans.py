@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast, overload
 
 from opentelemetry import context as otel_context
@@ -21,6 +21,7 @@ from ragtrail._exceptions import ConfigError
 from ragtrail._log import logger
 from ragtrail.tracing import _setup
 from ragtrail.tracing._content import Sanitizer, active_sanitizer, mask_value, note_masked, safe_json, to_json
+from ragtrail.tracing._messages import to_input_messages, to_output_messages
 
 F = TypeVar("F", bound=Callable[..., Any])
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
@@ -85,6 +86,64 @@ def set_content(span: Span, key: str, value: Any, *, force: bool = False) -> Non
             span.set_attribute(semconv.MASKED, int(prev or 0) + n)
     except Exception:
         logger.debug("ragtrail: could not record %s", key, exc_info=True)
+
+
+def message_attributes(
+    input_messages: Any = None,
+    output_messages: Any = None,
+    *,
+    finish_reasons: Sequence[Any] | None = None,
+    content: bool | None = None,
+) -> dict[str, Any]:
+    """The attributes (``gen_ai.system_instructions``, ``gen_ai.input.messages``,
+    ``gen_ai.output.messages`` as bounded, masked JSON text, plus the truncation / masking markers) of
+    the messages given; ``content`` defaults to the content switch. Never raises (returns what it could)."""
+    cap = capture_content() if content is None else content
+    attrs: dict[str, Any] = {}
+    try:
+        values: list[tuple[str, Any]] = []
+        if input_messages is not None:
+            system, msgs = to_input_messages(input_messages, content=cap)
+            if system:
+                values.append((semconv.GEN_AI_SYSTEM_INSTRUCTIONS, system))
+            values.append((semconv.GEN_AI_INPUT_MESSAGES, msgs))
+        if output_messages is not None:
+            values.append((semconv.GEN_AI_OUTPUT_MESSAGES, to_output_messages(output_messages, finish_reasons,
+                                                                               content=cap)))  # fmt: skip
+        for key, value in values:
+            text, truncated, masked = content_value(value)
+            attrs[key] = text
+            if truncated:
+                attrs.setdefault(semconv.TRUNCATED, []).append(key)
+            if masked:
+                attrs[semconv.MASKED] = int(attrs.get(semconv.MASKED, 0)) + masked
+    except Exception:
+        logger.debug("ragtrail: could not convert messages", exc_info=True)
+    return attrs
+
+
+def record_messages(
+    span: Span,
+    input_messages: Any = None,
+    output_messages: Any = None,
+    *,
+    finish_reasons: Sequence[Any] | None = None,
+) -> None:
+    """Set :func:`message_attributes` on ``span`` (merging its truncation / masking markers with those
+    already there). Never raises."""
+    try:
+        if not span.is_recording():
+            return
+        attrs = message_attributes(input_messages, output_messages, finish_reasons=finish_reasons)
+        cut = attrs.pop(semconv.TRUNCATED, [])
+        masked = attrs.pop(semconv.MASKED, 0)
+        span.set_attributes(attrs)
+        for key in cut:
+            _add_marker(span, semconv.TRUNCATED, key)
+        if masked:
+            span.set_attribute(semconv.MASKED, int(_get_attr(span, semconv.MASKED) or 0) + masked)
+    except Exception:
+        logger.debug("ragtrail: could not record messages", exc_info=True)
 
 
 def _get_attr(span: Span, key: str) -> Any:

@@ -90,7 +90,7 @@ def record_usage(
             attrs[semconv.USAGE_TOTAL_TOKENS] = int(input_tokens or 0) + int(output_tokens or 0)
             attrs[semconv.USAGE_SOURCE] = source
         if ttft_s is not None and ttft_s >= 0:
-            attrs[semconv.TTFT_S] = float(ttft_s)
+            attrs[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = float(ttft_s)
         if gpu_seconds is not None:
             attrs[semconv.GPU_SECONDS] = float(gpu_seconds)
             if gpu_type:
@@ -153,7 +153,7 @@ def _record_metrics(
         input_tokens=attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
         output_tokens=attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
         cost_usd=attrs.get(semconv.COST_USD),
-        ttft_s=attrs.get(semconv.TTFT_S),
+        ttft_s=attrs.get(semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK),
         duration_s=duration_s if duration_s is not None else now_minus(getattr(span, "start_time", None)),
         error_type=error_type or have.get(semconv.ERROR_TYPE),
     )
@@ -196,7 +196,7 @@ def record_documents(span: Span, documents: Iterable[Mapping[str, Any]], *, scor
         if not content_on:
             # ids, ranks and scores are not content: keep them even with content capture off
             docs = [{k: v for k, v in d.items() if k in ("id", "rank", "score")} for d in docs]
-        set_content(span, semconv.RETRIEVAL_DOCUMENTS, _cap_docs(docs), force=True)
+        set_content(span, semconv.GEN_AI_RETRIEVAL_DOCUMENTS, _cap_docs(docs), force=True)
     except Exception:
         logger.debug("ragtrail: record_documents failed", exc_info=True)
 

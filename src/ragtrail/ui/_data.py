@@ -162,34 +162,24 @@ def trace_view(store: Store, trace: Trace) -> dict[str, Any]:
     }
 
 
-def _messages(value: Any) -> list[dict[str, Any]]:
-    """Chat messages in the GenAI parts schema (or plain {role, content}) as {role, parts: [...]}."""
-    msgs = _parse(value)
-    if not isinstance(msgs, list):
-        return []
+def _view_messages(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages read by :mod:`ragtrail.tracing._messages` (the parts schema) as the span panel shows them."""
     out = []
     for m in msgs:
-        if not isinstance(m, dict):
-            continue
         parts: list[dict[str, Any]] = []
-        raw_parts = m.get("parts")
-        if isinstance(raw_parts, list):
-            for p in raw_parts:
-                if not isinstance(p, dict):
-                    continue
-                ptype = str(p.get("type") or "text")
-                if ptype == "text":
-                    parts.append({"type": "text", "text": str(p.get("content", ""))})
-                elif ptype == "tool_call":
-                    parts.append({"type": "tool_call", "name": str(p.get("name", "")), "id": p.get("id"),
-                                  "arguments": p.get("arguments")})  # fmt: skip
-                elif ptype == "tool_call_response":
-                    parts.append({"type": "tool_result", "id": p.get("id"), "result": p.get("response")})
-                else:
-                    parts.append({"type": ptype, "data": p})
-        elif "content" in m:
-            parts.append({"type": "text", "text": str(m.get("content") or "")})
-        out.append({"role": str(m.get("role", "")), "parts": parts, "finish_reason": m.get("finish_reason")})
+        for p in m["parts"]:
+            ptype = p.get("type")
+            if ptype in ("text", "reasoning"):
+                parts.append({"type": "text", "text": "" if p.get("content") is None else str(p["content"]),
+                              "reasoning": ptype == "reasoning"})  # fmt: skip
+            elif ptype == "tool_call":
+                parts.append({"type": "tool_call", "name": str(p.get("name") or ""), "id": p.get("id"),
+                              "arguments": p.get("arguments")})  # fmt: skip
+            elif ptype == "tool_call_response":
+                parts.append({"type": "tool_result", "id": p.get("id"), "result": p.get("response")})
+            else:
+                parts.append({"type": ptype, "data": p})
+        out.append({"role": m["role"], "parts": parts, "finish_reason": m.get("finish_reason")})
     return out
 
 
@@ -231,8 +221,8 @@ def span_view(store: Store, trace: Trace, span_id: str, qrels: Qrels | None = No
             "metadata": d.get("metadata"),
             "relevance": None if labels is None else labels.get(str(did), 0.0),
         })  # fmt: skip
-    in_msgs = _messages(a.get(semconv.GEN_AI_INPUT_MESSAGES)) or _oi_messages(a, semconv.OI_LLM_INPUT_MESSAGES)
-    out_msgs = _messages(a.get(semconv.GEN_AI_OUTPUT_MESSAGES)) or _oi_messages(a, semconv.OI_LLM_OUTPUT_MESSAGES)
+    in_msgs = _view_messages(s.input_messages()) or _oi_messages(a, semconv.OI_LLM_INPUT_MESSAGES)
+    out_msgs = _view_messages(s.output_messages()) or _oi_messages(a, semconv.OI_LLM_OUTPUT_MESSAGES)
     tool = None
     if semconv.GEN_AI_TOOL_NAME in a or semconv.GEN_AI_TOOL_CALL_ARGUMENTS in a:
         tool = {
@@ -249,7 +239,7 @@ def span_view(store: Store, trace: Trace, span_id: str, qrels: Qrels | None = No
         "cost_usd": s.cost_usd,
         "cost_source": a.get(semconv.COST_SOURCE),
         "price_date": a.get(semconv.COST_PRICE_DATE),
-        "ttft_s": a.get(semconv.TTFT_S),
+        "ttft_s": a.get(semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK),
         "provider": a.get(semconv.GEN_AI_PROVIDER_NAME),
         "model": s.model,
     }

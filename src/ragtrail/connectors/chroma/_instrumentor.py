@@ -112,7 +112,7 @@ def _record_request(span: Span, method: str, bound: dict[str, Any]) -> None:
     if method == "query":
         text = ex.first_query_text(bound)
         if text is not None:
-            set_content(span, semconv.RETRIEVAL_QUERY, text)
+            set_content(span, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT, text)
     elif method in ("delete", "get") and bound.get("ids") is not None:
         set_content(span, semconv.INPUT_VALUE, {"ids": bound.get("ids")})
 
@@ -218,7 +218,7 @@ def _query_attributes(
     else:
         rec.set_attribute(semconv.RETRIEVAL_DOCUMENT_IDS, id_strs)
         rec.set_attribute(semconv.RETRIEVAL_SCORE_KIND, score_kind)
-        set_content(rec, semconv.RETRIEVAL_DOCUMENTS, text, force=True)  # type: ignore[arg-type]
+        set_content(rec, semconv.GEN_AI_RETRIEVAL_DOCUMENTS, text, force=True)  # type: ignore[arg-type]
     return rec.attributes
 
 

@@ -12,10 +12,11 @@ cost of capturing a value does not grow with the value.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.tracing import to_message
 
 STR_CAP = 8_192
 """Longest string kept whole in captured content (characters); the attribute byte cap applies after."""
@@ -24,8 +25,6 @@ MAX_ITEMS = 64
 MAX_DEPTH = 6
 """Deepest nesting kept in captured content."""
 
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function",
-          "chat": "user", "developer": "developer", "remove": "remove"}  # fmt: skip
 _SCALARS = (int, float, bool)
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
 
@@ -146,6 +145,26 @@ def _usage_from_metadata(um: Mapping[str, Any]) -> tuple[int | None, int | None,
     return inp, out, cached
 
 
+def token_details(response: Any, out: dict[str, Any]) -> None:
+    """Reasoning output tokens and cache-creation input tokens from ``usage_metadata`` into ``out``
+    (LangChain counts both inside its input / output totals, as the GenAI conventions do)."""
+    reasoning = creation = 0
+    for gens in getattr(response, "generations", None) or ():
+        for g in gens:
+            um = getattr(getattr(g, "message", None), "usage_metadata", None)
+            if not um:
+                continue
+            det_in, det_out = um.get("input_token_details"), um.get("output_token_details")
+            if isinstance(det_in, Mapping) and isinstance(det_in.get("cache_creation"), int):
+                creation += det_in["cache_creation"]
+            if isinstance(det_out, Mapping) and isinstance(det_out.get("reasoning"), int):
+                reasoning += det_out["reasoning"]
+    if reasoning:
+        out[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning
+    if creation:
+        out[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = creation
+
+
 def _usage_from_llm_output(llm_output: Mapping[str, Any]) -> tuple[int | None, int | None, int | None] | None:
     tu = llm_output.get("token_usage") or llm_output.get("usage")
     if not isinstance(tu, Mapping):
@@ -227,33 +246,11 @@ def _cut(s: str) -> str:
     return s if len(s) <= STR_CAP else s[:STR_CAP] + "…[truncated]"
 
 
-def tool_calls(calls: Iterable[Any]) -> list[dict[str, Any]]:
-    """LangChain tool calls as ``{id, name, arguments}``."""
-    out = []
-    for i, c in enumerate(calls):
-        if i >= MAX_ITEMS:
-            break
-        if isinstance(c, Mapping):
-            out.append({"id": c.get("id"), "name": c.get("name"), "arguments": plain(c.get("args"))})
-    return out
-
-
 def message(m: Any) -> Any:
-    """A chat message as ``{role, content[, tool_calls, tool_call_id, name]}``."""
-    t = getattr(m, "type", None)
-    if t is None or not hasattr(m, "content"):
+    """A chat message inside a captured value, in the GenAI parts schema (``{role, parts}``)."""
+    if getattr(m, "type", None) is None or not hasattr(m, "content"):
         return plain(m)
-    d: dict[str, Any] = {"role": _ROLES.get(t, t), "content": plain(m.content)}
-    tc = getattr(m, "tool_calls", None)
-    if tc:
-        d["tool_calls"] = tool_calls(tc)
-    tcid = getattr(m, "tool_call_id", None)
-    if tcid:
-        d["tool_call_id"] = tcid
-    name = getattr(m, "name", None)
-    if name:
-        d["name"] = name
-    return d
+    return to_message(m)
 
 
 def messages(msgs: Sequence[Any]) -> list[Any]:
@@ -264,25 +261,41 @@ def messages(msgs: Sequence[Any]) -> list[Any]:
     return out
 
 
-def output_messages(response: Any) -> list[Any]:
-    """The generations of an ``LLMResult`` as assistant messages (with finish reasons and tool calls)."""
-    out: list[Any] = []
+def generations(response: Any) -> tuple[list[Any], list[str | None]]:
+    """The generations of an ``LLMResult``: (messages or texts, finish reasons), at most MAX_ITEMS."""
+    msgs: list[Any] = []
+    reasons: list[str | None] = []
     for gens in getattr(response, "generations", None) or ():
         for g in gens:
             msg = getattr(g, "message", None)
-            if msg is not None:
-                d = message(msg)
-            else:
-                d = {"role": "assistant", "content": _cut(str(getattr(g, "text", "")))}
-            if isinstance(d, dict):
-                info = getattr(g, "generation_info", None) or {}
-                r = info.get("finish_reason")
-                if r:
-                    d["finish_reason"] = r
-            out.append(d)
-            if len(out) >= MAX_ITEMS:
-                return out
-    return out
+            msgs.append(msg if msg is not None else _cut(str(getattr(g, "text", ""))))
+            info = getattr(g, "generation_info", None) or {}
+            meta = getattr(msg, "response_metadata", None) or {} if msg is not None else {}
+            r = info.get("finish_reason") or meta.get("finish_reason") or meta.get("stop_reason")
+            reasons.append(str(r) if r else None)
+            if len(msgs) >= MAX_ITEMS:
+                return msgs, reasons
+    return msgs, reasons
+
+
+_LOCAL_PROVIDERS = ("huggingface", "llamacpp", "llama_cpp", "gpt4all", "mlx", "transformers", "ctransformers")
+_REMOTE_PROVIDERS = (
+    "openai", "azure.ai.openai", "azure", "anthropic", "aws.bedrock", "gcp.vertex_ai", "gcp.gen_ai", "gcp.gemini",
+    "cohere", "mistral_ai", "groq", "deepseek", "perplexity", "x_ai", "ollama", "together", "fireworks",
+    "openai_compatible",
+)  # fmt: skip
+_URL_PARAMS = ("base_url", "openai_api_base", "api_base", "endpoint_url", "azure_endpoint", "host")
+
+
+def is_remote(serialized: Mapping[str, Any] | None, params: Any, provider: str | None) -> bool:
+    """Whether the model answers over the network (an OTel CLIENT span) rather than in this process:
+    a known API provider, or a server URL among the invocation parameters."""
+    if isinstance(params, Mapping) and any(isinstance(params.get(k), str) and params.get(k) for k in _URL_PARAMS):
+        return True
+    p = (provider or "").lower()
+    if not p or "fake" in p or p in _LOCAL_PROVIDERS:
+        return False
+    return p in _REMOTE_PROVIDERS
 
 
 def document(doc: Any) -> dict[str, Any]:

@@ -40,7 +40,15 @@ from opentelemetry.trace import Span
 from ragtrail import semconv
 from ragtrail._log import logger
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
-from ragtrail.tracing import get_config, is_enabled, record_documents, record_exception, record_usage, set_content
+from ragtrail.tracing import (
+    get_config,
+    is_enabled,
+    record_documents,
+    record_exception,
+    record_messages,
+    record_usage,
+    set_content,
+)
 
 _LLM_METHODS = frozenset(
     {
@@ -184,14 +192,6 @@ def _estimate_tokens(text: str) -> int | None:
         return len(get_tokenizer()(text))
     except Exception:
         return None
-
-
-def _messages(messages: Any) -> list[dict[str, Any]]:
-    out = []
-    for m in messages or []:
-        role = getattr(m, "role", None)
-        out.append({"role": getattr(role, "value", role), "content": getattr(m, "content", None)})
-    return out
 
 
 class _State:
@@ -416,6 +416,37 @@ def _component(instance: Any, method: str) -> str | None:
     return None
 
 
+def _genai_name(kind: str, name: str, instance: Any, model: Any, attrs: dict[str, Any]) -> str:
+    """The GenAI conventions' span name (``chat {model}``, ``embeddings {model}``, ``retrieval {source}``,
+    ``execute_tool {tool}``, ``invoke_agent {agent}``), adding the attributes it is made of; other spans
+    keep LlamaIndex's ``Class.method`` (the method stays in ``llama_index.span_id`` either way)."""
+    cls = type(instance).__name__
+    if kind == semconv.LLM:
+        return f"{attrs[semconv.GEN_AI_OPERATION_NAME]} {model or cls}"
+    if kind == semconv.EMBEDDING:
+        return f"{semconv.GEN_AI_OP_EMBEDDINGS} {model}" if model else semconv.GEN_AI_OP_EMBEDDINGS
+    if kind == semconv.RETRIEVER:
+        attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_RETRIEVAL
+        attrs[semconv.GEN_AI_DATA_SOURCE_ID] = cls
+        return f"{semconv.GEN_AI_OP_RETRIEVAL} {cls}"
+    if kind == semconv.TOOL:
+        meta = getattr(instance, "metadata", None)
+        tool = getattr(meta, "name", None) or cls
+        attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_EXECUTE_TOOL
+        attrs[semconv.GEN_AI_TOOL_NAME] = str(tool)
+        desc = getattr(meta, "description", None)
+        if isinstance(desc, str) and desc:
+            attrs[semconv.GEN_AI_TOOL_DESCRIPTION] = desc[:1000]
+        return f"{semconv.GEN_AI_OP_EXECUTE_TOOL} {tool}"
+    if kind == semconv.AGENT:
+        agent = getattr(instance, "name", None)
+        agent = agent if isinstance(agent, str) and agent else cls
+        attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_INVOKE_AGENT
+        attrs[semconv.GEN_AI_AGENT_NAME] = agent
+        return f"{semconv.GEN_AI_OP_INVOKE_AGENT} {agent}"
+    return name
+
+
 def _new_span(id_: str, instance: Any, parent_span_id: str | None, bound_args: Any = None) -> _Open | None:
     name = id_.split("-", 1)[0]
     method = name.rsplit(".", 1)[-1]
@@ -466,21 +497,26 @@ def _new_span(id_: str, instance: Any, parent_span_id: str | None, bound_args: A
             model = getattr(instance, "model_name", None)
             if isinstance(model, str):
                 attrs[semconv.EMBEDDING_MODEL] = model
+                attrs[semconv.GEN_AI_REQUEST_MODEL] = model
             bs = getattr(instance, "embed_batch_size", None)
             if isinstance(bs, int):
                 attrs[semconv.EMBEDDING_BATCH_SIZE] = bs
-            attrs[semconv.GEN_AI_OPERATION_NAME] = "embeddings"
+            attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_EMBEDDINGS
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = type(instance).__name__
         elif kind == semconv.LLM:
             provider = type(instance).__name__
             meta = getattr(instance, "metadata", None)
             model = getattr(meta, "model_name", None) or getattr(instance, "model", None)
-            if isinstance(model, str):
+            if isinstance(model, str) and model != "unknown":  # LlamaIndex's default for "not said"
                 attrs[semconv.GEN_AI_REQUEST_MODEL] = model
             else:
                 model = None
             attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
-            attrs[semconv.GEN_AI_OPERATION_NAME] = "chat" if "chat" in method else "text_completion"
-            attrs[semconv.STREAMING] = "stream" in method
+            attrs[semconv.GEN_AI_OPERATION_NAME] = (
+                semconv.GEN_AI_OP_CHAT if "chat" in method else semconv.GEN_AI_OP_TEXT_COMPLETION
+            )
+            attrs[semconv.GEN_AI_REQUEST_STREAM] = "stream" in method
+        name = _genai_name(kind, name, instance, model, attrs)
     except Exception:
         _failed("span attributes")
     span = cfg.tracer.start_span(name, context=ctx, attributes=attrs)
@@ -516,7 +552,7 @@ def _component_input(rec: _Open, bound_args: Any) -> None:
         args = _arguments(bound_args)
         query = args.get("query_bundle") if rec.component == "postprocessor" else args.get("query")
         if query is not None:
-            key = semconv.RETRIEVAL_QUERY if rec.component == "postprocessor" else semconv.INPUT_VALUE
+            key = semconv.GEN_AI_RETRIEVAL_QUERY_TEXT if rec.component == "postprocessor" else semconv.INPUT_VALUE
             set_content(rec.span, key, _query_text(query))
         if rec.component == "postprocessor":
             nodes = args.get("nodes") or []
@@ -618,7 +654,7 @@ def _on_event(event: Any) -> None:
     elif kind == "QueryEndEvent":
         _set_output(span, event.response)
     elif kind == "RetrievalStartEvent":
-        set_content(span, semconv.RETRIEVAL_QUERY, _query_text(event.str_or_query_bundle))
+        set_content(span, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT, _query_text(event.str_or_query_bundle))
     elif kind == "RetrievalEndEvent":
         record_documents(span, [_node_doc(n) for n in event.nodes or []], score_kind="llama_index")
     elif kind == "EmbeddingStartEvent":
@@ -636,11 +672,11 @@ def _on_event(event: Any) -> None:
         rec.llm_start = time.perf_counter()
         md = event.model_dict or {}
         model = md.get("model") or md.get("model_name")
-        if isinstance(model, str) and model:
+        if isinstance(model, str) and model and model != "unknown":
             rec.model = model
             span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, model)
         if kind == "LLMChatStartEvent":
-            set_content(span, semconv.GEN_AI_INPUT_MESSAGES, _messages(event.messages))
+            record_messages(span, list(event.messages or ()))
         else:
             set_content(span, semconv.INPUT_VALUE, event.prompt)
         params = event.additional_kwargs or {}
@@ -654,7 +690,7 @@ def _on_event(event: Any) -> None:
     elif kind in ("LLMCompletionInProgressEvent", "LLMChatInProgressEvent"):
         if rec.first_token is None:
             rec.first_token = time.perf_counter()
-            span.set_attribute(semconv.STREAMING, True)
+            span.set_attribute(semconv.GEN_AI_REQUEST_STREAM, True)
     elif kind in ("LLMCompletionEndEvent", "LLMChatEndEvent"):
         _on_llm_end(rec, event, kind)
     elif kind == "SynthesizeStartEvent":
@@ -672,7 +708,7 @@ def _on_event(event: Any) -> None:
             span.set_attribute(semconv.RETRIEVAL_TOP_K, event.top_n)
         span.set_attribute(semconv.RERANKER_PAIR_COUNT, len(event.nodes or []))
         if event.query is not None:
-            set_content(span, semconv.RETRIEVAL_QUERY, _query_text(event.query))
+            set_content(span, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT, _query_text(event.query))
     elif kind == "ReRankEndEvent":
         record_documents(span, [_node_doc(n) for n in event.nodes or []], score_kind="reranker")
 
@@ -683,13 +719,29 @@ def _set_output(span: Span, response: Any) -> None:
         set_content(span, semconv.OUTPUT_VALUE, text)
 
 
+def _finish_reason(resp: Any) -> str | None:
+    """The finish reason in a LlamaIndex response's raw provider payload (OpenAI-style), if any."""
+    try:
+        raw = getattr(resp, "raw", None)
+        choices = raw.get("choices") if isinstance(raw, dict) else getattr(raw, "choices", None)
+        if choices:
+            c = choices[0]
+            fr = c.get("finish_reason") if isinstance(c, dict) else getattr(c, "finish_reason", None)
+            return str(fr) if fr else None
+    except Exception:
+        pass
+    return None
+
+
 def _on_llm_end(rec: _Open, event: Any, kind: str) -> None:
     span = rec.span
     resp = event.response
     text = _response_text(resp)
     rec.stream_text = text
     if kind == "LLMChatEndEvent":
-        set_content(span, semconv.GEN_AI_OUTPUT_MESSAGES, [{"role": "assistant", "content": text}])
+        msg = getattr(resp, "message", None)
+        out = msg if msg is not None else text or ""
+        record_messages(span, None, [out], finish_reasons=[_finish_reason(resp)])
     else:
         set_content(span, semconv.OUTPUT_VALUE, text)
     inp, out = _usage(resp)
@@ -698,7 +750,7 @@ def _on_llm_end(rec: _Open, event: Any, kind: str) -> None:
         prompt = (
             event.prompt
             if kind == "LLMCompletionEndEvent"
-            else "\n".join(str(m.get("content") or "") for m in _messages(event.messages))
+            else "\n".join(str(getattr(m, "content", None) or "") for m in event.messages or ())
         )
         inp = _estimate_tokens(prompt or "")
         out = _estimate_tokens(text or "") if isinstance(text, str) else None

@@ -40,6 +40,15 @@ def apply(span: Span, extractor: Callable[..., Iterable[tuple[str, Any]]], *args
         logger.debug("ragtrail openai: extractor %s failed", getattr(extractor, "__name__", "?"), exc_info=True)
 
 
+def pairs(extractor: Callable[..., Iterable[tuple[str, Any]]], *args: Any) -> dict[str, Any]:
+    """The attributes ``extractor(*args)`` yields, as a dict for ``start_span``; never raises."""
+    try:
+        return {k: v for k, v in extractor(*args) if v is not None}
+    except Exception:
+        logger.debug("ragtrail openai: extractor %s failed", getattr(extractor, "__name__", "?"), exc_info=True)
+        return {}
+
+
 # ------------------------------------------------------------------------------------ request
 _PARAMS: tuple[tuple[str, str, Any], ...] = (
     ("temperature", semconv.GEN_AI_REQUEST_TEMPERATURE, float),
@@ -70,6 +79,13 @@ def request_params(kwargs: Mapping[str, Any]) -> Pairs:
     fmt = kwargs.get("encoding_format")
     if given(fmt):
         yield semconv.GEN_AI_REQUEST_ENCODING_FORMATS, [str(fmt)]
+    rf = kwargs.get("response_format")
+    if given(rf):
+        t = get(rf, "type") if not isinstance(rf, type) else "json_schema"  # a pydantic class (parse helpers)
+        if t in ("json_object", "json_schema"):
+            yield semconv.GEN_AI_OUTPUT_TYPE, "json"
+        elif t == "text":
+            yield semconv.GEN_AI_OUTPUT_TYPE, "text"
 
 
 def server(base_url: Any) -> Pairs:
@@ -83,6 +99,13 @@ def server(base_url: Any) -> Pairs:
             port = 443 if scheme == "https" else 80 if scheme == "http" else None
         if port is not None:
             yield semconv.SERVER_PORT, int(port)
+
+
+def usage_details(usage: Any) -> Pairs:
+    """Reasoning output tokens (``completion_tokens_details.reasoning_tokens``; part of the output tokens)."""
+    reasoning = get(get(usage, "completion_tokens_details"), "reasoning_tokens")
+    if isinstance(reasoning, int) and reasoning > 0:
+        yield semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning
 
 
 def provider_for(host: str | None) -> str:
@@ -130,32 +153,3 @@ def usage_counts(usage: Any) -> tuple[int | None, int | None, int | None]:
         int(completion) if completion is not None else None,
         int(cached) if cached is not None else None,
     )
-
-
-def chat_output_messages(choices: Iterable[Any]) -> list[dict[str, Any]]:
-    """Output messages of a chat completion as JSON-able dicts."""
-    out = []
-    for c in sorted(choices, key=lambda c: get(c, "index", 0) or 0):
-        m = get(c, "message")
-        msg: dict[str, Any] = {"role": get(m, "role") or "assistant", "content": get(m, "content")}
-        calls = get(m, "tool_calls")
-        if calls:
-            msg["tool_calls"] = [
-                {"id": get(t, "id"), "name": get(get(t, "function"), "name"),
-                 "arguments": get(get(t, "function"), "arguments")}
-                for t in calls
-            ]  # fmt: skip
-        fr = get(c, "finish_reason")
-        if fr:
-            msg["finish_reason"] = fr
-        out.append(msg)
-    return out
-
-
-def input_messages(messages: Any) -> list[dict[str, Any]]:
-    """Chat input messages as JSON-able dicts (role, content, tool call ids)."""
-    out = []
-    for m in messages or ():
-        d = dict(m) if isinstance(m, Mapping) else {"role": get(m, "role"), "content": get(m, "content")}
-        out.append({k: v for k, v in d.items() if k in ("role", "content", "name", "tool_call_id", "tool_calls")})
-    return out

@@ -36,13 +36,14 @@ from ragtrail.tracing import (
     get_tracer,
     is_enabled,
     record_exception,
+    record_messages,
     record_usage,
     set_content,
 )
 
-_CHAT = "chat"
-_COMPLETION = "text_completion"
-_EMBEDDINGS = "embeddings"
+_CHAT = semconv.GEN_AI_OP_CHAT
+_COMPLETION = semconv.GEN_AI_OP_TEXT_COMPLETION
+_EMBEDDINGS = semconv.GEN_AI_OP_EMBEDDINGS
 _failures = FailureCounter("openai", "the openai connector")
 failures = _failures.count
 
@@ -111,8 +112,8 @@ class _Call:
     def record_usage(self, usage: Any, ttft: float | None = None) -> None:
         inp, out, cached = ex.usage_counts(usage)
         if not self.own and _has(self.span, semconv.GEN_AI_USAGE_INPUT_TOKENS):
-            if ttft is not None and not _has(self.span, semconv.TTFT_S):
-                self.span.set_attribute(semconv.TTFT_S, float(ttft))
+            if ttft is not None and not _has(self.span, semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK):
+                self.span.set_attribute(semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, float(ttft))
             return  # the framework span already has the provider's usage
         if inp is None and out is None and ttft is None:
             return
@@ -121,6 +122,7 @@ class _Call:
             cached_input_tokens=cached, source="provider", ttft_s=ttft, operation=self.op,
             response_model=self.resp_model, duration_s=time.perf_counter() - self.t0,
         )  # fmt: skip
+        ex.apply(self.span, ex.usage_details, usage)
 
     def on_response(self, resp: Any) -> None:
         """A complete (non-streamed) response."""
@@ -146,10 +148,10 @@ class _Call:
         self.record_usage(ex.get(resp, "usage"))
         if self.own:
             if self.op == _CHAT:
-                msgs = ex.chat_output_messages(choices)
-                set_content(span, semconv.GEN_AI_OUTPUT_MESSAGES, msgs)
-                if msgs:
-                    set_content(span, semconv.OUTPUT_VALUE, msgs[0].get("content"))
+                ordered = sorted(choices, key=lambda c: ex.get(c, "index", 0) or 0)
+                record_messages(span, None, [ex.get(c, "message") for c in ordered], finish_reasons=reasons)
+                if ordered:
+                    set_content(span, semconv.OUTPUT_VALUE, ex.get(ex.get(ordered[0], "message"), "content"))
             else:
                 texts = [ex.get(c, "text") for c in sorted(choices, key=lambda c: ex.get(c, "index", 0) or 0)]
                 set_content(span, semconv.OUTPUT_VALUE, texts[0] if len(texts) == 1 else texts)
@@ -200,8 +202,8 @@ class _Call:
             if self.own and self.texts:
                 joined = ["".join(self.texts[i]) for i in sorted(self.texts)]
                 if self.op == _CHAT:
-                    msgs = [{"role": "assistant", "content": t} for t in joined]
-                    set_content(span, semconv.GEN_AI_OUTPUT_MESSAGES, msgs)
+                    reasons = [self.finish.get(i) for i in sorted(self.texts)]
+                    record_messages(span, None, joined, finish_reasons=reasons)
                 set_content(span, semconv.OUTPUT_VALUE, joined[0] if len(joined) == 1 else joined)
             if exc is not None:
                 record_exception(span, exc)
@@ -353,15 +355,20 @@ def _start(op: str, instance: Any, kwargs: dict[str, Any]) -> tuple[_Call, dict[
             semconv.GEN_AI_PROVIDER_NAME: provider,
         }
         if op != _EMBEDDINGS:
-            attrs[semconv.STREAMING] = stream
+            attrs[semconv.GEN_AI_REQUEST_STREAM] = stream
+        # the sampling-relevant attributes (model, server, parameters) are there at span creation
+        attrs.update(ex.pairs(ex.server, base_url))
+        attrs.update(ex.pairs(ex.request_params, kwargs))
         span = get_tracer().start_span(f"{op} {model}" if model else op, kind=SpanKind.CLIENT, attributes=attrs)
         own = True
     call = _Call(span, own, op, provider, model, hide)
-    ex.apply(span, ex.server, base_url)
-    if own:
-        ex.apply(span, ex.request_params, kwargs)
+    if not own:
+        ex.apply(span, ex.server, base_url)
+    else:
         if op == _CHAT:
-            set_content(span, semconv.GEN_AI_INPUT_MESSAGES, ex.input_messages(kwargs.get("messages")))
+            record_messages(span, kwargs.get("messages"))
+            if ex.given(kwargs.get("tools")):
+                set_content(span, semconv.GEN_AI_TOOL_DEFINITIONS, kwargs["tools"])
         else:
             inp = kwargs.get("prompt") if op == _COMPLETION else kwargs.get("input")
             if ex.given(inp):

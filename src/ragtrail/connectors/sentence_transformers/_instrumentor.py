@@ -50,6 +50,10 @@ _failed = _counter.failed
 _names: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
 
 
+_PROVIDER = "sentence_transformers"
+"""``gen_ai.provider.name`` of an in-process sentence-transformers model."""
+
+
 def model_name(model: Any) -> str | None:
     """The model's hub id when known, else the name or path it was loaded from (cached per model)."""
     try:
@@ -162,7 +166,7 @@ def _encode_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
         attrs: dict[str, Any] = {
             semconv.EMBEDDING_COUNT: _count_inputs(inputs),
             semconv.DEVICE: str(device),
-            semconv.GEN_AI_OPERATION_NAME: "embeddings",
+            semconv.GEN_AI_OPERATION_NAME: semconv.GEN_AI_OP_EMBEDDINGS,
         }
         if isinstance(batch_size, int):
             attrs[semconv.EMBEDDING_BATCH_SIZE] = batch_size
@@ -182,7 +186,11 @@ def _encode_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
         else:
             assert cfg is not None
             attrs[semconv.SPAN_KIND] = semconv.EMBEDDING
-            span = cfg.tracer.start_span("SentenceTransformer.encode", attributes=attrs)
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = _PROVIDER
+            if name:
+                attrs[semconv.GEN_AI_REQUEST_MODEL] = name
+            span_name = f"{semconv.GEN_AI_OP_EMBEDDINGS} {name}" if name else semconv.GEN_AI_OP_EMBEDDINGS
+            span = cfg.tracer.start_span(span_name, attributes=attrs)
             token_ctx = otel_context.attach(otel_trace.set_span_in_context(span))
             set_content(span, semconv.INPUT_VALUE, inputs)
         cuda = _cuda_device(device)
@@ -334,7 +342,7 @@ def _rank_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
         if isinstance(top_k, int):
             extra[semconv.RETRIEVAL_TOP_K] = top_k
         span, token, cuda = _start_reranker("CrossEncoder.rank", instance, extra)
-        set_content(span, semconv.RETRIEVAL_QUERY, query)
+        set_content(span, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT, query)
         gpu = _gpu.begin(_gpu.cuda_indices(cuda), reset_peak=True) if cuda is not None else None
         acc = [0]
         tok = _tokens.set(acc)

@@ -25,7 +25,7 @@ from ragtrail import semconv
 from ragtrail._log import logger
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.connectors.transformers import _extract as ex
-from ragtrail.tracing import capture_content, is_enabled, record_usage, set_content, span
+from ragtrail.tracing import capture_content, is_enabled, record_messages, record_usage, set_content, span
 from ragtrail.tracing import gpu as _gpu
 
 _GEN_MODULE = "transformers.generation.utils"
@@ -127,7 +127,8 @@ def _generate_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
 
     token = _in_generate.set(True)
     try:
-        with span("transformers.generate", kind=semconv.LLM, attributes=attrs) as s:
+        span_name = f"{semconv.GEN_AI_OP_TEXT_COMPLETION} {name}" if name else semconv.GEN_AI_OP_TEXT_COMPLETION
+        with span(span_name, kind=semconv.LLM, attributes=attrs) as s:
             window = (
                 _gpu.begin(indices, torch_memory=True, reset_peak=_options["reset_peak_memory"]) if indices else None
             )
@@ -236,9 +237,10 @@ def _pipeline_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
     tok_token = _pipeline_tokenizer.set(getattr(instance, "tokenizer", None))
     try:
         with span("transformers.pipeline.text-generation", kind=semconv.CHAIN, attributes=attrs) as s:
-            if s.is_recording() and capture_content():
-                key = semconv.GEN_AI_INPUT_MESSAGES if _is_chat(text_inputs) else semconv.INPUT_VALUE
-                set_content(s, key, text_inputs)
+            if _is_chat(text_inputs) and isinstance(text_inputs, (list, tuple)) and isinstance(text_inputs[0], dict):
+                record_messages(s, text_inputs)
+            elif s.is_recording() and capture_content():
+                set_content(s, semconv.INPUT_VALUE, text_inputs)
             result = wrapped(*args, **kwargs)
             if s.is_recording() and capture_content():
                 set_content(s, semconv.OUTPUT_VALUE, result)

@@ -31,7 +31,15 @@ from ragtrail import semconv
 from ragtrail._log import logger, warn_once
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.connectors.vllm import _extract as ex
-from ragtrail.tracing import capture_content, get_config, is_enabled, record_exception, record_usage, set_content
+from ragtrail.tracing import (
+    capture_content,
+    get_config,
+    is_enabled,
+    record_exception,
+    record_messages,
+    record_usage,
+    set_content,
+)
 from ragtrail.tracing import gpu as _gpu
 
 _LLM_MODULE = "vllm.entrypoints.llm"
@@ -195,8 +203,11 @@ def _record_batch(
             rid = getattr(out, "request_id", None)
             if rid is not None:
                 attrs[semconv.VLLM_REQUEST_ID] = str(rid)
-            if facts.get("model"):
-                attrs[semconv.GEN_AI_RESPONSE_MODEL] = str(facts["model"])
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = "vllm"
+            model = str(facts["model"]) if facts.get("model") else None
+            if model:
+                attrs[semconv.GEN_AI_REQUEST_MODEL] = model
+                attrs[semconv.GEN_AI_RESPONSE_MODEL] = model
             if facts.get("device_type"):
                 attrs[semconv.DEVICE] = str(facts["device_type"])
             attrs.update(ex.sampling_attributes(ex.params_for(params, i)))
@@ -209,7 +220,7 @@ def _record_batch(
                 attrs[semconv.LLM_PREEMPTIONS] = preempt
             attrs.update(gpu_attrs)
             s = cfg.tracer.start_span(
-                "vllm.request",
+                f"{operation} {model}" if model else operation,
                 context=parent_ctx,
                 kind=SpanKind.INTERNAL,
                 attributes=attrs,
@@ -229,10 +240,13 @@ def _record_batch(
                 gpu_type=gpu_type,
                 gpu_count=world if facts.get("gpu_indices") else None,
             )
+            chat = conversations is not None and i < len(conversations)
+            if chat:
+                choices = list(getattr(out, "outputs", ()) or ())
+                record_messages(s, conversations[i], [c.text for c in choices],  # type: ignore[index]
+                                finish_reasons=[getattr(c, "finish_reason", None) for c in choices])  # fmt: skip
             if content:
-                if conversations is not None and i < len(conversations):
-                    set_content(s, semconv.GEN_AI_INPUT_MESSAGES, conversations[i])
-                elif getattr(out, "prompt", None) is not None:
+                if not chat and getattr(out, "prompt", None) is not None:
                     set_content(s, semconv.INPUT_VALUE, out.prompt)
                 texts = [c.text for c in getattr(out, "outputs", ()) or ()]
                 set_content(s, semconv.OUTPUT_VALUE, texts[0] if len(texts) == 1 else texts)
