@@ -45,6 +45,7 @@ from ragtrail.tracing import (
     record_documents,
     record_exception,
     record_usage,
+    reuse_content,
     with_framework_context,
 )
 
@@ -314,6 +315,8 @@ class CallbackHandler(BaseCallbackHandler):
             if hit is None:
                 hit = content_value(ex.to_text(value))
                 self._remember(memo_key, hit)
+            else:
+                reuse_content(hit[0])  # the same text on one more span: the exporter skips its scan there too
             text, truncated, masked = hit
         attrs[key] = text
         if truncated:
