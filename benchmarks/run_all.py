@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("judge_throughput", ["-m", "benchmarks.judge_throughput"]),
     ("serve_load", ["-m", "benchmarks.serve_load"]),
     ("store_load", ["-m", "benchmarks.store_load"]),
+    ("compact_storage", ["-m", "benchmarks.compact_storage"]),
     ("gpu_generate (tiny model, CPU)", ["benchmarks/gpu_generate.py", "--tiny"]),
 ]
 

@@ -655,7 +655,7 @@ def test_content_recorded_on_two_spans_is_not_rescanned_by_the_exporter(tmp_path
         scanned.clear()
         assert ragtrail.flush(30)
         assert scanned == []  # … and never again by the exporter
-        rows = cfg.store.query("SELECT name, attributes FROM spans WHERE project = 'rescan'")
+        rows = cfg.store.query(f"SELECT name, {cfg.store.attributes_sql()} FROM spans WHERE project = 'rescan'")  # noqa: S608
         model_attrs = [a for n, a in rows if n.startswith("chat ")]
         assert len(rows) == 4 and "ctx ctx" in model_attrs[0]  # the model span does carry the text
         assert not _content._PREMASKED  # every claim on the text was used up: nothing is kept

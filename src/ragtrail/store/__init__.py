@@ -5,7 +5,7 @@ The eval repository (runs, results, datasets, judge cache) is :mod:`ragtrail.sto
 """
 
 from ragtrail.store._retention import PruneResult, prune
-from ragtrail.store._store import SPAN_COLUMNS, PostgresStore, SQLiteStore, Store, open_store
+from ragtrail.store._store import SPAN_COLUMNS, PostgresStore, SQLiteStore, Store, open_store, span_columns_sql
 from ragtrail.store._url import resolve_store_url
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "open_store",
     "prune",
     "resolve_store_url",
+    "span_columns_sql",
 ]

@@ -246,6 +246,12 @@ ALTER TABLE spans ADD COLUMN scope_name TEXT;
 ALTER TABLE spans ADD COLUMN scope_version TEXT
 """
 
+# issue 24: compact storage. SQLite keeps a span's large text attributes zstd/zlib-compressed in ``content``
+# (store/_codec.py) and reads them back through ragtrail_attributes(attributes, content); PostgreSQL
+# compresses large values itself (TOAST) and leaves the column empty. Rows written before stay as they were.
+_SPAN_CONTENT_SQLITE = "ALTER TABLE spans ADD COLUMN content BLOB"
+_SPAN_CONTENT_PG = "ALTER TABLE spans ADD COLUMN IF NOT EXISTS content BYTEA"
+
 MIGRATIONS: list[tuple[int, str, str, str]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
@@ -254,6 +260,7 @@ MIGRATIONS: list[tuple[int, str, str, str]] = [
     (7, "artifacts_prompts", _ARTIFACTS, _ARTIFACTS),
     (9, "metric_minutes", _METRIC_MINUTES, _METRIC_MINUTES),
     (10, "span_kind_links_scope", _OTEL_FIELDS, _OTEL_FIELDS),
+    (12, "span_content_compressed", _SPAN_CONTENT_SQLITE, _SPAN_CONTENT_PG),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 from ragtrail._exceptions import ConfigError, SchemaVersionError, StoreError
 from ragtrail._log import warn_once
+from ragtrail.store import _codec
 from ragtrail.store._migrations import LATEST, MIGRATIONS
 from ragtrail.store._pool import Pool
 from ragtrail.store._storable import _is_transient, _reason, _row_ok, reduced_row, storable_row
@@ -46,10 +47,26 @@ _INSERT_SPANS = (
     f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "  # noqa: S608 - fixed column names
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
+# SQLite: the same with the compressed content column last (store/_codec.py)
+_INSERT_SPANS_CONTENT = (
+    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}, content) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' * (len(SPAN_COLUMNS) + 1))}) ON CONFLICT (trace_id, span_id) DO NOTHING"
+)
+_ATTRS_AT = SPAN_COLUMNS.index("attributes")
+
+
+def span_columns_sql(store: Store, alias: str = "") -> str:
+    """The SELECT list of :data:`SPAN_COLUMNS` for ``store``: ``attributes`` read whole (the small
+    attributes and the compressed content joined again, see store/_codec.py)."""
+    return ", ".join(store.attributes_sql(alias) if c == "attributes" else alias + c for c in SPAN_COLUMNS)
 
 
 class Store:
     """Base class of the SQLite and PostgreSQL stores."""
+
+    def attributes_sql(self, alias: str = "") -> str:
+        """A SQL expression giving a span's whole attributes JSON (``alias`` like ``"s."``)."""
+        return f"{alias}attributes"
 
     kind: str = "base"
     url: str = ""
@@ -249,6 +266,9 @@ class SQLiteStore(Store):
 
     kind = "sqlite"
 
+    def attributes_sql(self, alias: str = "") -> str:
+        return f"ragtrail_attributes({alias}attributes, {alias}content)"
+
     def __init__(self, path: str, *, busy_timeout_s: float = 60.0, readers: int = 4) -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
         self.url = self.path
@@ -309,6 +329,8 @@ class SQLiteStore(Store):
                 conn.execute(f"PRAGMA cache_size=-{cache_kib}")
                 # checkpoint the WAL every ~80 MB instead of every 8 MB: fewer copies during ingest
                 conn.execute("PRAGMA wal_autocheckpoint=10000")
+                # the whole attributes JSON of a span whose large text attributes are compressed
+                conn.create_function("ragtrail_attributes", 2, _codec.sql_join, deterministic=True)
             except BaseException:
                 conn.close()
                 raise
@@ -404,6 +426,22 @@ class SQLiteStore(Store):
             finally:
                 self._writer_owner.conn = None
                 cur.close()
+
+    def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Rows with their large text attributes moved, compressed, to ``content`` (store/_codec.py)."""
+        split = _codec.split_attributes
+        at = _ATTRS_AT
+        out = []
+        for r in rows:
+            attrs = r[at]
+            if attrs is not None and len(attrs) >= _codec.MIN_JSON:
+                small, blob = split(attrs)
+                out.append((*r[:at], small, *r[at + 1 :], blob))
+            else:
+                out.append((*r, None))
+        with self.transaction() as cur:
+            cur.executemany(_INSERT_SPANS_CONTENT, out)
+            return int(getattr(cur, "rowcount", len(rows)))
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
