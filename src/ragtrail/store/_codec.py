@@ -87,14 +87,24 @@ def compress(data: bytes) -> bytes:
     return b"d" + zlib.compress(data, ZLIB_LEVEL)
 
 
+_MISSING = (
+    "this store's span content was compressed with zstd; install it to read it: "
+    "pip install 'ragtrail[zstd]' (or pip install zstandard)"
+)
+
+
+def raise_if_codec_missing(exc: BaseException) -> None:
+    """SQLite reports an exception inside ``ragtrail_attributes`` only as "user-defined function raised
+    exception": when zstandard is missing, say what is wrong and what to do instead."""
+    if "user-defined function" in str(exc) and _zstd_module() is None:
+        raise MissingDependencyError(_MISSING) from exc
+
+
 def decompress(blob: bytes) -> bytes:
     tag, body = blob[:1], blob[1:]
     if tag == b"z":
         if _zstd_module() is None:
-            raise MissingDependencyError(
-                "this store's span content was compressed with zstd; install it to read it: "
-                "pip install 'ragtrail[zstd]' (or pip install zstandard)"
-            )
+            raise MissingDependencyError(_MISSING)
         return bytes(_zd().decompress(body))
     if tag == b"d":
         return zlib.decompress(body)

@@ -464,6 +464,7 @@ class SQLiteStore(Store):
                     return conn.execute(sql, tuple(params)).fetchall()
                 except sqlite3.OperationalError as exc:
                     if not _is_locked(exc) or time.monotonic() > deadline:
+                        _codec.raise_if_codec_missing(exc)
                         raise StoreError(f"SQLite store {self.path}: {exc}") from exc
                     time.sleep(0.01)
                 except sqlite3.Error as exc:
@@ -483,6 +484,7 @@ class SQLiteStore(Store):
                 finally:
                     cur.close()
             except sqlite3.Error as exc:
+                _codec.raise_if_codec_missing(exc)
                 raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
     def info(self) -> dict[str, Any]:
