@@ -267,7 +267,9 @@ class SQLiteStore(Store):
     kind = "sqlite"
 
     def attributes_sql(self, alias: str = "") -> str:
-        return f"ragtrail_attributes({alias}attributes, {alias}content)"
+        # rows without compressed content (small spans, rows from before migration 12) never call Python
+        a, c = f"{alias}attributes", f"{alias}content"
+        return f"(CASE WHEN {c} IS NULL THEN {a} ELSE ragtrail_attributes({a}, {c}) END)"
 
     def __init__(self, path: str, *, busy_timeout_s: float = 60.0, readers: int = 4) -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
