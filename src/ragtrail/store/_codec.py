@@ -2,9 +2,9 @@
 documents, prompts, inputs and outputs) are kept compressed in the ``content`` column; the small ones
 stay in the ``attributes`` JSON, where SQL reads them (feedback tags, the UI's filters).
 
-* Written by the SQLite store (:meth:`SQLiteStore.write_spans`): an attributes JSON of at least
-  :data:`MIN_JSON` characters is split; attribute values that are strings of at least
-  :data:`MIN_VALUE` characters go to ``content``.
+* Written by the SQLite store (``SQLiteStore._insert_spans``, under ``write_spans``): an attributes
+  JSON of at least :data:`MIN_JSON` characters is split; attribute values that are strings of at
+  least :data:`MIN_VALUE` characters go to ``content``.
 * Read through ``ragtrail_attributes(attributes, content)``, a SQL function the SQLite store registers
   on each of its connections: it gives back the whole attributes JSON, so every reader (Client,
   UI, server, monitor, datasets from traces, exports) reads old and new rows alike.
