@@ -24,6 +24,7 @@ BENCHMARKS = [
     ("serve_load", ["-m", "benchmarks.serve_load"]),
     ("store_load", ["-m", "benchmarks.store_load"]),
     ("pg_partitions", ["-m", "benchmarks.pg_partitions"]),
+    ("compact_storage", ["-m", "benchmarks.compact_storage"]),
     ("gpu_generate (tiny model, CPU)", ["benchmarks/gpu_generate.py", "--tiny"]),
 ]
 

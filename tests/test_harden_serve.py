@@ -44,7 +44,7 @@ def post(r: Receiver, msg, **kw) -> httpx.Response:  # type: ignore[no-untyped-d
 
 def stored(r: Receiver, sql: str = "SELECT name, attributes, input_tokens, status_message FROM spans") -> list:  # type: ignore[type-arg]
     assert r.queue.drain(20)
-    return r.store.query(sql)
+    return r.store.query(sql.replace("attributes", r.store.attributes_sql()))  # whole, content included (issue 24)
 
 
 def test_received_spans_are_masked_capped_and_named_safely(rec):

@@ -255,7 +255,8 @@ def test_langchain_chain_failing_is_kept_with_content_at_rate_zero(store_path) -
     finally:
         ragtrail.shutdown()
     assert len(traces) == 1
-    rows = open_store(store_path).query("SELECT kind, status, attributes FROM spans")
+    st = open_store(store_path)
+    rows = st.query(f"SELECT kind, status, {st.attributes_sql()} FROM spans")  # noqa: S608
     assert any(r[1] == "ERROR" for r in rows)
     assert any("three" in (r[2] or "") for r in rows)  # content of the kept trace was recorded
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ragtrail import semconv
 from ragtrail._deps import require
 from ragtrail._exceptions import ConfigError, StoreError
-from ragtrail.store import SPAN_COLUMNS, Store, open_store
+from ragtrail.store import Store, open_store, span_columns_sql
 from ragtrail.tracing._model import SpanRecord, Trace
 
 _HEX = re.compile(r"[0-9a-f]+")
@@ -256,7 +256,7 @@ class Client:
     ) -> list[SpanRecord]:
         """Spans matching the filters as :class:`SpanRecord` objects, oldest first."""
         where, params = self._span_where(project, start, end, name, kind, trace_id)
-        sql = f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans{where} ORDER BY start_time_ns"  # noqa: S608
+        sql = f"SELECT {span_columns_sql(self.store)} FROM spans{where} ORDER BY start_time_ns"  # noqa: S608
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [SpanRecord.from_row(r) for r in self.store.query(sql, params)]
@@ -283,7 +283,7 @@ class Client:
 
         where, params = self._span_where(project, start, end, name, kind, trace_id)
         cols = ("trace_id, span_id, parent_span_id, name, kind, start_time_ns, end_time_ns, duration_ms, "
-                "status, model, input_tokens, output_tokens, cost_usd, project, attributes, "
+                f"status, model, input_tokens, output_tokens, cost_usd, project, {self.store.attributes_sql()}, "
                 + _otel_columns.SELECT)  # fmt: skip
         sql = f"SELECT {cols} FROM spans{where} ORDER BY start_time_ns"  # noqa: S608
         if limit is not None:
@@ -529,7 +529,7 @@ class Client:
         if project:
             where += " AND project = ?"
             params.append(project)
-        sql = f"SELECT trace_id, span_id, attributes, cost_usd FROM spans{where}"  # noqa: S608
+        sql = f"SELECT trace_id, span_id, {self.store.attributes_sql()}, cost_usd FROM spans{where}"  # noqa: S608
         it = getattr(self.store, "iter_query", None)
         batches = it(sql, params) if it is not None else [self.store.query(sql, params)]
         rows = (r for batch in batches for r in batch)
@@ -565,7 +565,8 @@ class Client:
         if updates:
             with self.store.transaction() as cur:
                 cur.executemany(
-                    "UPDATE spans SET cost_usd = ?, attributes = ? WHERE trace_id = ? AND span_id = ?", updates
+                    "UPDATE spans SET cost_usd = ?, attributes = ?, content = NULL WHERE trace_id = ? AND span_id = ?",
+                    updates,
                 )
         return len(updates)
 

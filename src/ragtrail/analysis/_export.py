@@ -7,14 +7,14 @@ import os
 from typing import Any
 
 from ragtrail._deps import require
-from ragtrail.store import SPAN_COLUMNS
+from ragtrail.store import SPAN_COLUMNS, span_columns_sql
 
 
 def export_spans(client: Any, path: str | os.PathLike[str], *, fmt: str = "jsonl", project: str | None = None) -> int:
     """Write every span (optionally of one project) to ``path``; returns the number written."""
     where, params = ("WHERE project = ?", [project]) if project else ("", [])
-    sql = f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans {where} ORDER BY start_time_ns"  # noqa: S608
     store = client.store
+    sql = f"SELECT {span_columns_sql(store)} FROM spans {where} ORDER BY start_time_ns"  # noqa: S608
     batches = store.iter_query(sql, params) if hasattr(store, "iter_query") else [store.query(sql, params)]
     n = 0
     if fmt == "jsonl":

@@ -6,7 +6,7 @@ The eval repository (runs, results, datasets, judge cache) is :mod:`ragtrail.sto
 
 from ragtrail.store._partitions import list_partitions, set_partition_interval
 from ragtrail.store._retention import PruneResult, prune
-from ragtrail.store._store import SPAN_COLUMNS, PostgresStore, SQLiteStore, Store, open_store
+from ragtrail.store._store import SPAN_COLUMNS, PostgresStore, SQLiteStore, Store, open_store, span_columns_sql
 from ragtrail.store._url import resolve_store_url
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "prune",
     "resolve_store_url",
     "set_partition_interval",
+    "span_columns_sql",
 ]

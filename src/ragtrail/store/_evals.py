@@ -20,7 +20,7 @@ from typing import Any
 
 from ragtrail._exceptions import ConfigError, EvalError, StoreError
 from ragtrail.store._aliases import alias_target, aliases_of
-from ragtrail.store._store import SPAN_COLUMNS, Store
+from ragtrail.store._store import Store, span_columns_sql
 
 RUN_FIELDS: tuple[str, ...] = (
     "run_id", "name", "version", "created_at", "finished_at", "status", "dataset_name", "dataset_version",
@@ -395,7 +395,7 @@ def trace_span_rows(store: Store, trace_ids: Sequence[str]) -> list[tuple[Any, .
     out: list[tuple[Any, ...]] = []
     for chunk in _chunks([t for t in trace_ids if t]):
         out += store.query(
-            f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE trace_id IN ({', '.join('?' * len(chunk))}) "  # noqa: S608
+            f"SELECT {span_columns_sql(store)} FROM spans WHERE trace_id IN ({', '.join('?' * len(chunk))}) "  # noqa: S608
             "ORDER BY start_time_ns",
             chunk,
         )

@@ -256,6 +256,12 @@ ALTER TABLE spans ADD COLUMN scope_version TEXT
 # (store/_partitions.py says why writes stay idempotent). Python, not SQL: it reads the catalogue. SQLite: no-op.
 _PARTITIONS = migrate_spans_to_partitions
 
+# issue 24: compact storage. SQLite keeps a span's large text attributes zstd/zlib-compressed in ``content``
+# (store/_codec.py) and reads them back through ragtrail_attributes(attributes, content); PostgreSQL
+# compresses large values itself (TOAST) and leaves the column empty. Rows written before stay as they were.
+_SPAN_CONTENT_SQLITE = "ALTER TABLE spans ADD COLUMN content BLOB"
+_SPAN_CONTENT_PG = "ALTER TABLE spans ADD COLUMN IF NOT EXISTS content BYTEA"
+
 MIGRATIONS: list[tuple[int, str, str, str | Callable[[Any], None]]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
@@ -265,6 +271,7 @@ MIGRATIONS: list[tuple[int, str, str, str | Callable[[Any], None]]] = [
     (9, "metric_minutes", _METRIC_MINUTES, _METRIC_MINUTES),
     (10, "span_kind_links_scope", _OTEL_FIELDS, _OTEL_FIELDS),
     (11, "pg_spans_partitioned_by_time", "", _PARTITIONS),
+    (12, "span_content_compressed", _SPAN_CONTENT_SQLITE, _SPAN_CONTENT_PG),
 ]
 
 LATEST = MIGRATIONS[-1][0]

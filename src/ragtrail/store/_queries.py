@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragtrail._exceptions import ConfigError
-from ragtrail.store._store import SPAN_COLUMNS, Store
+from ragtrail.store._store import Store, span_columns_sql
 
 PAGE_SIZE = 50
 """Traces per page of the trace list."""
@@ -192,9 +192,10 @@ def list_traces(
 
 def _dialect(store: Store, sql: str) -> str:
     """SQLite's LIKE ignores ASCII case already (LOWER would only cost a pass over the text)."""
+    # SQLite: the search covers the compressed content too (issue 24: ragtrail_attributes joins it again)
     return (
-        sql.replace("LOWER(r.attributes) LIKE", "r.attributes LIKE").replace(
-            "LOWER(s.attributes) LIKE", "s.attributes LIKE"
+        sql.replace("LOWER(r.attributes) LIKE", f"{store.attributes_sql('r.')} LIKE").replace(
+            "LOWER(s.attributes) LIKE", f"{store.attributes_sql('s.')} LIKE"
         )
         if store.kind == "sqlite"
         else sql
@@ -247,7 +248,7 @@ def resolve_trace_id(store: Store, text: str) -> str | None:
 def trace_rows(store: Store, trace_id: str) -> list[tuple[Any, ...]]:
     """Every span row of one trace (SPAN_COLUMNS order), by start time."""
     return store.query(
-        f"SELECT {', '.join(SPAN_COLUMNS)} FROM spans WHERE trace_id = ? ORDER BY start_time_ns, span_id",  # noqa: S608
+        f"SELECT {span_columns_sql(store)} FROM spans WHERE trace_id = ? ORDER BY start_time_ns, span_id",  # noqa: S608
         (trace_id,),
     )
 

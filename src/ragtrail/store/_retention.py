@@ -289,7 +289,8 @@ def size_by_project_age(store: Any, now_s: float | None = None) -> list[dict[str
     length = "LENGTH" if store.kind == "sqlite" else "OCTET_LENGTH"
     sql = (
         f"SELECT COALESCE(project, ''), CASE {case} ELSE '>90d' END AS age, COUNT(*), COUNT(DISTINCT trace_id), "  # noqa: S608 - numbers only
-        f"SUM(COALESCE({length}(attributes), 0) + COALESCE({length}(events), 0) + COALESCE({length}(resource), 0)) "
+        f"SUM(COALESCE({length}(attributes), 0) + COALESCE({length}(events), 0) + COALESCE({length}(resource), 0) "
+        f"+ COALESCE({length}(content), 0)) "
         "FROM spans GROUP BY 1, 2 ORDER BY 1, 2"
     )
     order = {label: i for i, (_, label) in enumerate(_AGES)} | {">90d": len(_AGES)}

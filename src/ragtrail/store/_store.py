@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 from ragtrail._exceptions import ConfigError, SchemaVersionError, StoreError
 from ragtrail._log import warn_once
+from ragtrail.store import _codec
 from ragtrail.store._migrations import LATEST, MIGRATIONS
 from ragtrail.store._partitions import Partitions
 from ragtrail.store._pool import Pool
@@ -47,10 +48,26 @@ _INSERT_SPANS = (
     f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "  # noqa: S608 - fixed column names
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
+# SQLite: the same with the compressed content column last (store/_codec.py)
+_INSERT_SPANS_CONTENT = (
+    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}, content) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' * (len(SPAN_COLUMNS) + 1))}) ON CONFLICT (trace_id, span_id) DO NOTHING"
+)
+_ATTRS_AT = SPAN_COLUMNS.index("attributes")
+
+
+def span_columns_sql(store: Store, alias: str = "") -> str:
+    """The SELECT list of :data:`SPAN_COLUMNS` for ``store``: ``attributes`` read whole (the small
+    attributes and the compressed content joined again, see store/_codec.py)."""
+    return ", ".join(store.attributes_sql(alias) if c == "attributes" else alias + c for c in SPAN_COLUMNS)
 
 
 class Store:
     """Base class of the SQLite and PostgreSQL stores."""
+
+    def attributes_sql(self, alias: str = "") -> str:
+        """A SQL expression giving a span's whole attributes JSON (``alias`` like ``"s."``)."""
+        return f"{alias}attributes"
 
     kind: str = "base"
     url: str = ""
@@ -253,6 +270,11 @@ class SQLiteStore(Store):
 
     kind = "sqlite"
 
+    def attributes_sql(self, alias: str = "") -> str:
+        # rows without compressed content (small spans, rows from before migration 12) never call Python
+        a, c = f"{alias}attributes", f"{alias}content"
+        return f"(CASE WHEN {c} IS NULL THEN {a} ELSE ragtrail_attributes({a}, {c}) END)"
+
     def __init__(self, path: str, *, busy_timeout_s: float = 60.0, readers: int = 4) -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
         self.url = self.path
@@ -313,6 +335,8 @@ class SQLiteStore(Store):
                 conn.execute(f"PRAGMA cache_size=-{cache_kib}")
                 # checkpoint the WAL every ~80 MB instead of every 8 MB: fewer copies during ingest
                 conn.execute("PRAGMA wal_autocheckpoint=10000")
+                # the whole attributes JSON of a span whose large text attributes are compressed
+                conn.create_function("ragtrail_attributes", 2, _codec.sql_join, deterministic=True)
             except BaseException:
                 conn.close()
                 raise
@@ -409,6 +433,22 @@ class SQLiteStore(Store):
                 self._writer_owner.conn = None
                 cur.close()
 
+    def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Rows with their large text attributes moved, compressed, to ``content`` (store/_codec.py)."""
+        split = _codec.split_attributes
+        at = _ATTRS_AT
+        out = []
+        for r in rows:
+            attrs = r[at]
+            if attrs is not None and len(attrs) >= _codec.MIN_JSON:
+                small, blob = split(attrs)
+                out.append((*r[:at], small, *r[at + 1 :], blob))
+            else:
+                out.append((*r, None))
+        with self.transaction() as cur:
+            cur.executemany(_INSERT_SPANS_CONTENT, out)
+            return int(getattr(cur, "rowcount", len(rows)))
+
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
         """A reader from the pool, or the writer when this thread is inside a write transaction (so
@@ -430,6 +470,7 @@ class SQLiteStore(Store):
                     return conn.execute(sql, tuple(params)).fetchall()
                 except sqlite3.OperationalError as exc:
                     if not _is_locked(exc) or time.monotonic() > deadline:
+                        _codec.raise_if_codec_missing(exc)
                         raise StoreError(f"SQLite store {self.path}: {exc}") from exc
                     time.sleep(0.01)
                 except sqlite3.Error as exc:
@@ -449,6 +490,7 @@ class SQLiteStore(Store):
                 finally:
                     cur.close()
             except sqlite3.Error as exc:
+                _codec.raise_if_codec_missing(exc)
                 raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
     def info(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 The public connector API is here too (connectors import nothing else from ragtrail but ``semconv``):
 :func:`get_config`, :func:`start_span`, :func:`is_enabled`, :func:`set_content`,
-:func:`content_value`, :func:`capture_content`, :func:`record_exception`, :func:`record_usage`,
+:func:`content_value` (and :func:`reuse_content`), :func:`capture_content`, :func:`record_exception`, :func:`record_usage`,
 :func:`record_documents`, :func:`active_llm_span` / :data:`LLM_SPAN_KEY`, :class:`FailureCounter`
 (with its ``guard`` decorator), background spans for hot paths (:func:`start_background_span`,
 :func:`finish_background_span`, :func:`defer_attributes`, :class:`Recorder`) and :mod:`gpu`
@@ -52,6 +52,7 @@ from ragtrail.tracing._spans import (
     message_attributes,
     record_exception,
     record_messages,
+    reuse_content,
     set_content,
     span,
     trace,
@@ -124,6 +125,7 @@ __all__ = [
     "record_exception",
     "record_messages",
     "record_usage",
+    "reuse_content",
     "safe_json",
     "set_content",
     "shutdown",

@@ -259,8 +259,10 @@ def _mask_all(text: str) -> tuple[str, int]:
 
 # Content values masked when they were recorded (``content_value``), so the store exporter's last
 # line of defence need not scan them again. Keyed by id() and checked by identity (the entry holds the
-# string itself, so its id cannot be reused while listed); bounded in count and characters.
-_PREMASKED: dict[int, str] = {}
+# string itself, so its id cannot be reused while listed), with a count of the spans that carry it (a
+# connector may record the very same text on adjacent spans: a prompt's output is the model's input);
+# each span's export takes one. Bounded in count and characters.
+_PREMASKED: dict[int, list[Any]] = {}  # id -> [text, spans still to export it]
 _premasked_chars = 0
 _PREMASKED_MIN = 48  # shorter values are cheaper to rescan than to track
 # The entries are the very strings the queued spans hold (no copies): the caps only bound what spans
@@ -273,28 +275,38 @@ _premasked_lock = threading.Lock()
 
 
 def note_masked(text: str) -> None:
-    """Remember that ``text`` (this very object) has been through :func:`mask_secrets`."""
+    """Remember that ``text`` (this very object) has been through :func:`mask_secrets` and is on one
+    more span (call it again for each further span that records the same object)."""
     global _premasked_chars
     if len(text) < _PREMASKED_MIN:
         return
     with _premasked_lock:
         key = id(text)
-        if key in _PREMASKED:
+        entry = _PREMASKED.get(key)
+        if entry is not None and entry[0] is text:
+            entry[1] += 1
             return
-        _PREMASKED[key] = text
+        _PREMASKED[key] = [text, 1]
         _premasked_chars += len(text)
         while _premasked_chars > _PREMASKED_MAX_CHARS or len(_PREMASKED) > _PREMASKED_MAX_ITEMS:
             old = _PREMASKED.pop(next(iter(_PREMASKED)))
-            _premasked_chars -= len(old)
+            _premasked_chars -= len(old[0])
 
 
 def take_masked(text: str) -> bool:
-    """True (and forget it) when ``text`` is a value :func:`note_masked` saw."""
+    """True when ``text`` is a value :func:`note_masked` saw (one span's claim on it is used up)."""
     global _premasked_chars
-    if len(text) < _PREMASKED_MIN or _PREMASKED.get(id(text)) is not text:
+    if len(text) < _PREMASKED_MIN:
+        return False
+    entry = _PREMASKED.get(id(text))
+    if entry is None or entry[0] is not text:
         return False
     with _premasked_lock:
-        if _PREMASKED.get(id(text)) is text:
+        entry = _PREMASKED.get(id(text))
+        if entry is None or entry[0] is not text:
+            return False
+        entry[1] -= 1
+        if entry[1] <= 0:
             del _PREMASKED[id(text)]
             _premasked_chars -= len(text)
     return True

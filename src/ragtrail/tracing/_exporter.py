@@ -136,6 +136,7 @@ _PROJECT = semconv.PROJECT
 _SESSION = semconv.SESSION_ID
 _USER = semconv.USER_ID
 _ERROR = StatusCode.ERROR
+_CHUNK = 512  # spans converted and written at a time within one export batch
 _OK = StatusCode.OK
 
 
@@ -205,17 +206,28 @@ class StoreSpanExporter(SpanExporter):
                 done = self._export_via_writer(spans)
                 if done is not None:
                     return done
-            try:
-                mask = self.mask_secrets
-                rows = [span_to_row(s, self.project, mask=mask) for s in spans]
-            except Exception:
-                warn_once("export-convert", "ragtrail: could not convert spans for the store", exc_info=True)
-                with self._lock:
-                    self.failed += len(spans)
-                    self.errors += 1
-                return SpanExportResult.FAILURE
-            with self._write_lock:
-                return self._write_locked(rows)
+            # rows are built and written a chunk at a time: the rows of a whole batch (up to 8,192 spans,
+            # each with a copy of its content as JSON) would be a transient peak of ~40 MB that glibc
+            # keeps after it is freed (issue 24: the soak's RSS grew with the export batch, not the heap)
+            result = SpanExportResult.SUCCESS
+            step = _CHUNK
+            for i in range(0, len(spans), step):
+                chunk = spans[i : i + step] if len(spans) > step else spans
+                try:
+                    mask = self.mask_secrets
+                    rows = [span_to_row(s, self.project, mask=mask) for s in chunk]
+                except Exception:
+                    warn_once("export-convert", "ragtrail: could not convert spans for the store", exc_info=True)
+                    with self._lock:
+                        self.failed += len(chunk)
+                        self.errors += 1
+                    result = SpanExportResult.FAILURE
+                    continue
+                with self._write_lock:
+                    if self._write_locked(rows) is not SpanExportResult.SUCCESS:
+                        result = SpanExportResult.FAILURE
+                del rows
+            return result
         finally:
             otel_context.detach(token)
 

@@ -67,6 +67,15 @@ def content_value(value: Any) -> tuple[str, bool, int]:
 _SECRETS_ONLY = Sanitizer()
 
 
+def reuse_content(text: str) -> None:
+    """``text`` (a result of :func:`content_value`) is recorded on one more span: a connector that
+    records the very same object on adjacent spans (a prompt's output is the model's input) calls this
+    for each further span, so the store exporter skips scanning it there too (issue 24)."""
+    cfg = _setup._config
+    if cfg is not None and cfg.store_exporter is not None and active_sanitizer().mask_secrets:
+        note_masked(text)
+
+
 def set_content(span: Span, key: str, value: Any, *, force: bool = False) -> None:
     """Record ``value`` under ``key`` on ``span`` as bounded, masked JSON; honours the content switch.
 

@@ -28,6 +28,7 @@ from ragtrail.tracing import (
     content_value,
     get_config,
     record_exception,
+    reuse_content,
     with_framework_context,
 )
 
@@ -290,6 +291,8 @@ class RunTracker(BaseCallbackHandler):
             if hit is None:
                 hit = content_value(ex.to_text(value))
                 self._remember(memo_key, hit)
+            else:
+                reuse_content(hit[0])  # the same text on one more span: the exporter skips its scan there too
             text, truncated, masked = hit
         attrs[key] = text
         if truncated:
