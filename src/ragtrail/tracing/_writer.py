@@ -81,7 +81,9 @@ def pack_spans(spans: Sequence[Any]) -> bytes:
         ctx = s.context
         parent = s.parent
         attrs = _attr_dict(s)
-        pre = [k for k, v in attrs.items() if type(v) is str and len(v) >= 256 and take_masked(v)]
+        # every claim is taken (take_masked ignores short values itself): a noted value never claimed would stay
+        # in the note until its caps evict it
+        pre = [k for k, v in attrs.items() if type(v) is str and take_masked(v)]
         events = s.events
         ev = [(e.name, e.timestamp, dict(e.attributes or {})) for e in events] if events else None
         res = s.resource
