@@ -140,6 +140,13 @@ def _adoptable_embedding_span(span: Span) -> bool:
     return _attr(span, semconv.SPAN_KIND) == semconv.EMBEDDING and _attr(span, semconv.USAGE_SOURCE) is None
 
 
+def _unnamed_embeddings_span(span: Span) -> bool:
+    """A framework's GenAI embeddings span that knew no model (named ``embeddings``): the model names it."""
+    if _attr(span, semconv.GEN_AI_OPERATION_NAME) != semconv.GEN_AI_OP_EMBEDDINGS:
+        return False
+    return not _attr(span, semconv.GEN_AI_REQUEST_MODEL)
+
+
 # ---------------------------------------------------------------------------------------- wrappers
 def _preprocess_wrapper(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -190,6 +197,9 @@ def _encode_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
                 attrs[semconv.EMBEDDING_COUNT] = prior + attrs[semconv.EMBEDDING_COUNT]
             if _attr(span, semconv.EMBEDDING_MODEL):
                 attrs.pop(semconv.EMBEDDING_MODEL, None)  # keep the name the framework gave the model
+            elif name and _unnamed_embeddings_span(span):
+                span.update_name(f"{semconv.GEN_AI_OP_EMBEDDINGS} {name}")  # the framework knew no model
+                attrs[semconv.GEN_AI_REQUEST_MODEL] = name
             span.set_attributes(attrs)
         else:
             assert cfg is not None
