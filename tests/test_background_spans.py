@@ -53,7 +53,8 @@ def inst(traced):  # type: ignore[no-untyped-def]
 
 
 def _query_spans(traced):  # type: ignore[no-untyped-def]
-    return [s for s in traced.spans() if s.name == "chroma.query"]
+    """The Chroma query spans (``retrieval {collection}``)."""
+    return [s for s in traced.spans() if s.name.startswith("retrieval bg-")]
 
 
 def test_query_span_is_built_off_thread_with_the_callers_ids_and_parent(inst) -> None:
@@ -111,7 +112,7 @@ def test_nothing_is_lost_at_shutdown_force_flush_or_under_backpressure(inst, mon
     # the provider's own force_flush (what an app or an OTel integration calls) drains the queue
     col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
     assert inst.config.provider.force_flush()  # type: ignore[attr-defined]
-    assert [s.name for s in inst.memory.get_finished_spans()] == ["chroma.query"]
+    assert [s.name for s in inst.memory.get_finished_spans()] == [f"retrieval {col.name}"]
     # a full queue makes the caller build its own span: every span still arrives
     monkeypatch.setattr(_background, "_MAX_QUEUE", 2)
     for _ in range(7):
@@ -122,7 +123,7 @@ def test_nothing_is_lost_at_shutdown_force_flush_or_under_backpressure(inst, mon
         col.query(query_embeddings=[[0.0, 1.0]], n_results=1)
     ragtrail.shutdown()
     df = ragtrail.Client(store=inst.store_path).spans_df(project="test")
-    assert (df["name"] == "chroma.query").sum() == 13
+    assert (df["name"] == f"retrieval {col.name}").sum() == 13
     assert _background.stats()["queued"] == 0
 
 
@@ -164,8 +165,8 @@ def test_a_non_default_sampler_gets_ordinary_sdk_spans(tmp_path, sampler) -> Non
         before = _background.stats()["emitted"]
         col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
         # the SDK path, on this thread: visible to the app's processor before any flush
-        names = [s.name for s in mem.get_finished_spans() if s.name == "chroma.query"]
-        assert names == ([] if sampler is ALWAYS_OFF else ["chroma.query"])
+        names = [s.name for s in mem.get_finished_spans() if s.name == f"retrieval {col.name}"]
+        assert names == ([] if sampler is ALWAYS_OFF else [f"retrieval {col.name}"])
         assert _background.stats()["emitted"] == before
     finally:
         rt_chroma.uninstrument()
@@ -250,7 +251,7 @@ def test_an_app_shutting_its_provider_down_gets_the_queued_spans(tmp_path) -> No
         col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
         assert _background.stats()["queued"] == 0
         provider.shutdown()
-        (q,) = [s for s in mem.get_finished_spans() if s.name == "chroma.query"]
+        (q,) = [s for s in mem.get_finished_spans() if s.name == f"retrieval {col.name}"]
         assert list(q.attributes[semconv.RETRIEVAL_DOCUMENT_IDS]) == ["a"]
     finally:
         rt_chroma.uninstrument()

@@ -95,6 +95,22 @@ def _one(spans, name):
     return found[0]
 
 
+def _queries(spans):
+    """The query spans: ``retrieval {collection}``, the GenAI conventions' retrieval span."""
+    found = [s for s in spans if s.attributes.get(semconv.DB_OPERATION) == "query"]
+    for s in found:
+        a = s.attributes
+        assert a[semconv.GEN_AI_OPERATION_NAME] == "retrieval"
+        assert a[semconv.GEN_AI_DATA_SOURCE_ID] == a[semconv.DB_COLLECTION]
+        assert s.name == f"retrieval {a[semconv.DB_COLLECTION]}"
+    return found
+
+
+def _query(spans):
+    (q,) = _queries(spans)
+    return q
+
+
 def _docs(span):
     return json.loads(span.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
 
@@ -106,8 +122,10 @@ def test_query_span_has_filters_ids_scores_documents_and_embedding_child(inst, e
     _reset(inst)
     res = col.query(query_texts=["What is the capital of France?"], n_results=3, where={"year": {"$gte": 2022}})
     spans = inst.spans()
-    q = _one(spans, "chroma.query")
+    q = _query(spans)
     a = q.attributes
+    assert q.name == "retrieval rt-query"  # the collection is the data source
+    assert a[semconv.GEN_AI_DATA_SOURCE_ID] == "rt-query" and a[semconv.GEN_AI_OPERATION_NAME] == "retrieval"
     assert a[semconv.SPAN_KIND] == semconv.RETRIEVER
     assert a[semconv.DB_SYSTEM] == "chroma" and a[semconv.DB_COLLECTION] == "rt-query"
     assert a[semconv.DB_OPERATION] == "query"
@@ -127,9 +145,11 @@ def test_query_span_has_filters_ids_scores_documents_and_embedding_child(inst, e
     assert docs[0]["content"] == DOCS["paris"][0]
     assert docs[0]["metadata"] == DOCS["paris"][1]  # int, float and bool metadata survive as JSON values
     # the collection embedded the query text: one EMBEDDING span under the query, enriched by MiniLM
-    e = _one(spans, "chroma.embed")
+    e = _one(spans, "embeddings all-MiniLM-L6-v2")
     assert e.parent.span_id == q.context.span_id
     assert e.attributes[semconv.SPAN_KIND] == semconv.EMBEDDING
+    assert e.attributes[semconv.GEN_AI_OPERATION_NAME] == "embeddings"
+    assert e.attributes[semconv.GEN_AI_REQUEST_MODEL] == "all-MiniLM-L6-v2"  # the embedding function's model
     assert e.attributes[semconv.EMBEDDING_COUNT] == 1
     assert e.attributes[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] == 384
     assert e.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == len(ef_tokens(ef, "What is the capital of France?"))
@@ -154,7 +174,7 @@ def test_scores_follow_the_collection_distance_space(inst, space):
     col.add(ids=list(vecs), embeddings=list(vecs.values()))
     _reset(inst)
     res = col.query(query_embeddings=[[0.8, 0.6, 0.0]], n_results=3)
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     dists = res["distances"][0]
     expected = [1.0 / (1.0 + d) for d in dists] if space == "l2" else [1.0 - d for d in dists]
     assert [d["score"] for d in _docs(q)] == pytest.approx(expected)
@@ -163,7 +183,7 @@ def test_scores_follow_the_collection_distance_space(inst, space):
     # best first: scores never increase down the list
     scores = [d["score"] for d in _docs(q)]
     assert scores == sorted(scores, reverse=True)
-    assert not [s for s in inst.spans() if s.name == "chroma.embed"]  # precomputed embeddings: no embed call
+    assert not [s for s in inst.spans() if s.attributes.get(semconv.SPAN_KIND) == semconv.EMBEDDING]  # precomputed: no embed
 
 
 def test_add_upsert_get_delete_spans(inst, ef, tmp_path):
@@ -184,7 +204,7 @@ def test_add_upsert_get_delete_spans(inst, ef, tmp_path):
     for s, op in ((add, "add"), (ups, "upsert"), (get, "get"), (dele, "delete")):
         assert s.attributes[semconv.DB_OPERATION] == op
         assert s.attributes[semconv.DB_COLLECTION] == "rt-crud"
-    embeds = [s for s in spans if s.name == "chroma.embed"]
+    embeds = [s for s in spans if s.name == "embeddings all-MiniLM-L6-v2"]
     assert {e.parent.span_id for e in embeds} == {add.context.span_id, ups.context.span_id}
     assert col.count() == 3  # the calls really happened
 
@@ -198,7 +218,7 @@ def test_persistent_collection_reopened_is_traced(inst, ef, tmp_path):
     col2 = chromadb.PersistentClient(path=path).get_collection("rt-persist", embedding_function=ef)
     _reset(inst)
     col2.query(query_texts=["German capital"], n_results=1)
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     assert list(q.attributes[semconv.RETRIEVAL_DOCUMENT_IDS]) == ["berlin"]
     assert q.attributes[semconv.RETRIEVAL_DISTANCE_SPACE] == "cosine"
 
@@ -208,7 +228,7 @@ def test_empty_collection_and_no_results(inst, ef):
     empty = client.create_collection("rt-empty", embedding_function=ef)
     res = empty.query(query_texts=["anything"], n_results=5)
     assert res["ids"] == [[]]
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     assert q.status.status_code != StatusCode.ERROR
     assert list(q.attributes[semconv.RETRIEVAL_DOCUMENT_IDS]) == []
     assert _docs(q) == []
@@ -217,7 +237,7 @@ def test_empty_collection_and_no_results(inst, ef):
     _reset(inst)
     res = full.query(query_texts=["France"], n_results=3, where={"country": "nowhere"})
     assert res["ids"] == [[]]
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     assert list(q.attributes[semconv.RETRIEVAL_DOCUMENT_IDS]) == [] and _docs(q) == []
     assert q.status.status_code != StatusCode.ERROR
 
@@ -234,7 +254,7 @@ def test_huge_documents_are_truncated_and_stay_valid_json(inst):
     )
     _reset(inst)
     col.query(query_embeddings=[[1.0, 0.1]], n_results=2)
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     raw = q.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS]
     assert len(raw.encode("utf-8")) <= inst.config.max_attribute_bytes
     docs = json.loads(raw)  # valid JSON
@@ -253,7 +273,7 @@ def test_user_exception_propagates_unchanged_and_span_records_error(inst):
     with pytest.raises(Exception) as plain:
         col.query(query_embeddings=[[1.0, 0.0, 0.0]], n_results=1)
     assert type(info.value) is type(plain.value) and str(info.value) == str(plain.value)
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     assert q.status.status_code == StatusCode.ERROR
     assert q.attributes[semconv.ERROR_TYPE] == type(info.value).__qualname__
     assert any(e.name == "exception" for e in q.events)
@@ -318,7 +338,7 @@ def test_http_server_query_span_carries_server_address(inst, chroma_server, ef):
     _fill(col)
     _reset(inst)
     res = col.query(query_texts=["French food city"], n_results=2, where_document={"$contains": "France"})
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     assert q.attributes[semconv.SERVER_ADDRESS] == "127.0.0.1"
     assert q.attributes[semconv.SERVER_PORT] == chroma_server
     assert json.loads(q.attributes[semconv.DB_WHERE_DOCUMENT]) == {"$contains": "France"}
@@ -334,7 +354,7 @@ async def test_async_http_client_query_span(inst, chroma_server):
     await col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
     _reset(inst)
     res = await col.query(query_embeddings=[[0.9, 0.1]], n_results=1)
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     assert list(q.attributes[semconv.RETRIEVAL_DOCUMENT_IDS]) == res["ids"][0] == ["a"]
     assert q.attributes[semconv.SERVER_PORT] == chroma_server
 
@@ -355,7 +375,7 @@ def test_server_gone_mid_session_error_propagates_and_is_recorded(inst, tmp_path
     with pytest.raises(Exception) as plain:
         col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
     assert type(info.value) is type(plain.value)  # unchanged: the same type the library raises untraced
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     assert q.status.status_code == StatusCode.ERROR
     assert q.attributes[semconv.ERROR_TYPE] == type(info.value).__qualname__
     assert q.attributes[semconv.SERVER_PORT] == port
@@ -373,14 +393,14 @@ def test_instrument_and_uninstrument_are_idempotent(traced):
         col = chromadb.EphemeralClient().create_collection("rt-idem", embedding_function=None)
         col.add(ids=["a"], embeddings=[[1.0, 0.0]])
         col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
-        assert len(traced.by_name("chroma.query")) == 1
+        assert len(_queries(traced.spans())) == 1
     finally:
         rt_chroma.uninstrument()
         rt_chroma.uninstrument()
     assert Collection.query is original
     _reset(traced)
     col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
-    assert traced.by_name("chroma.query") == []
+    assert _queries(traced.spans()) == []
 
 
 def test_no_spans_before_init_or_when_suppressed(inst):
@@ -389,7 +409,7 @@ def test_no_spans_before_init_or_when_suppressed(inst):
     _reset(inst)
     with ragtrail.tracing.suppress_instrumentation():
         col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
-    assert inst.by_name("chroma.query") == []
+    assert _queries(inst.spans()) == []
 
 
 def test_declared_version_range_covers_installed_and_warns_outside(traced, monkeypatch):
@@ -404,7 +424,7 @@ def test_declared_version_range_covers_installed_and_warns_outside(traced, monke
         col = chromadb.EphemeralClient().create_collection("rt-old", embedding_function=None)
         col.add(ids=["a"], embeddings=[[1.0, 0.0]])
         col.query(query_embeddings=[[1.0, 0.0]], n_results=1)
-        assert len(traced.by_name("chroma.query")) == 1  # still traced, no crash
+        assert len(_queries(traced.spans())) == 1  # still traced, no crash
     finally:
         rt_chroma.uninstrument()
 
@@ -420,12 +440,12 @@ def test_batched_query_records_the_first_query_and_the_count(inst, ef):
     _fill(col)
     _reset(inst)
     res = col.query(query_texts=["German capital", "purring animals"], n_results=1, include=["distances"])
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     assert q.attributes[semconv.RETRIEVAL_QUERY_COUNT] == 2
     assert list(q.attributes[semconv.RETRIEVAL_DOCUMENT_IDS]) == res["ids"][0] == ["berlin"]
     docs = _docs(q)
     assert "content" not in docs[0] and docs[0]["score"] == pytest.approx(1.0 / (1.0 + res["distances"][0][0]))
-    (e,) = [s for s in inst.spans() if s.name == "chroma.embed"]
+    (e,) = [s for s in inst.spans() if s.name == "embeddings all-MiniLM-L6-v2"]
     assert e.attributes[semconv.EMBEDDING_COUNT] == 2
 
 
@@ -443,7 +463,7 @@ def test_content_capture_off_keeps_ids_and_scores_only(traced, ef):
     finally:
         cfg.capture_content = True
         rt_chroma.uninstrument()
-    q = _one(traced.spans(), "chroma.query")
+    q = _query(traced.spans())
     docs = _docs(q)
     assert [set(d) for d in docs] == [{"id", "rank", "score"}] * 2
     assert semconv.GEN_AI_RETRIEVAL_QUERY_TEXT not in q.attributes and semconv.DB_WHERE not in q.attributes
@@ -478,7 +498,7 @@ def test_server_killed_while_a_query_is_in_flight(inst, tmp_path):
     assert not worker.is_alive()
     err = outcome.get("error")
     assert err is not None and "result" not in outcome
-    q = _one(inst.spans(), "chroma.query")
+    q = _query(inst.spans())
     assert q.status.status_code == StatusCode.ERROR
     assert q.attributes[semconv.ERROR_TYPE] == type(err).__qualname__
     (event,) = [e for e in q.events if e.name == "exception"]

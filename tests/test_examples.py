@@ -53,8 +53,8 @@ def test_langchain_rag_app(tmp_path):
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "answer: Public pages are read-only and can be protected with a password." in p.stdout
-    # the printed tree: chain → retriever → (embedding, chroma query) … chat model with tokens
-    assert "[RETRIEVER]" in p.stdout and "chroma.query" in p.stdout and "[EMBEDDING]" in p.stdout
+    # the printed tree: chain → retriever → (embedding, the demo's Chroma collection) … chat model
+    assert "retrieval lumen-help  [RETRIEVER]" in p.stdout and "[EMBEDDING]" in p.stdout
     assert re.search(r"chat ragtrail-extractive-v1\s+\[LLM\].*tokens \d+→\d+.*ttft", p.stdout)
 
 
@@ -67,7 +67,7 @@ def test_llamaindex_rag_app(tmp_path):
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "sources: [('kb-028'" in p.stdout  # the reminders article ranks first
-    assert "retrieval VectorIndexRetriever  [RETRIEVER]" in p.stdout and "chroma.query  [RETRIEVER]" in p.stdout
+    assert "retrieval VectorIndexRetriever  [RETRIEVER]" in p.stdout and "retrieval lumen-help-li  [RETRIEVER]" in p.stdout
     assert re.search(r"text_completion MockLLM\s+\[LLM\].*tokens \d+→32", p.stdout)
 
 

@@ -88,6 +88,8 @@ def _expected_name(run: Any) -> str:
         return f"execute_tool {run.name}"
     if run.name == "AgentExecutor":
         return f"invoke_agent {run.name}"
+    if any(c.name == "agent" and any(g.name == "call_model" for g in c.child_runs) for c in run.child_runs):
+        return f"invoke_agent {run.name}"  # a langgraph.prebuilt.create_react_agent graph
     return run.name
 
 
@@ -250,6 +252,49 @@ def test_tool_calling_agent_tree_and_tool_spans(traced):  # type: ignore[no-unty
     assert reasons == ["stop", "tool_calls"]
     nodes = {s.attributes.get(semconv.LANGGRAPH_NODE) for s in spans} - {None}
     assert {"agent", "tools"} <= nodes
+    # the prebuilt ReAct graph is the agent (unnamed: LangGraph names the graph "LangGraph")
+    (agent_span,) = [s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.AGENT]
+    assert agent_span.parent is None and agent_span.name == "invoke_agent LangGraph"
+    assert agent_span.attributes[semconv.GEN_AI_OPERATION_NAME] == "invoke_agent"
+    assert agent_span.attributes[semconv.GEN_AI_AGENT_NAME] == "LangGraph"
+    assert tool_span.parent.span_id != agent_span.context.span_id  # the tool runs in the "tools" node
+
+
+def test_react_agent_inside_a_larger_graph_is_one_named_agent_span(traced):  # type: ignore[no-untyped-def]
+    """A named create_react_agent graph used as a node of an outer graph: only it is the agent, once per
+    invocation however many model steps it takes; the outer graph and the nodes stay CHAIN."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.prebuilt import create_react_agent
+
+    agent = create_react_agent(_agent_model(), [lookup_population], name="census_agent")
+
+    class State(TypedDict):
+        question: str
+        answer: str
+
+    def ask(state: State) -> State:
+        out = agent.invoke({"messages": [("user", state["question"])]})
+        return {"question": state["question"], "answer": out["messages"][-1].content}
+
+    g = StateGraph(State)
+    g.add_node("ask", ask)
+    g.add_edge(START, "ask")
+    g.add_edge("ask", END)
+    h, rc = _both()
+    out = g.compile(name="desk").invoke({"question": "Paris?", "answer": ""}, config={"callbacks": [h, rc]})
+    assert out["answer"] == "Paris has 2.1 million people."
+    spans = traced.spans()
+    assert_same_tree(spans, rc)
+    (agent_span,) = [s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.AGENT]
+    assert agent_span.name == "invoke_agent census_agent"
+    assert agent_span.attributes[semconv.GEN_AI_AGENT_NAME] == "census_agent"
+    by_id = {s.context.span_id: s for s in spans}
+    assert by_id[agent_span.parent.span_id].name == "ask"  # nested in the outer graph's node
+    assert next(s for s in spans if s.name == "desk").attributes[semconv.SPAN_KIND] == semconv.CHAIN
+    assert [s.name for s in spans].count("call_model") == 2  # two model steps, one agent span
+    assert h.open_runs == 0
 
 
 def test_tool_error_is_recorded(traced):  # type: ignore[no-untyped-def]
@@ -613,6 +658,7 @@ def test_langgraph_nodes_and_interrupt_is_not_an_error(traced):  # type: ignore[
     assert review_span.status.status_code != StatusCode.ERROR
     assert semconv.LANGGRAPH_INTERRUPT_EVENT in [e.name for e in review_span.events]
     assert all(s.status.status_code != StatusCode.ERROR for s in spans)
+    assert not [s for s in spans if s.attributes[semconv.SPAN_KIND] == semconv.AGENT]  # a graph, not an agent
     assert h.open_runs == 0
 
 

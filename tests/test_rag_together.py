@@ -105,14 +105,14 @@ def test_langchain_rag_chain_is_one_trace_with_embedding_and_chroma_query(connec
                 (
                     "retrieval VectorStoreRetriever",
                     semconv.RETRIEVER,
-                    [(f"embeddings {model}", semconv.EMBEDDING, []), ("chroma.query", semconv.RETRIEVER, [])],
+                    [(f"embeddings {model}", semconv.EMBEDDING, []), ("retrieval rt-lc-rag", semconv.RETRIEVER, [])],
                 ),
                 ("ChatPromptTemplate", semconv.CHAIN, []),
                 ("chat FakeListChatModel", semconv.LLM, []),
             ],
         )
     ]
-    (query,) = [s for s in spans if s.name == "chroma.query"]
+    (query,) = [s for s in spans if s.name == "retrieval rt-lc-rag"]
     docs = json.loads(query.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     assert len(docs) == 3 and docs[0]["id"] == "paris"
     assert all(isinstance(d["score"], float) and d["id"] in TEXTS for d in docs)
@@ -183,7 +183,7 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
                     semconv.RETRIEVER,
                     [
                         ("embeddings all-MiniLM-L6-v2", semconv.EMBEDDING, []),
-                        ("chroma.query", semconv.RETRIEVER, []),
+                        ("retrieval rt-li-rag", semconv.RETRIEVER, []),
                     ],
                 ),
                 (
@@ -218,7 +218,7 @@ def test_llama_index_query_over_chroma_vector_store_is_one_trace(connectors, min
             ],
         )
     ]
-    (query,) = [s for s in spans if s.name == "chroma.query"]
+    (query,) = [s for s in spans if s.name == "retrieval rt-li-rag"]
     (retrieve,) = [s for s in spans if s.name == "retrieval VectorIndexRetriever"]
     chroma_docs = json.loads(query.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
     li_docs = json.loads(retrieve.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])

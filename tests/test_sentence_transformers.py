@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +75,11 @@ def test_encode_span_has_model_count_batch_dimension_device_and_exact_tokens(ins
     (s,) = _encodes(inst)
     a = s.attributes
     assert a[semconv.SPAN_KIND] == semconv.EMBEDDING
-    assert a[semconv.EMBEDDING_MODEL] == model_path
+    # loaded from a local directory: named by its model card's title, never by the machine's path
+    assert s.name == "embeddings all-MiniLM-L6-v2"
+    assert a[semconv.EMBEDDING_MODEL] == a[semconv.GEN_AI_REQUEST_MODEL] == "all-MiniLM-L6-v2"
+    assert a[semconv.GEN_AI_OPERATION_NAME] == "embeddings" and a[semconv.GEN_AI_PROVIDER_NAME] == "sentence_transformers"
+    assert not [k for k, v in a.items() if isinstance(v, str) and model_path in v]
     assert a[semconv.EMBEDDING_COUNT] == 3
     assert a[semconv.EMBEDDING_BATCH_SIZE] == 2
     assert a[semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] == emb.shape[1] == 384
@@ -134,7 +139,12 @@ def test_cross_encoder_predict_reranker_span(inst, cross_encoder, tokenizer):
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == sum(
         len(ids) for ids in tokenizer([p[0] for p in pairs], [p[1] for p in pairs])["input_ids"]
     )
-    assert a[semconv.RERANKER_MODEL]
+    # a cross-encoder saved to a temp dir: a stable name (no operation name: the conventions have no
+    # rerank operation, the span keeps ragtrail's RERANKER kind)
+    # its card's title is sentence-transformers' placeholder "CrossEncoder": the directory's name instead
+    directory = Path(cross_encoder.model.config._name_or_path)
+    assert a[semconv.RERANKER_MODEL] == a[semconv.GEN_AI_REQUEST_MODEL] == directory.name
+    assert semconv.GEN_AI_OPERATION_NAME not in a
 
 
 def test_cross_encoder_rank_is_one_span_with_ranked_documents(inst, cross_encoder):
@@ -211,3 +221,28 @@ def test_no_gpu_figures_on_cpu(inst, model_path):
     SentenceTransformer(model_path, device="cpu").encode(TEXTS)
     (s,) = _encodes(inst)
     assert not [k for k in s.attributes if k.startswith("ragtrail.gpu.")]
+
+
+# ----------------------------------------------------------------------------- stable model names
+def test_model_name_of_a_local_directory_is_never_its_path(tmp_path):
+    from ragtrail.connectors.sentence_transformers._model_name import card_title, path_tail, stable_name
+
+    assert stable_name("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert stable_name("all-MiniLM-L6-v2") == "all-MiniLM-L6-v2"  # a hub id, not a directory here
+    # a model card whose title is a model name (after YAML front matter, as the Hub writes them)
+    card = tmp_path / "site-packages" / "pkg" / "model"
+    card.mkdir(parents=True)
+    (card / "README.md").write_text("---\nlanguage: en\n# not: a title\n---\n\n# my-embedder-v3\n\ntext\n")
+    assert card_title(str(card)) == "my-embedder-v3" == stable_name(str(card))
+    # a title that is a sentence is not a name: the path's tail, with the parent of a generic "model"
+    (card / "README.md").write_text("# A model trained on my data\n")
+    assert stable_name(str(card)) == "pkg/model"
+    (card / "README.md").write_text("---\ntags: [cross-encoder]\n---\n\n# CrossEncoder\n")  # the placeholder
+    assert stable_name(str(card)) == "pkg/model"
+    (card / "README.md").unlink()
+    assert stable_name(str(card)) == "pkg/model"
+    # the Hugging Face cache layout gives back the hub id; a revision hash is never the name
+    snap = "/home/u/.cache/huggingface/hub/models--BAAI--bge-small-en-v1.5/snapshots/5c38ec7c405ec4b44b94cc5a9bb96e735b38267a"
+    assert path_tail(snap) == "BAAI/bge-small-en-v1.5"
+    assert path_tail("/srv/models/e5-large/checkpoint-1200") == "e5-large/checkpoint-1200"
+    assert path_tail("/srv/models/e5-large") == "e5-large"

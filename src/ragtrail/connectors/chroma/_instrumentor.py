@@ -1,5 +1,6 @@
-"""Chroma connector: ``Collection.query`` → RETRIEVER span, add/upsert/delete/get → spans, the
-collection's embedding-function calls → EMBEDDING spans.
+"""Chroma connector: ``Collection.query`` → RETRIEVER span ``retrieval {collection}``,
+add/upsert/delete/get → ``chroma.{method}`` spans, the collection's embedding-function calls →
+EMBEDDING spans ``embeddings {model}``.
 
 Works the same for the in-process clients (ephemeral, persistent) and the HTTP client of a Chroma
 server, sync (``Collection``) and async (``AsyncCollection``), because it patches the collection
@@ -81,6 +82,20 @@ def _static_attributes(collection: Any) -> dict[str, Any]:
     return attrs
 
 
+def span_name(method: str, attrs: dict[str, Any]) -> str:
+    """``retrieval {collection}`` for a query (the GenAI conventions' retrieval span, the collection
+    being the data source), ``chroma.{method}`` for the other collection calls."""
+    if method == "query":
+        source = attrs.get(semconv.GEN_AI_DATA_SOURCE_ID)
+        return f"{semconv.GEN_AI_OP_RETRIEVAL} {source}" if source else semconv.GEN_AI_OP_RETRIEVAL
+    return f"chroma.{method}"
+
+
+def embed_span_name(model: str | None) -> str:
+    """``embeddings {model}`` (the GenAI conventions' embeddings span), ``embeddings`` without a model."""
+    return f"{semconv.GEN_AI_OP_EMBEDDINGS} {model}" if model else semconv.GEN_AI_OP_EMBEDDINGS
+
+
 def _start(name: str, kind: str, attrs: dict[str, Any]) -> tuple[Any, object]:
     cfg = get_config()
     assert cfg is not None
@@ -98,6 +113,11 @@ def _before(
     bound = ex.bind(method, args, kwargs)
     attrs = dict(_static_attributes(instance))
     attrs[semconv.DB_OPERATION] = method
+    if method == "query":
+        attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_RETRIEVAL
+        collection = attrs.get(semconv.DB_COLLECTION)
+        if collection is not None:
+            attrs[semconv.GEN_AI_DATA_SOURCE_ID] = collection
     ex.request_attributes(method, bound, attrs)
     return bound, attrs
 
@@ -231,7 +251,6 @@ def _guarded(fn: Callable[..., None], what: str, *args: Any) -> None:
 
 
 def _make_sync(method: str) -> Callable[..., Any]:
-    name = f"chroma.{method}"
     kind = semconv.RETRIEVER if method == "query" else semconv.TOOL
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -239,7 +258,7 @@ def _make_sync(method: str) -> Callable[..., Any]:
             return wrapped(*args, **kwargs)
         try:
             bound, attrs = _before(method, instance, args, kwargs)
-            span, token = _start(name, kind, attrs)
+            span, token = _start(span_name(method, attrs), kind, attrs)
         except Exception:
             _failed(f"{method} start")
             return wrapped(*args, **kwargs)
@@ -259,7 +278,6 @@ def _make_sync(method: str) -> Callable[..., Any]:
 
 
 def _make_async(method: str) -> Callable[..., Any]:
-    name = f"chroma.{method}"
     kind = semconv.RETRIEVER if method == "query" else semconv.TOOL
 
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -267,7 +285,7 @@ def _make_async(method: str) -> Callable[..., Any]:
             return await wrapped(*args, **kwargs)
         try:
             bound, attrs = _before(method, instance, args, kwargs)
-            span, token = _start(name, kind, attrs)
+            span, token = _start(span_name(method, attrs), kind, attrs)
         except Exception:
             _failed(f"{method} start")
             return await wrapped(*args, **kwargs)
@@ -294,7 +312,7 @@ def _embed_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
         inputs = args[0] if args else kwargs.get("input")
         attrs: dict[str, Any] = {
             semconv.DB_SYSTEM: "chroma",
-            semconv.GEN_AI_OPERATION_NAME: "embeddings",
+            semconv.GEN_AI_OPERATION_NAME: semconv.GEN_AI_OP_EMBEDDINGS,
         }
         static = _static_attributes(instance)
         if semconv.DB_COLLECTION in static:
@@ -308,7 +326,7 @@ def _embed_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
         n = ex._count(inputs)
         if n is not None:
             attrs[semconv.EMBEDDING_COUNT] = n
-        span, token = _start("chroma.embed", semconv.EMBEDDING, attrs)
+        span, token = _start(embed_span_name(model), semconv.EMBEDDING, attrs)
     except Exception:
         _failed("embed start")
         return wrapped(*args, **kwargs)

@@ -35,7 +35,11 @@ from ragtrail.connectors.langchain import _extract as ex
 from ragtrail.connectors.langchain._runs import (
     AGENT_NAMES,
     CREATE_AGENT_INTEGRATION,
+    LANGGRAPH_INTEGRATION,
+    REACT_AGENT_MODEL_STEP,
+    REACT_AGENT_NODE,
     RunTracker,
+    _Run,
     merge_attributes,
     operation_name,
 )
@@ -101,6 +105,7 @@ class CallbackHandler(RunTracker):
                 attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_INVOKE_AGENT
                 attrs[semconv.GEN_AI_AGENT_NAME] = agent
                 span_name = f"{semconv.GEN_AI_OP_INVOKE_AGENT} {agent}"
+            node = None
             if metadata:
                 node = metadata.get("langgraph_node")
                 if node is not None and node == name:
@@ -125,8 +130,42 @@ class CallbackHandler(RunTracker):
             if run is not None:
                 run.prompt = prompt
                 run.agent = run.agent or kind == semconv.AGENT
+                if node is not None and node == name:
+                    run.node = str(node)
+                elif name == REACT_AGENT_MODEL_STEP and node == REACT_AGENT_NODE and metadata:
+                    self._react_agent(run, metadata)
         except Exception:
             self._fail("on_chain_start")
+
+    def _react_agent(self, run: _Run, metadata: dict[str, Any]) -> None:
+        """Make the graph run of a ``langgraph.prebuilt.create_react_agent`` agent an agent span.
+
+        Such a graph announces nothing at its start (its run is named after the graph, its metadata is
+        LangGraph's ``ls_integration=langgraph`` like any graph's), so it is recognised by what its first
+        step runs: its ``agent`` node calling the prebuilt's ``call_model``. The graph's span is then
+        renamed ``invoke_agent {graph name}`` and given the agent attributes after its start: a sampler
+        does not see them, every exporter does (the span has not ended).
+        """
+        node = run.parent
+        graph = node.parent if node is not None else None
+        if (
+            node is None
+            or graph is None
+            or node.node != REACT_AGENT_NODE
+            or graph.agent
+            or metadata.get("ls_integration") != LANGGRAPH_INTEGRATION
+        ):
+            return
+        agent = graph.name
+        graph.span.update_name(f"{semconv.GEN_AI_OP_INVOKE_AGENT} {agent}")
+        graph.span.set_attributes(
+            {
+                semconv.GEN_AI_OPERATION_NAME: semconv.GEN_AI_OP_INVOKE_AGENT,
+                semconv.GEN_AI_AGENT_NAME: agent,
+                semconv.SPAN_KIND: semconv.AGENT,
+            }
+        )
+        graph.agent = node.agent = run.agent = True
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:

@@ -43,6 +43,13 @@ _monotonic_ns = time.monotonic_ns
 AGENT_NAMES = frozenset({"AgentExecutor", "agent_executor"})
 CREATE_AGENT_INTEGRATION = "langchain_create_agent"
 """``ls_integration`` metadata of a graph made by ``langchain.agents.create_agent`` (inherited by its runs)."""
+LANGGRAPH_INTEGRATION = "langgraph"
+"""``ls_integration`` metadata that LangGraph puts on every run of a graph."""
+REACT_AGENT_NODE = "agent"
+"""The model node of a ``langgraph.prebuilt.create_react_agent`` graph …"""
+REACT_AGENT_MODEL_STEP = "call_model"
+"""… and the runnable it runs first: together they tell a prebuilt ReAct agent (LangGraph sets no
+agent metadata of its own on these graphs; see CallbackHandler._react_agent)."""
 _CONTROL_FLOW = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
 _SWEEP_EVERY = 512
 
@@ -51,7 +58,8 @@ class _Run:
     """What the handler keeps for an open run (released when the run ends)."""
 
     __slots__ = (
-        "agent", "ctx", "ended", "model", "prev", "prompt", "provider", "root", "run_type", "span", "t0", "ttft_ns",
+        "agent", "ctx", "ended", "model", "name", "node", "parent", "prev", "prompt", "provider", "root", "run_type",
+        "span", "t0", "ttft_ns",
     )  # fmt: skip
 
     def __init__(self, span: Span, run_type: str, t0: int) -> None:
@@ -67,6 +75,9 @@ class _Run:
         self.prompt: dict[str, Any] | None = None  # registry prompt seen under this run (see _prompt)
         self.root = False
         self.agent = False  # this run is an agent's, or runs inside one (see CallbackHandler.on_chain_start)
+        self.name = ""  # the span name it started with
+        self.node: str | None = None  # the LangGraph node this run is the run of
+        self.parent: _Run | None = None  # the parent run, when this handler saw it
 
 
 def _strip_langchain(ctx: Context) -> Context:
@@ -180,6 +191,8 @@ class RunTracker(BaseCallbackHandler):
         run = _Run(span, run_type, now)
         run.root = parent_run_id is None
         run.agent = p is not None and p.agent
+        run.name = name
+        run.parent = p
         values = dict(cur)  # one copy instead of one per set_value()
         values[_SPAN_KEY] = span
         values[_RUN_KEY] = run

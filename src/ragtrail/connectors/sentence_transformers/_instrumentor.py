@@ -6,6 +6,9 @@
 * ``CrossEncoder.predict`` → RERANKER span (pairs, top scores); ``CrossEncoder.rank`` → one RERANKER
   span (query, ranked documents with scores), its inner ``predict`` not traced twice.
 
+Models loaded from a local directory are named by their model card's title or the directory's last
+path components, not by the path (see :mod:`._model_name`).
+
 Token counts are exact and nearly free: the model's own tokenizer output is observed as it goes by
 (the attention masks of the batches ``preprocess`` builds are summed), so nothing is tokenized twice.
 They are recorded as ``gen_ai.usage.input_tokens`` with source ``provider`` (the model's tokenizer
@@ -30,6 +33,7 @@ from opentelemetry.trace import Span
 
 from ragtrail import semconv
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
+from ragtrail.connectors.sentence_transformers._model_name import stable_name
 from ragtrail.tracing import get_config, is_enabled, record_documents, record_exception, set_content
 from ragtrail.tracing import gpu as _gpu
 
@@ -55,7 +59,9 @@ _PROVIDER = "sentence_transformers"
 
 
 def model_name(model: Any) -> str | None:
-    """The model's hub id when known, else the name or path it was loaded from (cached per model)."""
+    """The model's hub id when known, else a stable name for the directory it was loaded from (its model
+    card's title or the path's last components, never the full path: see ``_model_name``); cached per
+    model."""
     try:
         return _names[model]
     except (KeyError, TypeError):
@@ -81,6 +87,8 @@ def model_name(model: Any) -> str | None:
             val = getattr(cfg, "_name_or_path", None)
             if isinstance(val, str) and val:
                 name = val
+        if name is not None:
+            name = stable_name(name)
     except Exception:
         name = None
     try:
@@ -130,6 +138,13 @@ def _adoptable_embedding_span(span: Span) -> bool:
     if not span.is_recording():
         return False
     return _attr(span, semconv.SPAN_KIND) == semconv.EMBEDDING and _attr(span, semconv.USAGE_SOURCE) is None
+
+
+def _unnamed_embeddings_span(span: Span) -> bool:
+    """A framework's GenAI embeddings span that knew no model (named ``embeddings``): the model names it."""
+    if _attr(span, semconv.GEN_AI_OPERATION_NAME) != semconv.GEN_AI_OP_EMBEDDINGS:
+        return False
+    return not _attr(span, semconv.GEN_AI_REQUEST_MODEL)
 
 
 # ---------------------------------------------------------------------------------------- wrappers
@@ -182,6 +197,9 @@ def _encode_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
                 attrs[semconv.EMBEDDING_COUNT] = prior + attrs[semconv.EMBEDDING_COUNT]
             if _attr(span, semconv.EMBEDDING_MODEL):
                 attrs.pop(semconv.EMBEDDING_MODEL, None)  # keep the name the framework gave the model
+            elif name and _unnamed_embeddings_span(span):
+                span.update_name(f"{semconv.GEN_AI_OP_EMBEDDINGS} {name}")  # the framework knew no model
+                attrs[semconv.GEN_AI_REQUEST_MODEL] = name
             span.set_attributes(attrs)
         else:
             assert cfg is not None
