@@ -209,6 +209,30 @@ def test_serve_receives_otlp_metrics(tmp_path) -> None:  # type: ignore[no-untyp
     assert cost == pytest.approx(exp, rel=1e-9)
 
 
+@pytest.mark.parametrize("otlp_metrics", [None, True])
+def test_openinference_export_sends_no_metrics_unless_asked(tmp_path, otlp_metrics) -> None:  # type: ignore[no-untyped-def]
+    """``openinference=True`` targets Phoenix, which takes traces only (its /v1/metrics answers 405, logged
+    as an export error every interval): the metrics then stay off OTLP unless ``otlp_metrics=True``."""
+    pytest.importorskip("fastapi")
+    from ragtrail.server import Receiver
+
+    recv_store = str(tmp_path / "recv.db")
+    opts = {} if otlp_metrics is None else {"otlp_metrics": otlp_metrics}
+    with Receiver(recv_store, http_port=0, grpc_port=None, project="fallback") as r:
+        ragtrail.init(project="phoenix-app", otlp_endpoint=f"http://127.0.0.1:{r.http_port}", store_exporter=False,
+                      openinference=True, **opts)  # fmt: skip
+        try:
+            with ragtrail.span("chat", kind="LLM") as s:
+                ragtrail.record_usage(s, provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=3)
+            assert ragtrail.flush(30)
+        finally:
+            ragtrail.shutdown()
+    client = ragtrail.Client(recv_store)
+    assert list(client.spans_df()["name"]) == ["chat"]  # the traces went over OTLP either way
+    tokens = client.metrics_df(semconv.METRIC_GEN_AI_TOKEN_USAGE)
+    assert len(tokens) == (0 if otlp_metrics is None else 2)  # input and output, only when asked
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_minute_aggregates_add_up(backend, store_path, request) -> None:  # type: ignore[no-untyped-def]
     """Points of one minute and series merge into one row (count and sum added, min/max widened), on

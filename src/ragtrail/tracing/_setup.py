@@ -161,7 +161,9 @@ def init(
             ``tags``, ``metadata`` (defaults under every ``ragtrail.context()``), ``sample_rate`` (0.0–1.0 or
             ``{project: rate}``; default ``$RAGTRAIL_SAMPLE_RATE`` else 1.0), ``sample_rules`` (root span
             name glob → rate), ``keep_errors`` (default True), ``metrics`` (GenAI metrics for every
-            call, default True), ``metrics_interval_s`` (default 60), ``prometheus_port``,
+            call, default True), ``metrics_interval_s`` (default 60), ``prometheus_port``, ``otlp_metrics``
+            (send them to ``otlp_endpoint``'s ``/v1/metrics``; default True, False with ``openinference=True``:
+            Phoenix has no metrics endpoint),
             ``metric_readers`` — see docs/production-scale.md; ``spool_dir`` (where spans
             wait while the store is unavailable; default ``$RAGTRAIL_SPOOL_DIR`` or
             ``~/.cache/ragtrail/spool``), ``spool_max_bytes`` (default 512 MiB; 0 turns the spool off), ``writer``
@@ -184,7 +186,7 @@ def init(
         "max_export_batch_size", "schedule_delay_ms", "exporters", "tracer_provider", "store_exporter",
         "session_id", "user_id", "tags", "metadata",
         "sample_rate", "sample_rules", "keep_errors", "metrics", "metrics_interval_s", "prometheus_port",
-        "metric_readers", "spool_dir", "spool_max_bytes", "writer",
+        "metric_readers", "otlp_metrics", "spool_dir", "spool_max_bytes", "writer",
     }  # fmt: skip
     unknown = set(options) - known
     if unknown:
@@ -280,7 +282,8 @@ def init(
             setattr(provider, _SWITCH_ATTR, switch)
             provider.add_span_processor(switch)
         keeper = _sampling.apply(provider, sampling, processors)
-        metrics = _metrics.setup(project, store_obj, otlp_endpoint, options)
+        otlp_metrics = options.get("otlp_metrics", not openinference)
+        metrics = _metrics.setup(project, store_obj, otlp_endpoint if otlp_metrics else None, options)
         switch.targets = (*processors, keeper) if keeper is not None else tuple(processors)
         tracer = provider.get_tracer(_TRACER_NAME)
         if getattr(provider, _OWNED_ATTR, False):
