@@ -335,3 +335,24 @@ def test_models_loaded_by_path_are_never_named_by_the_path(inst, minilm):
     for s in spans:
         assert root not in s.name
         assert not [k for k, v in s.attributes.items() if root in str(v)], (s.name, s.attributes)
+
+
+def test_retrieval_spans_name_a_genai_provider_only_for_a_provider_service(inst, index):
+    """gen_ai.provider.name on retrieval spans is conditionally required "when applicable": a retriever
+    backed by a GenAI provider (Bedrock Knowledge Bases; this class stands in for
+    llama-index-retrievers-bedrock's ``AmazonKnowledgeBasesRetriever``, not installed) carries it at span
+    start; the real VectorIndexRetriever over a local index has no GenAI provider and carries none."""
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    class AmazonKnowledgeBasesRetriever(BaseRetriever):
+        def _retrieve(self, query_bundle):
+            return [NodeWithScore(node=TextNode(text=TEXTS["paris"], id_="kb-1"), score=0.7)]
+
+    AmazonKnowledgeBasesRetriever().retrieve("capital of France")
+    index.as_retriever(similarity_top_k=1).retrieve("capital of France")
+    spans = inst.spans()
+    kb = _one(spans, "retrieval AmazonKnowledgeBasesRetriever")
+    assert kb.attributes[semconv.GEN_AI_PROVIDER_NAME] == "aws.bedrock"
+    local = _one(spans, "retrieval VectorIndexRetriever")
+    assert semconv.GEN_AI_PROVIDER_NAME not in local.attributes

@@ -39,7 +39,7 @@ from opentelemetry.trace import Span
 
 from ragtrail import semconv
 from ragtrail._log import logger
-from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
+from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions, retriever_provider
 from ragtrail.tracing import (
     get_config,
     is_enabled,
@@ -429,6 +429,9 @@ def _genai_name(kind: str, name: str, instance: Any, model: Any, attrs: dict[str
     if kind == semconv.RETRIEVER:
         attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_RETRIEVAL
         attrs[semconv.GEN_AI_DATA_SOURCE_ID] = cls
+        provider = retriever_provider(cls)
+        if provider:  # a GenAI provider's retrieval service; vector stores have none (documented)
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
         return f"{semconv.GEN_AI_OP_RETRIEVAL} {cls}"
     if kind == semconv.TOOL:
         meta = getattr(instance, "metadata", None)
