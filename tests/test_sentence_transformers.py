@@ -78,7 +78,9 @@ def test_encode_span_has_model_count_batch_dimension_device_and_exact_tokens(ins
     # loaded from a local directory: named by its model card's title, never by the machine's path
     assert s.name == "embeddings all-MiniLM-L6-v2"
     assert a[semconv.EMBEDDING_MODEL] == a[semconv.GEN_AI_REQUEST_MODEL] == "all-MiniLM-L6-v2"
-    assert a[semconv.GEN_AI_OPERATION_NAME] == "embeddings" and a[semconv.GEN_AI_PROVIDER_NAME] == "sentence_transformers"
+    assert (
+        a[semconv.GEN_AI_OPERATION_NAME] == "embeddings" and a[semconv.GEN_AI_PROVIDER_NAME] == "sentence_transformers"
+    )
     assert not [k for k, v in a.items() if isinstance(v, str) and model_path in v]
     assert a[semconv.EMBEDDING_COUNT] == 3
     assert a[semconv.EMBEDDING_BATCH_SIZE] == 2
@@ -225,7 +227,7 @@ def test_no_gpu_figures_on_cpu(inst, model_path):
 
 # ----------------------------------------------------------------------------- stable model names
 def test_model_name_of_a_local_directory_is_never_its_path(tmp_path):
-    from ragtrail.connectors.sentence_transformers._model_name import card_title, path_tail, stable_name
+    from ragtrail.tracing._model_name import card_title, path_tail, stable_name
 
     assert stable_name("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
     assert stable_name("all-MiniLM-L6-v2") == "all-MiniLM-L6-v2"  # a hub id, not a directory here
@@ -246,3 +248,10 @@ def test_model_name_of_a_local_directory_is_never_its_path(tmp_path):
     assert path_tail(snap) == "BAAI/bge-small-en-v1.5"
     assert path_tail("/srv/models/e5-large/checkpoint-1200") == "e5-large/checkpoint-1200"
     assert path_tail("/srv/models/e5-large") == "e5-large"
+    # the one helper every connector imports from the public connector API; a caller's card title wins
+    from ragtrail.tracing import model_display_name
+
+    assert model_display_name(str(card)) == "pkg/model"
+    assert model_display_name(str(card), card_title="bge-m3") == "bge-m3"
+    assert model_display_name(str(card), card_title="SentenceTransformer") == "pkg/model"  # placeholder
+    assert model_display_name("gpt-4o-mini", card_title="x") == "gpt-4o-mini"  # not a path: unchanged

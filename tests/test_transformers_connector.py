@@ -6,6 +6,7 @@ its tokens and timings are real.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -76,7 +77,10 @@ def test_generate_span_tokens_ttft_device_cost(hf, tiny) -> None:  # type: ignor
     a = s.attributes
     assert a[semconv.SPAN_KIND] == semconv.LLM
     assert a[semconv.GEN_AI_PROVIDER_NAME] == "huggingface"
-    assert a[semconv.GEN_AI_REQUEST_MODEL] == model.name_or_path
+    # loaded from a local directory: named by the directory (its last component), never by the path
+    assert model.name_or_path.startswith("/")
+    assert a[semconv.GEN_AI_REQUEST_MODEL] == os.path.basename(model.name_or_path.rstrip("/"))
+    assert s.name == f"text_completion {a[semconv.GEN_AI_REQUEST_MODEL]}"
     assert a[semconv.GEN_AI_REQUEST_MAX_TOKENS] == 9
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == int(enc["attention_mask"].sum())  # padding not counted
     expected = _new_token_counts(out, enc["input_ids"].shape[1], {model.config.eos_token_id})
@@ -180,7 +184,10 @@ def test_content_switch_off_records_tokens_not_text(store_path, tiny) -> None:  
         pipeline("text-generation", model=model, tokenizer=tok)("secret prompt", max_new_tokens=3, do_sample=False)
         ragtrail.flush()
         spans = mem.get_finished_spans()
-        assert sorted(s.name.split(" ", 1)[0] for s in spans) == ["text_completion", "transformers.pipeline.text-generation"]
+        assert sorted(s.name.split(" ", 1)[0] for s in spans) == [
+            "text_completion",
+            "transformers.pipeline.text-generation",
+        ]
         for s in spans:
             assert semconv.INPUT_VALUE not in s.attributes and semconv.OUTPUT_VALUE not in s.attributes
         (llm,) = [s for s in spans if s.name.startswith("text_completion ")]
@@ -243,3 +250,27 @@ def test_importing_the_connector_does_not_import_transformers() -> None:
     code = "import sys, ragtrail.connectors.transformers; print('transformers' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_local_directory_model_never_names_spans_by_its_path(hf, tiny, tiny_llama_dir) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """generate() and a pipeline over a model loaded from a directory: no span name or attribute holds the
+    path (span names, gen_ai.request.model and gen_ai.response.model are the directory's stable name)."""
+    from transformers import pipeline
+
+    tok, model = tiny
+    enc = tok(["hello there"], return_tensors="pt")
+    with torch.no_grad():
+        model.generate(**enc, max_new_tokens=3, do_sample=False)
+    pipe = pipeline("text-generation", model=tiny_llama_dir, tokenizer=tiny_llama_dir, device="cpu")
+    pipe("hello", max_new_tokens=3, do_sample=False)
+    spans = hf.spans()
+    assert len(_generates(hf)) == 2
+    path = str(tiny_llama_dir).rstrip("/")
+    expected = os.path.basename(path)
+    for s in _generates(hf):
+        assert s.name == f"text_completion {expected}"
+        assert s.attributes[semconv.GEN_AI_REQUEST_MODEL] == expected
+        assert s.attributes[semconv.GEN_AI_RESPONSE_MODEL] == expected
+    for s in spans:
+        assert path not in s.name
+        assert not [k for k, v in s.attributes.items() if path in str(v)], s.name

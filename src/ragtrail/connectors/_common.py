@@ -98,3 +98,24 @@ def module_functions(cls: type[RagtrailInstrumentor]) -> tuple[Callable[..., Non
     instrument.__doc__ = f"Trace every {cls.library} call in this process (idempotent). See {cls.__name__}."
     uninstrument.__doc__ = f"Stop tracing {cls.library} and remove the patches (idempotent)."
     return instrument, uninstrument
+
+
+# Retrievers whose backend is a GenAI provider (one of the GenAI conventions' well-known
+# ``gen_ai.provider.name`` values), keyed by the class name without its ``Retriever`` suffix, lower case
+# (LangChain's ``ls_retriever_name``). Retrieval spans of these carry ``gen_ai.provider.name``, which the
+# convention requires on retrieval spans only "when applicable". Vector stores (Chroma, FAISS, pgvector…)
+# and in-process retrievers are not GenAI providers: the convention lists none, so their retrieval spans
+# carry no ``gen_ai.provider.name``; the store is named by ``db.system.name`` instead.
+RETRIEVER_PROVIDERS = {
+    "amazonknowledgebases": "aws.bedrock",  # Bedrock Knowledge Bases (LangChain and LlamaIndex)
+    "cohererag": "cohere",  # LangChain's CohereRagRetriever (Cohere chat with connectors)
+}
+
+
+def retriever_provider(name: str | None) -> str | None:
+    """The GenAI provider behind a retriever class (``AmazonKnowledgeBasesRetriever`` or LangChain's
+    ``ls_retriever_name`` ``amazonknowledgebases`` → ``aws.bedrock``), else None (see above)."""
+    if not isinstance(name, str) or not name:
+        return None
+    key = name[9:] if name.startswith("Retriever") else name[:-9] if name.endswith("Retriever") else name
+    return RETRIEVER_PROVIDERS.get(key.lower())

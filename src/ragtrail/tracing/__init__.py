@@ -3,7 +3,8 @@
 The public connector API is here too (connectors import nothing else from ragtrail but ``semconv``):
 :func:`get_config`, :func:`start_span`, :func:`is_enabled`, :func:`set_content`,
 :func:`content_value` (and :func:`reuse_content`), :func:`capture_content`, :func:`record_exception`, :func:`record_usage`,
-:func:`record_documents`, :func:`active_llm_span` / :data:`LLM_SPAN_KEY`, :class:`FailureCounter`
+:func:`record_documents`, :func:`model_display_name` (a stable model name instead of a local path),
+:func:`active_llm_span` / :data:`LLM_SPAN_KEY`, :class:`FailureCounter`
 (with its ``guard`` decorator), background spans for hot paths (:func:`start_background_span`,
 :func:`finish_background_span`, :func:`defer_attributes`, :class:`Recorder`) and :mod:`gpu`
 (GPU sampling around a call).
@@ -41,6 +42,7 @@ from ragtrail.tracing._messages import (
     to_message,
 )
 from ragtrail.tracing._model import SpanRecord, Trace
+from ragtrail.tracing._model_name import model_display_name
 from ragtrail.tracing._sampling import make_sampler
 from ragtrail.tracing._setup import Config, flush, get_config, init, shutdown, stats
 from ragtrail.tracing._spans import (
@@ -117,6 +119,7 @@ __all__ = [
     "mask_value",
     "message_attributes",
     "message_text",
+    "model_display_name",
     "note_instrumented",
     "read_input_messages",
     "read_messages",

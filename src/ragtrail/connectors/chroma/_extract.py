@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.tracing import model_display_name
 
 SPACE_TO_SCORE_KIND: dict[str, str] = {
     "cosine": "cosine_similarity",
@@ -81,20 +82,21 @@ def distance_space(collection: Any) -> str:
 
 
 def embedding_function_name(ef: Any) -> tuple[str | None, str | None]:
-    """(model name, embedding-function class) of a Chroma embedding function, as far as it tells."""
+    """(model name, embedding-function class) of a Chroma embedding function, as far as it tells; a model
+    loaded from a local directory is named by :func:`ragtrail.tracing.model_display_name`, never its path."""
     if ef is None:
         return None, None
     cls = type(ef).__name__
     for attr in ("model_name", "_model_name", "model"):
         val = getattr(ef, attr, None)
         if isinstance(val, str) and val:
-            return val, cls
+            return model_display_name(val), cls
     try:
         cfg = ef.get_config() if hasattr(ef, "get_config") else None
         if isinstance(cfg, Mapping):
             for key in ("model_name", "model"):
                 if isinstance(cfg.get(key), str):
-                    return str(cfg[key]), cls
+                    return model_display_name(str(cfg[key])), cls
     except Exception:
         pass
     try:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ragtrail import semconv
-from ragtrail.tracing import to_message
+from ragtrail.tracing import model_display_name, to_message
 
 STR_CAP = 8_192
 """Longest string kept whole in captured content (characters); the attribute byte cap applies after."""
@@ -56,7 +56,18 @@ def model_name(
     invocation_params: Mapping[str, Any] | None,
     metadata: Mapping[str, Any] | None,
 ) -> str | None:
-    """Requested model: invocation params, then ``ls_model_name`` metadata, then serialized kwargs."""
+    """Requested model: invocation params, then ``ls_model_name`` metadata, then serialized kwargs; a
+    model loaded from a local directory (``HuggingFacePipeline(model_id=<dir>)``, an embedding model by
+    path…) is named by :func:`ragtrail.tracing.model_display_name`, never by its path."""
+    name = _model_name(serialized, invocation_params, metadata)
+    return model_display_name(name) if name else None
+
+
+def _model_name(
+    serialized: Mapping[str, Any] | None,
+    invocation_params: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+) -> str | None:
     if invocation_params:
         for k in _MODEL_KEYS:
             v = invocation_params.get(k)
@@ -234,7 +245,7 @@ def response_info(response: Any, out: dict[str, Any]) -> None:
     if reasons:
         out[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
     if isinstance(model, str) and model:
-        out[semconv.GEN_AI_RESPONSE_MODEL] = model
+        out[semconv.GEN_AI_RESPONSE_MODEL] = model_display_name(model)
     if isinstance(rid, str) and rid:
         out[semconv.GEN_AI_RESPONSE_ID] = rid
 

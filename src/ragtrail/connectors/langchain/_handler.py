@@ -31,6 +31,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from ragtrail import semconv
+from ragtrail.connectors._common import retriever_provider
 from ragtrail.connectors.langchain import _extract as ex
 from ragtrail.connectors.langchain._runs import (
     AGENT_NAMES,
@@ -375,6 +376,9 @@ class CallbackHandler(RunTracker):
                 em = metadata.get("ls_embedding_provider")
                 if isinstance(em, str):
                     attrs[semconv.EMBEDDING_MODEL] = em
+                provider = retriever_provider(metadata.get("ls_retriever_name"))
+                if provider:  # a GenAI provider's retrieval service; vector stores have none (documented)
+                    attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
             if parent_run_id is None:
                 self._root_extras(attrs, tags, metadata)
             if self._capture(parent_run_id):

@@ -39,10 +39,11 @@ from opentelemetry.trace import Span
 
 from ragtrail import semconv
 from ragtrail._log import logger
-from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
+from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions, retriever_provider
 from ragtrail.tracing import (
     get_config,
     is_enabled,
+    model_display_name,
     record_documents,
     record_exception,
     record_messages,
@@ -428,6 +429,9 @@ def _genai_name(kind: str, name: str, instance: Any, model: Any, attrs: dict[str
     if kind == semconv.RETRIEVER:
         attrs[semconv.GEN_AI_OPERATION_NAME] = semconv.GEN_AI_OP_RETRIEVAL
         attrs[semconv.GEN_AI_DATA_SOURCE_ID] = cls
+        provider = retriever_provider(cls)
+        if provider:  # a GenAI provider's retrieval service; vector stores have none (documented)
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
         return f"{semconv.GEN_AI_OP_RETRIEVAL} {cls}"
     if kind == semconv.TOOL:
         meta = getattr(instance, "metadata", None)
@@ -495,7 +499,8 @@ def _new_span(id_: str, instance: Any, parent_span_id: str | None, bound_args: A
                 attrs[semconv.RETRIEVAL_TOP_K] = top_k
         elif kind == semconv.EMBEDDING:
             model = getattr(instance, "model_name", None)
-            if isinstance(model, str):
+            if isinstance(model, str) and model:
+                model = model_display_name(model)  # a local directory's stable name, never its path
                 attrs[semconv.EMBEDDING_MODEL] = model
                 attrs[semconv.GEN_AI_REQUEST_MODEL] = model
             bs = getattr(instance, "embed_batch_size", None)
@@ -507,7 +512,8 @@ def _new_span(id_: str, instance: Any, parent_span_id: str | None, bound_args: A
             provider = type(instance).__name__
             meta = getattr(instance, "metadata", None)
             model = getattr(meta, "model_name", None) or getattr(instance, "model", None)
-            if isinstance(model, str) and model != "unknown":  # LlamaIndex's default for "not said"
+            if isinstance(model, str) and model and model != "unknown":  # LlamaIndex's "not said"
+                model = model_display_name(model)  # a local directory's stable name, never its path
                 attrs[semconv.GEN_AI_REQUEST_MODEL] = model
             else:
                 model = None
@@ -660,7 +666,7 @@ def _on_event(event: Any) -> None:
     elif kind == "EmbeddingStartEvent":
         md = event.model_dict or {}
         if isinstance(md.get("model_name"), str):
-            span.set_attribute(semconv.EMBEDDING_MODEL, md["model_name"])
+            span.set_attribute(semconv.EMBEDDING_MODEL, model_display_name(md["model_name"]))
     elif kind == "EmbeddingEndEvent":
         chunks = event.chunks or []
         rec.embed_count += len(chunks)
@@ -673,7 +679,7 @@ def _on_event(event: Any) -> None:
         md = event.model_dict or {}
         model = md.get("model") or md.get("model_name")
         if isinstance(model, str) and model and model != "unknown":
-            rec.model = model
+            rec.model = model = model_display_name(model)
             span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, model)
         if kind == "LLMChatStartEvent":
             record_messages(span, list(event.messages or ()))
@@ -703,7 +709,7 @@ def _on_event(event: Any) -> None:
         rec.kind = semconv.RERANKER
         span.set_attribute(semconv.SPAN_KIND, semconv.RERANKER)
         if event.model_name:
-            span.set_attribute(semconv.RERANKER_MODEL, str(event.model_name))
+            span.set_attribute(semconv.RERANKER_MODEL, model_display_name(str(event.model_name)))
         if isinstance(event.top_n, int):
             span.set_attribute(semconv.RETRIEVAL_TOP_K, event.top_n)
         span.set_attribute(semconv.RERANKER_PAIR_COUNT, len(event.nodes or []))

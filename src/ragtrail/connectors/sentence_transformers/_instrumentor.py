@@ -7,7 +7,7 @@
   span (query, ranked documents with scores), its inner ``predict`` not traced twice.
 
 Models loaded from a local directory are named by their model card's title or the directory's last
-path components, not by the path (see :mod:`._model_name`).
+path components, not by the path (see :func:`ragtrail.tracing.model_display_name`).
 
 Token counts are exact and nearly free: the model's own tokenizer output is observed as it goes by
 (the attention masks of the batches ``preprocess`` builds are summed), so nothing is tokenized twice.
@@ -33,8 +33,14 @@ from opentelemetry.trace import Span
 
 from ragtrail import semconv
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
-from ragtrail.connectors.sentence_transformers._model_name import stable_name
-from ragtrail.tracing import get_config, is_enabled, record_documents, record_exception, set_content
+from ragtrail.tracing import (
+    get_config,
+    is_enabled,
+    model_display_name,
+    record_documents,
+    record_exception,
+    set_content,
+)
 from ragtrail.tracing import gpu as _gpu
 
 _ST_MODULE = "sentence_transformers.sentence_transformer.model"
@@ -60,7 +66,7 @@ _PROVIDER = "sentence_transformers"
 
 def model_name(model: Any) -> str | None:
     """The model's hub id when known, else a stable name for the directory it was loaded from (its model
-    card's title or the path's last components, never the full path: see ``_model_name``); cached per
+    card's title or the path's last components, never the full path: see ``ragtrail.tracing.model_display_name``); cached per
     model."""
     try:
         return _names[model]
@@ -88,7 +94,7 @@ def model_name(model: Any) -> str | None:
             if isinstance(val, str) and val:
                 name = val
         if name is not None:
-            name = stable_name(name)
+            name = model_display_name(name)
     except Exception:
         name = None
     try:

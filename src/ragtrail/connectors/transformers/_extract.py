@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.tracing import model_display_name
 
 _SAMPLING = (
     ("temperature", semconv.GEN_AI_REQUEST_TEMPERATURE, float),
@@ -17,11 +18,12 @@ _SAMPLING = (
 
 
 def model_name(model: Any) -> str:
-    """The name the model was loaded under, else its config's model type, else its class name."""
+    """The name the model was loaded under (a local directory's stable name, never its path: see
+    :func:`ragtrail.tracing.model_display_name`), else its config's model type, else its class name."""
     for source in (model, getattr(model, "config", None)):
         name = getattr(source, "name_or_path", None) or getattr(source, "_name_or_path", None)
         if isinstance(name, str) and name:
-            return name
+            return model_display_name(name)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     return str(model_type or type(model).__name__)
 

@@ -25,7 +25,15 @@ from ragtrail import semconv
 from ragtrail._log import logger
 from ragtrail.connectors._common import FailureCounter, RagtrailInstrumentor, module_functions
 from ragtrail.connectors.transformers import _extract as ex
-from ragtrail.tracing import capture_content, is_enabled, record_messages, record_usage, set_content, span
+from ragtrail.tracing import (
+    capture_content,
+    is_enabled,
+    model_display_name,
+    record_messages,
+    record_usage,
+    set_content,
+    span,
+)
 from ragtrail.tracing import gpu as _gpu
 
 _GEN_MODULE = "transformers.generation.utils"
@@ -199,8 +207,8 @@ def _record(
         if counts:
             s.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, counts["finish_reasons"])
             model_out = getattr(getattr(model, "config", None), "_name_or_path", None)
-            if model_out:
-                s.set_attribute(semconv.GEN_AI_RESPONSE_MODEL, model_out)
+            if isinstance(model_out, str) and model_out:
+                s.set_attribute(semconv.GEN_AI_RESPONSE_MODEL, model_display_name(model_out))
     except Exception:
         _failed("usage and timing")
     if counts and capture_content():

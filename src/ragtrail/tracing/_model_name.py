@@ -1,6 +1,8 @@
-"""A stable, low-cardinality name for a sentence-transformers model.
+"""A stable, low-cardinality name for a model loaded from a local directory (every connector uses it).
 
-Span names (``embeddings {model}``) and ``gen_ai.request.model`` take this name. A model loaded from the
+Span names (``embeddings {model}``, ``chat {model}``, ``text_completion {model}``) and
+``gen_ai.request.model`` take this name: the sentence-transformers, transformers, LangChain and LlamaIndex
+connectors pass the framework's model name through :func:`model_display_name`. A model loaded from the
 Hugging Face Hub keeps its hub id (``sentence-transformers/all-MiniLM-L6-v2``). A model loaded from a
 local directory would otherwise be named by its filesystem path, which differs per machine, has
 unbounded cardinality and leaks directory layouts into traces; instead, in this order:
@@ -18,6 +20,7 @@ The full path is not recorded anywhere.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -70,8 +73,38 @@ def path_tail(path: str) -> str:
     return last
 
 
+def model_display_name(name_or_path: str, card_title: str | None = None) -> str:
+    """The name to record for a model: a hub id (or any name that is no path) unchanged; for a local
+    directory, ``card_title`` when the caller knows it and it looks like a model name, else the
+    directory's model card title, else its path tail (see the module docstring). Never raises; never
+    returns the path. Results for paths are cached (a card is read again only when it changed)."""
+    try:
+        if not isinstance(name_or_path, str) or not name_or_path:
+            return str(name_or_path)
+        if not is_local_path(name_or_path):
+            return name_or_path
+        if card_title and _TITLE.match(card_title) and card_title not in _DEFAULT_TITLES:
+            return card_title
+        return _local_name(name_or_path)
+    except Exception:
+        return "local-model"
+
+
+def _local_name(path: str) -> str:
+    # one stat per call: a model card written or edited after the first call is seen
+    try:
+        st = os.stat(os.path.join(os.path.expanduser(path), "README.md"))
+        card = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        card = None
+    return _cached_local_name(path, card)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_local_name(path: str, card: tuple[int, int] | None) -> str:
+    return (card_title(os.path.expanduser(path)) if card is not None else None) or path_tail(path)
+
+
 def stable_name(name_or_path: str) -> str:
-    """A hub id unchanged; a local directory's card title, else its path tail."""
-    if not is_local_path(name_or_path):
-        return name_or_path
-    return card_title(os.path.expanduser(name_or_path)) or path_tail(name_or_path)
+    """Alias of :func:`model_display_name` without a known card title."""
+    return model_display_name(name_or_path)
