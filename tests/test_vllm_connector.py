@@ -6,6 +6,7 @@ metrics and token ids come from the real engine; the model's text is nonsense.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import ragtrail  # noqa: E402
 from ragtrail import semconv  # noqa: E402
 from ragtrail.connectors import vllm as vllm_conn  # noqa: E402
 from ragtrail.connectors.vllm import _extract as ex  # noqa: E402
+from ragtrail.tracing import model_display_name  # noqa: E402
 from tests._tiny_model import tiny_llama_dir  # noqa: E402,F401  (session fixture)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -87,7 +89,9 @@ def test_generate_one_span_per_request_with_engine_tokens_and_timings(traced_vll
         assert a[semconv.GEN_AI_REQUEST_TOP_K] == 20
         assert a[semconv.GEN_AI_REQUEST_SEED] == 7
         assert list(a[semconv.GEN_AI_REQUEST_STOP_SEQUENCES]) == ["\n\n"]
-        assert a[semconv.GEN_AI_REQUEST_MODEL] == llm.model_config.served_model_name
+        # loaded from a local directory: named by its path tail, and the path is nowhere on the span
+        assert a[semconv.GEN_AI_REQUEST_MODEL] == model_display_name(llm.model_config.served_model_name)
+        assert str(llm.model_config.model) not in s.name + json.dumps(dict(a), default=str)
         assert a[semconv.LLM_TIMINGS] == "engine"
         # engine timings: all non-negative, TTFT within the span
         duration = (s.end_time - s.start_time) / 1e9

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ragtrail import semconv
+from ragtrail.tracing import model_display_name
 
 
 def _pos(x: Any) -> float | None:
@@ -186,7 +187,9 @@ def engine_facts(llm: Any) -> dict[str, Any]:
         served = getattr(mc, "served_model_name", None)
         if isinstance(served, (list, tuple)):
             served = served[0] if served else None
-        facts["model"] = served or getattr(mc, "model", None)
+        name = served or getattr(mc, "model", None)
+        # a model loaded from a directory is named by its card or path tail, never by the path (issue 19)
+        facts["model"] = model_display_name(name) if isinstance(name, str) else name
     cfg = getattr(getattr(llm, "llm_engine", None), "vllm_config", None)
     if cfg is not None:
         facts["device_type"] = getattr(getattr(cfg, "device_config", None), "device_type", None)
