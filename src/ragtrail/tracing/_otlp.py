@@ -31,6 +31,7 @@ from ragtrail import semconv
 from ragtrail._exceptions import ConfigError
 from ragtrail._log import logger, warn_once
 from ragtrail.tracing._messages import message_text, read_input_messages, read_output_messages
+from ragtrail.tracing._readable import replace_span
 
 _GRPC_SCHEMES = ("grpc", "grpcs")
 
@@ -294,20 +295,7 @@ def translate_span(span: ReadableSpan, project: str | None = None) -> ReadableSp
     if not extra and resource is span.resource:
         return span
     attrs.update(extra)
-    return ReadableSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=resource,
-        attributes=attrs,
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+    return replace_span(span, resource=resource, attributes=attrs)
 
 
 class OpenInferenceSpanExporter(SpanExporter):

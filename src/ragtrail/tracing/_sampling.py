@@ -52,6 +52,7 @@ from opentelemetry.util.types import Attributes
 from ragtrail import semconv
 from ragtrail._exceptions import ConfigError
 from ragtrail._log import logger
+from ragtrail.tracing._readable import replace_span
 
 __all__ = ["ErrorKeeper", "RagtrailSampler", "SamplingConfig", "apply", "make_sampler", "sampling_from_options"]
 
@@ -250,20 +251,7 @@ def _as_sampled(span: ReadableSpan) -> ReadableSpan:
     ctx = otel_trace.SpanContext(
         sc.trace_id, sc.span_id, sc.is_remote, TraceFlags(sc.trace_flags | TraceFlags.SAMPLED), sc.trace_state
     )
-    return ReadableSpan(
-        name=span.name,
-        context=ctx,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=span.attributes,
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+    return replace_span(span, context=ctx)
 
 
 class ErrorKeeper(SpanProcessor):
