@@ -219,3 +219,33 @@ def test_reprice_uses_the_column(tmp_path):
     assert client.reprice() == 1
     cost = store.query("SELECT cost_usd FROM spans")[0][0]
     assert cost == pytest.approx((600_000 * 2.50 + 400_000 * 1.25) / 1e6)
+
+
+def test_foreign_spans_classified_at_ingest_fill_the_column(tmp_path):
+    """An OpenInference LLM span (another SDK's names): its cache-read count is normalised at ingest,
+    in process and over OTLP, and lands in the column."""
+    mem = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(mem))
+    attrs = {semconv.OI_SPAN_KIND: "LLM", semconv.OI_LLM_MODEL_NAME: "gpt-4o", semconv.OI_LLM_TOKEN_COUNT_PROMPT: 90,
+             semconv.OI_LLM_TOKEN_COUNT_COMPLETION: 3, semconv.OI_LLM_TOKEN_COUNT_PROMPT_CACHE_READ: 64}  # fmt: skip
+    with tp.get_tracer("openinference.instrumentation.x").start_as_current_span("ChatOpenAI", attributes=attrs):
+        pass
+    tp.shutdown()
+    spans = list(mem.get_finished_spans())
+    store = open_store(str(tmp_path / "a.db"))
+    StoreSpanExporter(store, "p").export(spans)
+    assert store.query("SELECT kind, input_tokens, cached_input_tokens FROM spans") == [("LLM", 90, 64)]
+
+    from ragtrail.server import Receiver
+
+    r = Receiver(str(tmp_path / "b.db"), http_port=0, grpc_port=0, project="recv").start()
+    try:
+        resp = httpx.post(
+            f"http://127.0.0.1:{r.http_port}/v1/traces", content=encode_spans(spans).SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+        )  # fmt: skip
+        assert resp.status_code == 200 and r.queue.drain(10)
+        assert r.store.query("SELECT kind, input_tokens, cached_input_tokens FROM spans") == [("LLM", 90, 64)]
+    finally:
+        r.stop()
