@@ -53,10 +53,15 @@ def _relkind(store) -> str:  # type: ignore[no-untyped-def]
     return store.query("SELECT relkind FROM pg_class WHERE oid = to_regclass('spans')")[0][0]
 
 
+# the span columns before migration 13 (cached_input_tokens), which a schema-10 store has
+_COLUMNS_10 = SPAN_COLUMNS[: SPAN_COLUMNS.index("cached_input_tokens")]
+
+
 def test_migration_11_moves_an_existing_unpartitioned_store(pg_url, monkeypatch):
     # a store written by the release before (schema 10: spans a plain table)
-    monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS[:-1])
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [m for m in MIGRATIONS if m[0] <= 10])
     monkeypatch.setattr(store_mod, "LATEST", 10)
+    monkeypatch.setattr(store_mod, "SPAN_COLUMNS", _COLUMNS_10)
     old = open_store(pg_url)
     assert old.schema_version() == 10 and _relkind(old) == "r"
     indexes_before = {r[0] for r in old.query("SELECT indexname FROM pg_indexes WHERE tablename = 'spans'")}
@@ -64,16 +69,17 @@ def test_migration_11_moves_an_existing_unpartitioned_store(pg_url, monkeypatch)
     for days_ago in (400, 30, 3, 1, 0):
         tid = uuid.uuid4().hex
         starts = [TODAY_NOON - days_ago * DAY + i for i in range(3)]
-        old.write_spans(_rows(tid, starts))
+        old.write_spans([r[: len(_COLUMNS_10)] for r in _rows(tid, starts)])
         traces[tid] = starts[0]
     late_night = uuid.uuid4().hex  # a trace across midnight: its spans land in two partitions
-    old.write_spans(_rows(late_night, [TODAY_NOON - 2 * DAY - DAY / 2 - 1, TODAY_NOON - 2 * DAY - DAY / 2 + 1]))
+    late = _rows(late_night, [TODAY_NOON - 2 * DAY - DAY / 2 - 1, TODAY_NOON - 2 * DAY - DAY / 2 + 1])
+    old.write_spans([r[: len(_COLUMNS_10)] for r in late])
     n_before = old.count_spans()
     old.close()
 
     monkeypatch.undo()
-    store = open_store(pg_url)  # runs migration 11
-    assert store.schema_version() == 11 and _relkind(store) == "p"
+    store = open_store(pg_url)  # runs migration 11 (and those after it)
+    assert store.schema_version() == store_mod.LATEST and _relkind(store) == "p"
     assert store.count_spans() == n_before == 17
     for tid, start in traces.items():
         assert _where(store, tid) == {_expected(start)}
@@ -108,7 +114,7 @@ def test_migration_11_moves_an_existing_unpartitioned_store(pg_url, monkeypatch)
 
 def test_sqlite_records_migration_11_as_a_no_op(tmp_path):
     store = open_store(str(tmp_path / "s.db"))
-    assert store.schema_version() == 11
+    assert store.schema_version() == store_mod.LATEST
     assert store.query("SELECT name FROM ragtrail_migrations WHERE version = 11") == [("pg_spans_partitioned_by_time",)]
     tid = uuid.uuid4().hex
     store.write_spans(_rows(tid, [TODAY_NOON]))

@@ -36,28 +36,12 @@ except ImportError:  # pragma: no cover
     _fast_loads = json.loads
 
 
-_CACHED = semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS
-
-
-def _cached_tokens(v: Any) -> int | None:
-    """A stored cached-input-token count as an int (None when absent or not a count)."""
-    if type(v) is int:
-        return v if 0 <= v < 2**63 else None
-    if type(v) is float and v.is_integer() and 0 <= v < 2**63:
-        return int(v)
-    return None
-
-
-def _cached_tokens_of_text(text: str) -> int | None:
-    try:
-        d = _fast_loads(text)
-    except ValueError:
-        return None
-    return _cached_tokens(d.get(_CACHED)) if type(d) is dict else None
+_CACHED_AT = 20  # cached_input_tokens: selected after the 15 classic and the 5 OTel columns
 
 
 def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
-    """Build the spans DataFrame from row batches (the 15 spans_df columns in order) in bounded memory:
+    """Build the spans DataFrame from row batches (the 15 classic spans_df columns in order, the OTel
+    columns, then cached_input_tokens) in bounded memory:
     each batch becomes Arrow arrays at once, so the Python row tuples of only one batch are alive."""
     require("pandas", extra="analysis", feature="Client.spans_df()")
     import pandas as pd
@@ -85,18 +69,11 @@ def _spans_frame(batches: Any, parse_attributes: bool = True) -> pd.DataFrame:
             for i in range(14):
                 cols[i].extend(data[i])
         if parse_attributes:
-            parsed = [loads(a) if a else {} for a in data[14]]
-            attrs.extend(parsed)
-            try:
-                found = [p.get(_CACHED) for p in parsed]
-            except AttributeError:  # attributes text that is not a JSON object
-                found = [p.get(_CACHED) if type(p) is dict else None for p in parsed]
-            counts = [v if v is None else _cached_tokens(v) for v in found]
+            attrs.extend([loads(a) if a else {} for a in data[14]])
         else:
             attrs.extend(data[14])
-            # only the texts that carry the key can have a cached count: parse just those
-            counts = [_cached_tokens_of_text(a) if a and _CACHED in a else None for a in data[14]]
-        cached.append(pa.array(counts, type=pa.int64()) if pa is not None else counts)
+        counts = data[_CACHED_AT]  # the promoted column (migration 13)
+        cached.append(pa.array(counts, type=pa.int64()) if pa is not None else list(counts))
         del data, rows
 
     def strings(i: int) -> Any:
@@ -284,7 +261,7 @@ class Client:
         where, params = self._span_where(project, start, end, name, kind, trace_id)
         cols = ("trace_id, span_id, parent_span_id, name, kind, start_time_ns, end_time_ns, duration_ms, "
                 f"status, model, input_tokens, output_tokens, cost_usd, project, {self.store.attributes_sql()}, "
-                + _otel_columns.SELECT)  # fmt: skip
+                + _otel_columns.SELECT + ", cached_input_tokens")  # fmt: skip
         sql = f"SELECT {cols} FROM spans{where} ORDER BY start_time_ns"  # noqa: S608
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -327,12 +304,13 @@ class Client:
             "SUM(CASE WHEN status = 'ERROR' THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), "
             "SUM(cost_usd), COUNT(cost_usd), MIN(project), "
             "MIN(CASE WHEN parent_span_id IS NULL THEN name END), MIN(CASE WHEN parent_span_id IS NULL THEN kind END), "
-            f"MIN(session_id), MIN(user_id) FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"
+            "MIN(session_id), MIN(user_id), SUM(cached_input_tokens) "
+            f"FROM spans{where} GROUP BY trace_id ORDER BY MIN(start_time_ns) DESC"
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         out = []
-        for tid, s, e, n, errs, tin, tout, cost, n_cost, proj, root, root_kind, sess, user in self.store.query(
+        for tid, s, e, n, errs, tin, tout, cost, n_cost, proj, root, root_kind, sess, user, cached in self.store.query(
             sql, params
         ):
             out.append({
@@ -341,12 +319,8 @@ class Client:
                 "n_spans": int(n), "n_errors": int(errs or 0), "status": "ERROR" if errs else "OK",
                 "input_tokens": None if tin is None else int(tin), "output_tokens": None if tout is None else int(tout),
                 "cost_usd": float(cost) if n_cost else None, "project": proj, "session_id": sess, "user_id": user,
+                "cached_input_tokens": None if cached is None else int(cached),
             })  # fmt: skip
-        from ragtrail.store._queries import cached_input_tokens_by_trace
-
-        cached = cached_input_tokens_by_trace(self.store, [r["trace_id"] for r in out], _CACHED)
-        for r in out:
-            r["cached_input_tokens"] = cached.get(r["trace_id"])
         return out
 
     def traces_df(
@@ -529,12 +503,14 @@ class Client:
         if project:
             where += " AND project = ?"
             params.append(project)
-        sql = f"SELECT trace_id, span_id, {self.store.attributes_sql()}, cost_usd FROM spans{where}"  # noqa: S608
+        sql = (
+            f"SELECT trace_id, span_id, {self.store.attributes_sql()}, cost_usd, cached_input_tokens FROM spans{where}"  # noqa: S608
+        )
         it = getattr(self.store, "iter_query", None)
         batches = it(sql, params) if it is not None else [self.store.query(sql, params)]
         rows = (r for batch in batches for r in batch)
         updates = []
-        for trace_id, span_id, attrs_text, old in rows:
+        for trace_id, span_id, attrs_text, old, cached in rows:
             attrs = json.loads(attrs_text or "{}")
             if semconv.GPU_SECONDS in attrs:
                 new = gpu_cost(attrs[semconv.GPU_SECONDS], attrs.get(semconv.GPU_TYPE), table)
@@ -546,7 +522,7 @@ class Client:
                     attrs.get(semconv.GEN_AI_RESPONSE_MODEL) or attrs.get(semconv.GEN_AI_REQUEST_MODEL),
                     attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
                     attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
-                    attrs.get(semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS),
+                    cached,  # the promoted column (migration 13): a stored value that was not a count is NULL
                     table,
                 )
                 new = res[0] if res else None

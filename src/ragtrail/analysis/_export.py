@@ -31,7 +31,7 @@ def export_spans(client: Any, path: str | os.PathLike[str], *, fmt: str = "jsonl
     pa = require("pyarrow", extra="analysis")
     pq = require("pyarrow.parquet", extra="analysis", package="pyarrow")
     # one fixed schema: a batch whose column is all NULL must not change the file's types
-    ints = {"start_time_ns", "end_time_ns", "input_tokens", "output_tokens"}
+    ints = {"start_time_ns", "end_time_ns", "input_tokens", "output_tokens", "cached_input_tokens"}
     floats = {"duration_ms", "cost_usd"}
     schema = pa.schema(
         [(c, pa.int64() if c in ints else pa.float64() if c in floats else pa.string()) for c in SPAN_COLUMNS]

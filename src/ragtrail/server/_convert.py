@@ -176,14 +176,20 @@ def request_to_rows(
                     rejected += 1
                     reason = reason or f"span {sp.name[:100]!r} has an all-zero trace or span id (invalid in OTLP)"
                     continue
-                row = _row(sp, res_project, default_project, resource_json, scope, pol)
-                row = row + _otel.otel_fields(sp, ss.scope, attributes)  # span kind, links, scope (issue 21)
+                otel = _otel.otel_fields(sp, ss.scope, attributes)  # span kind, links, scope (issue 21)
+                row = _row(sp, res_project, default_project, resource_json, scope, pol, otel)
                 rows.append(row if _row_ok(row) else storable_row(row)[0])
     return rows, rejected, reason
 
 
 def _row(
-    sp: Any, res_project: Any, default_project: str, resource_json: str | None, scope: str | None, pol: Sanitizer
+    sp: Any,
+    res_project: Any,
+    default_project: str,
+    resource_json: str | None,
+    scope: str | None,
+    pol: Sanitizer,
+    otel: tuple[Any, ...],
 ) -> tuple[Any, ...]:
     attrs = attributes(sp.attributes)
     attrs = classify(attrs) or attrs  # kind, tokens and cost for GenAI spans of any SDK (issue 21)
@@ -231,6 +237,9 @@ def _row(
         resource_json,
         _text_or_none(attrs.get(semconv.SESSION_ID)),
         _text_or_none(attrs.get(semconv.USER_ID)),
+        *otel,
+        # as the exporter gives it: a value that is not a whole count is emptied and marked by storable_row
+        attrs.get(semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS),
     )
 
 

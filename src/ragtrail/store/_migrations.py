@@ -262,6 +262,34 @@ _PARTITIONS = migrate_spans_to_partitions
 _SPAN_CONTENT_SQLITE = "ALTER TABLE spans ADD COLUMN content BLOB"
 _SPAN_CONTENT_PG = "ALTER TABLE spans ADD COLUMN IF NOT EXISTS content BYTEA"
 
+# issue 19: the cached part of the input tokens (``gen_ai.usage.cache_read.input_tokens``) as a promoted
+# column, since cost depends on it. Existing rows are filled from their attributes JSON: an integer (or a
+# whole-number float) within 64 bits is taken; anything else (text, fractions, larger values, text that is
+# not JSON) stays NULL. Small numbers always stay in ``attributes`` (store/_codec.py moves only long strings
+# to ``content``). The key is written out here, not taken from semconv: a shipped migration never changes.
+_CACHED_TOKENS_SQLITE = """
+ALTER TABLE spans ADD COLUMN cached_input_tokens INTEGER;
+UPDATE spans SET cached_input_tokens = (
+    SELECT CASE
+        WHEN typeof(v) = 'integer' THEN v
+        WHEN typeof(v) = 'real' AND abs(v) < 9.2e18 AND v = CAST(v AS INTEGER) THEN CAST(v AS INTEGER)
+    END
+    FROM (SELECT CASE WHEN json_valid(attributes)
+                 THEN json_extract(attributes, '$."gen_ai.usage.cache_read.input_tokens"') END AS v))
+    WHERE attributes LIKE '%"gen_ai.usage.cache_read.input_tokens"%'
+"""
+# PostgreSQL: ``attributes`` is TEXT and may hold text that is not JSON, which a ::jsonb cast would refuse
+# (failing the migration): a pattern on the text takes the plain number after the key, then a range check.
+# (No question mark in this SQL: the PostgreSQL cursor turns it into a placeholder.)
+_CACHED_TOKENS_PG = r"""
+ALTER TABLE spans ADD COLUMN IF NOT EXISTS cached_input_tokens BIGINT;
+UPDATE spans SET cached_input_tokens = (
+    SELECT CASE WHEN n BETWEEN -9223372036854775808 AND 9223372036854775807 THEN n::BIGINT END
+    FROM (SELECT substring(attributes from
+        '"gen_ai\.usage\.cache_read\.input_tokens"\s*:\s*(-{0,1}[0-9]{1,19})(\.0*){0,1}\s*[,}]')::NUMERIC AS n) AS m)
+    WHERE attributes LIKE '%"gen_ai.usage.cache_read.input_tokens"%'
+"""
+
 MIGRATIONS: list[tuple[int, str, str, str | Callable[[Any], None]]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
@@ -272,6 +300,7 @@ MIGRATIONS: list[tuple[int, str, str, str | Callable[[Any], None]]] = [
     (10, "span_kind_links_scope", _OTEL_FIELDS, _OTEL_FIELDS),
     (11, "pg_spans_partitioned_by_time", "", _PARTITIONS),
     (12, "span_content_compressed", _SPAN_CONTENT_SQLITE, _SPAN_CONTENT_PG),
+    (13, "spans_cached_input_tokens", _CACHED_TOKENS_SQLITE, _CACHED_TOKENS_PG),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -373,30 +373,3 @@ def _q(sorted_vals: Sequence[int], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(sorted_vals) - 1)
     return float(sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo))
-
-
-def cached_input_tokens_by_trace(store: Store, trace_ids: Sequence[str], key: str) -> dict[str, int]:
-    """Sum of the cached-input-token attribute ``key`` over the spans of each trace, for the traces
-    of ``trace_ids`` where at least one span recorded it (the count lives in the attributes JSON,
-    not in a promoted column). Reads only spans with usage (the partial index), in chunks of ids."""
-    import json
-
-    out: dict[str, int] = {}
-    ids = list(dict.fromkeys(trace_ids))
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        marks = ", ".join("?" * len(chunk))
-        sql = (
-            f"SELECT trace_id, attributes FROM spans WHERE trace_id IN ({marks}) AND {_USAGE} "  # noqa: S608 - placeholders only
-            "AND attributes LIKE ?"
-        )
-        for tid, text in store.query(sql, [*chunk, f"%{key}%"]):
-            try:
-                v = json.loads(text).get(key)
-            except (ValueError, AttributeError):
-                continue
-            if type(v) is float and v.is_integer():
-                v = int(v)
-            if type(v) is int and v >= 0:
-                out[tid] = out.get(tid, 0) + v
-    return out

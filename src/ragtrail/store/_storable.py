@@ -22,14 +22,16 @@ _I64_MAX = 2**63 - 1
 # column positions (SPAN_COLUMNS)
 _TRACE, _SPAN, _PARENT, _NAME, _KIND, _START, _END, _DUR = 0, 1, 2, 3, 4, 5, 6, 7
 _STATUS, _STATUS_MSG, _MODEL, _IN, _OUT, _COST, _PROJECT, _ATTRS, _EVENTS, _RESOURCE = range(8, 18)
+_CACHED = 24  # cached_input_tokens (migration 13): the one integer column after the first 18
 _TEXT_COLS = (_TRACE, _SPAN, _PARENT, _NAME, _KIND, _STATUS, _STATUS_MSG, _MODEL, _PROJECT, _ATTRS, _EVENTS, _RESOURCE)
 _NOT_NULL_TEXT = {_TRACE: "0" * 32, _SPAN: "0" * 16, _NAME: ""}
 _COL_NAMES = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
     "status", "status_message", "model", "input_tokens", "output_tokens", "cost_usd", "project",
-    "attributes", "events", "resource", "session_id", "user_id",
+    "attributes", "events", "resource", "session_id", "user_id", "span_kind", "links", "scope_name",
+    "scope_version", "cached_input_tokens",
 )  # fmt: skip
-_WIDTH = 18  # the first 18 columns have the types below; any later column is a nullable text column
+_WIDTH = 18  # the first 18 columns have the types below; later columns are nullable text, except _CACHED
 _TEXT_MAX_CHARS = 64 * 1024 * 1024  # far above any cap: a guard against a runaway value, not a limit
 
 
@@ -57,8 +59,9 @@ def _row_ok(r: Sequence[Any]) -> bool:
             continue
         if type(v) is not str or "\x00" in v:
             return False
-    for v in r[_WIDTH:]:
-        if v is not None and (type(v) is not str or "\x00" in v):
+    for i in range(_WIDTH, len(r)):
+        v = r[i]
+        if v is not None and (not _int_ok(v) if i == _CACHED else (type(v) is not str or "\x00" in v)):
             return False
     return True
 
@@ -104,11 +107,17 @@ def storable_row(row: Sequence[Any], deep: bool = False) -> tuple[tuple[Any, ...
         if v is not None and not _int_ok(v):
             invalid[_COL_NAMES[i]] = _as_text(v)[:64]
             r[i] = None
+    if len(r) > _CACHED and r[_CACHED] is not None:
+        v = r[_CACHED]
+        c = count_or_none(v)
+        if c is None:
+            invalid[_COL_NAMES[_CACHED]] = _as_text(v)[:64]
+        r[_CACHED] = c
     v = r[_COST]
     if v is not None and not _float_ok(v):
         invalid[_COL_NAMES[_COST]] = _as_text(v)[:64]
         r[_COST] = None
-    for i in (*_TEXT_COLS, *range(_WIDTH, len(r))):
+    for i in (*_TEXT_COLS, *(i for i in range(_WIDTH, len(r)) if i != _CACHED)):
         v = r[i]
         if v is None:
             if i in _NOT_NULL_TEXT:
@@ -125,6 +134,29 @@ def storable_row(row: Sequence[Any], deep: bool = False) -> tuple[tuple[Any, ...
     if invalid:
         r[_ATTRS] = _mark_invalid(r[_ATTRS], invalid)
     return tuple(r), sorted(invalid)
+
+
+def count_or_none(v: Any) -> int | None:
+    """A token count as a storable int: an int within int64, or a float holding a whole number; None
+    for anything else (text, fractions, booleans, values beyond 64 bits). Never raises."""
+    if type(v) is int:
+        return v if _I64_MIN <= v <= _I64_MAX else None
+    if type(v) is float and math.isfinite(v) and v.is_integer() and abs(v) < 2**63:
+        return int(v)
+    return None
+
+
+def cached_tokens_of_json(attrs_json: Any) -> int | None:
+    """The cached-input-token count in an attributes JSON text (for rows given without the
+    ``cached_input_tokens`` column, as migration 13 reads the rows already stored). Never raises."""
+    key = semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS
+    if type(attrs_json) is not str or key not in attrs_json:
+        return None
+    try:
+        d = json.loads(attrs_json)
+    except (ValueError, RecursionError):
+        return None
+    return count_or_none(d.get(key)) if type(d) is dict else None
 
 
 def _float_ok(v: Any) -> bool:

@@ -24,26 +24,35 @@ from ragtrail.store import _codec
 from ragtrail.store._migrations import LATEST, MIGRATIONS
 from ragtrail.store._partitions import Partitions
 from ragtrail.store._pool import Pool
-from ragtrail.store._storable import _is_transient, _reason, _row_ok, reduced_row, storable_row
+from ragtrail.store._storable import _is_transient, _reason, _row_ok, cached_tokens_of_json, reduced_row, storable_row
 from ragtrail.store._url import resolve_store_url
 
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_ns", "end_time_ns", "duration_ms",
     "status", "status_message", "model", "input_tokens", "output_tokens", "cost_usd", "project",
     "attributes", "events", "resource", "session_id", "user_id", "span_kind", "links", "scope_name",
-    "scope_version",
+    "scope_version", "cached_input_tokens",
 )  # fmt: skip
+_CACHED_AT = SPAN_COLUMNS.index("cached_input_tokens")
 
 
 def _full_rows(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
     """Rows padded with NULLs for the columns a writer did not give (the 18-column layout from before
-    migration 4, the 20-column one from before migration 10): those still write."""
+    migration 4, the 20-column one from before migration 10, the 24-column one from before migration
+    13): those still write. A row without the cached-input-token column gets it from its attributes
+    JSON, as migration 13 filled the rows already stored."""
     n = len(SPAN_COLUMNS)
     if all(len(r) == n for r in rows):
         return rows
-    return [r if len(r) == n else (*r, *(None,) * (n - len(r))) for r in rows]
+    out = []
+    for r in rows:
+        if len(r) < n:
+            r = (*r, *(None,) * (n - len(r) - 1), cached_tokens_of_json(r[_ATTRS_AT] if len(r) > _ATTRS_AT else None))
+        out.append(r)
+    return out
 
 
+_ATTRS_AT = SPAN_COLUMNS.index("attributes")
 _INSERT_SPANS = (
     f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "  # noqa: S608 - fixed column names
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
@@ -53,7 +62,6 @@ _INSERT_SPANS_CONTENT = (
     f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}, content) "  # noqa: S608 - fixed column names
     f"VALUES ({', '.join('?' * (len(SPAN_COLUMNS) + 1))}) ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
-_ATTRS_AT = SPAN_COLUMNS.index("attributes")
 
 
 def span_columns_sql(store: Store, alias: str = "") -> str:

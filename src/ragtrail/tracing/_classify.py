@@ -15,7 +15,8 @@ Rules, first match wins (a span that carries ``ragtrail.span.kind`` is left unto
 3. OpenLLMetry's ``llm.request.type`` (chat, completion → LLM; embedding → EMBEDDING; rerank → RERANKER),
    then ``traceloop.span.kind`` (agent → AGENT, tool → TOOL, workflow, task → CHAIN).
 
-Tokens are normalised to ``gen_ai.usage.input_tokens``/``output_tokens`` from OpenInference's
+Tokens are normalised to ``gen_ai.usage.input_tokens``/``output_tokens`` (and the cached part to
+``gen_ai.usage.cache_read.input_tokens``, the store's ``cached_input_tokens`` column) from OpenInference's
 ``llm.token_count.*`` and from the earlier ``gen_ai.usage.prompt_tokens``/``completion_tokens`` — only on a
 span classified LLM or EMBEDDING, so a vLLM server span (earlier names, no operation) never counts the
 client's tokens twice. Every key added is listed in ``ragtrail.derived``, so what the sender sent can
@@ -146,6 +147,8 @@ def _classify(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
             add[semconv.GEN_AI_USAGE_INPUT_TOKENS] = inp
         if out is not None and semconv.GEN_AI_USAGE_OUTPUT_TOKENS not in attrs:
             add[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = out
+        if cached is not None and semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS not in attrs:
+            add[semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS] = cached  # the cached_input_tokens column (issue 19)
         model = _first(
             attrs,
             semconv.GEN_AI_RESPONSE_MODEL,

@@ -122,6 +122,7 @@ def span_to_row(
         get(_SESSION),
         get(_USER),
         *otel_fields(span, mask),  # span_kind, links, scope_name, scope_version (issue 21)
+        get(_CACHED_TOKENS),  # a value that is not a whole count is emptied and marked by storable_row
     )
 
 
@@ -131,6 +132,7 @@ _EMBEDDING_MODEL = semconv.EMBEDDING_MODEL
 _KIND = semconv.SPAN_KIND
 _IN_TOKENS = semconv.GEN_AI_USAGE_INPUT_TOKENS
 _OUT_TOKENS = semconv.GEN_AI_USAGE_OUTPUT_TOKENS
+_CACHED_TOKENS = semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS
 _COST = semconv.COST_USD
 _PROJECT = semconv.PROJECT
 _SESSION = semconv.SESSION_ID

@@ -117,6 +117,8 @@ def _span_record(row: Any) -> SpanRecord:
                      (13, semconv.COST_USD)):  # fmt: skip
         if row[col] is not None and key not in attrs:
             attrs[key] = row[col]
+    if len(row) > 24 and row[24] is not None and semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS not in attrs:
+        attrs[semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS] = row[24]  # cached_input_tokens (migration 13)
     return SpanRecord(
         trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3], kind=row[4],
         start_time_ns=int(row[5]), end_time_ns=int(row[6]), status=row[8] or "UNSET",
