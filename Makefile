@@ -25,6 +25,11 @@ system-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "note: could not install chromium; the report's browser test will skip"; }
 
+# The OpenTelemetry JS SDK for tests/test_otel_js.py (npm registry; best effort: without it that test skips)
+tests/otel_js/node_modules/.ok: tests/otel_js/package.json
+	(command -v npm >/dev/null 2>&1 && cd tests/otel_js && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.ok) || \
+	  echo "note: could not install the OpenTelemetry JS SDK; tests/test_otel_js.py will skip"
+
 .venv-phoenix/.ok: benchmarks/requirements-phoenix.txt
 	bash benchmarks/make_phoenix_venv.sh && touch $@ || echo "note: could not build .venv-phoenix; the Phoenix interop test will skip"
 
@@ -41,7 +46,7 @@ $(STAMP): pyproject.toml Makefile
 demo: venv
 	$(PY) -m ragtrail.demo
 
-test: venv system-deps .venv-phoenix/.ok
+test: venv system-deps .venv-phoenix/.ok tests/otel_js/node_modules/.ok
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: venv
