@@ -17,7 +17,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import ragtrail
-import ragtrail.store._store as store_mod
+import ragtrail.store._base as store_mod
+import ragtrail.store._postgres as pg_mod
+import ragtrail.store._sqlite as sqlite_mod
 from ragtrail import semconv
 from ragtrail.store import SPAN_COLUMNS, open_store
 from ragtrail.store._migrations import MIGRATIONS
@@ -56,8 +58,9 @@ def _write_at_schema_12(url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str,
     monkeypatch.setattr(store_mod, "MIGRATIONS", [m for m in MIGRATIONS if m[0] <= 12])
     monkeypatch.setattr(store_mod, "LATEST", 12)
     monkeypatch.setattr(store_mod, "SPAN_COLUMNS", COLUMNS_12)
+    monkeypatch.setattr(pg_mod, "SPAN_COLUMNS", COLUMNS_12)
     monkeypatch.setattr(
-        store_mod,
+        sqlite_mod,
         "_INSERT_SPANS_CONTENT",
         f"INSERT INTO spans ({', '.join(COLUMNS_12)}, content) VALUES ({', '.join('?' * (len(COLUMNS_12) + 1))}) "
         "ON CONFLICT (trace_id, span_id) DO NOTHING",

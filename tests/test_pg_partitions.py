@@ -12,9 +12,10 @@ import textwrap
 import time
 import uuid
 
-import ragtrail.store._store as store_mod
+import ragtrail.store._base as store_mod
+import ragtrail.store._postgres as pg_mod
 from ragtrail.store import SPAN_COLUMNS, open_store
-from ragtrail.store._migrations import MIGRATIONS
+from ragtrail.store._migrations import LATEST, MIGRATIONS
 from ragtrail.store._partitions import interval_bounds, list_partitions, partition_name, set_partition_interval
 from ragtrail.store._retention import prune
 
@@ -62,6 +63,7 @@ def test_migration_11_moves_an_existing_unpartitioned_store(pg_url, monkeypatch)
     monkeypatch.setattr(store_mod, "MIGRATIONS", [m for m in MIGRATIONS if m[0] <= 10])
     monkeypatch.setattr(store_mod, "LATEST", 10)
     monkeypatch.setattr(store_mod, "SPAN_COLUMNS", _COLUMNS_10)
+    monkeypatch.setattr(pg_mod, "SPAN_COLUMNS", _COLUMNS_10)
     old = open_store(pg_url)
     assert old.schema_version() == 10 and _relkind(old) == "r"
     indexes_before = {r[0] for r in old.query("SELECT indexname FROM pg_indexes WHERE tablename = 'spans'")}
@@ -79,7 +81,7 @@ def test_migration_11_moves_an_existing_unpartitioned_store(pg_url, monkeypatch)
 
     monkeypatch.undo()
     store = open_store(pg_url)  # runs migration 11 (and those after it)
-    assert store.schema_version() == store_mod.LATEST and _relkind(store) == "p"
+    assert store.schema_version() == LATEST and _relkind(store) == "p"
     assert store.count_spans() == n_before == 17
     for tid, start in traces.items():
         assert _where(store, tid) == {_expected(start)}
@@ -114,7 +116,7 @@ def test_migration_11_moves_an_existing_unpartitioned_store(pg_url, monkeypatch)
 
 def test_sqlite_records_migration_11_as_a_no_op(tmp_path):
     store = open_store(str(tmp_path / "s.db"))
-    assert store.schema_version() == store_mod.LATEST
+    assert store.schema_version() == LATEST
     assert store.query("SELECT name FROM ragtrail_migrations WHERE version = 11") == [("pg_spans_partitioned_by_time",)]
     tid = uuid.uuid4().hex
     store.write_spans(_rows(tid, [TODAY_NOON]))
