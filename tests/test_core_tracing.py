@@ -723,7 +723,8 @@ def test_every_kind_of_secret_is_masked_and_caught_by_the_storage_guard():
     """One example per pattern: ``mask_secrets`` replaces it, and the exporter's substring guard (which
     decides whether attributes are re-masked before storage) sees it in a longer text."""
     from ragtrail.tracing import mask_secrets
-    from ragtrail.tracing._content import _CASED, _UNCASED, Sanitizer, sanitize_attributes
+    from ragtrail.tracing._content import Sanitizer, sanitize_attributes
+    from ragtrail.tracing._secrets import _CASED, _UNCASED
 
     def _guard_hit(text: str) -> bool:
         return sanitize_attributes({"app.text": text}, Sanitizer())[0] is not None

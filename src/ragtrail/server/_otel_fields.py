@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ragtrail import semconv
-from ragtrail.tracing._content import mask_secrets
+from ragtrail.tracing._secrets import mask_secrets
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 

@@ -20,7 +20,7 @@ from ragtrail.tracing._background import finish as finish_background_span
 from ragtrail.tracing._background import start as start_background_span
 from ragtrail.tracing._collector import SpanCollector, collector
 from ragtrail.tracing._connector import FailureCounter, instrumented_connectors, note_instrumented, start_span
-from ragtrail.tracing._content import Sanitizer, mask_secrets, mask_value, safe_json, to_json
+from ragtrail.tracing._content import Sanitizer, mask_value, safe_json, to_json
 from ragtrail.tracing._context import (
     CONTEXT_KEY,
     ContextSpanProcessor,
@@ -44,6 +44,7 @@ from ragtrail.tracing._messages import (
 from ragtrail.tracing._model import SpanRecord, Trace
 from ragtrail.tracing._model_name import model_display_name
 from ragtrail.tracing._sampling import make_sampler
+from ragtrail.tracing._secrets import mask_secrets
 from ragtrail.tracing._setup import Config, flush, get_config, init, shutdown, stats
 from ragtrail.tracing._spans import (
     capture_content,

@@ -25,7 +25,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags
 from ragtrail import semconv
 from ragtrail._log import logger
 from ragtrail.tracing import _setup
-from ragtrail.tracing._content import mask_secrets
+from ragtrail.tracing._secrets import mask_secrets
 
 _MAX_EXPLANATION = 4096
 EVALUATION_SPAN_NAME = "evaluation"

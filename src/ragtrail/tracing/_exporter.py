@@ -28,9 +28,9 @@ from ragtrail.tracing._content import (
     sanitize_attributes,
     sanitize_events,
     sanitize_name,
-    take_masked,
 )
 from ragtrail.tracing._otel_fields import otel_fields, resource_json
+from ragtrail.tracing._premasked import take_masked
 from ragtrail.tracing._spool import Spool
 from ragtrail.tracing._writer import ProcessWriter, WriterGone, _attr_dict, pack_spans
 

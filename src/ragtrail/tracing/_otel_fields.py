@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ragtrail.tracing._content import mask_secrets
+from ragtrail.tracing._secrets import mask_secrets
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 

@@ -20,8 +20,9 @@ from ragtrail import semconv
 from ragtrail._exceptions import ConfigError
 from ragtrail._log import logger
 from ragtrail.tracing import _setup
-from ragtrail.tracing._content import Sanitizer, active_sanitizer, mask_value, note_masked, safe_json, to_json
+from ragtrail.tracing._content import Sanitizer, active_sanitizer, mask_value, safe_json, to_json
 from ragtrail.tracing._messages import to_input_messages, to_output_messages
+from ragtrail.tracing._premasked import note_masked
 
 F = TypeVar("F", bound=Callable[..., Any])
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]

@@ -71,7 +71,7 @@ def _attr_dict(span: Any) -> Any:
 
 def pack_spans(spans: Sequence[Any]) -> bytes:
     """The compact form of SDK spans the child rebuilds them from (one orjson call for the batch)."""
-    from ragtrail.tracing._content import take_masked
+    from ragtrail.tracing._premasked import take_masked
 
     out: list[Any] = []
     append = out.append
@@ -274,7 +274,7 @@ def _rebuild(packed: list[Any]) -> list[Any]:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 
-    from ragtrail.tracing._content import note_masked
+    from ragtrail.tracing._premasked import note_masked
 
     def tuples(d: dict[str, Any]) -> dict[str, Any]:
         return {k: tuple(v) if type(v) is list else v for k, v in d.items()}
