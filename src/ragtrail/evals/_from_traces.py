@@ -13,13 +13,13 @@ root span's attributes); later parts index into dicts (keys) and lists (integers
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ragtrail import semconv
 from ragtrail._exceptions import DatasetError
 from ragtrail.evals._types import Example
+from ragtrail.tracing._model import maybe_json
 
 if TYPE_CHECKING:
     from ragtrail.evals._datasets import Dataset
@@ -28,15 +28,6 @@ if TYPE_CHECKING:
 Mapping_ = str | Callable[[Any], Any] | None
 _MISSING = object()
 _ROOTS = ("input", "output", "feedback", "attributes")
-
-
-def _maybe_json(v: Any) -> Any:
-    if isinstance(v, str) and v[:1] in ("{", "["):
-        try:
-            return json.loads(v)
-        except ValueError:
-            return v
-    return v
 
 
 def resolve(trace: Trace, path: str) -> Any:
@@ -61,7 +52,7 @@ def resolve(trace: Trace, path: str) -> Any:
         for n in range(len(rest), 0, -1):
             key = ".".join(rest[:n])
             if key in root.attributes:
-                cur, rest = _maybe_json(root.attributes[key]), rest[n:]
+                cur, rest = maybe_json(root.attributes[key]), rest[n:]
                 break
         else:
             return _MISSING
@@ -70,7 +61,7 @@ def resolve(trace: Trace, path: str) -> Any:
     for part in rest:
         if cur is _MISSING:
             return _MISSING
-        cur = _maybe_json(cur)
+        cur = maybe_json(cur)
         if isinstance(cur, dict):
             cur = cur.get(part, _MISSING)
         elif isinstance(cur, list) and part.lstrip("-").isdigit():

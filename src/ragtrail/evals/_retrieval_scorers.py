@@ -22,20 +22,6 @@ from ragtrail.evals._types import Example, Score, Scorer
 if TYPE_CHECKING:
     from ragtrail.tracing._model import Trace
 
-__all__ = [
-    "DocIdRule",
-    "RetrievalScorer",
-    "average_precision",
-    "hit_rate",
-    "map",
-    "mrr",
-    "ndcg_at_k",
-    "precision_at_k",
-    "ranked_docs",
-    "ranked_ids",
-    "recall_at_k",
-    "reciprocal_rank",
-]
 
 DocIdRule = str | Callable[[Mapping[str, Any]], Any] | None
 

@@ -18,18 +18,6 @@ from ragtrail.evals._types import Example, Score, Scorer
 if TYPE_CHECKING:
     from ragtrail.tracing._model import Trace
 
-__all__ = [
-    "SemanticSimilarity",
-    "TextScorer",
-    "answer_of",
-    "bleu",
-    "exact_match",
-    "load_sentence_model",
-    "rouge_l",
-    "semantic_similarity",
-    "token_f1",
-]
-
 
 # ------------------------------------------------------------------------------------- helpers
 def answer_of(output: Any) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 from ragtrail import semconv
 from ragtrail.server import _otel_fields as _otel
 from ragtrail.store._storable import _row_ok, storable_row
-from ragtrail.tracing._classify import classify
+from ragtrail.tracing._classify import classify, int_or_none
 from ragtrail.tracing._content import (
     DEFAULT_SANITIZER,
     Sanitizer,
@@ -113,15 +113,6 @@ def any_value(v: Any, depth: int = 0) -> Any:
 def attributes(kvs: Any) -> dict[str, Any]:
     """A dict from a repeated ``KeyValue`` field."""
     return {kv.key: any_value(kv.value) for kv in kvs}
-
-
-def _int_or_none(v: Any) -> int | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
 
 
 def _float_or_none(v: Any) -> float | None:
@@ -228,8 +219,8 @@ def _row(
         model if isinstance(model, str) else None,
         # Only the current GenAI names are promoted to the token columns: vLLM's server spans (older
         # names) describe the same tokens as the client's LLM span and would count them twice.
-        _int_or_none(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS)),
-        _int_or_none(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)),
+        int_or_none(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS)),
+        int_or_none(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)),
         _float_or_none(attrs.get(semconv.COST_USD)),
         str(project),
         _dumps(attrs),

@@ -71,7 +71,8 @@ def derive_kind(attrs: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def _int(v: Any) -> int | None:
+def int_or_none(v: Any) -> int | None:
+    """``v`` as an int (None for None, booleans and what ``int()`` refuses)."""
     if v is None or isinstance(v, bool):
         return None
     try:
@@ -119,7 +120,7 @@ def _classify(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
     kind, source = found
     add: dict[str, Any] = {semconv.SPAN_KIND: kind, semconv.KIND_SOURCE: source}
     if kind in _PRICED:
-        inp = _int(
+        inp = int_or_none(
             _first(
                 attrs,
                 semconv.GEN_AI_USAGE_INPUT_TOKENS,
@@ -127,7 +128,7 @@ def _classify(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
                 semconv.GEN_AI_USAGE_PROMPT_TOKENS,
             )
         )
-        out = _int(
+        out = int_or_none(
             _first(
                 attrs,
                 semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
@@ -135,7 +136,7 @@ def _classify(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
                 semconv.GEN_AI_USAGE_COMPLETION_TOKENS,
             )
         )
-        cached = _int(
+        cached = int_or_none(
             _first(
                 attrs,
                 semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,11 +76,11 @@ class SpanRecord:
 
     @property
     def input(self) -> Any:
-        return _maybe_json(self.attributes.get(semconv.INPUT_VALUE))
+        return maybe_json(self.attributes.get(semconv.INPUT_VALUE))
 
     @property
     def output(self) -> Any:
-        return _maybe_json(self.attributes.get(semconv.OUTPUT_VALUE))
+        return maybe_json(self.attributes.get(semconv.OUTPUT_VALUE))
 
     def input_messages(self) -> list[dict[str, Any]]:
         """Chat input messages in the GenAI parts schema, system instructions first (``role: system``)."""
@@ -93,7 +93,7 @@ class SpanRecord:
     def documents(self) -> list[dict[str, Any]]:
         """Retrieved documents recorded on this span (id, score, rank, content…), best first."""
         raw = self.attributes.get(semconv.GEN_AI_RETRIEVAL_DOCUMENTS)
-        docs = _maybe_json(raw) if raw else None
+        docs = maybe_json(raw) if raw else None
         if isinstance(docs, list):
             return [d for d in docs if isinstance(d, dict)]
         ids = self.attributes.get(semconv.RETRIEVAL_DOCUMENT_IDS)
@@ -102,10 +102,12 @@ class SpanRecord:
         return []
 
     @classmethod
-    def from_row(cls, row: Sequence[Any]) -> SpanRecord:
-        """From a store row in SPAN_COLUMNS order."""
-        attrs = json.loads(row[15]) if row[15] else {}
-        events = json.loads(row[16]) if row[16] else []
+    def from_row(cls, row: Sequence[Any], loads: Callable[[Any], Any] = json.loads) -> SpanRecord:
+        """From a store row in SPAN_COLUMNS order (``loads`` parses the JSON columns: the UI passes orjson's)."""
+        attrs = loads(row[15]) if row[15] else {}
+        events = loads(row[16]) if row[16] else []
+        attrs = attrs if isinstance(attrs, dict) else {}
+        events = events if isinstance(events, list) else []
         # the promoted columns are authoritative when a writer (or a bulk import) left them out of the JSON
         for col, key in ((11, semconv.GEN_AI_USAGE_INPUT_TOKENS), (12, semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
                          (13, semconv.COST_USD)):  # fmt: skip
@@ -129,7 +131,8 @@ class SpanRecord:
         return cls.from_row(span_to_row(span, project or "", mask=cfg.mask_secrets if cfg is not None else True))
 
 
-def _maybe_json(v: Any) -> Any:
+def maybe_json(v: Any) -> Any:
+    """``v`` parsed when it is JSON text of an object, array or string; else ``v`` as it is."""
     if isinstance(v, str) and v[:1] in ("{", "[", '"'):
         try:
             return json.loads(v)

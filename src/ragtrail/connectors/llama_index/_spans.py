@@ -163,13 +163,21 @@ def _component_output(rec: _Open, result: Any) -> None:
         _failed("component output")
 
 
-def _exit_span(id_: str, result: Any) -> _Open | None:
+def _take(id_: str) -> _Open | None:
+    """The open span ``id_`` (None when it was skipped or is unknown), its context detached."""
     with _STATE.lock:
         if _STATE.skipped.pop(id_, None) is not None or id_ not in _STATE.open:
             return None
         rec = _STATE.open[id_]
     _detach(rec.token)
     rec.token = None
+    return rec
+
+
+def _exit_span(id_: str, result: Any) -> _Open | None:
+    rec = _take(id_)
+    if rec is None:
+        return None
     streaming = _is_stream(result)
     if streaming:
         if rec.kind != semconv.LLM and getattr(result, "response_gen", None) is not None:
@@ -209,12 +217,9 @@ def _record_output(span: Span, result: Any) -> None:
 
 
 def _drop_span(id_: str, err: BaseException | None) -> _Open | None:
-    with _STATE.lock:
-        if _STATE.skipped.pop(id_, None) is not None or id_ not in _STATE.open:
-            return None
-        rec = _STATE.open[id_]
-    _detach(rec.token)
-    rec.token = None
+    rec = _take(id_)
+    if rec is None:
+        return None
     if err is not None:
         record_exception(rec.span, err)
     _end(id_, rec)
