@@ -49,6 +49,7 @@ from ragtrail._log import logger
 from ragtrail.evals._compare import Comparison, compare, load_scores, resolve_run
 from ragtrail.evals._sweep_space import SUPPORTED, Param, SweepSpec, load_sweep
 from ragtrail.evals._sweep_trial import _CURRENT, _CURRENT_GLOBAL, TrialInfo, _dig, current_trial, sweep_cache
+from ragtrail.store import _sweeps as repo
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -370,35 +371,19 @@ def _evaluator(
 
 
 # ----------------------------------------------------------------- trial records in the store
-def _lineage_of(st: Store, run_id: str) -> dict[str, Any]:
-    rows = st.query("SELECT lineage FROM runs WHERE run_id = ?", (run_id,))
-    lin = json.loads(rows[0][0] or "{}") if rows else {}
-    return lin if isinstance(lin, dict) else {}
-
-
 def _write_record(st: Store, run_id: str, sweep_id: str, record: Mapping[str, Any], status: str | None = None) -> None:
-    lin = _lineage_of(st, run_id)
+    lin = repo.run_lineage(st, run_id)
     lin["sweep"] = dict(record)
-    with st.transaction() as cur:
-        cur.execute("UPDATE runs SET sweep_id = ?, lineage = ? WHERE run_id = ? AND (sweep_id IS NULL OR sweep_id = ?)",
-                    (sweep_id, json.dumps(lin, default=str), run_id, sweep_id))  # fmt: skip
-        if status is not None:
-            cur.execute("UPDATE runs SET status = ? WHERE run_id = ? AND sweep_id = ?", (status, run_id, sweep_id))
+    repo.set_trial_record(st, run_id, sweep_id, lin, status)
 
 
 def _mark(st: Store, run_id: str, reason: str, sweep_id: str, state: str) -> None:
     """Mark a trial's run ``failed`` (a failed trial, or one ``superseded`` by a new run of the same
     trial), so that no run of a sweep is left ``running``."""
-    rec = dict(_lineage_of(st, run_id).get("sweep") or {})
+    rec = dict(repo.run_lineage(st, run_id).get("sweep") or {})
     rec["state"] = state
     _write_record(st, run_id, sweep_id, rec, "failed")
-    rows = st.query("SELECT summary FROM runs WHERE run_id = ?", (run_id,))
-    summary = json.loads(rows[0][0] or "{}") if rows else {}
-    summary = summary if isinstance(summary, dict) else {}
-    summary["stopped_reason"] = reason
-    with st.transaction() as cur:
-        cur.execute("UPDATE runs SET summary = ?, finished_at = COALESCE(finished_at, ?) WHERE run_id = ?",
-                    (json.dumps(summary, default=str), time.time(), run_id))  # fmt: skip
+    repo.add_stop_reason(st, run_id, reason)
 
 
 def _finish_trial(st: Store, sweep_id: str, trial: Trial, record: dict[str, Any]) -> None:
@@ -408,8 +393,8 @@ def _finish_trial(st: Store, sweep_id: str, trial: Trial, record: dict[str, Any]
     if trial.run_id is not None:
         _write_record(st, trial.run_id, sweep_id, record, "pruned" if trial.state == "pruned" else None)
         return
-    for run_id, lin, status in st.query("SELECT run_id, lineage, status FROM runs WHERE sweep_id = ?", (sweep_id,)):
-        rec = (json.loads(lin or "{}") or {}).get("sweep") or {}
+    for run_id, lin, status in repo.sweep_run_states(st, sweep_id):
+        rec = lin.get("sweep") or {}
         if rec.get("trial") == trial.number and rec.get("state") is None:
             trial.run_id = run_id
             _write_record(st, run_id, sweep_id, record)
@@ -418,8 +403,7 @@ def _finish_trial(st: Store, sweep_id: str, trial: Trial, record: dict[str, Any]
 
 
 def _n_examples(st: Store, run_id: str) -> int:
-    rows = st.query("SELECT COUNT(*) FROM run_examples WHERE run_id = ?", (run_id,))
-    return int(rows[0][0]) if rows else 0
+    return repo.count_examples(st, run_id)
 
 
 def _reseed(st: Store, run_id: str, metric: str, reporter: Any) -> bool:
@@ -427,9 +411,7 @@ def _reseed(st: Store, run_id: str, metric: str, reporter: Any) -> bool:
     the pruner stops it there, in which case the run is finished as ``pruned``."""
     from ragtrail.evals._runs import finish_run
 
-    rows = st.query("SELECT example_id, score, status FROM run_results WHERE run_id = ? AND scorer = ? "
-                    "ORDER BY created_at, example_id", (run_id, metric))  # fmt: skip
-    for ex_id, score, status in rows:
+    for ex_id, score, status in repo.scored_results(st, run_id, metric):
         why = reporter.add(ex_id, score if status == "ok" else None)
         if why:
             finish_run(st, run_id, "pruned", {"stopped_reason": why})
@@ -461,18 +443,15 @@ def _replay(st: Store, spec: SweepSpec, sweep_id: str, space: Any, study: Any, t
     from ragtrail.evals import _sweep_optuna as so
     from ragtrail.evals._sweep_space import _canon
 
-    rows = st.query("SELECT run_id, name, version, config, status, lineage FROM runs WHERE sweep_id = ? "
-                    "ORDER BY created_at, version", (sweep_id,))  # fmt: skip
+    rows = repo.sweep_trial_rows(st, sweep_id)
     if not rows:
         raise EvalError(
             f"cannot resume sweep {sweep_id!r}: the store {st.url} has no runs of it (the id is printed when a "
             "sweep starts, and `ragtrail runs list` shows it)"
         )
     by_number: dict[int, tuple[Any, ...]] = {}
-    for run_id, name, version, cfg_json, status, lin_json in rows:
+    for run_id, name, version, config, status, lin in rows:
         ref = f"{name}:v{version}"
-        config = json.loads(cfg_json or "{}")
-        lin = json.loads(lin_json or "{}") or {}
         rec: dict[str, Any] = lin["sweep"] if isinstance(lin.get("sweep"), dict) else {}
         if rec.get("state") == "superseded":
             continue
@@ -546,15 +525,12 @@ def sweep_runs_df(store: Store, sweep_id: str) -> pd.DataFrame:
     band), config, then one column per metric mean."""
     import pandas as pd
 
-    rows = store.query(
-        "SELECT run_id, name, version, config, status FROM runs WHERE sweep_id = ? ORDER BY version", (sweep_id,)
-    )
+    rows = repo.sweep_runs(store, sweep_id)
     if not rows:
         raise EvalError(f"no runs for sweep {sweep_id!r} in the store {store.url}")
     out = []
     for rid, name, version, cfg, status in rows:
-        rec: dict[str, Any] = {"run": f"{name}:v{version}", "run_id": rid, "status": status,
-                               "config": json.loads(cfg or "{}")}  # fmt: skip
+        rec: dict[str, Any] = {"run": f"{name}:v{version}", "run_id": rid, "status": status, "config": cfg}
         for m, cells in load_scores(store, rid).items():
             vals = [c.score for c in cells.values() if c.status == "ok" and c.score is not None]
             rec[m] = sum(vals) / len(vals) if vals else None
