@@ -11,12 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ragtrail.store._evals import _loads as _obj  # the eval tables' one reader of a stored JSON object
 from ragtrail.store._store import Store
-
-
-def _obj(text: Any) -> dict[str, Any]:
-    value = json.loads(text or "{}") if isinstance(text, (str, bytes)) or text is None else text
-    return value if isinstance(value, dict) else {}
 
 
 def run_lineage(store: Store, run_id: str) -> dict[str, Any]:
