@@ -10,8 +10,10 @@ The app (one process per variant, run one after the other on the same machine):
   5 KB of content each through ``ragtrail.span`` + ``set_content``).
 
 Variants: ``untraced`` (no ``ragtrail.init``: the app's own latency), ``previous`` (the ragtrail tree
-at ``--baseline``, extracted with ``git archive``), ``current`` (this checkout, in-process writer) and
-``process`` (this checkout with ``init(writer="process")``). Each reports:
+at ``--baseline``, extracted with ``git archive``), ``current`` (this checkout with its default,
+``writer="auto"``: a writer process once the load calls for one), ``thread`` (this checkout,
+``writer="thread"``: always in-process) and ``process`` (``writer="process"``: always a writer
+process). Each reports:
 spans produced per second vs written per second during the load, drops, the backlog when the load
 ends (% of produced, written by the final flush), chain latency p50/p99 and calls/s, peak and final
 RSS, store bytes per span, and how long ``Client.spans_df()`` takes per 100k spans.
@@ -112,7 +114,7 @@ def child(variant: str, seconds: float, rate: int, store: str) -> dict[str, Any]
     proc = psutil.Process()
     traced = variant != "untraced"
     if traced:
-        writer = {"writer": "process"} if variant == "process" else {}
+        writer = {"writer": variant} if variant in ("process", "thread") else {}
         ragtrail.init(project="busy", store=store, capture_content=True, **writer)
         from ragtrail.connectors.langchain import instrument
 
@@ -183,6 +185,9 @@ def child(variant: str, seconds: float, rate: int, store: str) -> dict[str, Any]
     out["p50_ms"] = lat[len(lat) // 2] * 1000
     out["p99_ms"] = lat[int(len(lat) * 0.99)] * 1000
     if traced:
+        w = getattr(ragtrail.tracing.get_config().store_exporter, "writer", None)
+        child_pid = getattr(w, "child_pid", None)
+        child_cpu0 = _cpu_of(child_pid)
         at_end = ragtrail.stats()
         rss_end_load = proc.memory_info().rss
         t1 = time.perf_counter()
@@ -191,6 +196,10 @@ def child(variant: str, seconds: float, rate: int, store: str) -> dict[str, Any]
         # the exporter threads' CPU since init, and the final flush's (it exports on the calling thread)
         exporter_cpu = _exporter_thread_cpu(proc) + time.thread_time() - c1
         flush_s = time.perf_counter() - t1
+        child_pid = getattr(w, "child_pid", None) or child_pid
+        if child_pid is not None:  # the writer process's CPU: during the load, and in all (load + final flush)
+            out["writer_cpu_load"] = child_cpu0 / elapsed
+            out["writer_proc_us_per_span"] = _cpu_of(child_pid) * 1e6 / max(1, ragtrail.stats()["exported"])
         final = ragtrail.stats()
         total = final["exported"] + final["dropped"] + final["failed"] + final.get("spooled", 0)
         out.update(
@@ -226,6 +235,19 @@ def child(variant: str, seconds: float, rate: int, store: str) -> dict[str, Any]
     return out
 
 
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds used so far by process ``pid`` (0 when there is none)."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(t.user + t.system)
+
+
 def _exporter_thread_cpu(proc: Any) -> float:
     """CPU seconds used so far by the exporter threads of this process (the BatchSpanProcessors')."""
     ids = {t.native_id for t in threading.enumerate() if t.name.startswith("OtelBatch")}
@@ -259,7 +281,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=5000, help="producer spans per second (5 KB each)")
     ap.add_argument("--baseline", default=DEFAULT_BASELINE, help="git ref of the previous design")
     ap.add_argument("--baseline-tree", help="a directory holding the previous design's ragtrail/ (instead of git)")
-    ap.add_argument("--variants", default="untraced,previous,current,process")
+    ap.add_argument("--variants", default="untraced,previous,thread,current,process")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -268,7 +290,7 @@ def main() -> None:
         return
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="busy-app-") as tmp:
-        trees = {"current": ROOT, "untraced": ROOT, "process": ROOT}
+        trees = {"current": ROOT, "untraced": ROOT, "process": ROOT, "thread": ROOT}
         if args.baseline_tree:
             trees["previous"] = os.path.abspath(args.baseline_tree)
         elif "previous" in args.variants:
@@ -289,6 +311,8 @@ def main() -> None:
         ("backlog at end %", "backlog_pct", "{:.1f}"),
         ("final flush s", "final_flush_s", "{:.1f}"),
         ("exporter CPU us/span (app)", "exporter_cpu_us_per_span", "{:.1f}"),
+        ("writer process cores (load)", "writer_cpu_load", "{:.2f}"),
+        ("writer process CPU us/span", "writer_proc_us_per_span", "{:.1f}"),
         ("RSS at end of load MB", "rss_end_load_mb", "{:.0f}"),
         ("RSS peak (load+flush) MB", "rss_peak_mb", "{:.0f}"),
         ("store bytes/span", "bytes_per_span", "{:.0f}"),
@@ -296,7 +320,7 @@ def main() -> None:
     ]
     names = list(results)
     base = results.get("previous", {})
-    others = [n for n in ("current", "process") if n in results]
+    others = [n for n in ("thread", "current", "process") if n in results]
     head = "".join(f"   {n}/previous" for n in others) if base else ""
     print(f"{'':26}" + "".join(f"{n:>14}" for n in names) + head)
     for label, key, fmt in rows:

@@ -4,7 +4,9 @@ content compressed (migration 12) and written whole as before, in the same run.
 Rows are the soak's chain (a real LangChain prompt | fake chat model | parser, ~5 KB of content per call)
 turned into store rows by the store exporter, then copied with fresh ids to the store's size. Two
 contents: the soak's own (``ctx ctx …``, very repetitive) and prose-like text (random words of a
-5,000-word vocabulary, closer to real retrieved passages).
+5,000-word vocabulary, closer to real retrieved passages), drawn afresh for every row, so that a
+trained dictionary cannot simply learn the rows. Three stores per content: rows whole (before
+migration 12), compressed (zstd), compressed with a zstd dictionary trained on the project's spans.
 
     .venv/bin/python -m benchmarks.compact_storage            # 100,000 spans per store
     .venv/bin/python -m benchmarks.compact_storage --quick    # 20,000
@@ -20,8 +22,10 @@ import tempfile
 import time
 from typing import Any
 
+_MARK = "QQFRESHTEXTQQ"  # replaced by fresh text in every row copied from a template
 
-def _template_rows(text_of: Any, calls: int = 50) -> list[tuple[Any, ...]]:
+
+def _template_rows(text_of: Any, calls: int = 50, fresh: bool = False) -> list[tuple[Any, ...]]:
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
@@ -45,29 +49,36 @@ def _template_rows(text_of: Any, calls: int = 50) -> list[tuple[Any, ...]]:
             | StrOutputParser()
         )
         for i in range(calls):
-            chain.invoke({"q": text_of(i)})
+            chain.invoke({"q": _MARK if fresh else text_of(i)})
         uninstrument()
         rows = [span_to_row(s, "bench") for s in mem.get_finished_spans()]
         ragtrail.shutdown()
     return rows
 
 
-def _fill(path: str, templates: list[tuple[Any, ...]], n: int) -> float:
-    from ragtrail.store import open_store
+def _fill(path: str, templates: list[tuple[Any, ...]], n: int, text_of: Any = None) -> float:
+    from ragtrail.store import SPAN_COLUMNS, open_store
 
+    at = SPAN_COLUMNS.index("attributes")
     st = open_store(path)
-    t = time.perf_counter()
+    t = 0.0
     batch: list[tuple[Any, ...]] = []
     for i in range(n):
         r = templates[i % len(templates)]
+        if text_of is not None and r[at] and _MARK in r[at]:
+            r = (*r[:at], r[at].replace(_MARK, text_of(i)), *r[at + 1 :])
         batch.append((f"{i // 4:032x}", f"{i:016x}", *r[2:5], r[5] + i * 1000, r[6] + i * 1000, *r[7:]))
         if len(batch) == 5000:
+            t0 = time.perf_counter()
             st.write_spans(batch)
+            t += time.perf_counter() - t0
             batch = []
     if batch:
+        t0 = time.perf_counter()
         st.write_spans(batch)
+        t += time.perf_counter() - t0
     st.close()
-    return time.perf_counter() - t
+    return t
 
 
 def _measure(path: str) -> dict[str, float]:
@@ -110,32 +121,39 @@ def main() -> None:
     vocab = ["".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(2, 10))) for _ in range(5000)]
     contents = {
         "soak chain (ctx ctx …)": lambda i: f"{i} " + "ctx " * 1200,
-        "prose-like (5,000-word vocabulary)": lambda i: " ".join(rnd.choice(vocab) for _ in range(800)),
+        "prose-like (5,000-word vocabulary)": lambda i: " ".join(rnd.choices(vocab, k=800)),
     }
+    fresh = {"prose-like (5,000-word vocabulary)"}
     print(
         f"codec: {_codec.codec()} (level {_codec.ZSTD_LEVEL if _codec.codec() == 'zstd' else _codec.ZLIB_LEVEL}); {n:,} spans per store"
     )
     for label, text_of in contents.items():
-        templates = _template_rows(text_of)
+        templates = _template_rows(text_of, fresh=label in fresh)
         out = {}
         with tempfile.TemporaryDirectory() as d:
-            for mode in ("whole (before)", "compressed (after)"):
-                _codec.ENABLED = mode.startswith("compressed")
+            for mode in ("whole (before)", "compressed (after)", "+ dictionary"):
+                _codec.ENABLED = mode != "whole (before)"
+                _codec.DICTIONARIES = mode == "+ dictionary"
                 path = os.path.join(d, f"{mode[:5]}.db")
-                write = _fill(path, templates, n)
+                write = _fill(path, templates, n, text_of if label in fresh else None)
                 out[mode] = {**_measure(path), "write_us_per_span": write / n * 1e6}
-        _codec.ENABLED = True
+                for suffix in ("", "-wal", "-shm"):  # the next store gets the disk (1M spans whole are ~8 GB)
+                    if os.path.exists(path + suffix):
+                        os.remove(path + suffix)
+        _codec.ENABLED = _codec.DICTIONARIES = True
         print(f"\n{label}")
         print(f"  {'':20} {'attrs+content B/span':>21} {'file B/span':>12} {'write us/span':>14} {'spans_df s':>11}")
         for mode, m in out.items():
             print(
                 f"  {mode:20} {m['column_bytes']:21,.0f} {m['file_bytes']:12,.0f} {m['write_us_per_span']:14,.1f} {m['spans_df_s']:11.2f}"
             )
-        a, b = out["whole (before)"], out["compressed (after)"]
-        print(
-            f"  ratio: columns {a['column_bytes'] / b['column_bytes']:.1f}x smaller, file {a['file_bytes'] / b['file_bytes']:.1f}x smaller, "
-            f"spans_df {b['spans_df_s'] / a['spans_df_s']:.2f}x the time"
-        )
+        a = out["whole (before)"]
+        for mode in ("compressed (after)", "+ dictionary"):
+            b = out[mode]
+            print(
+                f"  {mode} vs whole: columns {a['column_bytes'] / b['column_bytes']:.1f}x smaller, file "
+                f"{a['file_bytes'] / b['file_bytes']:.1f}x smaller, spans_df {b['spans_df_s'] / a['spans_df_s']:.2f}x the time"
+            )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import ragtrail.store._postgres as pg_mod
 import ragtrail.store._sqlite as sqlite_mod
 from ragtrail import semconv
 from ragtrail.store import SPAN_COLUMNS, open_store
-from ragtrail.store._migrations import MIGRATIONS
+from ragtrail.store._migrations import LATEST, MIGRATIONS
 from ragtrail.tracing import StoreSpanExporter
 
 CACHED = semconv.GEN_AI_USAGE_CACHED_INPUT_TOKENS
@@ -78,7 +78,7 @@ def _write_at_schema_12(url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str,
 
 def _check_backfilled(url: str, t1: str, t2: str) -> None:
     store = open_store(url)  # runs migration 13
-    assert store.schema_version() == 13
+    assert store.schema_version() == LATEST
     assert store.query("SELECT name FROM ragtrail_migrations WHERE version = 13") == [("spans_cached_input_tokens",)]
     got = store.query("SELECT cached_input_tokens FROM spans WHERE trace_id = ? ORDER BY span_id", (t1,))
     assert [r[0] for r in got] == [want for _, want in OLD_ROWS]
@@ -91,7 +91,7 @@ def _check_backfilled(url: str, t1: str, t2: str) -> None:
     # the attributes are untouched by the migration
     assert json.loads(df.attributes.iloc[2])[CACHED] == "7"
     store.close()
-    assert open_store(url).schema_version() == 13  # a second open does nothing more
+    assert open_store(url).schema_version() == LATEST  # a second open does nothing more
 
 
 def test_sqlite_store_of_schema_12_is_backfilled(tmp_path, monkeypatch):

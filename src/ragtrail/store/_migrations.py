@@ -290,6 +290,23 @@ UPDATE spans SET cached_input_tokens = (
     WHERE attributes LIKE '%"gen_ai.usage.cache_read.input_tokens"%'
 """
 
+# issue 24: zstd dictionaries trained on a project's own span content (store/_codec.py); a blob that was
+# compressed with one names its id. Rows are never deleted while spans may refer to them. PostgreSQL keeps
+# the table empty (TOAST compresses there) but has it, so that both backends have the same schema.
+_CONTENT_DICTS = """
+CREATE TABLE IF NOT EXISTS content_dicts (
+    id BIGINT PRIMARY KEY,
+    project TEXT NOT NULL,
+    created_ns BIGINT NOT NULL,
+    codec TEXT NOT NULL,
+    dict BYTEA_OR_BLOB NOT NULL,
+    samples INTEGER NOT NULL,
+    sample_bytes BIGINT NOT NULL,
+    plain_bytes BIGINT NOT NULL,
+    dict_bytes BIGINT NOT NULL
+)
+"""
+
 MIGRATIONS: list[tuple[int, str, str, str | Callable[[Any], None]]] = [
     (1, "spans", _SPANS, _SPANS),
     (2, "datasets_runs_aliases_cache", _EVALS, _EVALS),
@@ -301,6 +318,12 @@ MIGRATIONS: list[tuple[int, str, str, str | Callable[[Any], None]]] = [
     (11, "pg_spans_partitioned_by_time", "", _PARTITIONS),
     (12, "span_content_compressed", _SPAN_CONTENT_SQLITE, _SPAN_CONTENT_PG),
     (13, "spans_cached_input_tokens", _CACHED_TOKENS_SQLITE, _CACHED_TOKENS_PG),
+    (
+        14,
+        "content_dicts",
+        _CONTENT_DICTS.replace("BYTEA_OR_BLOB", "BLOB"),
+        _CONTENT_DICTS.replace("BYTEA_OR_BLOB", "BYTEA"),
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

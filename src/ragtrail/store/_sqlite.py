@@ -16,12 +16,19 @@ from ragtrail.store import _codec
 from ragtrail.store._base import (
     _ATTRS_AT,
     _INSERT_SPANS_CONTENT,
+    SPAN_COLUMNS,
     Store,
     _inherited,
     _inherited_lock,
     _is_locked,
 )
 from ragtrail.store._pool import Pool
+
+_PROJECT_AT = SPAN_COLUMNS.index("project")
+_INSERT_DICT = (
+    "INSERT OR IGNORE INTO content_dicts (id, project, created_ns, codec, dict, samples, sample_bytes, plain_bytes, "
+    "dict_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SQLiteStore(Store):
@@ -45,6 +52,7 @@ class SQLiteStore(Store):
         self.busy_timeout_s = busy_timeout_s
         self.readers = max(1, int(readers))
         self._pid = os.getpid()
+        self.codec = _codec.ContentCodec(self._load_dicts)  # content compression, with trained dictionaries
         self._setup_connections()
         parent = os.path.dirname(self.path)
         try:
@@ -71,6 +79,15 @@ class SQLiteStore(Store):
                 "and writable, or pass another path to init(store=...)."
             ) from exc
 
+    def _load_dicts(self) -> list[tuple[int, str, bytes]]:
+        """The store's content dictionaries, oldest first, read on a connection of their own (this runs
+        inside ``ragtrail_attributes`` too, where the calling connection is busy)."""
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s)
+        try:
+            return conn.execute("SELECT id, project, dict FROM content_dicts ORDER BY created_ns, id").fetchall()
+        finally:
+            conn.close()
+
     def _setup_connections(self) -> None:
         self._writer: sqlite3.Connection | None = None
         self._writer_ident: tuple[int, int] | None = None
@@ -83,6 +100,7 @@ class SQLiteStore(Store):
             _inherited.append(self._writer)
             _inherited.extend(self._pool._idle)
         self._setup_connections()
+        self.codec = _codec.ContentCodec(self._load_dicts)  # its lock may have been held at the fork
         self._pid = os.getpid()
 
     def _open(self, cache_kib: int) -> sqlite3.Connection:
@@ -100,7 +118,7 @@ class SQLiteStore(Store):
                 # checkpoint the WAL every ~80 MB instead of every 8 MB: fewer copies during ingest
                 conn.execute("PRAGMA wal_autocheckpoint=10000")
                 # the whole attributes JSON of a span whose large text attributes are compressed
-                conn.create_function("ragtrail_attributes", 2, _codec.sql_join, deterministic=True)
+                conn.create_function("ragtrail_attributes", 2, self.codec.join, deterministic=True)
             except BaseException:
                 conn.close()
                 raise
@@ -200,18 +218,25 @@ class SQLiteStore(Store):
     def _insert_spans(self, rows: Sequence[Sequence[Any]]) -> int:
         """Rows with their large text attributes moved, compressed, to ``content`` (store/_codec.py)."""
         split = _codec.split_attributes
+        codec = self.codec
         at = _ATTRS_AT
         out = []
         for r in rows:
             attrs = r[at]
             if attrs is not None and len(attrs) >= _codec.MIN_JSON:
-                small, blob = split(attrs)
+                small, blob = split(attrs, codec, r[_PROJECT_AT] or "")
                 out.append((*r[:at], small, *r[at + 1 :], blob))
             else:
                 out.append((*r, None))
+        dicts = codec.pending()  # a dictionary is stored with the first rows that name it
         with self.transaction() as cur:
+            if dicts:
+                cur.executemany(_INSERT_DICT, dicts)
             cur.executemany(_INSERT_SPANS_CONTENT, out)
-            return int(getattr(cur, "rowcount", len(rows)))
+            n = int(getattr(cur, "rowcount", len(rows)))
+        if dicts:
+            codec.persisted(dicts)
+        return n
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:

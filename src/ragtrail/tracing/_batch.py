@@ -16,7 +16,7 @@ them too), so they never count as queued.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -67,6 +67,8 @@ class CountedBatchProcessor(SpanProcessor):
         self._closed = False
         self.accepted = 0
         self.dropped = 0
+        # called every 1,024 spans accepted (writer="auto" watches the rate with it: ProcessWriter.pulse)
+        self.pulse: Callable[[], None] | None = None
 
     @property
     def exported(self) -> int:
@@ -90,7 +92,13 @@ class CountedBatchProcessor(SpanProcessor):
                 self.dropped += 1  # the queue is full: this span is not handed over, and counted
                 return
             self.accepted += 1
+            n = self.accepted
         self._batch.on_end(span)
+        if not n & 1023 and self.pulse is not None:
+            try:
+                self.pulse()
+            except Exception:  # pragma: no cover - never raise into the traced code
+                pass
 
     def shutdown(self) -> None:
         self._closed = True

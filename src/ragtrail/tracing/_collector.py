@@ -12,7 +12,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from ragtrail.tracing import _background
+from ragtrail.tracing import _background, _content
 from ragtrail.tracing._model import SpanRecord, Trace
 
 
@@ -74,3 +74,13 @@ def collector(provider: Any = None) -> SpanCollector:
             prov.add_span_processor(_collector)
             setattr(prov, "_ragtrail_collector", _collector)  # noqa: B010
         return _collector
+
+
+def watching() -> bool:
+    """Whether the eval harness is reading some trace's spans in-process now (content recorded then is
+    masked when recorded, not only by the writer process)."""
+    c = _collector
+    return c is not None and bool(c._spans)
+
+
+_content.collector_watching = watching

@@ -229,6 +229,15 @@ def active_sanitizer(mask: bool = True) -> Sanitizer:
 
 
 _active_cfg: Any = None
+
+
+def _nothing_watched() -> bool:
+    return False
+
+
+# Whether the eval harness reads some trace's spans in-process now: set by ragtrail.tracing._collector when
+# it is imported (kept here, a module below both, so that ragtrail.init's config needs no import of it).
+collector_watching: Callable[[], bool] = _nothing_watched
 _NO_MASK = Sanitizer(mask_secrets=False)
 _cached: tuple[Any, Any, Sanitizer] = (None, None, DEFAULT_SANITIZER)
 

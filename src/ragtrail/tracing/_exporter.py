@@ -139,6 +139,8 @@ _SESSION = semconv.SESSION_ID
 _USER = semconv.USER_ID
 _ERROR = StatusCode.ERROR
 _CHUNK = 512  # spans converted and written at a time within one export batch
+_FRAME = 1_024  # spans per frame to the writer process
+_IN_FLIGHT = 2  # frames sent to it and not yet answered
 _OK = StatusCode.OK
 
 
@@ -204,17 +206,30 @@ class StoreSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_KEY, True))  # never trace ourselves
         try:
-            if self.writer is not None and not self.writer.disabled:
-                done = self._export_via_writer(spans)
-                if done is not None:
-                    return done
-            # rows are built and written a chunk at a time: the rows of a whole batch (up to 8,192 spans,
-            # each with a copy of its content as JSON) would be a transient peak of ~40 MB that glibc
-            # keeps after it is freed (issue 24: the soak's RSS grew with the export batch, not the heap)
+            writer = self.writer
+            if writer is not None and writer.auto and not writer.ready and not writer.disabled:
+                writer.load(len(spans))  # writer="auto": in-process until the load calls for the child
             result = SpanExportResult.SUCCESS
+            tries = 1  # the writer process is tried once per batch; what it does not confirm is written here
             step = _CHUNK
-            for i in range(0, len(spans), step):
-                chunk = spans[i : i + step] if len(spans) > step else spans
+            i, n = 0, len(spans)
+            while True:
+                if tries and writer is not None and not writer.disabled and (writer.ready or not writer.auto):
+                    # writer="process", or "auto" once its child is up (also in the middle of a batch)
+                    tries = 0
+                    rest, ok = self._export_via_writer(spans[i:] if i else spans)
+                    if not ok:
+                        result = SpanExportResult.FAILURE
+                    if not rest:
+                        return result
+                    spans, i, n = rest, 0, len(rest)
+                if i >= n:
+                    return result
+                # rows are built and written a chunk at a time: the rows of a whole batch (up to 8,192 spans,
+                # each with a copy of its content as JSON) would be a transient peak of ~40 MB that glibc
+                # keeps after it is freed (issue 24: the soak's RSS grew with the export batch, not the heap)
+                chunk = spans[i : i + step] if n > step else spans
+                i += step
                 try:
                     mask = self.mask_secrets
                     rows = [span_to_row(s, self.project, mask=mask) for s in chunk]
@@ -229,30 +244,54 @@ class StoreSpanExporter(SpanExporter):
                     if self._write_locked(rows) is not SpanExportResult.SUCCESS:
                         result = SpanExportResult.FAILURE
                 del rows
-            return result
         finally:
             otel_context.detach(token)
 
-    def _export_via_writer(self, spans: Sequence[ReadableSpan]) -> SpanExportResult | None:
-        """Hand the batch to the writer process; None when it cannot take it (then in-process)."""
+    def _export_via_writer(self, spans: Sequence[ReadableSpan]) -> tuple[Sequence[ReadableSpan], bool]:
+        """Hand the batch to the writer process, ``_FRAME`` spans per frame, with up to ``_IN_FLIGHT``
+        frames sent and not yet answered: the next frame is packed, and waits in the pipe, while the child
+        writes (so the child never waits for this process to get the GIL back). Returns (the spans it did
+        not confirm, to be written in-process: empty when it took them all; False when it counted some
+        as failed)."""
         writer = self.writer
         assert writer is not None
-        try:
-            payload = pack_spans(spans)
-            with self._write_lock:
-                exported, failed = writer.write(payload)
-        except WriterGone as exc:
-            warn_once("writer-gone", "ragtrail: the writer process is unavailable (%s); writing in-process", exc)
-            return None
-        except Exception:
-            warn_once("writer-pack", "ragtrail: could not hand spans to the writer process", exc_info=True)
-            return None
+        ok = True
+        sent: list[int] = []  # starts of the frames in flight, oldest first
+        start = 0
+        with self._write_lock:
+            try:
+                for start in range(0, len(spans), _FRAME):
+                    payload = pack_spans(spans[start : start + _FRAME])
+                    if len(sent) >= _IN_FLIGHT:
+                        ok = self._count_answer(writer.collect()) and ok
+                        del sent[0]
+                    writer.send(payload)
+                    sent.append(start)
+                while sent:
+                    ok = self._count_answer(writer.collect()) and ok
+                    del sent[0]
+            except WriterGone as exc:
+                warn_once("writer-gone", "ragtrail: the writer process is unavailable (%s); writing in-process", exc)
+                return spans[sent[0] if sent else start :], ok
+            except Exception:
+                warn_once("writer-pack", "ragtrail: could not hand spans to the writer process", exc_info=True)
+                while sent:  # the answers of the frames in flight come first, or later ones would be misread
+                    try:
+                        ok = self._count_answer(writer.collect()) and ok
+                    except WriterGone:
+                        return spans[sent[0] :], ok
+                    del sent[0]
+                return spans[start:], ok
+        return (), ok
+
+    def _count_answer(self, answer: tuple[int, int]) -> bool:
+        exported, failed = answer
         with self._lock:
             self.exported += exported
             self.failed += failed
             if failed:
                 self.errors += 1
-        return SpanExportResult.FAILURE if failed else SpanExportResult.SUCCESS
+        return not failed
 
     def _write_locked(self, rows: list[tuple[Any, ...]]) -> SpanExportResult:
         spool = self.spool

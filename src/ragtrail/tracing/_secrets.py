@@ -212,8 +212,42 @@ def mask_secrets(text: str) -> tuple[str, int]:
     return total
 
 
+# With the optional ``ahocorasick-rs`` (extra ``ragtrail[fast]``), a long text is searched for every
+# needle in one pass instead of one substring pass per needle (~28): 4-5x less CPU on a 5 KB passage
+# (issue 24). Same rules, same order, same result; only which rules run is found faster.
+_AC_MIN = 512  # shorter texts: the per-needle passes are as cheap as the automaton's call
+try:
+    import ahocorasick_rs as _ac
+
+    _AC_CASED: Any = _ac.BytesAhoCorasick([n.encode() for n in _CASED_NEEDLES])
+    _AC_UNCASED: Any = _ac.BytesAhoCorasick([n.encode() for n in _UNCASED_NEEDLES])
+except Exception:
+    _AC_CASED = _AC_UNCASED = None
+
+
+def _rules_present(ac: Any, flat: tuple[tuple[str, int], ...], text: str) -> list[int]:
+    """Indices of the rules one of whose needles occurs in ``text``, in rule order (one automaton pass)."""
+    found = ac.find_matches_as_indexes(text.encode("utf-8", "surrogatepass"), overlapping=True)
+    return sorted({flat[k][1] for k, _s, _e in found})
+
+
 def _mask_all(text: str) -> tuple[str, int]:
     total = 0
+    if _AC_CASED is not None and len(text) >= _AC_MIN:
+        for i in _rules_present(_AC_CASED, _CASED_FLAT, text):
+            rule = _CASED[i]
+            text, n = _sub_at(text, text, rule[0], rule[1], rule[2])
+            total += n
+        low = text.lower()
+        if len(low) == len(text):
+            for i in _rules_present(_AC_UNCASED, _UNCASED_FLAT, low):
+                rule = _UNCASED[i]
+                text, n = _sub_at(text, low, rule[0], rule[1], rule[2])
+                if n:
+                    total += n
+                    low = text.lower()
+            return text, total
+        return _mask_uncased_by_regex(text, total)
     # one substring test per needle first, iterated in C: most texts hold none
     hit = -1
     for needle, i in _CASED_FLAT if any(map(text.__contains__, _CASED_NEEDLES)) else ():
@@ -224,11 +258,7 @@ def _mask_all(text: str) -> tuple[str, int]:
             total += n
     low = text.lower()
     if len(low) != len(text):  # a few characters change length when lower-cased: positions differ
-        for _needles, pattern, repl in _UNCASED:
-            before = text
-            text = pattern.sub(repl, text)
-            total += 0 if text == before else sum(1 for _ in pattern.finditer(before))
-        return text, total
+        return _mask_uncased_by_regex(text, total)
     hit = -1
     for needle, i in _UNCASED_FLAT if any(map(low.__contains__, _UNCASED_NEEDLES)) else ():
         if i != hit and needle in low:
@@ -238,6 +268,15 @@ def _mask_all(text: str) -> tuple[str, int]:
             if n:
                 total += n
                 low = text.lower()
+    return text, total
+
+
+def _mask_uncased_by_regex(text: str, total: int) -> tuple[str, int]:
+    """The uncased rules as whole-text regex passes (a text whose lower-casing changes its length)."""
+    for _needles, pattern, repl in _UNCASED:
+        before = text
+        text = pattern.sub(repl, text)
+        total += 0 if text == before else sum(1 for _ in pattern.finditer(before))
     return text, total
 
 

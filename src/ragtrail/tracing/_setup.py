@@ -61,6 +61,17 @@ class Config:
     sampling: Any = None  # ragtrail.tracing._sampling.SamplingConfig
     error_keeper: Any = None  # ragtrail.tracing._sampling.ErrorKeeper, when unsampled traces are recorded
     metrics: Any = None  # ragtrail.tracing._metrics.GenAIMetrics, when metrics have somewhere to go
+    # the store is the only place spans go (ragtrail's own provider, no OTLP or extra exporter, no mask hook)
+    store_only: bool = False
+
+    def masked_in_writer(self) -> bool:
+        """True when content may be recorded unscanned because the writer process masks it: the store is
+        the only consumer, its writer process is running, and no eval harness is reading spans in-process."""
+        exp = self.store_exporter
+        if not self.store_only or exp is None:
+            return False
+        w = exp.writer
+        return w is not None and w.ready and not _content.collector_watching()
 
 
 _config: Config | None = None
@@ -167,8 +178,9 @@ def init(
             ``metric_readers`` — see docs/production-scale.md; ``spool_dir`` (where spans
             wait while the store is unavailable; default ``$RAGTRAIL_SPOOL_DIR`` or
             ``~/.cache/ragtrail/spool``), ``spool_max_bytes`` (default 512 MiB; 0 turns the spool off), ``writer``
-            (``"thread"``, the default, or ``"process"``: store writes in a child process that
-            ragtrail starts and supervises, off the app's GIL; see docs/busy-apps.md).
+            (``"auto"``, the default or ``$RAGTRAIL_WRITER``: store writes move into a child process that
+            ragtrail starts and supervises, off the app's GIL, once the load calls for it; ``"thread"``:
+            always in-process; ``"process"``: always in the child; see docs/busy-apps.md).
 
     Raises:
         ConfigError: a bad option; StoreError: the store cannot be opened (the message says why).
@@ -247,7 +259,10 @@ def init(
                 spool=make_spool(store_obj, options),
                 writer=make_writer(store_obj, project, options),
             )
-            processors.append(CountedBatchProcessor(store_exporter, **bsp_kwargs))
+            store_bsp = CountedBatchProcessor(store_exporter, **bsp_kwargs)
+            if store_exporter.writer is not None and store_exporter.writer.auto:
+                store_bsp.pulse = store_exporter.writer.pulse  # writer="auto" starts its child on a high rate
+            processors.append(store_bsp)
         if otlp_endpoint:
             from ragtrail.tracing._otlp import make_otlp_exporter
 
@@ -308,6 +323,13 @@ def init(
             sampling=sampling,
             error_keeper=keeper,
             metrics=metrics,
+            store_only=(
+                store_exporter is not None
+                and not otlp_endpoint
+                and not extra_exporters
+                and mask is None
+                and bool(getattr(provider, _OWNED_ATTR, False))
+            ),
         )
         _content.use_config(_config)  # the masking step reads its settings from here (pushed, not pulled)
         _register_hooks()

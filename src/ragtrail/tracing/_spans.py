@@ -52,6 +52,14 @@ def content_value(value: Any) -> tuple[str, bool, int]:
     :mod:`ragtrail.tracing._content`."""
     cfg = _setup._config
     pol = active_sanitizer()
+    if pol.mask_secrets and cfg is not None and cfg.masked_in_writer():
+        # the store is the only consumer and its writer process masks every value it did not see masked:
+        # the secret scan runs there, off this process's GIL (issue 24); a value over the cap is masked
+        # here (before the cut, so that no secret is half kept)
+        text, cut = (value, False) if isinstance(value, str) else to_json(value, pol.max_bytes)
+        cap = pol.max_bytes
+        if not cut and (len(text) * 4 <= cap or len(text.encode("utf-8", "surrogatepass")) <= cap):
+            return text, False, 0
     if isinstance(value, str):
         text, truncated, n = pol.capped(value)
     else:

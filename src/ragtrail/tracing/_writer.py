@@ -26,16 +26,22 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from ragtrail._log import logger
+from ragtrail._log import logger, warn_once
 
 _LEN = struct.Struct("<I")
 _ANSWER = struct.Struct("<IIII")
 _STOP = 0
 _REPLAY = 0xFFFFFFFF
+# writer="auto": what counts as load that pays for a writer process
+AUTO_BATCH = 2_048  # one export batch this large: the exporter was that far behind
+AUTO_SPANS = 10_000  # or this many spans ...
+AUTO_WINDOW_S = 5.0  # ... within this many seconds (2,000 spans/s sustained)
+AUTO_PULSE_S = 0.5  # or 1,024 spans accepted within this many seconds (over 2,000 spans/s)
 
 try:
     import orjson as _orjson
@@ -122,9 +128,24 @@ def pack_spans(spans: Sequence[Any]) -> bytes:
 
 
 class ProcessWriter:
-    """Starts, feeds and supervises the writer child process for one store."""
+    """Starts, feeds and supervises the writer child process for one store.
 
-    def __init__(self, store_url: str, project: str, *, mask_secrets: bool, spool_dir: str, spool_max_bytes: int):
+    With ``auto`` (``writer="auto"``, the default), the child is started only once the exporter has
+    shown load (:meth:`load`): until then, and whenever it is not ready, batches are written
+    in-process. A short script or a test never pays for a process start; a busy service moves its
+    store work off the GIL within a second or two.
+    """
+
+    def __init__(
+        self,
+        store_url: str,
+        project: str,
+        *,
+        mask_secrets: bool,
+        spool_dir: str,
+        spool_max_bytes: int,
+        auto: bool = False,
+    ):
         self.store_url = store_url
         self.project = project
         self.mask_secrets = mask_secrets
@@ -137,6 +158,52 @@ class ProcessWriter:
         self.starts = 0
         self.spooled = 0
         self.spool_dropped = 0
+        self.auto = auto
+        # True while a started child answers (plain attribute: read on every recorded content value)
+        self.ready = False
+        self._starting: threading.Thread | None = None
+        self._load_t0 = 0.0
+        self._load_n = 0
+        self._pulse_t = -1e9
+        self._start_lock = threading.Lock()
+
+    def load(self, n: int) -> None:
+        """``writer="auto"``: the exporter is about to write ``n`` spans in-process. Starts the child
+        in the background when the load is sustained: a batch of ``AUTO_BATCH`` spans or more (the
+        exporter was behind by that many), or ``AUTO_SPANS`` spans within ``AUTO_WINDOW_S`` seconds."""
+        if self.ready or self.disabled or self._starting is not None:
+            return
+        now = time.monotonic()
+        if now - self._load_t0 > AUTO_WINDOW_S:
+            self._load_t0, self._load_n = now, 0
+        self._load_n += n
+        if n >= AUTO_BATCH or self._load_n >= AUTO_SPANS:
+            self._start_soon()
+
+    def pulse(self) -> None:
+        """Called by the batch processor every 1,024 spans it accepts: two pulses less than
+        ``AUTO_PULSE_S`` apart (over 2,000 spans/s) start the child at once, before the first export."""
+        now = time.monotonic()
+        last, self._pulse_t = self._pulse_t, now
+        if now - last < AUTO_PULSE_S and self.auto and not (self.ready or self.disabled or self._starting):
+            self._start_soon()
+
+    def _start_soon(self) -> None:
+        with self._start_lock:
+            if self._starting is not None or self.ready or self.disabled:
+                return
+            t = threading.Thread(target=self._start_in_background, name="ragtrail-writer-start", daemon=True)
+            self._starting = t
+        t.start()
+
+    def _start_in_background(self) -> None:
+        try:
+            self._ensure()
+        except Exception as exc:
+            self.disabled = True
+            warn_once("writer-auto", "ragtrail: could not start the writer process (%s); writing in-process", exc)
+        finally:
+            self._starting = None
 
     @property
     def child_pid(self) -> int | None:
@@ -159,10 +226,12 @@ class ProcessWriter:
             raise WriterGone("the writer process did not start (see its error output above)")
         self._proc = proc
         self.starts += 1
+        self.ready = True
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._pid != os.getpid():  # a forked child of the app: the pipe belongs to the parent
             self._proc = None
+            self.ready = False
             self._pid = os.getpid()
         if self.disabled:
             raise WriterGone("disabled")
@@ -177,18 +246,33 @@ class ProcessWriter:
 
     def _died(self) -> None:
         self._proc = None
+        self.ready = False
         now = time.monotonic()
         self._deaths = [t for t in self._deaths if now - t < 60] + [now]
         if len(self._deaths) >= 3:
             self.disabled = True
+            self.ready = False
             logger.warning("ragtrail: the writer process died 3 times within a minute; writing in-process from now on")
 
     def _call(self, frame: bytes) -> tuple[int, int, int, int]:
+        self._send(frame)
+        return self._answer()
+
+    def _send(self, frame: bytes) -> None:
         p = self._ensure()
-        assert p.stdin is not None and p.stdout is not None
+        assert p.stdin is not None
         try:
             p.stdin.write(frame)
             p.stdin.flush()
+        except (OSError, ValueError) as exc:
+            self._died()
+            raise WriterGone(str(exc)) from exc
+
+    def _answer(self) -> tuple[int, int, int, int]:
+        p = self._proc
+        if p is None or p.stdout is None:
+            raise WriterGone("the writer process exited")
+        try:
             answer = _read_exact(p.stdout, _ANSWER.size)
         except (OSError, ValueError) as exc:
             self._died()
@@ -206,11 +290,25 @@ class ProcessWriter:
         exported, failed, _s, _d = self._call(_LEN.pack(len(payload)) + payload)
         return exported, failed
 
+    def send(self, payload: bytes) -> None:
+        """Send one packed batch without waiting; :meth:`collect` gives its answer. One frame may be in
+        flight while the caller packs the next (the child writes while the app packs)."""
+        self._send(_LEN.pack(len(payload)) + payload)
+
+    def collect(self) -> tuple[int, int]:
+        """(exported, failed) of the frame :meth:`send` sent last, once the child wrote or spooled it."""
+        exported, failed, _spooled, _dropped = self._answer()
+        return exported, failed
+
     def replay(self) -> int:
         """Ask the child to write its spool back now; returns how many spans are still spooled."""
         return self._call(_LEN.pack(_REPLAY))[2]
 
     def close(self, timeout_s: float = 30.0) -> None:
+        t = self._starting
+        if t is not None:
+            t.join(timeout_s)  # a child being started is stopped like a running one
+        self.ready = False
         p, self._proc = self._proc, None
         if p is None or self._pid != os.getpid():
             return
@@ -243,11 +341,16 @@ def make_writer(store: Any, project: str, options: Mapping[str, Any]) -> Process
     from ragtrail._exceptions import ConfigError
     from ragtrail.tracing._spool import DEFAULT_MAX_BYTES, default_spool_dir
 
-    kind = options.get("writer", "thread")
-    if kind not in ("thread", "process"):
-        raise ConfigError(f"ragtrail.init(writer={kind!r}): use 'thread' (the default) or 'process'")
+    kind = options.get("writer") or os.environ.get("RAGTRAIL_WRITER") or "auto"
+    if kind not in ("auto", "thread", "process"):
+        raise ConfigError(
+            f"ragtrail.init(writer={kind!r}) (or $RAGTRAIL_WRITER): use 'auto' (the default: a writer process "
+            "once the load calls for one), 'thread' (always in-process) or 'process' (always a writer process)"
+        )
     if kind == "thread":
         return None
+    if kind == "auto" and (options.get("mask") is not None or not _can_start_processes()):
+        return None  # a mask hook runs in this process only; an app that cannot start processes writes in-process
     if options.get("mask") is not None:
         raise ConfigError(
             "ragtrail.init(writer='process') cannot run a mask hook (a function of this process) in the writer "
@@ -263,7 +366,15 @@ def make_writer(store: Any, project: str, options: Mapping[str, Any]) -> Process
         mask_secrets=bool(options.get("mask_secrets", True)),
         spool_dir=os.fspath(options.get("spool_dir") or default_spool_dir()),
         spool_max_bytes=int(max_bytes),
+        auto=kind == "auto",
     )
+
+
+def _can_start_processes() -> bool:
+    """False where a child process cannot be started from here (no interpreter path, e.g. an embedded
+    Python, or a platform without subprocesses)."""
+    exe = sys.executable
+    return bool(exe) and os.path.exists(exe) and hasattr(subprocess, "Popen") and sys.platform != "emscripten"
 
 
 # ------------------------------------------------------------------------------------------- child
