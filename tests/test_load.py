@@ -422,12 +422,13 @@ def test_store_directory_away_for_20s_mid_soak_loses_nothing(tmp_path):  # type:
     path = str(d / "s.db")
     cfg = ragtrail.init(project="out", store=path, tracer_provider=provider, spool_dir=str(tmp_path / "spool"))
     away = tmp_path / "away"
+    secs = float(os.environ.get("RAGTRAIL_OUTAGE_SECONDS", "20"))  # 60 for the one-minute outage
     try:
 
         def outage() -> None:
             time.sleep(5)
             os.rename(d, away)
-            time.sleep(20)
+            time.sleep(secs)
             os.rename(away, d)
 
         t = threading.Thread(target=outage)
@@ -446,7 +447,7 @@ def test_store_directory_away_for_20s_mid_soak_loses_nothing(tmp_path):  # type:
             work(k, i)
             spooled_seen[0] = max(spooled_seen[0], ragtrail.stats()["spooled"])
 
-        _run_threads(35, 4, watch)
+        _run_threads(secs + 15, 4, watch)
         t.join()
         assert spooled_seen[0] > 1000  # the outage really happened, and spans waited in the spool
         assert ragtrail.flush(120)
