@@ -153,7 +153,7 @@ def main() -> None:
         print(f"\n{label}")
         print(
             f"  {'':20} {'attrs+content B/span':>21} {'file B/span':>12} {'write us/span':>14} {'spans_df s':>11} "
-            f"{'frame MB':>9}"
+            f"{'RSS+ MB':>9}"
         )
         for mode, m in out.items():
             print(

@@ -194,7 +194,11 @@ class ProcessWriter:
                 return
             t = threading.Thread(target=self._start_in_background, name="ragtrail-writer-start", daemon=True)
             self._starting = t
-        t.start()
+        try:
+            t.start()
+        except RuntimeError:  # the interpreter is shutting down: stay in-process
+            self._starting = None
+            self.disabled = True
 
     def _start_in_background(self) -> None:
         try:
