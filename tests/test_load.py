@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import threading
 import time
@@ -186,7 +187,7 @@ def _chain() -> Any:
     from langchain_core.prompts import ChatPromptTemplate
 
     # the LLM's answers are fake (LangChain's own fake chat model); the rest of the chain is real
-    model = GenericFakeChatModel(messages=iter(["a b c d e"] * 100_000))
+    model = GenericFakeChatModel(messages=itertools.repeat("a b c d e"))  # never runs out, however long the soak
     return ChatPromptTemplate.from_template("{q}") | model | StrOutputParser(), model
 
 

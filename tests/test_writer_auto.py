@@ -33,7 +33,11 @@ def _spans(n: int, prefix: str = "s") -> None:
 
 @pytest.fixture(autouse=True)
 def _no_env_writer(monkeypatch):  # type: ignore[no-untyped-def]
+    from ragtrail.tracing import _collector
+
     monkeypatch.delenv("RAGTRAIL_WRITER", raising=False)
+    if _collector._collector is not None:  # an earlier test's interrupted eval run may have left a trace watched
+        _collector._collector.shutdown()
     yield
     ragtrail.shutdown()
 
