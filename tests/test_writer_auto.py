@@ -174,3 +174,25 @@ def test_a_high_span_rate_starts_the_writer_process_before_the_first_export(tmp_
     assert cfg.masked_in_writer()
     assert ragtrail.flush(60)
     assert cfg.store.count_spans() == 2_100 and w.starts == 1
+
+
+def test_a_frame_the_writer_process_cannot_read_is_written_here(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """The child hands back a frame it cannot read (answer REFUSED); the app writes those spans itself,
+    so nothing is lost and nothing is counted as failed. Frames around it go through the child."""
+    from ragtrail.tracing import _exporter
+
+    cfg = ragtrail.init(project="refuse", store=str(tmp_path / "s.db"), writer="process", schedule_delay_ms=60_000)
+    real = _exporter.pack_spans
+    calls = []
+
+    def garbled(spans):  # type: ignore[no-untyped-def]
+        calls.append(len(spans))
+        return b"\\xff not a frame" if len(calls) == 2 else real(spans)
+
+    monkeypatch.setattr(_exporter, "pack_spans", garbled)
+    _spans(3_000, "f")  # three frames of 1,024, 1,024 and 952 spans: the second is garbled
+    assert ragtrail.flush(60)
+    assert calls[:3] == [1_024, 1_024, 952]
+    st = ragtrail.stats()
+    assert st["exported"] == 3_000 and st["failed"] == 0
+    assert cfg.store.count_spans() == 3_000

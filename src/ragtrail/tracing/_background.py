@@ -220,6 +220,7 @@ class _Worker:
         self.queue: deque[BackgroundSpan] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # held while spans are being emitted (worker or a flush)
+        self._emitter: int | None = None  # the thread holding it
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.emitted = 0
@@ -251,6 +252,7 @@ class _Worker:
         What the parent had queued is the parent's to emit."""
         self.queue = deque()
         self._lock = threading.Lock()
+        self._emitter = None
         self._wake = threading.Event()
         self._thread = None
 
@@ -261,22 +263,35 @@ class _Worker:
             self.drain()
 
     def drain(self) -> None:
-        """Emit every queued span (called by the worker and by flush/shutdown)."""
-        if not self.queue:
+        """Emit every queued span (called by the worker and by flush/shutdown). Returns only once the
+        span the worker may be emitting right now has ended too: the eval harness takes an example's
+        trace right after this (an empty queue alone let it miss that span: one SciFact query in a CI
+        run was scored from a trace without its retrieval)."""
+        if not self.queue and not self._lock.locked():
             return
+        me = threading.get_ident()
+        if self._emitter == me:
+            return  # called from inside an emit on this thread (a processor flushing in on_end)
         on_worker = threading.current_thread() is self._thread
         with self._lock:
-            q = self.queue
-            while True:
-                try:
-                    bs = q.popleft()
-                except IndexError:
-                    return
-                self.emit(bs)
-                if on_worker:
-                    # hand the GIL back between spans: a traced call returning from native code
-                    # (Chroma's search runs without the GIL) must not wait a whole switch interval
-                    time.sleep(0)
+            self._emitter = me
+            try:
+                self._drain_locked(on_worker)
+            finally:
+                self._emitter = None
+
+    def _drain_locked(self, on_worker: bool) -> None:
+        q = self.queue
+        while True:
+            try:
+                bs = q.popleft()
+            except IndexError:
+                return
+            self.emit(bs)
+            if on_worker:
+                # hand the GIL back between spans: a traced call returning from native code
+                # (Chroma's search runs without the GIL) must not wait a whole switch interval
+                time.sleep(0)
 
     def stop(self) -> None:
         self._stopped = True  # first: a submit that misses the drain below sees it and drains itself

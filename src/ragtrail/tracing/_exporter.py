@@ -32,7 +32,7 @@ from ragtrail.tracing._content import (
 from ragtrail.tracing._otel_fields import otel_fields, resource_json
 from ragtrail.tracing._premasked import take_masked
 from ragtrail.tracing._spool import Spool
-from ragtrail.tracing._writer import ProcessWriter, WriterGone, _attr_dict, pack_spans
+from ragtrail.tracing._writer import REFUSED, ProcessWriter, WriterGone, _attr_dict, pack_spans
 
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 _STATUS = {StatusCode.UNSET: "UNSET", StatusCode.OK: "OK", StatusCode.ERROR: "ERROR"}
@@ -251,38 +251,47 @@ class StoreSpanExporter(SpanExporter):
         """Hand the batch to the writer process, ``_FRAME`` spans per frame, with up to ``_IN_FLIGHT``
         frames sent and not yet answered: the next frame is packed, and waits in the pipe, while the child
         writes (so the child never waits for this process to get the GIL back). Returns (the spans it did
-        not confirm, to be written in-process: empty when it took them all; False when it counted some
-        as failed)."""
+        not take, to be written in-process: empty when it took them all; False when it counted some as
+        failed). A frame the child could not read, or did not answer, is written here: nothing is lost."""
         writer = self.writer
         assert writer is not None
         ok = True
         sent: list[int] = []  # starts of the frames in flight, oldest first
+        back: list[ReadableSpan] = []  # frames the child handed back
         start = 0
+
+        def answer() -> None:
+            nonlocal ok
+            s0 = sent[0]
+            exported, failed = writer.collect()  # WriterGone leaves the frame listed as unconfirmed
+            del sent[0]
+            if exported == REFUSED:
+                back.extend(spans[s0 : s0 + _FRAME])
+                return
+            ok = self._count_answer((exported, failed)) and ok
+
         with self._write_lock:
             try:
                 for start in range(0, len(spans), _FRAME):
                     payload = pack_spans(spans[start : start + _FRAME])
                     if len(sent) >= _IN_FLIGHT:
-                        ok = self._count_answer(writer.collect()) and ok
-                        del sent[0]
+                        answer()
                     writer.send(payload)
                     sent.append(start)
                 while sent:
-                    ok = self._count_answer(writer.collect()) and ok
-                    del sent[0]
+                    answer()
             except WriterGone as exc:
                 warn_once("writer-gone", "ragtrail: the writer process is unavailable (%s); writing in-process", exc)
-                return spans[sent[0] if sent else start :], ok
+                return [*back, *spans[sent[0] if sent else start :]], ok
             except Exception:
                 warn_once("writer-pack", "ragtrail: could not hand spans to the writer process", exc_info=True)
                 while sent:  # the answers of the frames in flight come first, or later ones would be misread
                     try:
-                        ok = self._count_answer(writer.collect()) and ok
+                        answer()
                     except WriterGone:
-                        return spans[sent[0] :], ok
-                    del sent[0]
-                return spans[start:], ok
-        return (), ok
+                        return [*back, *spans[sent[0] :]], ok
+                return [*back, *spans[start:]], ok
+        return back, ok
 
     def _count_answer(self, answer: tuple[int, int]) -> bool:
         exported, failed = answer

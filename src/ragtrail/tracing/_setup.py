@@ -447,6 +447,9 @@ def stats() -> dict[str, int]:
     }
     if cfg.store is not None:  # spans stored with columns emptied / in reduced form / refused, by reason
         out.update(cfg.store.span_stats())
+        w = exp.writer if exp is not None else None
+        for k, v in (w.store_counts if w is not None else {}).items():  # the same, by the writer process
+            out[k] = out.get(k, 0) + v
     return out
 
 

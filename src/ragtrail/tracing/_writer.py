@@ -15,8 +15,9 @@ the exporter stays in-process for good (each case logged once). Only the standar
 ragtrail run in the child (no ``multiprocessing``: it would re-import the app's main module).
 
 Frames (parent → child): ``<I length>`` + payload; length 0 asks the child to stop, 0xFFFFFFFF to
-write its spool back. Answers (child → parent): ``<IIII`` exported, failed, spooled now, dropped by
-the spool's cap (cumulative).
+write its spool back. Answers (child → parent): ``<IIIIIII`` exported (:data:`REFUSED` for a frame
+it could not read, which the parent then writes itself), failed, spooled now, dropped by the spool's
+cap, and the child store's repaired, reduced and rejected spans (all cumulative but the first two).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from typing import IO, Any
 from ragtrail._log import logger, warn_once
 
 _LEN = struct.Struct("<I")
-_ANSWER = struct.Struct("<IIII")
+_ANSWER = struct.Struct("<IIIIIII")
+REFUSED = 0xFFFFFFFF  # "exported" of a frame the child could not read: the parent writes its spans in-process
 _STOP = 0
 _REPLAY = 0xFFFFFFFF
 # writer="auto": what counts as load that pays for a writer process
@@ -52,7 +54,12 @@ try:
         except TypeError:  # an int beyond 64 bits in an attribute: the standard encoder takes it
             return json.dumps(batch, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
-    _decode: Any = _orjson.loads
+    def _decode(payload: bytes) -> Any:
+        try:
+            return _orjson.loads(payload)
+        except _orjson.JSONDecodeError:  # an int beyond 64 bits (written by the standard encoder)
+            return json.loads(payload)
+
 except ImportError:  # pragma: no cover - orjson is a core dependency
 
     def _encode(batch: list[Any]) -> bytes:
@@ -158,6 +165,8 @@ class ProcessWriter:
         self.starts = 0
         self.spooled = 0
         self.spool_dropped = 0
+        # the child store's spans stored repaired / reduced / rejected (added to ragtrail.stats())
+        self.store_counts: dict[str, int] = {}
         self.auto = auto
         # True while a started child answers (plain attribute: read on every recorded content value)
         self.ready = False
@@ -284,9 +293,10 @@ class ProcessWriter:
         if len(answer) < _ANSWER.size:
             self._died()
             raise WriterGone("the writer process exited")
-        exported, failed, spooled, dropped = _ANSWER.unpack(answer)
+        exported, failed, spooled, dropped, repaired, reduced, rejected = _ANSWER.unpack(answer)
         self.spooled = spooled
         self.spool_dropped = dropped
+        self.store_counts = {"repaired": repaired, "reduced": reduced, "rejected": rejected}
         return exported, failed, spooled, dropped
 
     def write(self, payload: bytes) -> tuple[int, int]:

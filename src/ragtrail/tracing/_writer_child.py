@@ -7,7 +7,7 @@ import sys
 import threading
 
 from ragtrail._log import warn_once
-from ragtrail.tracing._writer import _ANSWER, _LEN, _REPLAY, _STOP, _decode, _read_exact, _rebuild
+from ragtrail.tracing._writer import _ANSWER, _LEN, _REPLAY, _STOP, REFUSED, _decode, _read_exact, _rebuild
 
 
 def _child_main(argv: list[str]) -> int:
@@ -35,6 +35,7 @@ def _child_main(argv: list[str]) -> int:
             if n == _STOP:
                 break
             e0, f0 = exp.exported, exp.failed
+            refused = False
             with lock:
                 if n == _REPLAY:
                     exp.force_flush()
@@ -43,12 +44,18 @@ def _child_main(argv: list[str]) -> int:
                     try:
                         spans = _rebuild(_decode(payload))
                     except Exception:
+                        # nothing of it is lost: the answer hands the frame back, the app writes it itself
                         warn_once("writer-decode", "ragtrail: the writer process could not read a batch", exc_info=True)
-                        exp.failed += 1
+                        refused = True
                     else:
                         exp.export(spans)
+            st = store.span_stats()
             answer = (exp.exported - e0, exp.failed - f0, exp.spooled, exp.spool_dropped)
-            out.write(_ANSWER.pack(*(min(max(0, int(x)), 0xFFFFFFFE) for x in answer)))
+            answer += (st.get("repaired", 0), st.get("reduced", 0), st.get("rejected", 0))
+            packed = [min(max(0, int(x)), 0xFFFFFFFE) for x in answer]
+            if refused:
+                packed[0] = REFUSED
+            out.write(_ANSWER.pack(*packed))
             out.flush()
     finally:
         exp.shutdown()
