@@ -65,7 +65,8 @@ except ImportError:  # pragma: no cover - orjson is a core dependency
     def _encode(batch: list[Any]) -> bytes:
         return json.dumps(batch, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
-    _decode = json.loads
+    def _decode(payload: bytes) -> Any:
+        return json.loads(payload)
 
 
 class WriterGone(Exception):

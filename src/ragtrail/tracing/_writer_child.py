@@ -50,8 +50,8 @@ def _child_main(argv: list[str]) -> int:
                     else:
                         exp.export(spans)
             st = store.span_stats()
-            answer = (exp.exported - e0, exp.failed - f0, exp.spooled, exp.spool_dropped)
-            answer += (st.get("repaired", 0), st.get("reduced", 0), st.get("rejected", 0))
+            answer = (exp.exported - e0, exp.failed - f0, exp.spooled, exp.spool_dropped,
+                      st.get("repaired", 0), st.get("reduced", 0), st.get("rejected", 0))  # fmt: skip
             packed = [min(max(0, int(x)), 0xFFFFFFFE) for x in answer]
             if refused:
                 packed[0] = REFUSED
