@@ -225,49 +225,33 @@ except Exception:
     _AC_CASED = _AC_UNCASED = None
 
 
-def _rules_present(ac: Any, flat: tuple[tuple[str, int], ...], text: str) -> list[int]:
-    """Indices of the rules one of whose needles occurs in ``text``, in rule order (one automaton pass)."""
-    found = ac.find_matches_as_indexes(text.encode("utf-8", "surrogatepass"), overlapping=True)
-    return sorted({flat[k][1] for k, _s, _e in found})
+def _rules_in(scan: str, ac: Any, flat: tuple[tuple[str, int], ...], needles: tuple[str, ...]) -> list[int]:
+    """Indices, in rule order, of the rules one of whose needles occurs in ``scan``: one automaton pass
+    for a long text when ``ahocorasick-rs`` is there, else one substring test per needle (iterated in C
+    first: most texts hold none)."""
+    if ac is not None and len(scan) >= _AC_MIN:
+        found = ac.find_matches_as_indexes(scan.encode("utf-8", "surrogatepass"), overlapping=True)
+        return sorted({flat[k][1] for k, _s, _e in found})
+    if not any(map(scan.__contains__, needles)):
+        return []
+    return list(dict.fromkeys(i for needle, i in flat if needle in scan))
 
 
 def _mask_all(text: str) -> tuple[str, int]:
     total = 0
-    if _AC_CASED is not None and len(text) >= _AC_MIN:
-        for i in _rules_present(_AC_CASED, _CASED_FLAT, text):
-            rule = _CASED[i]
-            text, n = _sub_at(text, text, rule[0], rule[1], rule[2])
-            total += n
-        low = text.lower()
-        if len(low) == len(text):
-            for i in _rules_present(_AC_UNCASED, _UNCASED_FLAT, low):
-                rule = _UNCASED[i]
-                text, n = _sub_at(text, low, rule[0], rule[1], rule[2])
-                if n:
-                    total += n
-                    low = text.lower()
-            return text, total
-        return _mask_uncased_by_regex(text, total)
-    # one substring test per needle first, iterated in C: most texts hold none
-    hit = -1
-    for needle, i in _CASED_FLAT if any(map(text.__contains__, _CASED_NEEDLES)) else ():
-        if i != hit and needle in text:
-            hit = i
-            rule = _CASED[i]
-            text, n = _sub_at(text, text, rule[0], rule[1], rule[2])
-            total += n
+    for i in _rules_in(text, _AC_CASED, _CASED_FLAT, _CASED_NEEDLES):
+        rule = _CASED[i]
+        text, n = _sub_at(text, text, rule[0], rule[1], rule[2])
+        total += n
     low = text.lower()
     if len(low) != len(text):  # a few characters change length when lower-cased: positions differ
         return _mask_uncased_by_regex(text, total)
-    hit = -1
-    for needle, i in _UNCASED_FLAT if any(map(low.__contains__, _UNCASED_NEEDLES)) else ():
-        if i != hit and needle in low:
-            hit = i
-            rule = _UNCASED[i]
-            text, n = _sub_at(text, low, rule[0], rule[1], rule[2])
-            if n:
-                total += n
-                low = text.lower()
+    for i in _rules_in(low, _AC_UNCASED, _UNCASED_FLAT, _UNCASED_NEEDLES):
+        rule = _UNCASED[i]
+        text, n = _sub_at(text, low, rule[0], rule[1], rule[2])
+        if n:
+            total += n
+            low = text.lower()
     return text, total
 
 

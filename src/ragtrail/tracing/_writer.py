@@ -300,11 +300,6 @@ class ProcessWriter:
         self.store_counts = {"repaired": repaired, "reduced": reduced, "rejected": rejected}
         return exported, failed, spooled, dropped
 
-    def write(self, payload: bytes) -> tuple[int, int]:
-        """Send one packed batch; returns (exported, failed) once the child wrote or spooled it."""
-        exported, failed, _s, _d = self._call(_LEN.pack(len(payload)) + payload)
-        return exported, failed
-
     def send(self, payload: bytes) -> None:
         """Send one packed batch without waiting; :meth:`collect` gives its answer. One frame may be in
         flight while the caller packs the next (the child writes while the app packs)."""
