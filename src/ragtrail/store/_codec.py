@@ -143,12 +143,15 @@ def split_attributes(attrs_json: str, codec: ContentCodec | None = None, project
     return orjson.dumps(small).decode("utf-8"), (codec.compress(data, project) if codec else compress(data))
 
 
-def join_attributes(attrs_json: str | None, blob: bytes | None) -> str | None:
+def join_attributes(
+    attrs_json: str | None, blob: bytes | None, unpack: Callable[[bytes], bytes] | None = None
+) -> str | None:
     """The whole attributes JSON of a stored row (the small attributes and the decompressed large
-    ones); rows without a blob come back unchanged. Never parses the small part."""
+    ones, through ``unpack``: a store's :meth:`ContentCodec.decompress`, default :func:`decompress`);
+    rows without a blob come back unchanged. Never parses the small part."""
     if not blob:
         return attrs_json
-    big = decompress(bytes(blob)).decode("utf-8")
+    big = (unpack or decompress)(bytes(blob)).decode("utf-8")
     if not attrs_json or attrs_json == "{}":
         return big
     if big == "{}":
@@ -292,11 +295,4 @@ class ContentCodec:
 
     def join(self, attrs_json: str | None, blob: bytes | None) -> str | None:
         """``ragtrail_attributes(attributes, content)``: :func:`join_attributes` with this store's dictionaries."""
-        if not blob:
-            return attrs_json
-        big = self.decompress(bytes(blob)).decode("utf-8")
-        if not attrs_json or attrs_json == "{}":
-            return big
-        if big == "{}":
-            return attrs_json
-        return attrs_json[:-1] + "," + big[1:]
+        return join_attributes(attrs_json, blob, self.decompress)
